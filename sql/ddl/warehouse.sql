@@ -1,0 +1,131 @@
+-- Warehouse contract: schemas and the tables every run writes into. Idempotent (if not exists).
+create schema if not exists raw;
+create schema if not exists staging;
+create schema if not exists quality;
+create schema if not exists marts;
+create schema if not exists ops;
+
+create table if not exists raw.posthog__events (
+    event_id varchar not null,
+    cursor_at varchar,
+    payload json not null,
+    _source_file varchar,
+    _batch_id varchar not null,
+    _loaded_at timestamptz not null
+);
+comment on table raw.posthog__events is
+'grain: one row per PostHog event; key: event_id (uuid). Merged on event_id, newer payload wins.';
+
+create table if not exists raw.zendesk__tickets (
+    ticket_id bigint not null,
+    cursor_at varchar,
+    payload json not null,
+    _source_file varchar,
+    _batch_id varchar not null,
+    _loaded_at timestamptz not null
+);
+comment on table raw.zendesk__tickets is
+'grain: one row per Zendesk ticket; key: ticket_id. Merged on ticket_id, latest updated_at wins.';
+
+create table if not exists raw.github__issues (
+    node_id varchar not null,
+    cursor_at varchar,
+    payload json not null,
+    _source_file varchar,
+    _batch_id varchar not null,
+    _loaded_at timestamptz not null
+);
+comment on table raw.github__issues is
+'grain: one row per GitHub issue (pull requests dropped); key: node_id. Latest updated_at wins.';
+
+create table if not exists quality.quarantine (
+    quarantine_id varchar not null,
+    stage varchar not null,
+    source varchar not null,
+    table_name varchar not null,
+    record_key varchar,
+    rule varchar not null,
+    reason varchar not null,
+    payload varchar,
+    source_file varchar,
+    first_run_id varchar not null,
+    last_run_id varchar not null,
+    quarantined_at timestamptz not null
+);
+comment on table quality.quarantine is
+'grain: one row per rejected record and rule; key: quarantine_id (hash of table, rule, key, payload).';
+
+create table if not exists quality.dq_results (
+    run_id varchar not null,
+    table_name varchar not null,
+    source varchar not null,
+    suite_name varchar not null,
+    expectation_type varchar not null,
+    column_name varchar,
+    kwargs json,
+    severity varchar not null,
+    is_success boolean not null,
+    element_count bigint,
+    unexpected_count bigint,
+    unexpected_percent double,
+    n_quarantined bigint not null,
+    observed_value varchar,
+    validated_at timestamptz not null
+);
+comment on table quality.dq_results is
+'grain: one row per run x table x expectation; key: (run_id, table_name, expectation_type, column_name, kwargs).';
+
+create table if not exists ops.sync_state (
+    source varchar not null,
+    stream varchar not null,
+    cursor_value varchar,
+    n_files bigint,
+    updated_at timestamptz not null,
+    run_id varchar not null
+);
+comment on table ops.sync_state is
+'grain: one row per source stream; key: (source, stream). Advanced in the same transaction as the data.';
+
+create table if not exists ops.loaded_files (
+    source varchar not null,
+    path varchar not null,
+    size_bytes bigint not null,
+    mtime_ns bigint not null,
+    n_records bigint not null,
+    n_quarantined bigint not null,
+    batch_id varchar not null,
+    loaded_at timestamptz not null
+);
+comment on table ops.loaded_files is
+'grain: one row per source file version loaded; key: (source, path). Unchanged files are skipped.';
+
+create table if not exists ops.runs (
+    run_id varchar not null,
+    flow_run_id varchar,
+    started_at timestamptz not null,
+    finished_at timestamptz,
+    as_of_date date,
+    window_days integer,
+    status varchar not null,
+    dq_verdict varchar,
+    is_dry_run boolean,
+    summary json
+);
+comment on table ops.runs is 'grain: one row per nightly run; key: run_id.';
+
+create table if not exists ops.writeback_ledger (
+    fingerprint varchar not null,
+    tracker varchar not null,
+    issue_ref varchar,
+    url varchar,
+    state varchar not null,
+    state_reason varchar,
+    title varchar,
+    content_hash varchar,
+    created_at timestamptz not null,
+    updated_at timestamptz not null,
+    last_run_id varchar not null
+);
+comment on table ops.writeback_ledger is
+'grain: one row per suggestion fingerprint and tracker; key: (fingerprint, tracker). '
+'Written pending before the tracker call, completed after.';

@@ -1,0 +1,119 @@
+"""DuckDB access: connections with lock retry, SQL files from sql/, the analyst snapshot."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import duckdb
+
+from tasks.settings import SQL_DIR
+
+log = logging.getLogger(__name__)
+
+
+class WarehouseLockedError(RuntimeError):
+    """Another process holds the DuckDB file."""
+
+
+def connect(
+    path: Path,
+    *,
+    read_only: bool = False,
+    memory_limit: str | None = None,
+    lock_timeout_s: float = 30.0,
+) -> duckdb.DuckDBPyConnection:
+    """Open the warehouse, retrying with jitter while another process holds the lock.
+
+    DuckDB fails at once on a conflicting lock instead of waiting (STACK_NOTES), so a short
+    analyst query would otherwise make the nightly writer crash.
+    """
+    path = Path(path)
+    if not read_only:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    config = {"memory_limit": memory_limit} if memory_limit else {}
+    deadline = time.monotonic() + lock_timeout_s
+    delay = 0.2
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only, config=config)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseLockedError(
+                    f"{path} is locked by another process (an open analyst session or another "
+                    "run?). Close it, or query the analyst snapshot instead."
+                ) from None
+            log.info("warehouse %s is locked; retrying in %.1fs", path, delay)
+            time.sleep(delay + random.uniform(0, delay / 2))
+            delay = min(delay * 2, 3.0)
+
+
+@contextmanager
+def warehouse(
+    path: Path, *, read_only: bool = False, memory_limit: str | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    con = connect(path, read_only=read_only, memory_limit=memory_limit)
+    try:
+        yield con
+    finally:
+        con.close()
+
+
+def sql_text(relative: str) -> str:
+    return (SQL_DIR / relative).read_text(encoding="utf-8")
+
+
+def run_sql_file(con: duckdb.DuckDBPyConnection, relative: str) -> None:
+    con.execute(sql_text(relative))
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    run_sql_file(con, "ddl/warehouse.sql")
+    run_sql_file(con, "functions/macros.sql")
+
+
+def build_relation(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> int:
+    """(Re)build `<layer>.<name>` from `sql/<layer>/<name>.sql`; returns its row count.
+
+    The file holds a bare SELECT (pasteable into the duckdb CLI once its variables are set).
+    """
+    select = sql_text(f"{layer}/{name}.sql").strip().rstrip(";")
+    con.execute(f"create or replace table {layer}.{name} as\n{select}")
+    return con.sql(f"select count(*) from {layer}.{name}").fetchall()[0][0]
+
+
+def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: Path, snapshot_path: Path) -> float:
+    """Copy the warehouse into a fresh file and atomically swap it in for analysts.
+
+    Readers of the previous copy are undisturbed; the nightly writer never waits for them.
+    Returns seconds taken.
+    """
+    started = time.perf_counter()
+    snapshot_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = snapshot_path.with_name(snapshot_path.name + ".tmp")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    catalog = con.sql("select current_database()").fetchall()[0][0]
+    con.execute(f"attach '{_sql_str(tmp)}' as fl_snapshot")
+    try:
+        con.execute(f'copy from database "{catalog}" to fl_snapshot')
+    finally:
+        con.execute("detach fl_snapshot")
+    os.replace(tmp, snapshot_path)
+    return time.perf_counter() - started
+
+
+def _sql_str(p: Path | str) -> str:
+    return str(p).replace("'", "''")
+
+
+def sql_literal(value: str | Path) -> str:
+    """Quote a value for the few places DuckDB takes no parameters (ATTACH, table functions)."""
+    return "'" + _sql_str(value) + "'"

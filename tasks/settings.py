@@ -1,0 +1,176 @@
+"""Typed run settings: defaults for the embedded demo, a TOML file, then environment overrides."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SQL_DIR = PROJECT_ROOT / "sql"
+EXPECTATIONS_DIR = PROJECT_ROOT / "expectations"
+DEFAULT_CATALOG = PROJECT_ROOT / "features.yaml"
+ENV_PREFIX = "FEEDBACK_LOOP_"
+
+
+class ConfigError(Exception):
+    """A user-facing configuration problem: the message says what to fix."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DemoSettings(_Strict):
+    enabled: bool = Field(True, description="Generate demo data when the source files are missing.")
+    out_dir: Path = Path("data/demo")
+    seed: int = 42
+    days: int = Field(90, ge=14, le=730)
+    users: int = Field(5000, ge=50)
+    accounts: int = Field(500, ge=5)
+    events: int | None = Field(None, ge=1000, description="Target event count; None = default.")
+
+
+class FileSources(_Strict):
+    """Where the vendor export files live (globs). Empty string disables a source."""
+
+    posthog_events: str = "data/demo/posthog/*.jsonl"
+    zendesk_tickets: str = "data/demo/zendesk/*.json"
+    github_issues: str = "data/demo/github/*.json"
+    zendesk_subdomain: str = Field(
+        "acme-demo", description="Used to build agent links to tickets in suggestions."
+    )
+
+
+class ScoreWeights(_Strict):
+    adoption: float = 0.15
+    engagement: float = 0.10
+    retention: float = 0.15
+    support: float = 0.20
+    bugs: float = 0.20
+    trend: float = 0.20
+
+    @field_validator("*")
+    @classmethod
+    def _non_negative(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError("weights must be >= 0")
+        return v
+
+    def normalised(self) -> dict[str, float]:
+        raw = self.model_dump()
+        total = sum(raw.values())
+        if total <= 0:
+            raise ConfigError("score.weights: at least one weight must be > 0")
+        return {k: v / total for k, v in raw.items()}
+
+
+class WritebackSettings(_Strict):
+    tracker: str = Field("markdown", description="Only 'markdown' in this version.")
+    tracker_dir: Path = Path("data/tracker")
+    max_new_suggestions: int = Field(5, ge=0, le=50)
+
+
+class Settings(_Strict):
+    duckdb_path: Path = Path("data/feedback.duckdb")
+    snapshot_path: Path = Field(
+        Path("data/feedback_analyst.duckdb"),
+        description="Read-only analyst copy, replaced atomically at the end of every run.",
+    )
+    duckdb_memory_limit: str = "4GB"
+    catalog_path: Path = DEFAULT_CATALOG
+    window_days: int = Field(28, ge=7, le=120)
+    hash_salt: SecretStr = Field(
+        SecretStr("feedback-loop-demo-salt"),
+        description="Salt for requester hashes. Set FEEDBACK_LOOP_HASH_SALT in production.",
+    )
+    demo: DemoSettings = DemoSettings()
+    sources: FileSources = FileSources()
+    score: ScoreWeights = ScoreWeights()
+    writeback: WritebackSettings = WritebackSettings()
+
+    def resolve_paths(self, base: Path) -> Settings:
+        """Make relative paths absolute against `base` (the config file's folder or the cwd)."""
+
+        def fix(p: Path) -> Path:
+            return p if p.is_absolute() else (base / p).resolve()
+
+        def fix_glob(g: str) -> str:
+            return g if (not g or os.path.isabs(g)) else str(base / g)
+
+        return self.model_copy(
+            update={
+                "duckdb_path": fix(self.duckdb_path),
+                "snapshot_path": fix(self.snapshot_path),
+                "catalog_path": fix(self.catalog_path),
+                "demo": self.demo.model_copy(update={"out_dir": fix(self.demo.out_dir)}),
+                "sources": self.sources.model_copy(
+                    update={
+                        "posthog_events": fix_glob(self.sources.posthog_events),
+                        "zendesk_tickets": fix_glob(self.sources.zendesk_tickets),
+                        "github_issues": fix_glob(self.sources.github_issues),
+                    }
+                ),
+                "writeback": self.writeback.model_copy(
+                    update={"tracker_dir": fix(self.writeback.tracker_dir)}
+                ),
+            }
+        )
+
+
+def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
+    """FEEDBACK_LOOP_DUCKDB_PATH=x -> {"duckdb_path": x}; FEEDBACK_LOOP_WRITEBACK__TRACKER_DIR=y ->
+    {"writeback": {"tracker_dir": y}} (double underscore = nesting)."""
+    out: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+            continue
+        parts = name[len(ENV_PREFIX) :].lower().split("__")
+        node = out
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in over.items():
+        merged[k] = _merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def load_settings(
+    config_path: str | Path | None = None, environ: dict[str, str] | None = None
+) -> Settings:
+    """Settings from defaults < TOML file < FEEDBACK_LOOP_* environment variables.
+
+    Relative paths in a config file are relative to that file; otherwise to the working directory.
+    """
+    environ = dict(os.environ) if environ is None else environ
+    config_path = config_path or environ.get(ENV_PREFIX + "CONFIG")
+    data: dict[str, Any] = {}
+    base = Path.cwd()
+    if config_path:
+        path = Path(config_path).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        base = path.resolve().parent
+    data = _merge(data, _env_overrides(environ))
+    try:
+        settings = Settings.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        where = f" in {config_path}" if config_path else ""
+        raise ConfigError(f"invalid settings{where}: {problems}") from None
+    return settings.resolve_paths(base)
