@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 
 from tasks.db import sql_literal
+from tasks.quality import record_quarantine
 
 log = logging.getLogger(__name__)
 
@@ -342,8 +343,7 @@ def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, r
     n = con.sql("select count(*) from _batch where reject_rule is not null").fetchall()[0][0]
     con.execute(f"""
         create or replace temp table _rejects as
-        select distinct
-               md5(concat_ws('|', 'load', {sql_literal(spec.raw_table)}, reject_rule,
+        select md5(concat_ws('|', 'load', {sql_literal(spec.raw_table)}, reject_rule,
                              coalesce(rec_id::varchar, ''), text)) as quarantine_id,
                'load' as stage, {sql_literal(spec.source)} as source,
                {sql_literal(spec.raw_table)} as table_name, rec_id::varchar as record_key,
@@ -352,18 +352,9 @@ def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, r
                    || ' (' || regexp_extract(source_file, '[^/]+$') || ' #' || pos || ')' as reason,
                text as payload, source_file
         from _batch where reject_rule is not null
+        qualify row_number() over (partition by quarantine_id order by source_file, pos) = 1
     """)
-    con.execute(
-        "update quality.quarantine set last_run_id = ? from _rejects r "
-        "where quality.quarantine.quarantine_id = r.quarantine_id",
-        [run_id],
-    )
-    con.execute(
-        """insert into quality.quarantine by name
-           select r.*, $1 as first_run_id, $1 as last_run_id, now() as quarantined_at
-           from _rejects r anti join quality.quarantine q using (quarantine_id)""",
-        [run_id],
-    )
+    record_quarantine(con, "_rejects", "load", [spec.raw_table], run_id)
     return n
 
 

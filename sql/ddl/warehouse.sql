@@ -1,6 +1,7 @@
 -- Warehouse contract: schemas and the tables every run writes into. Idempotent (if not exists).
 create schema if not exists raw;
 create schema if not exists staging;
+create schema if not exists intermediate;
 create schema if not exists quality;
 create schema if not exists marts;
 create schema if not exists ops;
@@ -129,3 +130,16 @@ create table if not exists ops.writeback_ledger (
 comment on table ops.writeback_ledger is
 'grain: one row per suggestion fingerprint and tracker; key: (fingerprint, tracker). '
 'Written pending before the tracker call, completed after.';
+
+create table if not exists quality.source_status (
+    run_id varchar not null,
+    source_kind varchar not null,
+    table_name varchar not null,
+    verdict varchar not null,
+    confidence_factor double not null,
+    is_writeback_blocked boolean not null,
+    reason varchar
+);
+comment on table quality.source_status is
+'grain: one row per run x source kind (usage, tickets, bugs); key: (run_id, source_kind). '
+'The data-quality verdict that scores and write-back depend on.';

@@ -1,0 +1,58 @@
+# feedback-loop — the two commands a new machine needs are `make run` and `make test`.
+# Both create .venv and install the pinned dependencies (requirements.lock) when missing.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+UV_VERSION := 0.13.9
+
+.PHONY: install run test test-slow lint format lock bench-load bench-load-10m clean-data help
+
+help:
+	@echo "make run         run the nightly flow on the demo data (generated on first run)"
+	@echo "make test        run the test suite (default, fast)"
+	@echo "make test-slow   run the slow scale tests"
+	@echo "make lint        ruff + sqlfluff"
+	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
+	@echo "make lock        re-pin requirements.lock from pyproject.toml"
+	@echo "make clean-data  delete data/ (demo files, DuckDB, tracker)"
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip install -q -p $(BIN)/python -r requirements.lock
+	$(BIN)/uv pip install -q -p $(BIN)/python --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/feedback-loop run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/sqlfluff lint sql
+
+format: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev -p 3.11 -o requirements.lock
+
+N ?= 1000000
+bench-load: $(STAMP)
+	$(BIN)/python benchmarks/bench_load.py --events $(N)
+
+bench-load-10m: $(STAMP)
+	$(BIN)/python benchmarks/bench_load.py --events 10000000
+
+clean-data:
+	rm -rf data

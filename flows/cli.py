@@ -1,0 +1,327 @@
+"""`feedback-loop` command line: run the nightly flow, make demo data, serve deployments, query."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import flows  # noqa: F401  (sets offline/telemetry defaults before Prefect is imported)
+from tasks.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
+
+EXIT_USER_ERROR = 2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; printed as one line, no traceback."""
+
+
+def _console():
+    from rich.console import Console
+
+    return Console(), Console(stderr=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = load_settings(args.config)
+        from tasks.catalog import load_catalog
+
+        load_catalog(settings.catalog_path)
+        return settings
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+
+
+def _print_rows(console, rows: list[dict], title: str | None = None, max_width: int = 60) -> None:
+    from rich.table import Table
+
+    table = Table(title=title, show_lines=False, header_style="bold")
+    if not rows:
+        console.print("(no rows)")
+        return
+    for col in rows[0]:
+        table.add_column(str(col), overflow="fold", max_width=max_width)
+    for row in rows:
+        table.add_row(*["" if v is None else str(v) for v in row.values()])
+    console.print(table)
+
+
+# ---------------------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace) -> int:
+    out, err = _console()
+    settings = _settings(args)
+    from flows.nightly import nightly
+
+    params = {
+        "as_of": args.as_of,
+        "window_days": args.window_days,
+        "sources": args.sources,
+        "dry_run": args.dry_run,
+        "max_new_suggestions": args.max_new,
+        "config_path": str(Path(args.config).resolve()) if args.config else None,
+    }
+    err.print(f"[bold]feedback-loop[/]: nightly run — warehouse {settings.duckdb_path}")
+    state = nightly(**params, return_state=True)
+    if state.is_failed() or state.is_crashed():
+        try:
+            state.result()
+        except ConfigError as exc:
+            raise UserError(str(exc)) from None
+        except Exception as exc:  # the flow already logged the traceback
+            err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}")
+        return 1
+    summary = state.result()
+    _print_summary(out, err, summary, state.name)
+    return 0
+
+
+def _print_summary(out, err, s: dict, state_name: str) -> None:
+    verdict = s["dq_verdict"]
+    colour = {"pass": "green", "warn": "yellow", "degraded": "red"}[verdict]
+    err.print(
+        f"run {s['run_id']} ({state_name}) as of {s['as_of']}: data quality "
+        f"[{colour}]{verdict.upper()}[/]; "
+        + ", ".join(f"{k} {v}s" for k, v in s["timings"].items())
+    )
+    for v in s["validation"]:
+        err.print(
+            f"  {v['table']}: {v['rows_in']:,} in = {v['rows_accepted']:,} accepted + "
+            f"{v['rows_quarantined']:,} quarantined ({v['verdict']})"
+        )
+    rows = [
+        {"#": r["rank"], "suggestion": r["title"], "priority": f"{r['priority']:,}",
+         "health": r["health"], "why": r["why"],
+         "write-back": f"{r['action']}: {r['reason']}"}
+        for r in s["suggestions"]
+    ]
+    title = "Backlog suggestions" + (" (dry run: nothing written)" if s["dry_run"] else "")
+    _print_rows(out, rows, title=title, max_width=48)
+    if not s["dry_run"]:
+        out.print(f"tracker: {s['tracker_dir']}")
+    out.print(f"query: feedback-loop query \"select * from marts.feature_health\"  "
+              f"(snapshot {s['snapshot_path']})")
+
+
+# ---------------------------------------------------------------------------------- demo-data
+def cmd_demo_data(args: argparse.Namespace) -> int:
+    _, err = _console()
+    settings = _settings(args)
+    from tasks.demo_data import DemoConfig, generate_demo_data
+
+    out_dir = Path(args.out).resolve() if args.out else settings.demo.out_dir
+    end = args.end_date or (datetime.now(UTC).date() - timedelta(days=1))
+    cfg = DemoConfig(
+        out_dir=out_dir, end_date=end, days=args.days or settings.demo.days,
+        users=args.users or settings.demo.users, accounts=settings.demo.accounts,
+        events=args.events or settings.demo.events, seed=args.seed,
+    )
+    started = time.perf_counter()
+    manifest = generate_demo_data(cfg, progress=lambda m: err.print(f"  {m}"))
+    err.print(
+        f"demo data in {out_dir} ({time.perf_counter() - started:.1f}s): "
+        + json.dumps(manifest.get("row_counts", {}))
+    )
+    return 0
+
+
+# -------------------------------------------------------------------------------------- query
+def cmd_query(args: argparse.Namespace) -> int:
+    out, err = _console()
+    settings = _settings(args)
+    import duckdb
+
+    from tasks.db import WarehouseLockedError, connect
+
+    if args.db:
+        path = Path(args.db)
+    elif not args.live and settings.snapshot_path.exists():
+        path = settings.snapshot_path
+    else:
+        path = settings.duckdb_path
+    if not path.exists():
+        raise UserError(f"no warehouse at {path}: run `feedback-loop run` first")
+    try:
+        con = connect(path, read_only=True, lock_timeout_s=args.lock_timeout)
+    except WarehouseLockedError as exc:
+        raise UserError(str(exc)) from None
+    try:
+        rel = con.execute(args.sql)
+        if rel.description is None:
+            return 0
+        cols = [d[0] for d in rel.description]
+        rows = rel.fetchmany(args.limit + 1)
+    except duckdb.Error as exc:
+        raise UserError(f"query failed: {str(exc).splitlines()[0]}") from None
+    finally:
+        con.close()
+    truncated = len(rows) > args.limit
+    rows = rows[: args.limit]
+    if args.format == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif args.format == "json":
+        print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, indent=1))  # noqa: T201
+    else:
+        _print_rows(out, [dict(zip(cols, r, strict=True)) for r in rows])
+    if truncated:
+        err.print(f"(first {args.limit} rows; raise --limit for more)")
+    err.print(f"[dim]{path}[/]")
+    return 0
+
+
+# -------------------------------------------------------------------------------------- serve
+def cmd_serve(args: argparse.Namespace) -> int:
+    _, err = _console()
+    _settings(args)
+    import yaml
+
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    server = None
+    if not os.environ.get("PREFECT_API_URL"):
+        server = _start_local_server(args.port, err)
+        os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{args.port}/api"
+    try:
+        from prefect import serve
+        from prefect.schedules import Cron
+
+        from flows.nightly import nightly
+
+        deployments = []
+        for d in spec["deployments"]:
+            params = dict(d.get("parameters") or {})
+            if args.config:
+                params["config_path"] = str(Path(args.config).resolve())
+            schedules = [
+                Cron(s["cron"], timezone=s.get("timezone", "UTC"))
+                for s in (d.get("schedules") or [])
+            ]
+            deployments.append(
+                nightly.to_deployment(
+                    name=d["name"], description=d.get("description"), parameters=params,
+                    schedules=schedules, tags=d.get("tags"),
+                    concurrency_limit=d.get("concurrency_limit"),
+                )
+            )
+            err.print(f"serving deployment nightly/{d['name']}"
+                      + (f" on {d['schedules'][0]['cron']} ({d['schedules'][0].get('timezone')})"
+                         if d.get("schedules") else " (manual)"))
+        err.print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+        serve(*deployments)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=30)
+    return 0
+
+
+def _start_local_server(port: int, err) -> subprocess.Popen:
+    import requests
+
+    prefect_bin = Path(sys.executable).with_name("prefect")
+    err.print(f"starting a local Prefect server on 127.0.0.1:{port} …")
+    proc = subprocess.Popen(
+        [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise UserError(f"the Prefect server exited at start (port {port} in use?)")
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2).ok:
+                return proc
+        except requests.RequestException:
+            pass
+        time.sleep(1)
+    proc.terminate()
+    raise UserError("the local Prefect server did not become healthy within 120 s")
+
+
+# --------------------------------------------------------------------------------------- main
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="feedback-loop",
+        description="Nightly product feedback loop: usage events, support tickets and bugs -> "
+        "DuckDB -> explainable feature health -> prioritised backlog suggestions.",
+    )
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="settings file (TOML); default: the embedded demo settings, "
+                        "or $FEEDBACK_LOOP_CONFIG")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", parents=[common], help="run the nightly flow once, now",
+                       description="Run the nightly flow in-process (Prefect's ephemeral API "
+                       "unless PREFECT_API_URL is set) and print the ranked suggestions.")
+    r.add_argument("--as-of", type=_date, help="score as of this day (default: yesterday, or "
+                   "the last day with data)")
+    r.add_argument("--window-days", type=int, default=28, help="scoring window (default 28)")
+    r.add_argument("--sources", nargs="+", choices=["usage", "tickets", "bugs"],
+                   default=["usage", "tickets", "bugs"], help="sources to pull (default: all)")
+    r.add_argument("--dry-run", action="store_true",
+                   help="print the write-back plan (create/update/skip + reason), write nothing")
+    r.add_argument("--max-new", type=int, default=None,
+                   help="cap on new tracker issues this run (default: from settings, 5)")
+    r.set_defaults(func=cmd_run)
+
+    d = sub.add_parser("demo-data", parents=[common], help="generate the seeded demo exports",
+                       description="Write deterministic demo data in the vendors' export "
+                       "formats (PostHog JSON lines, Zendesk export pages, GitHub issue pages).")
+    d.add_argument("--out", help="output folder (default: demo.out_dir from settings)")
+    d.add_argument("--events", type=int, help="target number of events (scale: 10000000 and up)")
+    d.add_argument("--users", type=int, help="number of users (default 5000)")
+    d.add_argument("--days", type=int, help="days of history (default 90)")
+    d.add_argument("--end-date", type=_date, help="last day of data (default: yesterday UTC)")
+    d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    d.set_defaults(func=cmd_demo_data)
+
+    s = sub.add_parser("serve", parents=[common], help="serve the prefect.yaml deployments",
+                       description="Serve the nightly (cron) and manual deployments from "
+                       "prefect.yaml. Starts a local Prefect server unless PREFECT_API_URL is set.")
+    s.add_argument("--port", type=int, default=4200, help="local server port (default 4200)")
+    s.set_defaults(func=cmd_serve)
+
+    q = sub.add_parser("query", parents=[common], help="run SQL on the warehouse, print a table",
+                       description="Run read-only SQL against the analyst snapshot (never blocks "
+                       "the nightly writer), or the live warehouse with --live.")
+    q.add_argument("sql", help='e.g. "select * from marts.feature_health"')
+    q.add_argument("--live", action="store_true", help="query the live warehouse file")
+    q.add_argument("--db", help="query this DuckDB file instead")
+    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument("--limit", type=int, default=200, help="max rows to print (default 200)")
+    q.add_argument("--lock-timeout", type=float, default=5.0,
+                   help="seconds to wait for a busy warehouse (default 5)")
+    q.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as exc:
+        _, err = _console()
+        err.print(f"[red]error:[/] {exc}")
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

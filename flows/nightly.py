@@ -1,0 +1,140 @@
+"""The nightly Prefect flow: load -> stage -> validate -> score -> suggest -> write back -> publish.
+
+It orchestrates only; every step is a task in tasks/steps.py over plain, tested functions.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import UTC, date, datetime
+from typing import Annotated
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.states import Completed
+from pydantic import Field
+
+from tasks import quality, reporting
+from tasks.settings import load_settings
+from tasks.steps import (
+    ALL_SOURCES,
+    SourceKind,
+    build_staging,
+    collect_results,
+    finish_run,
+    load_sources,
+    prepare_demo_data,
+    publish_snapshot,
+    score_features,
+    start_run,
+    validate_staging,
+    write_back,
+)
+
+
+@flow(name="nightly", log_prints=False, timeout_seconds=3 * 3600)
+def nightly(
+    as_of: Annotated[
+        date | None,
+        Field(description="Score as of this day (UTC). Empty: yesterday, or the last data day."),
+    ] = None,
+    window_days: Annotated[
+        int, Field(ge=7, le=120, description="Length of the scoring window in days.")
+    ] = 28,
+    sources: Annotated[
+        list[SourceKind],
+        Field(description="Sources to pull this run; the others keep what they loaded before."),
+    ] = ALL_SOURCES,
+    dry_run: Annotated[
+        bool, Field(description="Plan the write-back (create/update/skip), write nothing.")
+    ] = False,
+    max_new_suggestions: Annotated[
+        int | None, Field(ge=0, le=50, description="Cap on new tracker issues; empty = config.")
+    ] = None,
+    config_path: Annotated[
+        str | None, Field(description="Settings file (TOML); empty = embedded demo defaults.")
+    ] = None,
+):
+    """Pull usage, tickets and bugs; check them; score every feature; write back suggestions.
+
+    Args:
+        as_of: Score as of this day (UTC). Empty: yesterday, or the last day with data.
+        window_days: Length of the scoring window in days.
+        sources: Sources to pull this run; the others keep what they loaded before.
+        dry_run: Plan the tracker write-back (create/update/skip) but write nothing.
+        max_new_suggestions: Cap on new tracker issues this run; empty = the config value.
+        config_path: Settings file (TOML); empty = the embedded demo defaults.
+    """
+    logger = get_run_logger()
+    settings = load_settings(config_path)
+    started_at = datetime.now(UTC)
+    run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
+    timings: dict[str, float] = {}
+    max_new = (
+        settings.writeback.max_new_suggestions if max_new_suggestions is None
+        else max_new_suggestions
+    )
+
+    def timed(name: str, fn, *args):
+        t0 = time.perf_counter()
+        result = fn(*args)
+        timings[name] = round(time.perf_counter() - t0, 3)
+        return result
+
+    start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
+    logger.info("run %s: db=%s tracker=%s", run_id, settings.duckdb_path,
+                settings.writeback.tracker_dir)
+    try:
+        timed("demo_data", prepare_demo_data, settings)
+        loads = timed("load", load_sources, settings, list(sources), run_id)
+        staged = timed("staging", build_staging, settings)
+        verdicts = timed("validate", validate_staging, settings, run_id, started_at)
+        scored = timed("score", score_features, settings, as_of, window_days, run_id)
+        plan = timed("write_back", write_back, settings, scored["as_of"], run_id, dry_run,
+                     max_new)
+        timed("snapshot", publish_snapshot, settings)
+    except Exception:
+        finish_run(settings, run_id, "failed", None, None, {})
+        raise
+
+    dq_verdict = quality.run_verdict(verdicts)
+    summary = {
+        "run_id": run_id,
+        "as_of": scored["as_of"],
+        "window_days": window_days,
+        "dry_run": dry_run,
+        "dq_verdict": dq_verdict,
+        "loads": loads,
+        "staging_rows": staged,
+        "validation": [v.__dict__ for v in verdicts],
+        "coverage": scored["coverage"],
+        "catalog_version": scored["catalog_version"],
+        "timings": timings,
+        "plan": plan,
+        "db_path": str(settings.duckdb_path),
+        "snapshot_path": str(settings.snapshot_path),
+        "tracker_dir": str(settings.writeback.tracker_dir),
+    }
+    health, suggestions = collect_results(settings, scored["as_of"], plan)
+    summary["health"] = health
+    summary["suggestions"] = suggestions
+    finish_run(settings, run_id, "degraded" if dq_verdict == "degraded" else "completed",
+                scored["as_of"], dq_verdict, summary)
+    create_markdown_artifact(
+        key="nightly-summary", markdown=reporting.summary_markdown(summary),
+        description="Counts, timings and the data-quality verdict of this run",
+    )
+    create_table_artifact(key="top-suggestions", table=suggestions or [{"suggestion": "none"}],
+                          description="Ranked backlog suggestions and what write-back did")
+    create_table_artifact(key="feature-health", table=health,
+                          description="Health score per feature, least healthy first")
+    if dq_verdict == "degraded":
+        blocked = [v.table for v in verdicts if v.verdict == "fail"]
+        return Completed(
+            name="Degraded", data=summary,
+            message=f"critical data-quality failure in {', '.join(blocked)}; dependent "
+            "suggestions were not written back",
+        )
+    return summary

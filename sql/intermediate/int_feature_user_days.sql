@@ -1,0 +1,60 @@
+-- grain: one row per feature x user x UTC day with activity; key: (feature_key, user_key, activity_date).
+-- feature_key '__product__' holds every active user (the denominator for adoption).
+with
+
+events as (
+    select
+        user_key,
+        account_key,
+        occurred_at::date as activity_date,
+        coalesce(event_name, '') as event_name,
+        coalesce(url_path, '') as url_path
+    from staging.stg_usage_events
+    where user_key is not null
+),
+
+feature_map as (
+    select * from intermediate.int_event_feature_map
+),
+
+mapped as (
+    select
+        feature_map.feature_key,
+        events.user_key,
+        events.account_key,
+        events.activity_date
+    from events
+    inner join feature_map
+        on events.event_name = feature_map.event_name and events.url_path = feature_map.url_path
+),
+
+per_feature as (
+    select
+        feature_key,
+        user_key,
+        activity_date,
+        any_value(account_key) as account_key,
+        count(*) as n_events
+    from mapped
+    where feature_key is not null
+    group by all
+),
+
+per_product as (
+    select
+        '__product__' as feature_key,
+        user_key,
+        activity_date,
+        any_value(account_key) as account_key,
+        count(*) as n_events
+    from mapped
+    group by all
+),
+
+final as (
+    select * from per_feature
+    union all
+    select * from per_product
+)
+
+select * from final

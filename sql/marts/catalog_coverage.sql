@@ -1,0 +1,82 @@
+-- grain: one row per signal kind (events, tickets, bugs); key: signal.
+-- Share of records the feature catalog maps, and the biggest unmapped cluster to add next.
+with
+
+events as (
+    select
+        map.feature_key,
+        coalesce(stg.event_name, '') as event_name,
+        regexp_extract(coalesce(stg.url_path, ''), '^/[^/]*') as path_root
+    from staging.stg_usage_events as stg
+    left join intermediate.int_event_feature_map as map
+        on coalesce(stg.event_name, '') = map.event_name
+        and coalesce(stg.url_path, '') = map.url_path
+),
+
+unmapped_events as (
+    select event_name || ' ' || path_root as cluster, count(*) as n
+    from events
+    where feature_key is null
+    group by all
+    order by n desc, cluster
+    limit 3
+),
+
+tickets as (
+    select feature_key, coalesce(tags[1], '(no tag)') as cluster
+    from intermediate.int_tickets_mapped
+    where not is_deleted
+),
+
+unmapped_tickets as (
+    select cluster, count(*) as n from tickets
+    where feature_key is null
+    group by all
+    order by n desc, cluster
+    limit 3
+),
+
+bugs as (
+    select feature_key, coalesce(labels[1], '(no label)') as cluster
+    from intermediate.int_bugs_mapped
+),
+
+unmapped_bugs as (
+    select cluster, count(*) as n from bugs
+    where feature_key is null
+    group by all
+    order by n desc, cluster
+    limit 3
+),
+
+final as (
+    select
+        'events' as signal,
+        count(*) as n_records,
+        count(feature_key) as n_mapped,
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_events)
+            as top_unmapped
+    from events
+    union all
+    select
+        'tickets',
+        count(*),
+        count(feature_key),
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_tickets)
+    from tickets
+    union all
+    select
+        'bugs',
+        count(*),
+        count(feature_key),
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_bugs)
+    from bugs
+)
+
+select
+    signal,
+    n_records,
+    n_mapped,
+    round(n_mapped / nullif(n_records, 0), 4) as mapped_share,
+    top_unmapped
+from final

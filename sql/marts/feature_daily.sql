@@ -1,0 +1,91 @@
+-- grain: one row per feature x UTC day, from the first event day to as_of; key: (feature_key, day).
+-- Usage, support and bug activity side by side: the series behind every health score.
+with
+
+user_days as (
+    select * from intermediate.int_feature_user_days
+    where feature_key <> '__product__'
+),
+
+tickets as (
+    select * from intermediate.int_tickets_mapped
+    where feature_key is not null and not is_deleted
+),
+
+bugs as (
+    select * from intermediate.int_bugs_mapped
+    where feature_key is not null and not is_deleted
+),
+
+features as (
+    select feature_key from marts.dim_features
+),
+
+days as (
+    select unnest(
+        generate_series(
+            (select min(activity_date) from user_days),
+            getvariable('as_of')::date,
+            interval 1 day
+        )
+    )::date as day
+),
+
+usage as (
+    select
+        feature_key,
+        activity_date as day,
+        count(*) as n_users,
+        count(distinct account_key) as n_accounts,
+        sum(n_events) as n_events
+    from user_days
+    group by all
+),
+
+tickets_daily as (
+    select
+        feature_key,
+        created_at::date as day,
+        count(*) as n_tickets,
+        sum(priority_weight) as n_tickets_weighted
+    from tickets
+    group by all
+),
+
+bugs_opened as (
+    select feature_key, created_at::date as day, count(*) as n_bugs_opened
+    from bugs
+    group by all
+),
+
+bugs_closed as (
+    select feature_key, closed_at::date as day, count(*) as n_bugs_closed
+    from bugs
+    where closed_at is not null
+    group by all
+),
+
+final as (
+    select
+        features.feature_key,
+        days.day,
+        coalesce(usage.n_users, 0) as n_users,
+        coalesce(usage.n_accounts, 0) as n_accounts,
+        coalesce(usage.n_events, 0) as n_events,
+        coalesce(tickets_daily.n_tickets, 0) as n_tickets,
+        coalesce(tickets_daily.n_tickets_weighted, 0) as n_tickets_weighted,
+        coalesce(bugs_opened.n_bugs_opened, 0) as n_bugs_opened,
+        coalesce(bugs_closed.n_bugs_closed, 0) as n_bugs_closed
+    from features
+    cross join days
+    left join usage on features.feature_key = usage.feature_key and days.day = usage.day
+    left join tickets_daily
+        on features.feature_key = tickets_daily.feature_key and days.day = tickets_daily.day
+    left join bugs_opened
+        on features.feature_key = bugs_opened.feature_key and days.day = bugs_opened.day
+    left join bugs_closed
+        on features.feature_key = bugs_closed.feature_key and days.day = bugs_closed.day
+)
+
+select * from final
+order by feature_key, day

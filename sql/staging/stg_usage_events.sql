@@ -1,0 +1,27 @@
+-- grain: one row per PostHog event; key: event_id (the event uuid).
+-- Renames, casts and normalises raw.posthog__events; a wrongly typed value becomes null here
+-- and is quarantined by the stg_usage_events suite.
+with
+
+source as (
+    select * from raw.posthog__events
+),
+
+renamed as (
+    select
+        event_id,
+        'posthog' as source,
+        case
+            when json_type(payload, '$.timestamp') = 'VARCHAR'
+                then try_cast(payload ->> 'timestamp' as timestamptz)
+        end as occurred_at,
+        _loaded_at as ingested_at,
+        nullif(trim(payload ->> 'distinct_id'), '') as user_key,
+        json_extract_string(payload, '$.properties."$groups".company') as account_key,
+        nullif(trim(payload ->> 'event'), '') as event_name,
+        json_extract_string(payload, '$.properties."$pathname"') as url_path,
+        payload -> 'properties' as properties
+    from source
+)
+
+select * from renamed

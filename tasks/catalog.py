@@ -1,0 +1,107 @@
+"""Feature catalog: read and check features.yaml, publish it as marts.dim_features + rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import polars as pl
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.settings import ConfigError
+
+SIGNALS = ("events", "paths", "ticket_tags", "ticket_keywords", "bug_labels", "bug_components")
+
+
+class Feature(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(pattern=r"^[a-z][a-z0-9_]*$")
+    name: str
+    owner: str | None = None
+    events: list[str] = []
+    paths: list[str] = []
+    ticket_tags: list[str] = []
+    ticket_keywords: list[str] = []
+    bug_labels: list[str] = []
+    bug_components: list[str] = []
+
+
+class Catalog(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int
+    product: str = "product"
+    features: list[Feature]
+
+    @field_validator("features")
+    @classmethod
+    def _unique_keys(cls, features: list[Feature]) -> list[Feature]:
+        keys = [f.key for f in features]
+        dupes = sorted({k for k in keys if keys.count(k) > 1})
+        if dupes:
+            raise ValueError(f"duplicate feature keys: {', '.join(dupes)}")
+        if not features:
+            raise ValueError("the catalog lists no features")
+        return features
+
+
+def load_catalog(path: Path) -> Catalog:
+    if not path.is_file():
+        raise ConfigError(f"feature catalog not found: {path} (set catalog_path in the config)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        return Catalog.model_validate(data)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"{path}: invalid feature catalog: {problems}") from None
+
+
+def publish_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
+    """Write marts.dim_features and marts.feature_rules (one row per feature x signal x pattern)."""
+    dim = pl.DataFrame(
+        {
+            "feature_key": [f.key for f in catalog.features],
+            "feature_name": [f.name for f in catalog.features],
+            "owner": [f.owner for f in catalog.features],
+            "feature_order": list(range(1, len(catalog.features) + 1)),
+            "catalog_version": [catalog.version] * len(catalog.features),
+        },
+        schema_overrides={"owner": pl.String},
+    )
+    rules = pl.DataFrame(
+        [
+            {
+                "feature_key": f.key,
+                "feature_order": i,
+                "signal": signal,
+                "pattern": str(pattern).strip().lower(),
+            }
+            for i, f in enumerate(catalog.features, start=1)
+            for signal in SIGNALS
+            for pattern in getattr(f, signal)
+        ],
+        schema={"feature_key": pl.String, "feature_order": pl.Int64, "signal": pl.String,
+                "pattern": pl.String},
+    )
+    con.register("_dim_features", dim)
+    con.register("_feature_rules", rules)
+    try:
+        con.execute("create or replace table marts.dim_features as select * from _dim_features")
+        con.execute("create or replace table marts.feature_rules as select * from _feature_rules")
+    finally:
+        con.unregister("_dim_features")
+        con.unregister("_feature_rules")
+    con.execute(
+        "comment on table marts.dim_features is "
+        "'grain: one row per catalog feature; key: feature_key. Source: features.yaml.'"
+    )
+    con.execute(
+        "comment on table marts.feature_rules is "
+        "'grain: one row per feature x signal x pattern; globs use * for any text.'"
+    )

@@ -1,0 +1,112 @@
+"""What a run shows people: rows for Prefect table artifacts and the Markdown run summary."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import duckdb
+
+
+def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None) -> list[dict]:
+    rel = con.execute(query, params or [])
+    cols = [d[0] for d in rel.description]
+    return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
+
+
+def coverage_rows(con: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    return [
+        {**r, "mapped_share": float(r["mapped_share"]) if r["mapped_share"] is not None else None}
+        for r in _rows(con, "select * from marts.catalog_coverage order by signal")
+    ]
+
+
+def health_rows(con: duckdb.DuckDBPyConnection, as_of: str) -> list[dict[str, Any]]:
+    return _rows(
+        con,
+        """
+        select health_rank as rank, feature_key as feature, round(health_score, 1) as score,
+               round(confidence, 2) as confidence, round(adoption_score) as adoption,
+               round(engagement_score) as engagement, round(retention_score) as retention,
+               round(support_score) as support, round(bugs_score) as bugs,
+               round(trend_score) as trend, n_users as users,
+               round(100 * usage_trend, 1) as usage_trend_pct,
+               n_tickets_window as tickets, n_open_bugs as open_bugs,
+               coalesce(explanation, '') as explanation, formula_version
+        from marts.feature_health where as_of_date = ?::date order by health_rank
+        """,
+        [as_of],
+    )
+
+
+def suggestion_rows(
+    con: duckdb.DuckDBPyConnection, as_of: str, plan: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    by_fp = {p["fingerprint"]: p for p in plan}
+    rows = _rows(
+        con,
+        """
+        select priority_rank as rank, fingerprint, title, round(priority_score, 1) as priority,
+               reach, impact, round(confidence, 2) as confidence,
+               round(health_score, 1) as health, why
+        from marts.backlog_suggestions where as_of_date = ?::date order by priority_rank
+        """,
+        [as_of],
+    )
+    for r in rows:
+        p = by_fp.get(r["fingerprint"], {})
+        r["action"] = p.get("action", "")
+        r["reason"] = p.get("reason", "")
+        r["link"] = p.get("url") or ""
+    return rows
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    verdict = {"pass": "PASS", "warn": "WARN (confidence lowered)",
+               "degraded": "DEGRADED (write-back blocked for affected sources)"}[s["dq_verdict"]]
+    lines = [
+        f"# Nightly run `{s['run_id']}`",
+        "",
+        f"- As of **{s['as_of']}**, window {s['window_days']} days"
+        + (" — **dry run** (nothing written to the tracker)" if s["dry_run"] else ""),
+        f"- Data quality: **{verdict}**",
+        f"- Warehouse: `{s['db_path']}`; analyst snapshot: `{s['snapshot_path']}`",
+        f"- Tracker: `{s['tracker_dir']}`",
+        "",
+        "## Loads",
+        "",
+        "| source | files loaded | skipped | read | new | updated | superseded | dropped "
+        "| quarantined |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for src, st in s["loads"].items():
+        lines.append(
+            f"| {src} | {st['files_loaded']} | {st['files_skipped']} | {st['records_read']:,} "
+            f"| {st['n_inserted']:,} | {st['n_updated']:,} | {st['n_superseded']:,} "
+            f"| {st['n_dropped']:,} | {st['n_quarantined']:,} |"
+        )
+    lines += [
+        "",
+        "## Validation (Great Expectations)",
+        "",
+        "| table | verdict | rows in | accepted | quarantined | failed checks | seconds |",
+        "|---|---|---:|---:|---:|---|---:|",
+    ]
+    for v in s["validation"]:
+        lines.append(
+            f"| {v['table']} | {v['verdict']} | {v['rows_in']:,} | {v['rows_accepted']:,} "
+            f"| {v['rows_quarantined']:,} | {', '.join(v['failed']) or '-'} | {v['seconds']} |"
+        )
+    lines += ["", "## Catalog coverage", "", "| signal | mapped | biggest unmapped |",
+              "|---|---:|---|"]
+    for c in s["coverage"]:
+        lines.append(
+            f"| {c['signal']} | {100 * (c['mapped_share'] or 0):.1f}% of {c['n_records']:,} "
+            f"| {c['top_unmapped'] or '-'} |"
+        )
+    lines += ["", "## Suggestions", "", "| # | suggestion | priority | write-back |",
+              "|---:|---|---:|---|"]
+    for r in s["suggestions"]:
+        lines.append(f"| {r['rank']} | {r['title']} | {r['priority']:,} | {r['action']}: "
+                     f"{r['reason']} |")
+    lines += ["", "## Timings (s)", "", " · ".join(f"{k} {v}" for k, v in s["timings"].items())]
+    return "\n".join(lines)

@@ -1,0 +1,179 @@
+"""Prefect tasks of the nightly run: thin, typed wrappers over the plain functions in tasks/."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from enum import Enum
+from typing import Any
+
+from prefect import get_run_logger, task
+
+from tasks import catalog as catalog_mod
+from tasks import db, load, quality, reporting, transform, writeback
+from tasks.settings import Settings
+from tasks.trackers.markdown import MarkdownTracker
+
+
+class SourceKind(str, Enum):
+    usage = "usage"
+    tickets = "tickets"
+    bugs = "bugs"
+
+
+ALL_SOURCES = [SourceKind.usage, SourceKind.tickets, SourceKind.bugs]
+
+SOURCE_SPECS = {
+    SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
+    SourceKind.tickets: (load.ZENDESK_TICKETS, "zendesk_tickets"),
+    SourceKind.bugs: (load.GITHUB_ISSUES, "github_issues"),
+}
+
+
+@task(name="prepare-demo-data")
+def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
+    """Generate the bundled demo exports when demo mode is on and they are not there yet."""
+    from tasks.demo_data import DemoConfig, generate_demo_data
+
+    logger = get_run_logger()
+    manifest = settings.demo.out_dir / "_manifest.json"
+    if not settings.demo.enabled or manifest.exists():
+        return None
+    end = datetime.now(UTC).date() - timedelta(days=1)
+    logger.info("generating demo data in %s (90 days up to %s)", settings.demo.out_dir, end)
+    cfg = DemoConfig(
+        out_dir=settings.demo.out_dir, end_date=end, days=settings.demo.days,
+        users=settings.demo.users, accounts=settings.demo.accounts, events=settings.demo.events,
+        seed=settings.demo.seed,
+    )
+    return generate_demo_data(cfg, progress=logger.info)
+
+
+@task(name="load-sources")
+def load_sources(settings: Settings, sources: list[SourceKind], run_id: str) -> dict[str, dict]:
+    logger = get_run_logger()
+    out = {}
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        db.ensure_schema(con)
+        for kind in sources:
+            spec, attr = SOURCE_SPECS[kind]
+            pattern = getattr(settings.sources, attr)
+            stats = load.load_source(con, spec, pattern, run_id, progress=logger.info)
+            if stats.files_seen == 0:
+                logger.warning("%s: no files match %r", spec.source, pattern)
+            out[spec.source] = stats.as_dict()
+            logger.info(
+                "%s: %d file(s) loaded, %d skipped as unchanged; %d records read -> %d new, "
+                "%d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
+                spec.source, stats.files_loaded, stats.files_skipped, stats.records_read,
+                stats.n_inserted, stats.n_updated, stats.n_unchanged, stats.n_superseded,
+                stats.n_dropped, stats.n_quarantined,
+            )
+    return out
+
+
+@task(name="build-staging")
+def build_staging(settings: Settings) -> dict[str, int]:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        counts = transform.build_staging(con, settings.hash_salt.get_secret_value())
+    get_run_logger().info("staging rows before validation: %s", counts)
+    return counts
+
+
+@task(name="validate-staging")
+def validate_staging(
+    settings: Settings, run_id: str, started_at: datetime
+) -> list[quality.TableVerdict]:
+    """Great Expectations suites on every staging table; failing rows go to quarantine."""
+    logger = get_run_logger()
+    kinds = [k.value for k in SourceKind]
+    results = quality.validate_staging(settings.duckdb_path, run_id, started_at, kinds)
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        verdicts = quality.apply_validation(con, results, run_id, kinds)
+    for v in verdicts:
+        log = logger.warning if v.verdict != "pass" else logger.info
+        log("%s: %s — %d in = %d accepted + %d quarantined%s", v.table, v.verdict.upper(),
+            v.rows_in, v.rows_accepted, v.rows_quarantined,
+            f"; failed: {', '.join(v.failed)}" if v.failed else "")
+    return verdicts
+
+
+@task(name="score-features")
+def score_features(
+    settings: Settings, as_of: date | None, window_days: int, run_id: str
+) -> dict[str, Any]:
+    """Catalog -> intermediate -> marts: health per feature and ranked suggestions."""
+    logger = get_run_logger()
+    cat = catalog_mod.load_catalog(settings.catalog_path)
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        resolved = as_of or transform.default_as_of(con)
+        catalog_mod.publish_catalog(con, cat)
+        params = transform.ScoreParams(
+            as_of=resolved, window_days=window_days, weights=settings.score.normalised(),
+            run_id=run_id,
+        )
+        timings = transform.build_marts(con, params)
+        coverage = reporting.coverage_rows(con)
+    for row in coverage:
+        logger.info("catalog coverage %s: %.1f%% of %d mapped; biggest unmapped: %s",
+                    row["signal"], 100 * (row["mapped_share"] or 0), row["n_records"],
+                    row["top_unmapped"] or "-")
+    return {"as_of": resolved.isoformat(), "timings": timings, "coverage": coverage,
+            "catalog_version": cat.version}
+
+
+@task(name="write-back")
+def write_back(
+    settings: Settings, as_of: str, run_id: str, dry_run: bool, max_new: int
+) -> list[dict[str, Any]]:
+    logger = get_run_logger()
+    tracker = MarkdownTracker(settings.writeback.tracker_dir)
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        suggestions = writeback.load_suggestions(con, as_of)
+        plan = writeback.plan_writeback(con, tracker, suggestions, max_new)
+        for item in plan:
+            logger.info("%s %s [%s]: %s", "PLAN" if dry_run else "DO", item.action.upper(),
+                        item.fingerprint, item.reason)
+        if not dry_run:
+            counts = writeback.apply_plan(con, tracker, plan, run_id)
+            logger.info("write-back to %s: %s", tracker.name, counts)
+    return writeback.plan_as_rows(plan)
+
+
+@task(name="publish-snapshot")
+def publish_snapshot(settings: Settings) -> float:
+    with db.warehouse(settings.duckdb_path) as con:
+        seconds = db.publish_snapshot(con, settings.duckdb_path, settings.snapshot_path)
+    get_run_logger().info("analyst snapshot published to %s in %.2fs", settings.snapshot_path,
+                          seconds)
+    return seconds
+
+
+
+
+def start_run(settings: Settings, run_id: str, flow_run_id: str | None, started_at: datetime,
+              window_days: int, dry_run: bool) -> None:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        db.ensure_schema(con)
+        con.execute(
+            "insert into ops.runs (run_id, flow_run_id, started_at, status, window_days, "
+            "is_dry_run) values (?, ?, ?, 'running', ?, ?)",
+            [run_id, flow_run_id, started_at, window_days, dry_run],
+        )
+
+
+def finish_run(settings: Settings, run_id: str, status: str, as_of: str | None,
+               dq_verdict: str | None, summary: dict) -> None:
+    with db.warehouse(settings.duckdb_path) as con:
+        con.execute(
+            "update ops.runs set finished_at = now(), status = ?, as_of_date = ?::date, "
+            "dq_verdict = ?, summary = ?::json where run_id = ?",
+            [status, as_of, dq_verdict, json.dumps(summary, default=str), run_id],
+        )
+
+
+@task(name="collect-results")
+def collect_results(settings: Settings, as_of: str, plan: list[dict]) -> tuple[list, list]:
+    """Health and suggestion rows for the artifacts and the CLI."""
+    with db.warehouse(settings.duckdb_path) as con:
+        return reporting.health_rows(con, as_of), reporting.suggestion_rows(con, as_of, plan)
