@@ -180,7 +180,8 @@ def plan_writeback(
         known = ledger.get(s["fingerprint"])
         if existing is not None:
             item.issue_ref, item.url = existing.ref, existing.url
-            _plan_existing(item, existing, known)
+            completed = known if known and known["state"] != "pending" else None
+            _plan_existing(item, existing, completed)
             continue
         if known is not None and known["state"] != "pending":
             item.reason = (

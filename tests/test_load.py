@@ -1,0 +1,116 @@
+"""Landing vendor exports in raw.*: parsing, merge on stable id, quarantine, idempotency."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tasks import load
+from tests.conftest import (
+    github_issue,
+    posthog_event,
+    write_json,
+    write_jsonl,
+    zendesk_page,
+    zendesk_ticket,
+)
+
+
+def quarantine(con, source):
+    return con.execute(
+        "select rule, record_key, payload from quality.quarantine where source = ? order by rule",
+        [source],
+    ).fetchall()
+
+
+def test_posthog_lines_quarantine_bad_lines_and_keep_good_ones(con, tmp_path):
+    good = [posthog_event(f"u-{i}") for i in range(5)]
+    no_id = posthog_event("x")
+    del no_id["uuid"]
+    write_jsonl(tmp_path / "ph" / "events-2026-11-20.jsonl",
+                [*good, '{"uuid": "broken", "event": ', no_id, good[1], "[1, 2]"])
+    stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
+
+    assert stats.records_read == 9
+    assert stats.n_inserted == 5
+    assert stats.quarantine_reasons == {
+        "invalid_json": 1, "missing_id": 1, "duplicate": 1, "not_an_object": 1,
+    }
+    assert stats.records_read == stats.n_landed + stats.n_quarantined  # nothing silently lost
+    rules = [r[0] for r in quarantine(con, "posthog")]
+    assert rules == ["duplicate", "invalid_json", "missing_id", "not_an_object"]
+    ids = {r[0] for r in con.sql("select event_id from raw.posthog__events").fetchall()}
+    assert ids == {f"u-{i}" for i in range(5)}
+
+
+def test_reload_of_unchanged_files_is_skipped_and_idempotent(con, tmp_path):
+    f = write_jsonl(tmp_path / "ph" / "e.jsonl", [posthog_event("a"), "{bad"])
+    pattern = str(tmp_path / "ph" / "*.jsonl")
+    load.load_source(con, load.POSTHOG_EVENTS, pattern, "r1")
+    again = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r2")
+    assert (again.files_loaded, again.files_skipped) == (0, 1)
+
+    # A touched (re-exported) file is read again, but merges to the same rows.
+    os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
+    third = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r3")
+    assert (third.files_loaded, third.n_inserted, third.n_unchanged) == (1, 0, 1)
+    assert con.sql("select count(*) from raw.posthog__events").fetchall()[0][0] == 1
+    assert con.sql("select count(*) from quality.quarantine").fetchall()[0][0] == 1
+    assert con.sql("select count(*) from ops.loaded_files").fetchall()[0][0] == 1
+
+
+def test_zendesk_repeated_ticket_newest_version_wins(con, tmp_path):
+    write_json(tmp_path / "zd" / "tickets-page-0001.json", zendesk_page(
+        [zendesk_ticket(1, "2026-11-20T10:00:00Z", "open"), zendesk_ticket(2)], "c1", False))
+    write_json(tmp_path / "zd" / "tickets-page-0002.json", zendesk_page(
+        [zendesk_ticket(1, "2026-11-21T10:00:00Z", "solved"),
+         zendesk_ticket(3, status="deleted")], "c2", True))
+    stats = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
+    assert (stats.records_read, stats.n_inserted, stats.n_superseded) == (4, 3, 1)
+    rows = dict(con.sql("select ticket_id, payload ->> 'status' from raw.zendesk__tickets").fetchall())
+    assert rows == {1: "solved", 2: "open", 3: "deleted"}
+    cursor = con.sql("select cursor_value from ops.sync_state where source = 'zendesk'").fetchall()
+    assert cursor[0][0].startswith("2026-11-21")
+
+    # A later export with an older version of ticket 1 must not roll it back.
+    write_json(tmp_path / "zd" / "tickets-page-0003.json", zendesk_page(
+        [zendesk_ticket(1, "2026-11-19T10:00:00Z", "new")], "c3", True))
+    late = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r2")
+    assert (late.n_unchanged, late.n_updated) == (1, 0)
+    assert con.sql("select payload ->> 'status' from raw.zendesk__tickets where ticket_id = 1"
+                   ).fetchall()[0][0] == "solved"
+
+
+def test_zendesk_invalid_page_is_quarantined_whole_and_others_load(con, tmp_path):
+    write_json(tmp_path / "zd" / "p1.json", zendesk_page([zendesk_ticket(1)], "c1", False))
+    (tmp_path / "zd" / "p2.json").write_text('{"tickets": [{"id": 2', encoding="utf-8")
+    stats = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
+    assert stats.n_inserted == 1
+    assert stats.quarantine_reasons == {"invalid_json_file": 1}
+    assert quarantine(con, "zendesk")[0][0] == "invalid_json_file"
+
+
+def test_github_pull_requests_dropped_and_missing_node_id_quarantined(con, tmp_path):
+    write_json(tmp_path / "gh" / "issues-page-001.json", [
+        github_issue(1), github_issue(2, pr=True), github_issue(3, node_id=""), github_issue(4)])
+    stats = load.load_source(con, load.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "r1")
+    assert (stats.n_inserted, stats.n_dropped, stats.n_quarantined) == (2, 1, 1)
+    assert stats.records_read == stats.n_landed + stats.n_dropped + stats.n_quarantined
+    assert quarantine(con, "github")[0][0] == "missing_id"
+
+
+def test_failed_batch_commits_nothing(con, tmp_path, monkeypatch):
+    write_jsonl(tmp_path / "ph" / "e.jsonl", [posthog_event("a")])
+
+    def boom(*_a, **_k):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(load, "_advance_cursor", boom)
+    with pytest.raises(load.LoadError, match="nothing committed"):
+        load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
+    assert con.sql("select count(*) from raw.posthog__events").fetchall()[0][0] == 0
+    assert con.sql("select count(*) from ops.loaded_files").fetchall()[0][0] == 0
+    monkeypatch.undo()
+    stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r2")
+    assert stats.n_inserted == 1
