@@ -11,3 +11,8 @@ for _name, _value in {
     "PREFECT_LOGGING_EXTRA_LOGGERS": "tasks",
 }.items():
     os.environ.setdefault(_name, _value)
+
+import logging  # noqa: E402
+
+# GX announces a temporary docs directory per validation at INFO; keep run logs readable.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)

@@ -22,9 +22,13 @@ class UserError(Exception):
 
 
 def _console():
+    import shutil
+
     from rich.console import Console
 
-    return Console(), Console(stderr=True)
+    # Piped output (make, CI logs) would otherwise be squeezed into 80 columns.
+    width = max(shutil.get_terminal_size((140, 40)).columns, 120)
+    return Console(width=width), Console(stderr=True, width=width)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

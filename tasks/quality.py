@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -82,16 +82,15 @@ def record_quarantine(con: duckdb.DuckDBPyConnection, rejects: str, stage: str, 
     )
 
 
-def validation_params(as_of_upper: datetime) -> dict:
-    """Run-time bounds for the timestamp-sanity rules (suites reference them as $PARAMETER)."""
-    return {
-        "min_timestamp": "2000-01-01 00:00:00+00",
-        "max_timestamp": (as_of_upper + timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S+00"),
-    }
+def validation_params(run_started_at: datetime) -> dict:
+    """Run-time suite parameters, fixed by the run's start so a rerun judges the same way."""
+    from tasks.validation import default_params
+
+    return default_params(run_started_at)
 
 
 def validate_staging(
-    db_path: Path, run_id: str, run_started_at: datetime, sources: list[str]
+    db_path: Path, run_started_at: datetime, sources: list[str], memory_limit: str | None = None
 ) -> list:
     """Run every suite against its staging table (GX opens the file itself: no other
     connection of ours may be open). Returns GX TableValidation objects."""
@@ -104,7 +103,7 @@ def validate_staging(
         results.append(
             validate_table(
                 db_path, "staging", t.table, t.key, EXPECTATIONS_DIR / f"{t.table}.json",
-                params=validation_params(run_started_at),
+                params=validation_params(run_started_at), memory_limit=memory_limit,
             )
         )
     return results
@@ -162,6 +161,7 @@ def apply_validation(
         record_quarantine(con, "_rejects", "validate", [f"staging.{t.table}"], run_id)
         n_quarantined = con.execute(
             f"delete from staging.{t.table} where {t.key} in (select record_key from _failing)"
+            + (f" or {t.key} is null" if res.null_key_rows else "")
         ).fetchall()[0][0]
         rows_accepted = con.sql(f"select count(*) from staging.{t.table}").fetchall()[0][0]
         if rows_in != rows_accepted + n_quarantined:

@@ -87,7 +87,9 @@ def validate_staging(
     """Great Expectations suites on every staging table; failing rows go to quarantine."""
     logger = get_run_logger()
     kinds = [k.value for k in SourceKind]
-    results = quality.validate_staging(settings.duckdb_path, run_id, started_at, kinds)
+    results = quality.validate_staging(
+        settings.duckdb_path, started_at, kinds, settings.duckdb_memory_limit
+    )
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         verdicts = quality.apply_validation(con, results, run_id, kinds)
     for v in verdicts:
