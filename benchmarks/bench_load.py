@@ -43,8 +43,11 @@ def stage_only(data: Path, db_path: Path, memory_limit: str) -> dict:
         t1 = time.perf_counter()
         counts = transform.build_staging(con, "bench-salt")
         timings["staging_s"] = round(time.perf_counter() - t1, 2)
-    return {"timings": timings, "staging_rows": counts,
-            "events_read": stats["posthog"]["records_read"]}
+    return {
+        "timings": timings,
+        "staging_rows": counts,
+        "events_read": stats["posthog"]["records_read"],
+    }
 
 
 def main() -> int:
@@ -67,12 +70,21 @@ def main() -> int:
     if not (data / "_manifest.json").exists():
         print(f"generating {args.events:,} events into {data} (not timed) …", flush=True)
         t0 = time.perf_counter()
-        generate_demo_data(DemoConfig(out_dir=data, end_date=date(2026, 11, 24),
-                                      events=args.events))
+        generate_demo_data(
+            DemoConfig(out_dir=data, end_date=date(2026, 11, 24), events=args.events)
+        )
         print(f"  generated in {time.perf_counter() - t0:.1f}s", flush=True)
     db_path = OUT / f"bench-{args.events}.duckdb"
-    cmd = [sys.executable, __file__, "--child", str(data), "--db", str(db_path),
-           "--memory-limit", args.memory_limit]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--child",
+        str(data),
+        "--db",
+        str(db_path),
+        "--memory-limit",
+        args.memory_limit,
+    ]
     gnu_time = shutil.which("time") or "/usr/bin/time"
     proc = subprocess.run([gnu_time, "-v", *cmd], capture_output=True, text=True)
     if proc.returncode != 0:

@@ -99,17 +99,24 @@ def _print_summary(out, err, s: dict, state_name: str) -> None:
             f"{v['rows_quarantined']:,} quarantined ({v['verdict']})"
         )
     rows = [
-        {"#": r["rank"], "suggestion": r["title"], "priority": f"{r['priority']:,}",
-         "health": r["health"], "why": r["why"],
-         "write-back": f"{r['action']}: {r['reason']}"}
+        {
+            "#": r["rank"],
+            "suggestion": r["title"],
+            "priority": f"{r['priority']:,}",
+            "health": r["health"],
+            "why": r["why"],
+            "write-back": f"{r['action']}: {r['reason']}",
+        }
         for r in s["suggestions"]
     ]
     title = "Backlog suggestions" + (" (dry run: nothing written)" if s["dry_run"] else "")
     _print_rows(out, rows, title=title, max_width=48)
     if not s["dry_run"]:
         out.print(f"tracker: {s['tracker_dir']}")
-    out.print(f"query: feedback-loop query \"select * from marts.feature_health\"  "
-              f"(snapshot {s['snapshot_path']})")
+    out.print(
+        f'query: feedback-loop query "select * from marts.feature_health"  '
+        f"(snapshot {s['snapshot_path']})"
+    )
 
 
 # ---------------------------------------------------------------------------------- demo-data
@@ -121,9 +128,13 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     out_dir = Path(args.out).resolve() if args.out else settings.demo.out_dir
     end = args.end_date or (datetime.now(UTC).date() - timedelta(days=1))
     cfg = DemoConfig(
-        out_dir=out_dir, end_date=end, days=args.days or settings.demo.days,
-        users=args.users or settings.demo.users, accounts=settings.demo.accounts,
-        events=args.events or settings.demo.events, seed=args.seed,
+        out_dir=out_dir,
+        end_date=end,
+        days=args.days or settings.demo.days,
+        users=args.users or settings.demo.users,
+        accounts=settings.demo.accounts,
+        events=args.events or settings.demo.events,
+        seed=args.seed,
     )
     started = time.perf_counter()
     manifest = generate_demo_data(cfg, progress=lambda m: err.print(f"  {m}"))
@@ -210,14 +221,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
             ]
             deployments.append(
                 nightly.to_deployment(
-                    name=d["name"], description=d.get("description"), parameters=params,
-                    schedules=schedules, tags=d.get("tags"),
+                    name=d["name"],
+                    description=d.get("description"),
+                    parameters=params,
+                    schedules=schedules,
+                    tags=d.get("tags"),
                     concurrency_limit=d.get("concurrency_limit"),
                 )
             )
-            err.print(f"serving deployment nightly/{d['name']}"
-                      + (f" on {d['schedules'][0]['cron']} ({d['schedules'][0].get('timezone')})"
-                         if d.get("schedules") else " (manual)"))
+            err.print(
+                f"serving deployment nightly/{d['name']}"
+                + (
+                    f" on {d['schedules'][0]['cron']} ({d['schedules'][0].get('timezone')})"
+                    if d.get("schedules")
+                    else " (manual)"
+                )
+            )
         err.print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
         serve(*deployments)
     finally:
@@ -234,7 +253,8 @@ def _start_local_server(port: int, err) -> subprocess.Popen:
     err.print(f"starting a local Prefect server on 127.0.0.1:{port} …")
     proc = subprocess.Popen(
         [str(prefect_bin), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -265,28 +285,53 @@ def build_parser() -> argparse.ArgumentParser:
         "DuckDB -> explainable feature health -> prioritised backlog suggestions.",
     )
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", metavar="FILE",
-                        help="settings file (TOML); default: the embedded demo settings, "
-                        "or $FEEDBACK_LOOP_CONFIG")
+    common.add_argument(
+        "--config",
+        metavar="FILE",
+        help="settings file (TOML); default: the embedded demo settings, or $FEEDBACK_LOOP_CONFIG",
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    r = sub.add_parser("run", parents=[common], help="run the nightly flow once, now",
-                       description="Run the nightly flow in-process (Prefect's ephemeral API "
-                       "unless PREFECT_API_URL is set) and print the ranked suggestions.")
-    r.add_argument("--as-of", type=_date, help="score as of this day (default: yesterday, or "
-                   "the last day with data)")
+    r = sub.add_parser(
+        "run",
+        parents=[common],
+        help="run the nightly flow once, now",
+        description="Run the nightly flow in-process (Prefect's ephemeral API "
+        "unless PREFECT_API_URL is set) and print the ranked suggestions.",
+    )
+    r.add_argument(
+        "--as-of",
+        type=_date,
+        help="score as of this day (default: yesterday, or the last day with data)",
+    )
     r.add_argument("--window-days", type=int, default=28, help="scoring window (default 28)")
-    r.add_argument("--sources", nargs="+", choices=["usage", "tickets", "bugs"],
-                   default=["usage", "tickets", "bugs"], help="sources to pull (default: all)")
-    r.add_argument("--dry-run", action="store_true",
-                   help="print the write-back plan (create/update/skip + reason), write nothing")
-    r.add_argument("--max-new", type=int, default=None,
-                   help="cap on new tracker issues this run (default: from settings, 5)")
+    r.add_argument(
+        "--sources",
+        nargs="+",
+        choices=["usage", "tickets", "bugs"],
+        default=["usage", "tickets", "bugs"],
+        help="sources to pull (default: all)",
+    )
+    r.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the write-back plan (create/update/skip + reason), write nothing",
+    )
+    r.add_argument(
+        "--max-new",
+        type=int,
+        default=None,
+        help="cap on new tracker issues this run (default: from settings, 5)",
+    )
     r.set_defaults(func=cmd_run)
 
-    d = sub.add_parser("demo-data", parents=[common], help="generate the seeded demo exports",
-                       description="Write deterministic demo data in the vendors' export "
-                       "formats (PostHog JSON lines, Zendesk export pages, GitHub issue pages).")
+    d = sub.add_parser(
+        "demo-data",
+        parents=[common],
+        help="generate the seeded demo exports",
+        description="Write deterministic demo data in the vendors' export "
+        "formats (PostHog JSON lines, Zendesk export pages, GitHub issue pages).",
+    )
     d.add_argument("--out", help="output folder (default: demo.out_dir from settings)")
     d.add_argument("--events", type=int, help="target number of events (scale: 10000000 and up)")
     d.add_argument("--users", type=int, help="number of users (default 5000)")
@@ -295,22 +340,34 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
     d.set_defaults(func=cmd_demo_data)
 
-    s = sub.add_parser("serve", parents=[common], help="serve the prefect.yaml deployments",
-                       description="Serve the nightly (cron) and manual deployments from "
-                       "prefect.yaml. Starts a local Prefect server unless PREFECT_API_URL is set.")
+    s = sub.add_parser(
+        "serve",
+        parents=[common],
+        help="serve the prefect.yaml deployments",
+        description="Serve the nightly (cron) and manual deployments from "
+        "prefect.yaml. Starts a local Prefect server unless PREFECT_API_URL is set.",
+    )
     s.add_argument("--port", type=int, default=4200, help="local server port (default 4200)")
     s.set_defaults(func=cmd_serve)
 
-    q = sub.add_parser("query", parents=[common], help="run SQL on the warehouse, print a table",
-                       description="Run read-only SQL against the analyst snapshot (never blocks "
-                       "the nightly writer), or the live warehouse with --live.")
+    q = sub.add_parser(
+        "query",
+        parents=[common],
+        help="run SQL on the warehouse, print a table",
+        description="Run read-only SQL against the analyst snapshot (never blocks "
+        "the nightly writer), or the live warehouse with --live.",
+    )
     q.add_argument("sql", help='e.g. "select * from marts.feature_health"')
     q.add_argument("--live", action="store_true", help="query the live warehouse file")
     q.add_argument("--db", help="query this DuckDB file instead")
     q.add_argument("--format", choices=["table", "csv", "json"], default="table")
     q.add_argument("--limit", type=int, default=200, help="max rows to print (default 200)")
-    q.add_argument("--lock-timeout", type=float, default=5.0,
-                   help="seconds to wait for a busy warehouse (default 5)")
+    q.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a busy warehouse (default 5)",
+    )
     q.set_defaults(func=cmd_query)
     return p
 

@@ -73,7 +73,8 @@ def nightly(
     run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}
     max_new = (
-        settings.writeback.max_new_suggestions if max_new_suggestions is None
+        settings.writeback.max_new_suggestions
+        if max_new_suggestions is None
         else max_new_suggestions
     )
 
@@ -84,16 +85,16 @@ def nightly(
         return result
 
     start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
-    logger.info("run %s: db=%s tracker=%s", run_id, settings.duckdb_path,
-                settings.writeback.tracker_dir)
+    logger.info(
+        "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
+    )
     try:
         timed("demo_data", prepare_demo_data, settings)
         loads = timed("load", load_sources, settings, list(sources), run_id)
         staged = timed("staging", build_staging, settings)
         verdicts = timed("validate", validate_staging, settings, run_id, started_at)
         scored = timed("score", score_features, settings, as_of, window_days, run_id)
-        plan = timed("write_back", write_back, settings, scored["as_of"], run_id, dry_run,
-                     max_new)
+        plan = timed("write_back", write_back, settings, scored["as_of"], run_id, dry_run, max_new)
         timed("snapshot", publish_snapshot, settings)
     except Exception:
         finish_run(settings, run_id, "failed", None, None, {})
@@ -120,20 +121,34 @@ def nightly(
     health, suggestions = collect_results(settings, scored["as_of"], plan)
     summary["health"] = health
     summary["suggestions"] = suggestions
-    finish_run(settings, run_id, "degraded" if dq_verdict == "degraded" else "completed",
-                scored["as_of"], dq_verdict, summary)
+    finish_run(
+        settings,
+        run_id,
+        "degraded" if dq_verdict == "degraded" else "completed",
+        scored["as_of"],
+        dq_verdict,
+        summary,
+    )
     create_markdown_artifact(
-        key="nightly-summary", markdown=reporting.summary_markdown(summary),
+        key="nightly-summary",
+        markdown=reporting.summary_markdown(summary),
         description="Counts, timings and the data-quality verdict of this run",
     )
-    create_table_artifact(key="top-suggestions", table=suggestions or [{"suggestion": "none"}],
-                          description="Ranked backlog suggestions and what write-back did")
-    create_table_artifact(key="feature-health", table=health,
-                          description="Health score per feature, least healthy first")
+    create_table_artifact(
+        key="top-suggestions",
+        table=suggestions or [{"suggestion": "none"}],
+        description="Ranked backlog suggestions and what write-back did",
+    )
+    create_table_artifact(
+        key="feature-health",
+        table=health,
+        description="Health score per feature, least healthy first",
+    )
     if dq_verdict == "degraded":
         blocked = [v.table for v in verdicts if v.verdict == "fail"]
         return Completed(
-            name="Degraded", data=summary,
+            name="Degraded",
+            data=summary,
             message=f"critical data-quality failure in {', '.join(blocked)}; dependent "
             "suggestions were not written back",
         )

@@ -86,8 +86,12 @@ def publish_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
             for signal in SIGNALS
             for pattern in getattr(f, signal)
         ],
-        schema={"feature_key": pl.String, "feature_order": pl.Int64, "signal": pl.String,
-                "pattern": pl.String},
+        schema={
+            "feature_key": pl.String,
+            "feature_order": pl.Int64,
+            "signal": pl.String,
+            "pattern": pl.String,
+        },
     )
     con.register("_dim_features", dim)
     con.register("_feature_rules", rules)

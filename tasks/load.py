@@ -61,7 +61,9 @@ ZENDESK_TICKETS = SourceSpec(
     stream="tickets",
     raw_table="raw.zendesk__tickets",
     key_column="ticket_id",
-    key_expr="case when json_type(j, '$.id') in ('UBIGINT', 'BIGINT') then (j ->> 'id')::bigint end",
+    key_expr=(
+        "case when json_type(j, '$.id') in ('UBIGINT', 'BIGINT') then (j ->> 'id')::bigint end"
+    ),
     cursor_expr="j ->> 'updated_at'",
     layout="$.tickets[*]",
 )
@@ -240,7 +242,7 @@ def _load_batch(
                        when not_object then 'not_an_object'
                        when is_dropped then null
                        when rec_id is null then 'missing_id'
-                       when rn > 1 and {spec.repeats == 'first'} then 'duplicate'
+                       when rn > 1 and {spec.repeats == "first"} then 'duplicate'
                    end as reject_rule
             from ranked
         """)
@@ -286,8 +288,12 @@ def _load_batch(
     stats.n_updated += merged["updated"]
     stats.n_unchanged += merged["unchanged"]
     accounted = (
-        merged["inserted"] + merged["updated"] + merged["unchanged"]
-        + counts.get("superseded", 0) + counts.get("dropped", 0) + sum(rejects.values())
+        merged["inserted"]
+        + merged["updated"]
+        + merged["unchanged"]
+        + counts.get("superseded", 0)
+        + counts.get("dropped", 0)
+        + sum(rejects.values())
     )
     if accounted != read:  # rows in = landed + superseded + dropped + quarantined, always
         raise LoadError(f"{spec.source}: row accounting broken: read {read}, accounted {accounted}")
@@ -313,16 +319,22 @@ def _merge_raw(con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str) 
         from _batch b left join {t} r on r.{k} = b.rec_id
         where b.rn = 1 and b.reject_rule is null
     """)
-    con.execute(f"""
+    con.execute(
+        f"""
         update {t} set cursor_at = a.cursor_at, payload = a.payload,
                        _source_file = a.source_file, _batch_id = ?, _loaded_at = now()
         from _accepted a where a.outcome = 'updated' and {t}.{k} = a.rec_id
-    """, [batch_id])
-    con.execute(f"""
+    """,
+        [batch_id],
+    )
+    con.execute(
+        f"""
         insert into {t} ({k}, cursor_at, payload, _source_file, _batch_id, _loaded_at)
         select rec_id, cursor_at, payload, source_file, ?, now()
         from _accepted where outcome = 'inserted'
-    """, [batch_id])
+    """,
+        [batch_id],
+    )
     out = dict(con.sql("select outcome, count(*) from _accepted group by all").fetchall())
     return {k2: out.get(k2, 0) for k2 in ("inserted", "updated", "unchanged")}
 
@@ -338,7 +350,8 @@ REJECT_REASONS = {
 
 def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: str) -> int:
     reasons = " ".join(
-        f"when {sql_literal(rule)} then {sql_literal(text)}" for rule, text in REJECT_REASONS.items()
+        f"when {sql_literal(rule)} then {sql_literal(text)}"
+        for rule, text in REJECT_REASONS.items()
     )
     n = con.sql("select count(*) from _batch where reject_rule is not null").fetchall()[0][0]
     con.execute(f"""
@@ -369,7 +382,8 @@ def _advance_cursor(con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: st
     con.execute(
         f"""
         insert into ops.sync_state
-        select ?, ?, max(try_cast(cursor_at as timestamptz))::varchar, (select count(*) from ops.loaded_files where source = ?),
+        select ?, ?, max(try_cast(cursor_at as timestamptz))::varchar,
+               (select count(*) from ops.loaded_files where source = ?),
                now(), ?
         from {spec.raw_table}
         """,

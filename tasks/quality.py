@@ -30,12 +30,27 @@ class StagingTable:
 
 
 STAGING_TABLES = (
-    StagingTable("stg_usage_events", "event_id", "usage", "posthog", "raw.posthog__events",
-                 "{k}", "event_id"),
-    StagingTable("stg_support_tickets", "ticket_id", "tickets", "zendesk", "raw.zendesk__tickets",
-                 "try_cast(substr({k}, 9) as bigint)", "ticket_id"),
-    StagingTable("stg_bug_issues", "issue_id", "bugs", "github", "raw.github__issues",
-                 "substr({k}, 8)", "node_id"),
+    StagingTable(
+        "stg_usage_events", "event_id", "usage", "posthog", "raw.posthog__events", "{k}", "event_id"
+    ),
+    StagingTable(
+        "stg_support_tickets",
+        "ticket_id",
+        "tickets",
+        "zendesk",
+        "raw.zendesk__tickets",
+        "try_cast(substr({k}, 9) as bigint)",
+        "ticket_id",
+    ),
+    StagingTable(
+        "stg_bug_issues",
+        "issue_id",
+        "bugs",
+        "github",
+        "raw.github__issues",
+        "substr({k}, 8)",
+        "node_id",
+    ),
 )
 
 WARNING_CONFIDENCE = 0.8
@@ -54,8 +69,9 @@ class TableVerdict:
     seconds: float = 0.0
 
 
-def record_quarantine(con: duckdb.DuckDBPyConnection, rejects: str, stage: str, tables: list[str],
-                      run_id: str) -> None:
+def record_quarantine(
+    con: duckdb.DuckDBPyConnection, rejects: str, stage: str, tables: list[str], run_id: str
+) -> None:
     """Merge the rows of temp table `rejects` into quality.quarantine, idempotently.
 
     `rejects` has quarantine_id, stage, source, table_name, record_key, rule, reason, payload,
@@ -102,8 +118,13 @@ def validate_staging(
             continue
         results.append(
             validate_table(
-                db_path, "staging", t.table, t.key, EXPECTATIONS_DIR / f"{t.table}.json",
-                params=validation_params(run_started_at), memory_limit=memory_limit,
+                db_path,
+                "staging",
+                t.table,
+                t.key,
+                EXPECTATIONS_DIR / f"{t.table}.json",
+                params=validation_params(run_started_at),
+                memory_limit=memory_limit,
             )
         )
     return results
@@ -135,12 +156,24 @@ def apply_validation(
                     "insert into _failing values (?, ?, ?)",
                     [[k, rule, o.quarantine_reason or rule] for k in keys],
                 )
-            dq_rows.append([
-                run_id, t.table, t.source, res.suite_name, o.expectation_type, o.column,
-                json.dumps(o.kwargs, default=str), o.severity, o.success, o.element_count,
-                o.unexpected_count, o.unexpected_percent, len(keys),
-                None if o.observed_value is None else json.dumps(o.observed_value, default=str),
-            ])
+            dq_rows.append(
+                [
+                    run_id,
+                    t.table,
+                    t.source,
+                    res.suite_name,
+                    o.expectation_type,
+                    o.column,
+                    json.dumps(o.kwargs, default=str),
+                    o.severity,
+                    o.success,
+                    o.element_count,
+                    o.unexpected_count,
+                    o.unexpected_percent,
+                    len(keys),
+                    None if o.observed_value is None else json.dumps(o.observed_value, default=str),
+                ]
+            )
         if dq_rows:
             con.executemany(
                 "insert into quality.dq_results values "
@@ -149,10 +182,10 @@ def apply_validation(
             )
         con.execute(f"""
             create or replace temp table _rejects as
-            select md5(concat_ws('|', 'validate', {sql_literal('staging.' + t.table)}, f.rule,
+            select md5(concat_ws('|', 'validate', {sql_literal("staging." + t.table)}, f.rule,
                                  f.record_key, r.payload::varchar)) as quarantine_id,
                    'validate' as stage, {sql_literal(t.source)} as source,
-                   {sql_literal('staging.' + t.table)} as table_name, f.record_key,
+                   {sql_literal("staging." + t.table)} as table_name, f.record_key,
                    f.rule, f.reason, r.payload::varchar as payload, r._source_file as source_file
             from _failing f
             left join {t.raw_table} r
@@ -171,11 +204,13 @@ def apply_validation(
             )
         failed_critical = [
             f"{o.expectation_type}({o.column or ''})"
-            for o in res.outcomes if not o.success and o.severity == "critical"
+            for o in res.outcomes
+            if not o.success and o.severity == "critical"
         ]
         failed_warning = [
             f"{o.expectation_type}({o.column or ''})"
-            for o in res.outcomes if not o.success and o.severity == "warning"
+            for o in res.outcomes
+            if not o.success and o.severity == "warning"
         ]
         verdict = "fail" if failed_critical else "warn" if failed_warning else "pass"
         factor = {"fail": CRITICAL_CONFIDENCE, "warn": WARNING_CONFIDENCE, "pass": 1.0}[verdict]
@@ -186,14 +221,26 @@ def apply_validation(
             )
         con.execute(
             "insert into quality.source_status values (?, ?, ?, ?, ?, ?, ?)",
-            [run_id, t.source_kind, f"staging.{t.table}", verdict, factor, verdict == "fail",
-             reason],
+            [
+                run_id,
+                t.source_kind,
+                f"staging.{t.table}",
+                verdict,
+                factor,
+                verdict == "fail",
+                reason,
+            ],
         )
         verdicts.append(
             TableVerdict(
-                table=t.table, source_kind=t.source_kind, verdict=verdict, rows_in=rows_in,
-                rows_accepted=rows_accepted, rows_quarantined=n_quarantined,
-                failed=failed_critical + failed_warning, seconds=round(res.seconds, 3),
+                table=t.table,
+                source_kind=t.source_kind,
+                verdict=verdict,
+                rows_in=rows_in,
+                rows_accepted=rows_accepted,
+                rows_quarantined=n_quarantined,
+                failed=failed_critical + failed_warning,
+                seconds=round(res.seconds, 3),
             )
         )
     con.execute("drop table if exists _failing")

@@ -61,8 +61,11 @@ def suggestion_rows(
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
-    verdict = {"pass": "PASS", "warn": "WARN (confidence lowered)",
-               "degraded": "DEGRADED (write-back blocked for affected sources)"}[s["dq_verdict"]]
+    verdict = {
+        "pass": "PASS",
+        "warn": "WARN (confidence lowered)",
+        "degraded": "DEGRADED (write-back blocked for affected sources)",
+    }[s["dq_verdict"]]
     lines = [
         f"# Nightly run `{s['run_id']}`",
         "",
@@ -96,17 +99,28 @@ def summary_markdown(s: dict[str, Any]) -> str:
             f"| {v['table']} | {v['verdict']} | {v['rows_in']:,} | {v['rows_accepted']:,} "
             f"| {v['rows_quarantined']:,} | {', '.join(v['failed']) or '-'} | {v['seconds']} |"
         )
-    lines += ["", "## Catalog coverage", "", "| signal | mapped | biggest unmapped |",
-              "|---|---:|---|"]
+    lines += [
+        "",
+        "## Catalog coverage",
+        "",
+        "| signal | mapped | biggest unmapped |",
+        "|---|---:|---|",
+    ]
     for c in s["coverage"]:
         lines.append(
             f"| {c['signal']} | {100 * (c['mapped_share'] or 0):.1f}% of {c['n_records']:,} "
             f"| {c['top_unmapped'] or '-'} |"
         )
-    lines += ["", "## Suggestions", "", "| # | suggestion | priority | write-back |",
-              "|---:|---|---:|---|"]
+    lines += [
+        "",
+        "## Suggestions",
+        "",
+        "| # | suggestion | priority | write-back |",
+        "|---:|---|---:|---|",
+    ]
     for r in s["suggestions"]:
-        lines.append(f"| {r['rank']} | {r['title']} | {r['priority']:,} | {r['action']}: "
-                     f"{r['reason']} |")
+        lines.append(
+            f"| {r['rank']} | {r['title']} | {r['priority']:,} | {r['action']}: {r['reason']} |"
+        )
     lines += ["", "## Timings (s)", "", " · ".join(f"{k} {v}" for k, v in s["timings"].items())]
     return "\n".join(lines)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, date, datetime, timedelta
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from prefect import get_run_logger, task
@@ -15,7 +15,7 @@ from tasks.settings import Settings
 from tasks.trackers.markdown import MarkdownTracker
 
 
-class SourceKind(str, Enum):
+class SourceKind(StrEnum):
     usage = "usage"
     tickets = "tickets"
     bugs = "bugs"
@@ -42,8 +42,12 @@ def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
     end = datetime.now(UTC).date() - timedelta(days=1)
     logger.info("generating demo data in %s (90 days up to %s)", settings.demo.out_dir, end)
     cfg = DemoConfig(
-        out_dir=settings.demo.out_dir, end_date=end, days=settings.demo.days,
-        users=settings.demo.users, accounts=settings.demo.accounts, events=settings.demo.events,
+        out_dir=settings.demo.out_dir,
+        end_date=end,
+        days=settings.demo.days,
+        users=settings.demo.users,
+        accounts=settings.demo.accounts,
+        events=settings.demo.events,
         seed=settings.demo.seed,
     )
     return generate_demo_data(cfg, progress=logger.info)
@@ -65,9 +69,16 @@ def load_sources(settings: Settings, sources: list[SourceKind], run_id: str) -> 
             logger.info(
                 "%s: %d file(s) loaded, %d skipped as unchanged; %d records read -> %d new, "
                 "%d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
-                spec.source, stats.files_loaded, stats.files_skipped, stats.records_read,
-                stats.n_inserted, stats.n_updated, stats.n_unchanged, stats.n_superseded,
-                stats.n_dropped, stats.n_quarantined,
+                spec.source,
+                stats.files_loaded,
+                stats.files_skipped,
+                stats.records_read,
+                stats.n_inserted,
+                stats.n_updated,
+                stats.n_unchanged,
+                stats.n_superseded,
+                stats.n_dropped,
+                stats.n_quarantined,
             )
     return out
 
@@ -94,9 +105,15 @@ def validate_staging(
         verdicts = quality.apply_validation(con, results, run_id, kinds)
     for v in verdicts:
         log = logger.warning if v.verdict != "pass" else logger.info
-        log("%s: %s — %d in = %d accepted + %d quarantined%s", v.table, v.verdict.upper(),
-            v.rows_in, v.rows_accepted, v.rows_quarantined,
-            f"; failed: {', '.join(v.failed)}" if v.failed else "")
+        log(
+            "%s: %s — %d in = %d accepted + %d quarantined%s",
+            v.table,
+            v.verdict.upper(),
+            v.rows_in,
+            v.rows_accepted,
+            v.rows_quarantined,
+            f"; failed: {', '.join(v.failed)}" if v.failed else "",
+        )
     return verdicts
 
 
@@ -111,17 +128,27 @@ def score_features(
         resolved = as_of or transform.default_as_of(con)
         catalog_mod.publish_catalog(con, cat)
         params = transform.ScoreParams(
-            as_of=resolved, window_days=window_days, weights=settings.score.normalised(),
+            as_of=resolved,
+            window_days=window_days,
+            weights=settings.score.normalised(),
             run_id=run_id,
         )
         timings = transform.build_marts(con, params)
         coverage = reporting.coverage_rows(con)
     for row in coverage:
-        logger.info("catalog coverage %s: %.1f%% of %d mapped; biggest unmapped: %s",
-                    row["signal"], 100 * (row["mapped_share"] or 0), row["n_records"],
-                    row["top_unmapped"] or "-")
-    return {"as_of": resolved.isoformat(), "timings": timings, "coverage": coverage,
-            "catalog_version": cat.version}
+        logger.info(
+            "catalog coverage %s: %.1f%% of %d mapped; biggest unmapped: %s",
+            row["signal"],
+            100 * (row["mapped_share"] or 0),
+            row["n_records"],
+            row["top_unmapped"] or "-",
+        )
+    return {
+        "as_of": resolved.isoformat(),
+        "timings": timings,
+        "coverage": coverage,
+        "catalog_version": cat.version,
+    }
 
 
 @task(name="write-back")
@@ -134,8 +161,13 @@ def write_back(
         suggestions = writeback.load_suggestions(con, as_of)
         plan = writeback.plan_writeback(con, tracker, suggestions, max_new)
         for item in plan:
-            logger.info("%s %s [%s]: %s", "PLAN" if dry_run else "DO", item.action.upper(),
-                        item.fingerprint, item.reason)
+            logger.info(
+                "%s %s [%s]: %s",
+                "PLAN" if dry_run else "DO",
+                item.action.upper(),
+                item.fingerprint,
+                item.reason,
+            )
         if not dry_run:
             counts = writeback.apply_plan(con, tracker, plan, run_id)
             logger.info("write-back to %s: %s", tracker.name, counts)
@@ -146,15 +178,20 @@ def write_back(
 def publish_snapshot(settings: Settings) -> float:
     with db.warehouse(settings.duckdb_path) as con:
         seconds = db.publish_snapshot(con, settings.duckdb_path, settings.snapshot_path)
-    get_run_logger().info("analyst snapshot published to %s in %.2fs", settings.snapshot_path,
-                          seconds)
+    get_run_logger().info(
+        "analyst snapshot published to %s in %.2fs", settings.snapshot_path, seconds
+    )
     return seconds
 
 
-
-
-def start_run(settings: Settings, run_id: str, flow_run_id: str | None, started_at: datetime,
-              window_days: int, dry_run: bool) -> None:
+def start_run(
+    settings: Settings,
+    run_id: str,
+    flow_run_id: str | None,
+    started_at: datetime,
+    window_days: int,
+    dry_run: bool,
+) -> None:
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
         con.execute(
@@ -164,8 +201,14 @@ def start_run(settings: Settings, run_id: str, flow_run_id: str | None, started_
         )
 
 
-def finish_run(settings: Settings, run_id: str, status: str, as_of: str | None,
-               dq_verdict: str | None, summary: dict) -> None:
+def finish_run(
+    settings: Settings,
+    run_id: str,
+    status: str,
+    as_of: str | None,
+    dq_verdict: str | None,
+    summary: dict,
+) -> None:
     with db.warehouse(settings.duckdb_path) as con:
         con.execute(
             "update ops.runs set finished_at = now(), status = ?, as_of_date = ?::date, "

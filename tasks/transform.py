@@ -103,9 +103,7 @@ def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> Non
     ).fetchall()[0][0]
     if not exists:
         con.execute(f"create table {layer}.{name} as select * from _model limit 0")
-    con.execute(
-        f"delete from {layer}.{name} where as_of_date = getvariable('as_of')::date"
-    )
+    con.execute(f"delete from {layer}.{name} where as_of_date = getvariable('as_of')::date")
     con.execute(f"insert into {layer}.{name} by name select * from _model")
     con.execute("drop table _model")
 

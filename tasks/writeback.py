@@ -28,8 +28,12 @@ LABELS = ["feedback-loop"]
 _PII = [
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
     (re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), "[card]"),
-    (re.compile(r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}\b"),
-     "[phone]"),
+    (
+        re.compile(
+            r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}\b"
+        ),
+        "[phone]",
+    ),
 ]
 
 
@@ -105,7 +109,9 @@ def render_body(s: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---|",
     ]
     for component, score, weight, contribution, detail in s["components"]:
-        lines.append(f"| {component} | {score:.0f} | {weight:.2f} | {contribution:.1f} | {detail} |")
+        lines.append(
+            f"| {component} | {score:.0f} | {weight:.2f} | {contribution:.1f} | {detail} |"
+        )
     trend = ev.get("usage_trend")
     lines += [
         "",
@@ -135,7 +141,9 @@ def render_body(s: dict[str, Any]) -> str:
         lines += ["", "### Open bugs behind it", ""]
         for b in ev["top_bugs"]:
             link = f"[{b.get('title') or b['id']}]({b['url']})" if b.get("url") else b["id"]
-            lines.append(f"- {link} · {b.get('severity')} · {b.get('state')} · {b.get('created_at')}")
+            lines.append(
+                f"- {link} · {b.get('severity')} · {b.get('state')} · {b.get('created_at')}"
+            )
     lines += [
         "",
         "### Priority",
@@ -167,9 +175,14 @@ def plan_writeback(
     for s in suggestions:
         body = render_body(s)
         item = PlanItem(
-            fingerprint=s["fingerprint"], action="skip", reason="", title=s["title"],
-            priority_rank=s["priority_rank"], priority_score=s["priority_score"],
-            content_hash=content_hash(s["title"], body), body=body,
+            fingerprint=s["fingerprint"],
+            action="skip",
+            reason="",
+            title=s["title"],
+            priority_rank=s["priority_rank"],
+            priority_score=s["priority_score"],
+            content_hash=content_hash(s["title"], body),
+            body=body,
         )
         plan.append(item)
         if s["is_blocked"]:
@@ -201,9 +214,7 @@ def _plan_existing(item: PlanItem, issue: TrackerIssue, known: dict[str, Any] | 
     item.issue_state, item.state_reason = issue.state, issue.state_reason
     if issue.state == "closed":
         why = issue.state_reason or "completed"
-        note = (
-            "a person decided" if why in RESPECTED_CLOSE_REASONS else "closed issues are not"
-        )
+        note = "a person decided" if why in RESPECTED_CLOSE_REASONS else "closed issues are not"
         item.reason = f"closed as {why} in the tracker; not reopened ({note})"
         return
     if content_hash(issue.title, issue.body) == item.content_hash:
@@ -223,8 +234,9 @@ def apply_plan(
         counts[item.action] = counts.get(item.action, 0) + 1
         if item.action == "skip":
             if item.issue_ref:  # record what the tracker says (e.g. closed by a person)
-                _ledger_upsert(con, tracker.name, item, run_id, state=item.issue_state or "open",
-                               written=False)
+                _ledger_upsert(
+                    con, tracker.name, item, run_id, state=item.issue_state or "open", written=False
+                )
             continue
         if item.action == "create":
             _ledger_upsert(con, tracker.name, item, run_id, state="pending")
@@ -256,8 +268,17 @@ def _ledger_upsert(
     written: bool = True,
 ) -> None:
     """Insert or update the ledger row; content_hash only moves when content was written."""
-    params = [item.fingerprint, tracker, item.issue_ref, item.url, state, item.state_reason,
-              item.title, item.content_hash if written else None, run_id]
+    params = [
+        item.fingerprint,
+        tracker,
+        item.issue_ref,
+        item.url,
+        state,
+        item.state_reason,
+        item.title,
+        item.content_hash if written else None,
+        run_id,
+    ]
     con.execute(
         """
         insert into ops.writeback_ledger
@@ -283,6 +304,4 @@ def _ledger_upsert(
 
 
 def plan_as_rows(plan: list[PlanItem]) -> list[dict[str, Any]]:
-    return [
-        {k: v for k, v in asdict(p).items() if k not in ("body", "content_hash")} for p in plan
-    ]
+    return [{k: v for k, v in asdict(p).items() if k not in ("body", "content_hash")} for p in plan]

@@ -1,4 +1,4 @@
-"""Shared fixtures: a fresh warehouse per test, vendor-shaped export writers, one Prefect harness."""
+"""Shared fixtures: a fresh warehouse per test, vendor-shaped export records, helpers."""
 
 from __future__ import annotations
 
@@ -23,9 +23,14 @@ def con(tmp_path: Path):
     c.close()
 
 
-def posthog_event(uuid: str, event: str = "export_started", user: str = "user-1",
-                  ts: object = "2026-11-20T10:00:00+00:00", path: str = "/exports",
-                  company: str = "acct-1") -> dict:
+def posthog_event(
+    uuid: str,
+    event: str = "export_started",
+    user: str = "user-1",
+    ts: object = "2026-11-20T10:00:00+00:00",
+    path: str = "/exports",
+    company: str = "acct-1",
+) -> dict:
     return {
         "uuid": uuid,
         "event": event,
@@ -35,10 +40,16 @@ def posthog_event(uuid: str, event: str = "export_started", user: str = "user-1"
     }
 
 
-def zendesk_ticket(tid: int, updated: str = "2026-11-20T10:00:00Z", status: str = "open",
-                   priority: str | None = "normal", tags: list[str] | None = None,
-                   subject: str = "Export fails", description: str = "It fails.",
-                   created: object = "2026-11-19T10:00:00Z") -> dict:
+def zendesk_ticket(
+    tid: int,
+    updated: str = "2026-11-20T10:00:00Z",
+    status: str = "open",
+    priority: str | None = "normal",
+    tags: list[str] | None = None,
+    subject: str = "Export fails",
+    description: str = "It fails.",
+    created: object = "2026-11-19T10:00:00Z",
+) -> dict:
     return {
         "id": tid,
         "url": f"https://acme-demo.zendesk.com/api/v2/tickets/{tid}.json",
@@ -65,9 +76,15 @@ def zendesk_page(tickets: list[dict], cursor: str, end: bool) -> dict:
     }
 
 
-def github_issue(number: int, node_id: str | None = None, state: str = "open",
-                 labels: list[str] | None = None, created: str = "2026-11-18T09:00:00Z",
-                 updated: str = "2026-11-20T09:00:00Z", pr: bool = False) -> dict:
+def github_issue(
+    number: int,
+    node_id: str | None = None,
+    state: str = "open",
+    labels: list[str] | None = None,
+    created: str = "2026-11-18T09:00:00Z",
+    updated: str = "2026-11-20T09:00:00Z",
+    pr: bool = False,
+) -> dict:
     item = {
         "id": 1000 + number,
         "node_id": node_id if node_id is not None else f"I_kwDOtest{number:04d}",

@@ -28,14 +28,19 @@ def test_posthog_lines_quarantine_bad_lines_and_keep_good_ones(con, tmp_path):
     good = [posthog_event(f"u-{i}") for i in range(5)]
     no_id = posthog_event("x")
     del no_id["uuid"]
-    write_jsonl(tmp_path / "ph" / "events-2026-11-20.jsonl",
-                [*good, '{"uuid": "broken", "event": ', no_id, good[1], "[1, 2]"])
+    write_jsonl(
+        tmp_path / "ph" / "events-2026-11-20.jsonl",
+        [*good, '{"uuid": "broken", "event": ', no_id, good[1], "[1, 2]"],
+    )
     stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
 
     assert stats.records_read == 9
     assert stats.n_inserted == 5
     assert stats.quarantine_reasons == {
-        "invalid_json": 1, "missing_id": 1, "duplicate": 1, "not_an_object": 1,
+        "invalid_json": 1,
+        "missing_id": 1,
+        "duplicate": 1,
+        "not_an_object": 1,
     }
     assert stats.records_read == stats.n_landed + stats.n_quarantined  # nothing silently lost
     rules = [r[0] for r in quarantine(con, "posthog")]
@@ -61,25 +66,45 @@ def test_reload_of_unchanged_files_is_skipped_and_idempotent(con, tmp_path):
 
 
 def test_zendesk_repeated_ticket_newest_version_wins(con, tmp_path):
-    write_json(tmp_path / "zd" / "tickets-page-0001.json", zendesk_page(
-        [zendesk_ticket(1, "2026-11-20T10:00:00Z", "open"), zendesk_ticket(2)], "c1", False))
-    write_json(tmp_path / "zd" / "tickets-page-0002.json", zendesk_page(
-        [zendesk_ticket(1, "2026-11-21T10:00:00Z", "solved"),
-         zendesk_ticket(3, status="deleted")], "c2", True))
+    write_json(
+        tmp_path / "zd" / "tickets-page-0001.json",
+        zendesk_page(
+            [zendesk_ticket(1, "2026-11-20T10:00:00Z", "open"), zendesk_ticket(2)], "c1", False
+        ),
+    )
+    write_json(
+        tmp_path / "zd" / "tickets-page-0002.json",
+        zendesk_page(
+            [
+                zendesk_ticket(1, "2026-11-21T10:00:00Z", "solved"),
+                zendesk_ticket(3, status="deleted"),
+            ],
+            "c2",
+            True,
+        ),
+    )
     stats = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
     assert (stats.records_read, stats.n_inserted, stats.n_superseded) == (4, 3, 1)
-    rows = dict(con.sql("select ticket_id, payload ->> 'status' from raw.zendesk__tickets").fetchall())
+    rows = dict(
+        con.sql("select ticket_id, payload ->> 'status' from raw.zendesk__tickets").fetchall()
+    )
     assert rows == {1: "solved", 2: "open", 3: "deleted"}
     cursor = con.sql("select cursor_value from ops.sync_state where source = 'zendesk'").fetchall()
     assert cursor[0][0].startswith("2026-11-21")
 
     # A later export with an older version of ticket 1 must not roll it back.
-    write_json(tmp_path / "zd" / "tickets-page-0003.json", zendesk_page(
-        [zendesk_ticket(1, "2026-11-19T10:00:00Z", "new")], "c3", True))
+    write_json(
+        tmp_path / "zd" / "tickets-page-0003.json",
+        zendesk_page([zendesk_ticket(1, "2026-11-19T10:00:00Z", "new")], "c3", True),
+    )
     late = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r2")
     assert (late.n_unchanged, late.n_updated) == (1, 0)
-    assert con.sql("select payload ->> 'status' from raw.zendesk__tickets where ticket_id = 1"
-                   ).fetchall()[0][0] == "solved"
+    assert (
+        con.sql(
+            "select payload ->> 'status' from raw.zendesk__tickets where ticket_id = 1"
+        ).fetchall()[0][0]
+        == "solved"
+    )
 
 
 def test_zendesk_invalid_page_is_quarantined_whole_and_others_load(con, tmp_path):
@@ -92,8 +117,10 @@ def test_zendesk_invalid_page_is_quarantined_whole_and_others_load(con, tmp_path
 
 
 def test_github_pull_requests_dropped_and_missing_node_id_quarantined(con, tmp_path):
-    write_json(tmp_path / "gh" / "issues-page-001.json", [
-        github_issue(1), github_issue(2, pr=True), github_issue(3, node_id=""), github_issue(4)])
+    write_json(
+        tmp_path / "gh" / "issues-page-001.json",
+        [github_issue(1), github_issue(2, pr=True), github_issue(3, node_id=""), github_issue(4)],
+    )
     stats = load.load_source(con, load.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "r1")
     assert (stats.n_inserted, stats.n_dropped, stats.n_quarantined) == (2, 1, 1)
     assert stats.records_read == stats.n_landed + stats.n_dropped + stats.n_quarantined

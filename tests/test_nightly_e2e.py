@@ -32,18 +32,20 @@ def demo(tmp_path_factory, prefect_api):
     manifest = generate_demo_data(DemoConfig(out_dir=root / "demo", end_date=END))
     config = root / "config.toml"
     config.write_text(
-        "\n".join([
-            'duckdb_path = "feedback.duckdb"',
-            'snapshot_path = "feedback_analyst.duckdb"',
-            "[demo]",
-            "enabled = false",
-            "[sources]",
-            'posthog_events = "demo/posthog/*.jsonl"',
-            'zendesk_tickets = "demo/zendesk/*.json"',
-            'github_issues = "demo/github/*.json"',
-            "[writeback]",
-            'tracker_dir = "tracker"',
-        ]),
+        "\n".join(
+            [
+                'duckdb_path = "feedback.duckdb"',
+                'snapshot_path = "feedback_analyst.duckdb"',
+                "[demo]",
+                "enabled = false",
+                "[sources]",
+                'posthog_events = "demo/posthog/*.jsonl"',
+                'zendesk_tickets = "demo/zendesk/*.json"',
+                'github_issues = "demo/github/*.json"',
+                "[writeback]",
+                'tracker_dir = "tracker"',
+            ]
+        ),
         encoding="utf-8",
     )
     first = nightly(config_path=str(config), return_state=True)
@@ -51,8 +53,13 @@ def demo(tmp_path_factory, prefect_api):
     files_1 = {p.name: p.stat().st_mtime_ns for p in (root / "tracker").glob("*.md")}
     second = nightly(config_path=str(config), return_state=True)
     return {
-        "root": root, "manifest": manifest, "first": first, "second": second,
-        "snapshot_1": snapshot_1, "files_1": files_1, "config": config,
+        "root": root,
+        "manifest": manifest,
+        "first": first,
+        "second": second,
+        "snapshot_1": snapshot_1,
+        "files_1": files_1,
+        "config": config,
     }
 
 
@@ -102,10 +109,13 @@ def test_runs_complete_with_a_passing_quality_verdict(demo):
 def test_planted_regression_ranks_first_and_healthy_popular_feature_below(demo):
     planted = demo["manifest"]["planted"]
     con = _con(demo)
-    health = con.sql("select feature_key, health_rank from marts.feature_health "
-                     "order by health_rank").fetchall()
-    sugg = con.sql("select fingerprint, kind, feature_key from marts.backlog_suggestions "
-                   "order by priority_rank").fetchall()
+    health = con.sql(
+        "select feature_key, health_rank from marts.feature_health order by health_rank"
+    ).fetchall()
+    sugg = con.sql(
+        "select fingerprint, kind, feature_key from marts.backlog_suggestions "
+        "order by priority_rank"
+    ).fetchall()
     con.close()
     ranks = dict(health)
     assert health[0][0] == planted["regressing"]
@@ -119,14 +129,23 @@ def test_planted_regression_ranks_first_and_healthy_popular_feature_below(demo):
 
 def test_every_planted_malformed_record_is_quarantined_and_nowhere_else(demo):
     con = _con(demo)
-    quarantine = con.sql("select source, record_key, rule, reason, payload "
-                         "from quality.quarantine").fetchall()
+    quarantine = con.sql(
+        "select source, record_key, rule, reason, payload from quality.quarantine"
+    ).fetchall()
     for bad in demo["manifest"]["malformed"]:
-        hits = [q for q in quarantine if q[0] == bad["source"] and (
-            (bad["record_id"] is not None and q[1] is not None
-             and q[1].endswith(str(bad["record_id"])))
-            or _payload_matches(q[4], bad, demo["root"] / "demo")
-        )]
+        hits = [
+            q
+            for q in quarantine
+            if q[0] == bad["source"]
+            and (
+                (
+                    bad["record_id"] is not None
+                    and q[1] is not None
+                    and q[1].endswith(str(bad["record_id"]))
+                )
+                or _payload_matches(q[4], bad, demo["root"] / "demo")
+            )
+        ]
         assert hits, f"not quarantined: {bad}"
         assert all(h[3] for h in hits), "every quarantined row carries a reason"
         if bad["kind"] == "duplicate":
@@ -192,8 +211,19 @@ def test_tracker_files_carry_marker_and_no_customer_contact_details(demo):
 def test_analyst_snapshot_answers_queries_while_no_run_is_active(demo, capsys):
     from flows.cli import main
 
-    assert main(["query", "select feature_key, health_score from marts.feature_health",
-                 "--config", str(demo["config"]), "--format", "csv"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "select feature_key, health_score from marts.feature_health",
+                "--config",
+                str(demo["config"]),
+                "--format",
+                "csv",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "feature_key,health_score" in out
     assert demo["manifest"]["planted"]["regressing"] in out

@@ -10,28 +10,69 @@ from tasks import writeback
 from tasks.trackers.markdown import MarkdownTracker
 
 
-def suggestion(fp="fix:exports", rank=1, why="Weekly users fell 45%.", blocked=None,
-               subject="Export fails for jane.doe@example.com, call +1 415 555 0134"):
+def suggestion(
+    fp="fix:exports",
+    rank=1,
+    why="Weekly users fell 45%.",
+    blocked=None,
+    subject="Export fails for jane.doe@example.com, call +1 415 555 0134",
+):
     kind, feature = fp.split(":")
     return {
-        "fingerprint": fp, "kind": kind, "feature_key": feature, "title": f"Fix: {feature}",
-        "why": why, "priority_rank": rank, "priority_score": 1000.0 / rank, "reach": 100,
-        "impact": 2.0, "confidence": 1.0, "effort": 1.0, "health_score": 40.0, "health_rank": 1,
-        "n_features": 8, "as_of_date": "2026-11-24", "formula_version": "health-v1",
-        "explanation": "trend -18 pts", "confidence_reasons": None,
-        "is_blocked": blocked is not None, "blocked_by": blocked,
+        "fingerprint": fp,
+        "kind": kind,
+        "feature_key": feature,
+        "title": f"Fix: {feature}",
+        "why": why,
+        "priority_rank": rank,
+        "priority_score": 1000.0 / rank,
+        "reach": 100,
+        "impact": 2.0,
+        "confidence": 1.0,
+        "effort": 1.0,
+        "health_score": 40.0,
+        "health_rank": 1,
+        "n_features": 8,
+        "as_of_date": "2026-11-24",
+        "formula_version": "health-v1",
+        "explanation": "trend -18 pts",
+        "confidence_reasons": None,
+        "is_blocked": blocked is not None,
+        "blocked_by": blocked,
         "components": [("trend", 10.0, 0.2, 2.0, "weekly users 50 vs baseline 100 (-50.0%)")],
         "evidence": {
-            "n_users": 100, "n_accounts": 10, "usage_trend": -0.45, "recent_weekly_users": 50,
-            "baseline_weekly_users": 100, "n_tickets_14d": 9, "n_tickets_prior_28d": 4,
-            "ticket_spike_ratio": 4.5, "tickets_per_1k_users": 90.0, "n_open_bugs": 3,
-            "n_open_high_sev_bugs": 2, "n_new_high_sev_bugs_14d": 2,
-            "top_tickets": [{"id": "zendesk:7", "url": "https://acme-demo.zendesk.com/agent/tickets/7",
-                             "subject": subject, "priority": "high", "status": "open",
-                             "created_at": "2026-11-20"}],
-            "top_bugs": [{"id": "github:I_1", "url": "https://github.com/acme/analytics/issues/1",
-                          "title": "CSV export times out", "severity": "s1", "state": "open",
-                          "created_at": "2026-11-19"}],
+            "n_users": 100,
+            "n_accounts": 10,
+            "usage_trend": -0.45,
+            "recent_weekly_users": 50,
+            "baseline_weekly_users": 100,
+            "n_tickets_14d": 9,
+            "n_tickets_prior_28d": 4,
+            "ticket_spike_ratio": 4.5,
+            "tickets_per_1k_users": 90.0,
+            "n_open_bugs": 3,
+            "n_open_high_sev_bugs": 2,
+            "n_new_high_sev_bugs_14d": 2,
+            "top_tickets": [
+                {
+                    "id": "zendesk:7",
+                    "url": "https://acme-demo.zendesk.com/agent/tickets/7",
+                    "subject": subject,
+                    "priority": "high",
+                    "status": "open",
+                    "created_at": "2026-11-20",
+                }
+            ],
+            "top_bugs": [
+                {
+                    "id": "github:I_1",
+                    "url": "https://github.com/acme/analytics/issues/1",
+                    "title": "CSV export times out",
+                    "severity": "s1",
+                    "state": "open",
+                    "created_at": "2026-11-19",
+                }
+            ],
         },
     }
 
@@ -44,8 +85,9 @@ def run(con, tracker, suggestions, max_new=5, run_id="r1", dry_run=False):
 
 
 def ledger(con):
-    return con.sql("select fingerprint, state, issue_ref from ops.writeback_ledger "
-                   "order by fingerprint").fetchall()
+    return con.sql(
+        "select fingerprint, state, issue_ref from ops.writeback_ledger order by fingerprint"
+    ).fetchall()
 
 
 def test_creates_once_then_skips_unchanged(con, tmp_path):
@@ -76,8 +118,11 @@ def test_closed_by_a_person_is_never_reopened_or_recreated(con, tmp_path, reason
     tracker = MarkdownTracker(tmp_path / "tracker")
     run(con, tracker, [suggestion()])
     path = tmp_path / "tracker" / "fix-exports.md"
-    text = path.read_text().replace("status: open", "status: closed").replace(
-        "state_reason: \n", f"state_reason: {reason}\n")
+    text = (
+        path.read_text()
+        .replace("status: open", "status: closed")
+        .replace("state_reason: \n", f"state_reason: {reason}\n")
+    )
     path.write_text(text)
     plan = run(con, tracker, [suggestion(why="Weekly users fell 70%.")], run_id="r2")
     assert plan["fix:exports"][0] == "skip"
@@ -89,7 +134,7 @@ def test_closed_by_a_person_is_never_reopened_or_recreated(con, tmp_path, reason
 def test_crash_between_create_and_ledger_update_heals_without_duplicate(con, tmp_path):
     class KilledAfterCreate(MarkdownTracker):
         def create(self, *args, **kwargs):
-            issue = super().create(*args, **kwargs)
+            super().create(*args, **kwargs)
             raise KeyboardInterrupt("process killed after the tracker call")
 
     with pytest.raises(KeyboardInterrupt):
@@ -137,8 +182,13 @@ def test_body_is_readable_and_free_of_contact_details(con, tmp_path):
     run(con, tracker, [suggestion()])
     text = (tmp_path / "tracker" / "fix-exports.md").read_text()
     assert "<!-- feedback-loop:fingerprint=fix:exports -->" in text
-    for part in ("## Why", "### Health components", "[zendesk:7](https://acme-demo.zendesk.com",
-                 "CSV export times out", "RICE: reach 100"):
+    for part in (
+        "## Why",
+        "### Health components",
+        "[zendesk:7](https://acme-demo.zendesk.com",
+        "CSV export times out",
+        "RICE: reach 100",
+    ):
         assert part in text
     assert "jane.doe@example.com" not in text and "415 555 0134" not in text
     assert "[email]" in text and "[phone]" in text

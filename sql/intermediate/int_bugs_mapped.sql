@@ -17,15 +17,18 @@ matches as (
         rules.feature_order
     from bugs
     inner join rules
-        on (rules.signal = 'bug_labels' and list_contains(bugs.labels, rules.pattern))
-        or (
-            rules.signal = 'bug_components'
-            and list_contains(list_transform(bugs.components, lambda c: lower(c)), rules.pattern)
-        )
+        on
+            (rules.signal = 'bug_labels' and list_contains(bugs.labels, rules.pattern))
+            or (
+                rules.signal = 'bug_components'
+                and list_contains(list_transform(bugs.components, lambda c: lower(c)), rules.pattern)
+            )
 ),
 
 first_match as (
-    select issue_id, feature_key
+    select
+        issue_id,
+        feature_key
     from matches
     qualify row_number() over (partition by issue_id order by feature_order) = 1
 ),

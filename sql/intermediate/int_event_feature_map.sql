@@ -34,7 +34,10 @@ matches as (
 ),
 
 first_match as (
-    select event_name, url_path, feature_key
+    select
+        event_name,
+        url_path,
+        feature_key
     from matches
     qualify row_number() over (
         partition by event_name, url_path order by feature_order, signal_rank

@@ -11,22 +11,36 @@ params as (
 ),
 
 user_days as (
-    select user_days.*, params.as_of, params.w
+    select
+        user_days.*,
+        params.as_of,
+        params.w
     from intermediate.int_feature_user_days as user_days
     cross join params
 ),
 
 features as (
-    select feature_key, feature_name, catalog_version from marts.dim_features
+    select
+        feature_key,
+        feature_name,
+        catalog_version
+    from marts.dim_features
 ),
 
 current_users as (
-    select distinct feature_key, user_key, account_key from user_days
+    select distinct
+        feature_key,
+        user_key,
+        account_key
+    from user_days
     where activity_date between as_of - w + 1 and as_of
 ),
 
 previous_users as (
-    select distinct feature_key, user_key from user_days
+    select distinct
+        feature_key,
+        user_key
+    from user_days
     where activity_date between as_of - 2 * w + 1 and as_of - w
 ),
 
@@ -40,7 +54,9 @@ usage as (
 ),
 
 daily_users as (
-    select feature_key, count(*) / any_value(w)::double as avg_daily_users
+    select
+        feature_key,
+        count(*) / any_value(w)::double as avg_daily_users
     from user_days
     where activity_date between as_of - w + 1 and as_of
     group by all
@@ -53,13 +69,16 @@ retention as (
         count(current_users.user_key) as n_retained_users
     from previous_users
     left join current_users
-        on previous_users.feature_key = current_users.feature_key
-        and previous_users.user_key = current_users.user_key
+        on
+            previous_users.feature_key = current_users.feature_key
+            and previous_users.user_key = current_users.user_key
     group by all
 ),
 
 weeks as (
-    select features.feature_key, unnest(range(0, 6)) as weeks_ago
+    select
+        features.feature_key,
+        unnest(range(0, 6)) as weeks_ago
     from features
 ),
 
@@ -81,8 +100,9 @@ trend as (
             as baseline_wau
     from weeks
     left join weekly_active
-        on weeks.feature_key = weekly_active.feature_key
-        and weeks.weeks_ago = weekly_active.weeks_ago
+        on
+            weeks.feature_key = weekly_active.feature_key
+            and weeks.weeks_ago = weekly_active.weeks_ago
     group by all
 ),
 
@@ -127,7 +147,7 @@ bugs as (
             as n_open_high_sev_bugs,
         coalesce(
             sum(severity_weight * (1 + least(as_of - created_at::date, 90) / 90.0))
-                filter (where is_open_as_of),
+            filter (where is_open_as_of),
             0
         ) as n_bugs_weighted,
         count(*) filter (
@@ -139,7 +159,8 @@ bugs as (
 ),
 
 product as (
-    select n_users as n_product_users from usage where feature_key = '__product__'
+    select n_users as n_product_users from usage
+    where feature_key = '__product__'
 ),
 
 final as (

@@ -19,15 +19,18 @@ matches as (
         case rules.signal when 'ticket_tags' then 1 else 2 end as signal_rank
     from tickets
     inner join rules
-        on (rules.signal = 'ticket_tags' and list_contains(tickets.tags, rules.pattern))
-        or (
-            rules.signal = 'ticket_keywords'
-            and lower(tickets.subject) like '%' || rules.pattern || '%'
-        )
+        on
+            (rules.signal = 'ticket_tags' and list_contains(tickets.tags, rules.pattern))
+            or (
+                rules.signal = 'ticket_keywords'
+                and lower(tickets.subject) like '%' || rules.pattern || '%'
+            )
 ),
 
 first_match as (
-    select ticket_id, feature_key
+    select
+        ticket_id,
+        feature_key
     from matches
     qualify row_number() over (partition by ticket_id order by signal_rank, feature_order) = 1
 ),

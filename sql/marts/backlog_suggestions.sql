@@ -65,9 +65,12 @@ candidates as (
             )
         end as why,
         case kind
-            when 'fix' then
-                case when ticket_spike_ratio >= 2 then ['usage', 'bugs', 'tickets']
-                    else ['usage', 'bugs'] end
+            when 'fix'
+                then
+                    case
+                        when ticket_spike_ratio >= 2 then ['usage', 'bugs', 'tickets']
+                        else ['usage', 'bugs']
+                    end
             when 'investigate' then ['tickets', 'usage']
             else ['usage']
         end as depends_on
@@ -87,10 +90,11 @@ ticket_evidence as (
                 'status': tickets.status,
                 'created_at': tickets.created_at::date::varchar
             }
-            order by tickets.priority_weight desc, tickets.created_at desc, tickets.ticket_id
+            order by tickets.priority_weight desc, tickets.created_at desc, tickets.ticket_id asc
         )[1:10] as top_tickets
     from tickets
-    where tickets.created_at::date
+    where
+        tickets.created_at::date
         between getvariable('as_of')::date - 13 and getvariable('as_of')::date
     group by all
 ),
@@ -107,10 +111,11 @@ bug_evidence as (
                 'state': bugs.state,
                 'created_at': bugs.created_at::date::varchar
             }
-            order by bugs.severity, bugs.created_at desc, bugs.issue_id
+            order by bugs.severity asc, bugs.created_at desc, bugs.issue_id asc
         )[1:10] as top_bugs
     from bugs
-    where bugs.created_at::date <= getvariable('as_of')::date
+    where
+        bugs.created_at::date <= getvariable('as_of')::date
         and (bugs.state = 'open' or bugs.closed_at::date > getvariable('as_of')::date)
     group by all
 ),
@@ -124,8 +129,9 @@ blocking as (
         ) as blocked_by
     from candidates
     inner join source_status
-        on list_contains(candidates.depends_on, source_status.source_kind)
-        and source_status.is_writeback_blocked
+        on
+            list_contains(candidates.depends_on, source_status.source_kind)
+            and source_status.is_writeback_blocked
     group by all
 ),
 
@@ -197,6 +203,6 @@ final as (
 
 select
     *,
-    row_number() over (order by priority_score desc, fingerprint) as priority_rank
+    row_number() over (order by priority_score desc, fingerprint asc) as priority_rank
 from final
 order by priority_rank

@@ -9,43 +9,56 @@ events as (
         regexp_extract(coalesce(stg.url_path, ''), '^/[^/]*') as path_root
     from staging.stg_usage_events as stg
     left join intermediate.int_event_feature_map as map
-        on coalesce(stg.event_name, '') = map.event_name
-        and coalesce(stg.url_path, '') = map.url_path
+        on
+            coalesce(stg.event_name, '') = map.event_name
+            and coalesce(stg.url_path, '') = map.url_path
 ),
 
 unmapped_events as (
-    select event_name || ' ' || path_root as cluster, count(*) as n
+    select
+        event_name || ' ' || path_root as cluster,
+        count(*) as n
     from events
     where feature_key is null
     group by all
-    order by n desc, cluster
+    order by n desc, cluster asc
     limit 3
 ),
 
 tickets as (
-    select feature_key, coalesce(tags[1], '(no tag)') as cluster
+    select
+        feature_key,
+        coalesce(tags[1], '(no tag)') as cluster
     from intermediate.int_tickets_mapped
     where not is_deleted
 ),
 
 unmapped_tickets as (
-    select cluster, count(*) as n from tickets
+    select
+        cluster,
+        count(*) as n
+    from tickets
     where feature_key is null
     group by all
-    order by n desc, cluster
+    order by n desc, cluster asc
     limit 3
 ),
 
 bugs as (
-    select feature_key, coalesce(labels[1], '(no label)') as cluster
+    select
+        feature_key,
+        coalesce(labels[1], '(no label)') as cluster
     from intermediate.int_bugs_mapped
 ),
 
 unmapped_bugs as (
-    select cluster, count(*) as n from bugs
+    select
+        cluster,
+        count(*) as n
+    from bugs
     where feature_key is null
     group by all
-    order by n desc, cluster
+    order by n desc, cluster asc
     limit 3
 ),
 

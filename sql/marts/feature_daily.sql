@@ -53,13 +53,19 @@ tickets_daily as (
 ),
 
 bugs_opened as (
-    select feature_key, created_at::date as day, count(*) as n_bugs_opened
+    select
+        feature_key,
+        created_at::date as day,
+        count(*) as n_bugs_opened
     from bugs
     group by all
 ),
 
 bugs_closed as (
-    select feature_key, closed_at::date as day, count(*) as n_bugs_closed
+    select
+        feature_key,
+        closed_at::date as day,
+        count(*) as n_bugs_closed
     from bugs
     where closed_at is not null
     group by all

@@ -44,7 +44,7 @@ explained as (
             *,
             row_number() over (partition by feature_key order by points_lost desc) as lost_rank
         from components
-    )
+    ) as ranked_components
     group by all
 ),
 
@@ -52,7 +52,7 @@ data_quality as (
     select
         coalesce(exp(sum(ln(greatest(confidence_factor, 1e-9)))), 1.0) as dq_factor,
         string_agg(source_kind || ': ' || reason, '; ' order by source_kind)
-            filter (where confidence_factor < 1) as dq_reasons
+        filter (where confidence_factor < 1) as dq_reasons
     from source_status
 ),
 
@@ -63,7 +63,7 @@ final as (
         metrics.feature_key,
         metrics.feature_name,
         scored.health_score,
-        rank() over (order by scored.health_score asc, metrics.feature_key) as health_rank,
+        rank() over (order by scored.health_score asc, metrics.feature_key asc) as health_rank,
         round(least(1.0, metrics.n_users / 30.0) * data_quality.dq_factor, 3) as confidence,
         nullif(
             concat_ws(

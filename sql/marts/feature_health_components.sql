@@ -18,8 +18,10 @@ measured as (
         n_users / nullif(n_product_users, 0) as metric_value,
         'share of active product users who used the feature in the window' as metric_definition,
         least(100, 100 * coalesce(n_users / nullif(n_product_users, 0), 0) / 0.40) as score,
-        format('{} of {} active users ({:.1f}%)', n_users, n_product_users,
-            100 * coalesce(n_users / nullif(n_product_users, 0), 0)) as detail
+        format(
+            '{} of {} active users ({:.1f}%)', n_users, n_product_users,
+            100 * coalesce(n_users / nullif(n_product_users, 0), 0)
+        ) as detail
     from metrics
     union all
     select
@@ -30,8 +32,10 @@ measured as (
         avg_daily_users / nullif(n_users, 0),
         'stickiness: average daily users / users in the window',
         least(100, 100 * coalesce(avg_daily_users / nullif(n_users, 0), 0) / 0.25),
-        format('stickiness {:.1f}% ({:.1f} daily of {} users)',
-            100 * coalesce(avg_daily_users / nullif(n_users, 0), 0), avg_daily_users, n_users)
+        format(
+            'stickiness {:.1f}% ({:.1f} daily of {} users)',
+            100 * coalesce(avg_daily_users / nullif(n_users, 0), 0), avg_daily_users, n_users
+        )
     from metrics
     union all
     select
@@ -59,9 +63,11 @@ measured as (
             when n_users = 0 then (case when n_tickets_weighted_window > 0 then 0 else 100 end)
             else 100 / (1 + (1000 * n_tickets_weighted_window / n_users) / 50)
         end,
-        format('{} tickets ({:.1f} weighted) = {:.1f} per 1k users', n_tickets_window,
+        format(
+            '{} tickets ({:.1f} weighted) = {:.1f} per 1k users', n_tickets_window,
             n_tickets_weighted_window,
-            coalesce(1000 * n_tickets_weighted_window / nullif(n_users, 0), 0))
+            coalesce(1000 * n_tickets_weighted_window / nullif(n_users, 0), 0)
+        )
     from metrics
     union all
     select
@@ -75,8 +81,10 @@ measured as (
             when n_users = 0 then (case when n_bugs_weighted > 0 then 0 else 100 end)
             else 100 / (1 + (1000 * n_bugs_weighted / n_users) / 20)
         end,
-        format('{} open bugs ({} s1/s2) = {:.1f} weighted per 1k users', n_open_bugs,
-            n_open_high_sev_bugs, coalesce(1000 * n_bugs_weighted / nullif(n_users, 0), 0))
+        format(
+            '{} open bugs ({} s1/s2) = {:.1f} weighted per 1k users', n_open_bugs,
+            n_open_high_sev_bugs, coalesce(1000 * n_bugs_weighted / nullif(n_users, 0), 0)
+        )
     from metrics
     union all
     select
@@ -90,8 +98,10 @@ measured as (
             when baseline_wau = 0 then 100
             else 100 * greatest(0, least(1, 1 + least(recent_wau / baseline_wau - 1, 0) / 0.5))
         end,
-        format('weekly users {:.0f} vs baseline {:.0f} ({:+.1f}%)', recent_wau, baseline_wau,
-            100 * coalesce(recent_wau / nullif(baseline_wau, 0) - 1, 0))
+        format(
+            'weekly users {:.0f} vs baseline {:.0f} ({:+.1f}%)', recent_wau, baseline_wau,
+            100 * coalesce(recent_wau / nullif(baseline_wau, 0) - 1, 0)
+        )
     from metrics
 ),
 

@@ -29,7 +29,9 @@ class Tracker(Protocol):
 
     def find(self, fingerprint: str) -> TrackerIssue | None: ...
 
-    def create(self, fingerprint: str, title: str, body: str, labels: list[str]) -> TrackerIssue: ...
+    def create(
+        self, fingerprint: str, title: str, body: str, labels: list[str]
+    ) -> TrackerIssue: ...
 
     def update(
         self, issue: TrackerIssue, fingerprint: str, title: str, body: str, labels: list[str]

@@ -55,8 +55,12 @@ class MarkdownTracker:
         path = self._path(fingerprint)
         self._write(path, fingerprint, title, body, labels, status="open", state_reason="")
         return TrackerIssue(
-            ref=path.name, url=path.resolve().as_uri(), state="open", state_reason=None,
-            body=body, title=title,
+            ref=path.name,
+            url=path.resolve().as_uri(),
+            state="open",
+            state_reason=None,
+            body=body,
+            title=title,
         )
 
     def update(
@@ -64,17 +68,32 @@ class MarkdownTracker:
     ) -> TrackerIssue:
         path = self.directory / issue.ref
         self._write(
-            path, fingerprint, title, body, labels, status=issue.state,
+            path,
+            fingerprint,
+            title,
+            body,
+            labels,
+            status=issue.state,
             state_reason=issue.state_reason or "",
         )
         return TrackerIssue(
-            ref=issue.ref, url=issue.url, state=issue.state, state_reason=issue.state_reason,
-            body=body, title=title,
+            ref=issue.ref,
+            url=issue.url,
+            state=issue.state,
+            state_reason=issue.state_reason,
+            body=body,
+            title=title,
         )
 
     def _write(
-        self, path: Path, fingerprint: str, title: str, body: str, labels: list[str],
-        status: str, state_reason: str,
+        self,
+        path: Path,
+        fingerprint: str,
+        title: str,
+        body: str,
+        labels: list[str],
+        status: str,
+        state_reason: str,
     ) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         front = "\n".join(
