@@ -68,6 +68,10 @@ class ScoreWeights(_Strict):
         return {k: v / total for k, v in raw.items()}
 
 
+class ScoreSettings(_Strict):
+    weights: ScoreWeights = ScoreWeights()
+
+
 class WritebackSettings(_Strict):
     tracker: str = Field("markdown", description="Only 'markdown' in this version.")
     tracker_dir: Path = Path("data/tracker")
@@ -89,7 +93,7 @@ class Settings(_Strict):
     )
     demo: DemoSettings = DemoSettings()
     sources: FileSources = FileSources()
-    score: ScoreWeights = ScoreWeights()
+    score: ScoreSettings = ScoreSettings()
     writeback: WritebackSettings = WritebackSettings()
 
     def resolve_paths(self, base: Path) -> Settings:

@@ -130,7 +130,7 @@ def score_features(
         params = transform.ScoreParams(
             as_of=resolved,
             window_days=window_days,
-            weights=settings.score.normalised(),
+            weights=settings.score.weights.normalised(),
             run_id=run_id,
         )
         timings = transform.build_marts(con, params)

@@ -227,3 +227,43 @@ def test_analyst_snapshot_answers_queries_while_no_run_is_active(demo, capsys):
     out = capsys.readouterr().out
     assert "feature_key,health_score" in out
     assert demo["manifest"]["planted"]["regressing"] in out
+
+
+def test_critical_failure_degrades_the_run_and_blocks_dependent_write_back(demo, tmp_path):
+    """Corrupt created_at on the oldest Zendesk pages (far above the 1% tolerance)."""
+    import shutil
+
+    root = tmp_path / "degraded"
+    shutil.copytree(demo["root"] / "demo", root / "demo")
+    pages = sorted((root / "demo" / "zendesk").glob("*.json"))[:3]
+    n_bad = 0
+    for page in pages:
+        data = json.loads(page.read_text(encoding="utf-8"))
+        for t in data["tickets"]:
+            t["created_at"] = "not a date"
+            n_bad += 1
+        page.write_text(json.dumps(data), encoding="utf-8")
+    config = root / "config.toml"
+    config.write_text(demo["config"].read_text(encoding="utf-8"), encoding="utf-8")
+
+    state = nightly(config_path=str(config), return_state=True)
+    assert state.is_completed() and state.name == "Degraded"
+    assert "stg_support_tickets" in state.message
+    summary = state.result()
+    assert summary["dq_verdict"] == "degraded"
+    tickets = next(v for v in summary["validation"] if v["table"] == "stg_support_tickets")
+    assert tickets["verdict"] == "fail" and tickets["rows_quarantined"] >= n_bad * 0.5
+    assert tickets["rows_in"] == tickets["rows_accepted"] + tickets["rows_quarantined"]
+    plan = {p["fingerprint"]: p for p in summary["plan"]}
+    regressing = f"fix:{demo['manifest']['planted']['regressing']}"
+    assert plan[regressing]["action"] == "skip" and "blocked" in plan[regressing]["reason"]
+    weak = f"improve:{demo['manifest']['planted']['weak_adoption']}"
+    assert plan[weak]["action"] == "create"  # depends on usage only
+    assert not (root / "tracker" / "fix-exports.md").exists()
+    con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
+    status = con.sql(
+        "select source_kind, verdict, is_writeback_blocked from "
+        "quality.source_status order by source_kind"
+    ).fetchall()
+    con.close()
+    assert status == [("bugs", "pass", False), ("tickets", "fail", True), ("usage", "pass", False)]
