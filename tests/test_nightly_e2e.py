@@ -267,3 +267,45 @@ def test_critical_failure_degrades_the_run_and_blocks_dependent_write_back(demo,
     ).fetchall()
     con.close()
     assert status == [("bugs", "pass", False), ("tickets", "fail", True), ("usage", "pass", False)]
+
+
+def test_every_run_publishes_summary_suggestions_and_health_artifacts(demo):
+    import asyncio
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async def read(flow_run_id):
+        async with get_client() as client:
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+
+    for state in (demo["first"], demo["second"]):
+        artifacts = asyncio.run(read(state.state_details.flow_run_id))
+        by_key = {a.key: a for a in artifacts}
+        assert set(by_key) >= {"nightly-summary", "top-suggestions", "feature-health"}
+        summary = by_key["nightly-summary"].data
+        assert "Data quality: **PASS**" in summary and "## Timings" in summary
+        assert demo["manifest"]["planted"]["regressing"] in by_key["feature-health"].data
+
+
+def test_cli_dry_run_prints_the_plan_and_writes_nothing(demo, tmp_path, capsys):
+    import shutil
+
+    from flows.cli import main
+
+    root = tmp_path / "dry"
+    shutil.copytree(demo["root"] / "demo", root / "demo")
+    config = root / "config.toml"
+    config.write_text(demo["config"].read_text(encoding="utf-8"), encoding="utf-8")
+    assert main(["run", "--dry-run", "--config", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "dry run: nothing written" in out
+    assert "create: new problem" in out
+    assert not (root / "tracker").exists()
+    con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
+    assert con.sql("select count(*) from ops.writeback_ledger").fetchall()[0][0] == 0
+    con.close()
