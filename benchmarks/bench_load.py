@@ -53,7 +53,7 @@ def stage_only(data: Path, db_path: Path, memory_limit: str) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--events", type=int, default=1_000_000)
-    p.add_argument("--memory-limit", default="4GB", help="DuckDB memory_limit (default 4GB)")
+    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit (default 1GB)")
     p.add_argument("--keep", action="store_true", help="keep the generated data and DuckDB file")
     p.add_argument("--child", metavar="DATA", help=argparse.SUPPRESS)
     p.add_argument("--db", help=argparse.SUPPRESS)

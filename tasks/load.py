@@ -8,13 +8,15 @@ the quarantine rows and the file/cursor bookkeeping — so a crash never leaves 
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -44,6 +46,21 @@ class SourceSpec:
     repeats: str = "newest"
     # "lines": one JSON record per line; otherwise a JSONPath to the record list in each file.
     layout: str = "lines"
+    # SQL over `j` giving the JSON stored as raw payload: reshape records, redact ticket text.
+    record_sql: str = "j"
+    # High-volume streams keep typed columns instead of one payload JSON: raw column ->
+    # (top-level JSON key, DuckDB type). JSON lines with `fields` are read by read_json with
+    # explicit columns (DuckDB's fastest path); key_expr/cursor_expr then refer to the raw
+    # column names instead of `j`.
+    fields: tuple[tuple[str, str, str], ...] = ()
+
+    @property
+    def payload_columns(self) -> list[str]:
+        return [f[0] for f in self.fields] if self.fields else ["payload"]
+
+    @property
+    def fast_lines(self) -> bool:
+        return bool(self.fields) and self.layout == "lines"
 
 
 POSTHOG_EVENTS = SourceSpec(
@@ -51,10 +68,17 @@ POSTHOG_EVENTS = SourceSpec(
     stream="events",
     raw_table="raw.posthog__events",
     key_column="event_id",
-    key_expr="nullif(trim(j ->> 'uuid'), '')",
-    cursor_expr="j ->> 'timestamp'",
+    key_expr="nullif(trim(event_id), '')",
+    cursor_expr="event_time ->> '$'",
     repeats="first",
     layout="lines",
+    fields=(
+        ("event_id", "uuid", "VARCHAR"),
+        ("event", "event", "VARCHAR"),
+        ("distinct_id", "distinct_id", "VARCHAR"),
+        ("event_time", "timestamp", "JSON"),
+        ("properties", "properties", "JSON"),
+    ),
 )
 ZENDESK_TICKETS = SourceSpec(
     source="zendesk",
@@ -142,39 +166,88 @@ def _batches(files: list[tuple[Path, int, int]]) -> list[list[tuple[Path, int, i
     return batches
 
 
+def _file_list(paths: list[Path]) -> str:
+    return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
+
+
 def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
-    """One row per source record: file, position, raw text, parsed JSON (NULL if invalid)."""
-    file_list = "[" + ", ".join(sql_literal(p) for p in paths) + "]"
+    """One row per source record: file, position, text of a bad record, parsed JSON `j`
+    (NULL if invalid), plus the typed fields when the spec has them."""
+    files = _file_list(paths)
     if spec.layout == "lines":
-        # Read each line as one opaque string, so a single bad line is quarantined instead of
-        # failing the file; delimiter/quote are set to characters valid JSON text never holds raw.
-        return f"""
+        # Each line is one opaque string, so a single bad line is quarantined instead of failing
+        # the file; delimiter/quote are characters valid JSON text never holds raw.
+        recs = f"""
             select filename as source_file,
                    row_number() over (partition by filename) as pos,
-                   line as text,
+                   case when not json_valid(line) then line end as text,
                    case when json_valid(line) then line::json end as j,
                    case when not json_valid(line) then 'invalid_json' end as parse_error
-            from read_csv({file_list}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
+            from read_csv({files}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
                           quote = '', escape = '', header = false, auto_detect = false,
                           filename = true, strict_mode = false)
             where line is not null and trim(line) <> ''
         """
+    else:
+        recs = f"""
+            with files as (
+                select filename, content, json_valid(content) as ok
+                from read_text({files})
+            ),
+            records as (
+                select filename, unnest(json_extract(content::json, '{spec.layout}')) as j
+                from files where ok
+            )
+            select filename as source_file,
+                   row_number() over (partition by filename) as pos,
+                   null as text, j, null as parse_error
+            from records
+            union all
+            select filename, 0, left(content, 100000), null, 'invalid_json_file'
+            from files where not ok
+        """
+    typed = "".join(
+        f", case when j is not null then j {'->' if typ == 'JSON' else '->>'} "
+        f"{sql_literal(key)} end::{typ} as {col}"
+        for col, key, typ in spec.fields
+    )
     return f"""
-        with files as (
-            select filename, content, json_valid(content) as ok
-            from read_text({file_list})
-        ),
-        records as (
-            select filename, unnest(json_extract(content::json, '{spec.layout}')) as j
-            from files where ok
+        with raw_recs as ({recs})
+        select * exclude (j), j{typed}
+        from (
+            select * exclude (j), case when j is not null then ({spec.record_sql}) end as j
+            from raw_recs
         )
-        select filename as source_file,
-               row_number() over (partition by filename) as pos,
-               j::varchar as text, j, null as parse_error
-        from records
-        union all
-        select filename, 0, left(content, 100000), null, 'invalid_json_file'
-        from files where not ok
+    """
+
+
+def _fast_lines_sql(spec: SourceSpec, paths: list[Path]) -> str:
+    """JSON lines with declared fields: DuckDB's read_json with explicit columns (one typed
+    parse, no per-line JSON values kept). Unparseable lines come back as all-NULL rows; their
+    text is collected by _bad_lines_sql."""
+    cols = ", ".join(f"{sql_literal(key)}: {sql_literal(typ)}" for _, key, typ in spec.fields)
+    select = ", ".join(f'"{key}" as {col}' for col, key, _ in spec.fields)
+    all_null = " and ".join(f'"{key}" is null' for _, key, _ in spec.fields)
+    return f"""
+        select filename as source_file, null::bigint as pos, null::varchar as text,
+               null::json as j, case when {all_null} then 'unparsed' end as parse_error,
+               {select}
+        from read_json({_file_list(paths)}, format = 'newline_delimited', ignore_errors = true,
+                       filename = true, columns = {{{cols}}})
+    """
+
+
+def _bad_lines_sql(paths: list[Path]) -> str:
+    """Lines that are not JSON objects, with their text (cheap: validity only, no parse)."""
+    return f"""
+        select filename as source_file, null::bigint as pos, line as text,
+               case when not json_valid(line) then 'invalid_json' else 'not_an_object' end
+                   as reject_rule
+        from read_csv({_file_list(paths)}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
+                      quote = '', escape = '', header = false, auto_detect = false,
+                      filename = true, strict_mode = false)
+        where line is not null and trim(line) <> ''
+          and (not json_valid(line) or left(ltrim(line), 1) <> '{{')
     """
 
 
@@ -208,74 +281,145 @@ def _load_batch(
     batch: list[tuple[Path, int, int]],
     run_id: str,
     stats: LoadStats,
+    state: dict[str, Any] | None = None,
 ) -> None:
+    """Load files as one transaction. File sources record the files in ops.loaded_files;
+    connector pages (state given) store the connector's cursor state instead."""
     batch_id = f"{spec.source}-{uuid.uuid4().hex[:12]}"
     paths = [p for p, _, _ in batch]
-    order = (
-        "source_file, pos"
-        if spec.repeats == "first"
-        else "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc"
-    )
     con.execute("begin transaction")
     try:
-        con.execute(f"""
-            create or replace temp table _batch as
-            with recs as ({_records_sql(spec, paths)}),
-            keyed as (
-                select *,
-                       case when j is not null then {spec.key_expr} end as rec_id,
-                       case when j is not null then {spec.cursor_expr} end as cursor_at,
-                       coalesce(j is not null and ({spec.drop_expr}), false) as is_dropped,
-                       j is not null and json_type(j) <> 'OBJECT' as not_object
-                from recs
-            ),
-            ranked as (
-                select *,
-                       case when rec_id is not null and not is_dropped and parse_error is null
-                            then row_number() over (partition by rec_id order by {order}) end as rn
-                from keyed
-            )
-            select *,
-                   case
-                       when parse_error = 'invalid_json_file' then 'invalid_json_file'
-                       when parse_error is not null then 'invalid_json'
-                       when not_object then 'not_an_object'
-                       when is_dropped then null
-                       when rec_id is null then 'missing_id'
-                       when rn > 1 and {spec.repeats == "first"} then 'duplicate'
-                   end as reject_rule
-            from ranked
-        """)
-        counts = dict(
-            con.execute("""
-                select coalesce(reject_rule, case when is_dropped then 'dropped'
-                                                  when rn = 1 then 'accepted'
-                                                  else 'superseded' end) as outcome, count(*)
-                from _batch group by all
-            """).fetchall()
-        )
+        counts = _stage_batch(con, spec, paths)
         merged = _merge_raw(con, spec, batch_id)
         n_quarantined = _quarantine_load_rejects(con, spec, run_id)
-        con.executemany(
-            """insert into ops.loaded_files by name
-               select ? as source, ? as path, ? as size_bytes, ? as mtime_ns, ? as n_records,
-                      ? as n_quarantined, ? as batch_id, now() as loaded_at""",
-            [
-                [spec.source, str(p), size, mtime, *_file_counts(con, p), batch_id]
-                for p, size, mtime in batch
-            ],
-        )
-        con.execute(
-            "delete from ops.loaded_files a using ops.loaded_files b "
-            "where a.source = b.source and a.path = b.path and a.loaded_at < b.loaded_at"
-        )
-        _advance_cursor(con, spec, run_id)
+        if state is None:
+            _record_files(con, spec, batch, batch_id)
+        _advance_cursor(con, spec, run_id, state)
         con.execute("commit")
     except Exception as exc:
         con.execute("rollback")
         names = ", ".join(p.name for p in paths[:3]) + ("…" if len(paths) > 3 else "")
         raise LoadError(f"{spec.source}: loading {names} failed, nothing committed: {exc}") from exc
+    finally:
+        for t in ("_recs", "_bad", "_rank", "_accepted", "_rejects"):
+            con.execute(f"drop table if exists {t}")
+        con.execute("drop view if exists _batch_v")
+        con.execute("drop table if exists _batch")
+    _account(stats, counts, merged, n_quarantined, spec)
 
+
+def _stage_batch(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> dict:
+    """Temp view _batch_v: one row per record with rec_id, cursor_at, rn and reject_rule;
+    temp table _bad: lines set aside before parsing (fast path). Returns outcome counts."""
+    if spec.fast_lines:
+        recs = _fast_lines_sql(spec, paths)
+        con.execute(f"create or replace temp table _bad as {_bad_lines_sql(paths)}")
+        not_object = "false"
+    else:
+        recs = _records_sql(spec, paths)
+        con.execute(
+            "create or replace temp table _bad (source_file varchar, pos bigint, text varchar, "
+            "reject_rule varchar)"
+        )
+        not_object = "j is not null and json_type(j) <> 'OBJECT'"
+    con.execute(f"""
+        create or replace temp table _batch as
+        select *,
+               case when parse_error is null and not ({not_object}) then {spec.key_expr} end
+                   as rec_id,
+               case when parse_error is null and not ({not_object}) then {spec.cursor_expr} end
+                   as cursor_at,
+               coalesce(parse_error is null and not ({not_object}) and ({spec.drop_expr}), false)
+                   as is_dropped,
+               coalesce({not_object}, false) as not_object
+        from ({recs}) as recs
+    """)
+    order = (
+        "source_file, pos, rid"
+        if spec.repeats == "first"
+        else "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, "
+        "rid desc"
+    )
+    # Rank only ids that occur more than once: a window over every row would cost a full sort.
+    con.execute(f"""
+        create or replace temp table _rank as
+        with candidates as (
+            select rowid as rid, * from _batch
+            where rec_id is not null and parse_error is null and not is_dropped
+        ),
+        repeated as (
+            select rec_id from candidates group by rec_id having count(*) > 1
+        )
+        select rid, row_number() over (partition by rec_id order by {order}) as rn
+        from candidates semi join repeated using (rec_id)
+    """)
+    first = "true" if spec.repeats == "first" else "false"
+    con.execute(f"""
+        create or replace temp view _batch_v as
+        select b.*, coalesce(r.rn, 1) as rn,
+               case
+                   when b.parse_error = 'invalid_json_file' then 'invalid_json_file'
+                   when b.parse_error = 'unparsed' then 'unparsed'
+                   when b.parse_error is not null then 'invalid_json'
+                   when b.not_object then 'not_an_object'
+                   when b.is_dropped then null
+                   when b.rec_id is null then 'missing_id'
+                   when coalesce(r.rn, 1) > 1 and {first} then 'duplicate'
+               end as reject_rule
+        from (select rowid as rid, * from _batch) as b
+        left join _rank as r on b.rid = r.rid
+    """)
+    counts = dict(
+        con.execute("""
+            select coalesce(reject_rule, case when is_dropped then 'dropped'
+                                              when rn = 1 then 'accepted'
+                                              else 'superseded' end) as outcome, count(*)
+            from _batch_v group by all
+            union all
+            select reject_rule, count(*) from _bad group by all
+        """).fetchall()
+    )
+    # Fast path: unparsed rows are the bad lines (their text is in _bad); any excess are
+    # valid JSON objects with none of the declared fields.
+    unparsed = counts.pop("unparsed", 0)
+    n_bad = sum(v for k, v in counts.items() if k in ("invalid_json", "not_an_object"))
+    if spec.fast_lines and unparsed > n_bad:
+        counts["missing_id"] = counts.get("missing_id", 0) + unparsed - n_bad
+    return counts
+
+
+def _record_files(con, spec: SourceSpec, batch: list[tuple[Path, int, int]], batch_id: str) -> None:
+    per_file = {
+        path: (n, bad)
+        for path, n, bad in con.execute("""
+            select source_file, sum(n)::bigint, sum(bad)::bigint from (
+                select source_file,
+                       count(*) filter (where reject_rule is distinct from 'unparsed') as n,
+                       count(reject_rule) filter (where reject_rule <> 'unparsed') as bad
+                from _batch_v group by all
+                union all
+                select source_file, count(*), count(*) from _bad group by all
+            ) group by all
+        """).fetchall()
+    }
+    con.executemany(
+        """insert into ops.loaded_files by name
+               select ? as source, ? as path, ? as size_bytes, ? as mtime_ns, ? as n_records,
+                      ? as n_quarantined, ? as batch_id, now() as loaded_at""",
+        [
+            [spec.source, str(p), size, mtime, *per_file.get(str(p), (0, 0)), batch_id]
+            for p, size, mtime in batch
+        ],
+    )
+    con.execute(
+        "delete from ops.loaded_files a using ops.loaded_files b "
+        "where a.source = b.source and a.path = b.path and a.loaded_at < b.loaded_at"
+    )
+
+
+def _account(
+    stats: LoadStats, counts: dict, merged: dict, n_quarantined: int, spec: SourceSpec
+) -> None:
     read = sum(counts.values())
     rejects = {k: v for k, v in counts.items() if k not in ("accepted", "superseded", "dropped")}
     stats.records_read += read
@@ -299,29 +443,54 @@ def _load_batch(
         raise LoadError(f"{spec.source}: row accounting broken: read {read}, accounted {accounted}")
 
 
-def _file_counts(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[int, int]:
-    return con.execute(
-        "select count(*), count(reject_rule) from _batch where source_file = ?", [str(path)]
-    ).fetchall()[0]
+def _payload_text(spec: SourceSpec, alias: str = "") -> str:
+    """The record as JSON text, for quarantine rows and change detection."""
+    p = f"{alias}." if alias else ""
+    if not spec.fields:
+        return f"{p}j::varchar"
+    pairs = ", ".join(f"{sql_literal(key)}, {p}{col}" for col, key, _ in spec.fields)
+    return f"json_object({pairs})::varchar"
 
 
 def _merge_raw(con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str) -> dict[str, int]:
     """Merge accepted records on the stable id; a newer cursor (or changed payload) wins."""
     t, k = spec.raw_table, spec.key_column
+    cols = spec.payload_columns
+    src = cols if spec.fields else ["j"]
+    accepted = "from _batch_v where rn = 1 and reject_rule is null and not is_dropped"
+    overlap = con.execute(
+        f"select count(*) from (select rec_id {accepted}) b semi join {t} r on r.{k} = b.rec_id"
+    ).fetchall()[0][0]
+    values = ", ".join(v for v, c in zip(src, cols, strict=True) if c != k)
+    if overlap == 0:
+        # First sight of every id in the batch (the common case): insert straight through.
+        n = con.execute(
+            f"""insert into {t} ({k}, {", ".join(c for c in cols if c != k)}, cursor_at,
+                                 _source_file, _batch_id, _loaded_at)
+                select rec_id, {values}, cursor_at, source_file, ?, now()
+                {accepted}""",
+            [batch_id],
+        ).fetchall()[0][0]
+        return {"inserted": n, "updated": 0, "unchanged": 0}
+    same = (
+        " and ".join(f"b.{c}::varchar is not distinct from r.{c}::varchar" for c in cols if c != k)
+        if spec.fields
+        else "b.j::varchar = r.payload::varchar"
+    )
     con.execute(f"""
         create or replace temp table _accepted as
-        select b.rec_id, b.cursor_at, b.j as payload, b.source_file,
+        select b.*,
                case when r.{k} is null then 'inserted'
-                    when b.j::varchar = r.payload::varchar then 'unchanged'
+                    when {same} then 'unchanged'
                     when try_cast(b.cursor_at as timestamptz) < try_cast(r.cursor_at as timestamptz)
                         then 'unchanged'
                     else 'updated' end as outcome
-        from _batch b left join {t} r on r.{k} = b.rec_id
-        where b.rn = 1 and b.reject_rule is null
+        from (select * {accepted}) b left join {t} r on r.{k} = b.rec_id
     """)
+    assign = ", ".join(f"{c} = a.{s}" for s, c in zip(src, cols, strict=True) if c != k)
     con.execute(
         f"""
-        update {t} set cursor_at = a.cursor_at, payload = a.payload,
+        update {t} set {assign}, cursor_at = a.cursor_at,
                        _source_file = a.source_file, _batch_id = ?, _loaded_at = now()
         from _accepted a where a.outcome = 'updated' and {t}.{k} = a.rec_id
     """,
@@ -329,8 +498,10 @@ def _merge_raw(con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str) 
     )
     con.execute(
         f"""
-        insert into {t} ({k}, cursor_at, payload, _source_file, _batch_id, _loaded_at)
-        select rec_id, cursor_at, payload, source_file, ?, now()
+        insert into {t} ({k}, {", ".join(c for c in cols if c != k)}, cursor_at, _source_file,
+                         _batch_id, _loaded_at)
+        select rec_id, {", ".join(s for s, c in zip(src, cols, strict=True) if c != k)}, cursor_at,
+               source_file, ?, now()
         from _accepted where outcome = 'inserted'
     """,
         [batch_id],
@@ -353,32 +524,53 @@ def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, r
         f"when {sql_literal(rule)} then {sql_literal(text)}"
         for rule, text in REJECT_REASONS.items()
     )
-    n = con.sql("select count(*) from _batch where reject_rule is not null").fetchall()[0][0]
+    payload = f"coalesce(text, {_payload_text(spec)})"
     con.execute(f"""
         create or replace temp table _rejects as
+        with rejected as (
+            select source_file, pos, rec_id, reject_rule, {payload} as payload
+            from _batch_v where reject_rule is not null and reject_rule <> 'unparsed'
+            union all
+            select source_file, pos, null, reject_rule, text from _bad
+        )
         select md5(concat_ws('|', 'load', {sql_literal(spec.raw_table)}, reject_rule,
-                             coalesce(rec_id::varchar, ''), text)) as quarantine_id,
+                             coalesce(rec_id::varchar, ''), payload)) as quarantine_id,
                'load' as stage, {sql_literal(spec.source)} as source,
                {sql_literal(spec.raw_table)} as table_name, rec_id::varchar as record_key,
                reject_rule as rule,
-               case reject_rule {reasons} end
-                   || ' (' || regexp_extract(source_file, '[^/]+$') || ' #' || pos || ')' as reason,
-               text as payload, source_file
-        from _batch where reject_rule is not null
+               case reject_rule {reasons} end || ' (' || regexp_extract(source_file, '[^/]+$')
+                   || coalesce(' #' || pos, '') || ')' as reason,
+               payload, source_file
+        from rejected
         qualify row_number() over (partition by quarantine_id order by source_file, pos) = 1
     """)
     record_quarantine(con, "_rejects", "load", [spec.raw_table], run_id)
-    return n
-
-
-def _advance_cursor(con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: str) -> None:
-    """For file sources the cursor is the newest record cursor landed so far."""
-    con.execute(
-        """
-        delete from ops.sync_state where source = ? and stream = ?;
-        """,
-        [spec.source, spec.stream],
+    return (
+        con.sql(
+            "select count(*) from _batch_v where reject_rule is not null "
+            "and reject_rule <> 'unparsed'"
+        ).fetchall()[0][0]
+        + con.sql("select count(*) from _bad").fetchall()[0][0]
     )
+
+
+def _advance_cursor(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: str, state: dict[str, Any] | None
+) -> None:
+    """Store the stream's cursor in the same transaction as the data it covers.
+
+    Connectors pass their own resumable state; for file sources the cursor is the newest record
+    cursor landed so far (informational: unchanged files are skipped by ops.loaded_files).
+    """
+    con.execute(
+        "delete from ops.sync_state where source = ? and stream = ?", [spec.source, spec.stream]
+    )
+    if state is not None:
+        con.execute(
+            "insert into ops.sync_state values (?, ?, ?, null, now(), ?)",
+            [spec.source, spec.stream, json.dumps(state, sort_keys=True, default=str), run_id],
+        )
+        return
     con.execute(
         f"""
         insert into ops.sync_state
@@ -389,3 +581,74 @@ def _advance_cursor(con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: st
         """,
         [spec.source, spec.stream, spec.source, run_id],
     )
+
+
+def read_state(con: duckdb.DuckDBPyConnection, source: str, stream: str) -> dict[str, Any] | None:
+    """The connector state committed by the last successful page batch, or None."""
+    rows = con.execute(
+        "select cursor_value from ops.sync_state where source = ? and stream = ?",
+        [source, stream],
+    ).fetchall()
+    if not rows or rows[0][0] is None:
+        return None
+    try:
+        state = json.loads(rows[0][0])
+    except json.JSONDecodeError:
+        return None
+    return state if isinstance(state, dict) else None
+
+
+def load_pages(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    pages: Iterable[Any],
+    run_id: str,
+    landing_dir: Path,
+    *,
+    batch_bytes: int = 64 * 1024 * 1024,
+    progress: Callable[[str], None] | None = None,
+) -> LoadStats:
+    """Load a connector's pages (tasks.clients.base.LandedPage) into `spec.raw_table`.
+
+    Pages are written to `landing_dir` and loaded in batches of about `batch_bytes`; each batch
+    commits together with the state of its last page, so a crash (or a failing page) leaves the
+    cursor at the last committed batch and a rerun re-fetches from there — the merge on the
+    stable id absorbs anything fetched twice. Landing files are removed once committed.
+    """
+    started = time.perf_counter()
+    stats = LoadStats(source=spec.source)
+    landing_dir.mkdir(parents=True, exist_ok=True)
+    suffix = "jsonl" if spec.layout == "lines" else "json"
+    pending: list[tuple[Path, int, int]] = []
+    size = 0
+    last_state: dict[str, Any] | None = None
+
+    def flush() -> None:
+        nonlocal pending, size
+        if not pending:
+            return
+        _load_batch(con, spec, pending, run_id, stats, state=last_state)
+        stats.files_loaded += len(pending)
+        if progress:
+            progress(f"{spec.source}: committed {stats.records_read:,} records so far")
+        for p, _, _ in pending:
+            p.unlink(missing_ok=True)
+        pending, size = [], 0
+
+    try:
+        for i, page in enumerate(pages):
+            path = landing_dir / f"{spec.source}-{spec.stream}-{run_id}-{i:06d}.{suffix}"
+            path.write_bytes(page.body)
+            pending.append((path, len(page.body), 0))
+            size += len(page.body)
+            stats.files_seen += 1
+            last_state = page.state
+            if size >= batch_bytes:
+                flush()
+        flush()
+    finally:  # a failed fetch or batch: its pages are fetched again next run
+        for p, _, _ in pending:
+            p.unlink(missing_ok=True)
+    stats.seconds = round(time.perf_counter() - started, 3)
+    log.info("loaded %s pages: %s", spec.source, stats.as_dict())
+    return stats

@@ -180,13 +180,14 @@ def apply_validation(
                 "(?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, now())",
                 dq_rows,
             )
+        payload = _raw_payload_sql(t.raw_table)
         con.execute(f"""
             create or replace temp table _rejects as
             select md5(concat_ws('|', 'validate', {sql_literal("staging." + t.table)}, f.rule,
-                                 f.record_key, r.payload::varchar)) as quarantine_id,
+                                 f.record_key, {payload})) as quarantine_id,
                    'validate' as stage, {sql_literal(t.source)} as source,
                    {sql_literal("staging." + t.table)} as table_name, f.record_key,
-                   f.rule, f.reason, r.payload::varchar as payload, r._source_file as source_file
+                   f.rule, f.reason, {payload} as payload, r._source_file as source_file
             from _failing f
             left join {t.raw_table} r
                 on r.{t.raw_key_column} = {t.raw_key_expr.format(k="f.record_key")}
@@ -246,6 +247,16 @@ def apply_validation(
     con.execute("drop table if exists _failing")
     con.execute("drop table if exists _rejects")
     return verdicts
+
+
+def _raw_payload_sql(raw_table: str) -> str:
+    """The raw record as JSON text: the payload column, or the typed fields as an object."""
+    from tasks.load import SPECS, _payload_text
+
+    spec = next((s for s in SPECS.values() if s.raw_table == raw_table), None)
+    if spec is None or not spec.fields:
+        return "r.payload::varchar"
+    return _payload_text(spec, alias="r")
 
 
 def run_verdict(verdicts: list[TableVerdict]) -> str:

@@ -8,14 +8,18 @@ create schema if not exists ops;
 
 create table if not exists raw.posthog__events (
     event_id varchar not null,
+    event varchar,
+    distinct_id varchar,
+    event_time json,
+    properties json,
     cursor_at varchar,
-    payload json not null,
     _source_file varchar,
     _batch_id varchar not null,
     _loaded_at timestamptz not null
 );
 comment on table raw.posthog__events is
-'grain: one row per PostHog event; key: event_id (uuid). Merged on event_id, newer payload wins.';
+'grain: one row per PostHog event; key: event_id (uuid). The record''s top-level fields as '
+'typed columns (the high-volume path); merged on event_id, a changed record wins.';
 
 create table if not exists raw.zendesk__tickets (
     ticket_id bigint not null,

@@ -12,15 +12,15 @@ renamed as (
         event_id,
         'posthog' as source,
         case
-            when json_type(payload, '$.timestamp') = 'VARCHAR'
-                then try_cast(payload ->> 'timestamp' as timestamptz)
+            when json_type(event_time) = 'VARCHAR'
+                then try_cast(event_time ->> '$' as timestamptz)
         end as occurred_at,
         _loaded_at as ingested_at,
-        nullif(trim(payload ->> 'distinct_id'), '') as user_key,
-        json_extract_string(payload, '$.properties."$groups".company') as account_key,
-        nullif(trim(payload ->> 'event'), '') as event_name,
-        json_extract_string(payload, '$.properties."$pathname"') as url_path,
-        payload -> 'properties' as properties
+        nullif(trim(distinct_id), '') as user_key,
+        json_extract_string(properties, '$."$groups".company') as account_key,
+        nullif(trim(event), '') as event_name,
+        json_extract_string(properties, '$."$pathname"') as url_path,
+        properties
     from source
 )
 

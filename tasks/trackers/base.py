@@ -22,6 +22,8 @@ class TrackerIssue:
     state_reason: str | None
     body: str
     title: str
+    locked: bool = False
+    labels: tuple[str, ...] = ()
 
 
 class Tracker(Protocol):
@@ -36,3 +38,9 @@ class Tracker(Protocol):
     def update(
         self, issue: TrackerIssue, fingerprint: str, title: str, body: str, labels: list[str]
     ) -> TrackerIssue: ...
+
+    def comment(self, issue: TrackerIssue, body: str) -> None: ...
+
+    def close(self, issue: TrackerIssue, reason: str) -> TrackerIssue:
+        """reason: 'completed' | 'not_planned'."""
+        ...

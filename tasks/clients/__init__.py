@@ -1,0 +1,1 @@
+"""One module per external system (HTTP via requests, no Prefect imports)."""
