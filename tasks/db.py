@@ -75,7 +75,10 @@ def run_sql_file(con: duckdb.DuckDBPyConnection, relative: str) -> None:
 
 
 def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Schemas, ops/quality tables and every vendor's raw table (sql/ddl/*.sql); idempotent."""
     run_sql_file(con, "ddl/warehouse.sql")
+    for path in sorted((SQL_DIR / "ddl").glob("raw_*.sql")):
+        con.execute(path.read_text(encoding="utf-8"))
     run_sql_file(con, "functions/macros.sql")
 
 

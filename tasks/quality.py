@@ -22,36 +22,14 @@ class StagingTable:
     table: str
     key: str
     source_kind: str  # usage | tickets | bugs
-    source: str
-    raw_table: str
-    # SQL template over the staging key {k} giving the raw table's key value.
-    raw_key_expr: str
-    raw_key_column: str
 
 
 STAGING_TABLES = (
-    StagingTable(
-        "stg_usage_events", "event_id", "usage", "posthog", "raw.posthog__events", "{k}", "event_id"
-    ),
-    StagingTable(
-        "stg_support_tickets",
-        "ticket_id",
-        "tickets",
-        "zendesk",
-        "raw.zendesk__tickets",
-        "try_cast(substr({k}, 9) as bigint)",
-        "ticket_id",
-    ),
-    StagingTable(
-        "stg_bug_issues",
-        "issue_id",
-        "bugs",
-        "github",
-        "raw.github__issues",
-        "substr({k}, 8)",
-        "node_id",
-    ),
+    StagingTable("stg_usage_events", "event_id", "usage"),
+    StagingTable("stg_support_tickets", "ticket_id", "tickets"),
+    StagingTable("stg_bug_issues", "issue_id", "bugs"),
 )
+
 
 WARNING_CONFIDENCE = 0.8
 CRITICAL_CONFIDENCE = 0.5
@@ -120,7 +98,7 @@ def validate_staging(
             validate_table(
                 db_path,
                 "staging",
-                t.table,
+                f"{t.table}__unvalidated",
                 t.key,
                 EXPECTATIONS_DIR / f"{t.table}.json",
                 params=validation_params(run_started_at),
@@ -133,16 +111,17 @@ def validate_staging(
 def apply_validation(
     con: duckdb.DuckDBPyConnection, results: list, run_id: str, sources: list[str]
 ) -> list[TableVerdict]:
-    """Store results, quarantine failing rows (removing them from staging), set source verdicts."""
+    """Store results, quarantine failing rows (the canonical staging views leave them out),
+    set source verdicts. Rows in (the unvalidated union) = accepted + quarantined, checked."""
     verdicts: list[TableVerdict] = []
-    by_table = {r.table: r for r in results}
+    by_table = {r.table.removesuffix("__unvalidated"): r for r in results}
     con.execute("delete from quality.dq_results where run_id = ?", [run_id])
     con.execute("delete from quality.source_status where run_id = ?", [run_id])
     for t in STAGING_TABLES:
         if t.source_kind not in sources:
             continue
         res = by_table[t.table]
-        rows_in = con.sql(f"select count(*) from staging.{t.table}").fetchall()[0][0]
+        rows_in = con.sql(f"select count(*) from staging.{t.table}__unvalidated").fetchall()[0][0]
         con.execute(
             "create or replace temp table _failing (record_key varchar, rule varchar, "
             "reason varchar)"
@@ -160,7 +139,7 @@ def apply_validation(
                 [
                     run_id,
                     t.table,
-                    t.source,
+                    t.source_kind,
                     res.suite_name,
                     o.expectation_type,
                     o.column,
@@ -180,23 +159,9 @@ def apply_validation(
                 "(?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, now())",
                 dq_rows,
             )
-        payload = _raw_payload_sql(t.raw_table)
-        con.execute(f"""
-            create or replace temp table _rejects as
-            select md5(concat_ws('|', 'validate', {sql_literal("staging." + t.table)}, f.rule,
-                                 f.record_key, {payload})) as quarantine_id,
-                   'validate' as stage, {sql_literal(t.source)} as source,
-                   {sql_literal("staging." + t.table)} as table_name, f.record_key,
-                   f.rule, f.reason, {payload} as payload, r._source_file as source_file
-            from _failing f
-            left join {t.raw_table} r
-                on r.{t.raw_key_column} = {t.raw_key_expr.format(k="f.record_key")}
-        """)
+        _build_rejects(con, t)
         record_quarantine(con, "_rejects", "validate", [f"staging.{t.table}"], run_id)
-        n_quarantined = con.execute(
-            f"delete from staging.{t.table} where {t.key} in (select record_key from _failing)"
-            + (f" or {t.key} is null" if res.null_key_rows else "")
-        ).fetchall()[0][0]
+        n_quarantined = con.sql("select count(distinct record_key) from _failing").fetchall()[0][0]
         rows_accepted = con.sql(f"select count(*) from staging.{t.table}").fetchall()[0][0]
         if rows_in != rows_accepted + n_quarantined:
             raise RuntimeError(
@@ -249,14 +214,35 @@ def apply_validation(
     return verdicts
 
 
-def _raw_payload_sql(raw_table: str) -> str:
-    """The raw record as JSON text: the payload column, or the typed fields as an object."""
+def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:
+    """Temp table _rejects: each failing row with its original raw record, per vendor."""
     from tasks.load import SPECS, _payload_text
+    from tasks.sources import vendors_of
 
-    spec = next((s for s in SPECS.values() if s.raw_table == raw_table), None)
-    if spec is None or not spec.fields:
-        return "r.payload::varchar"
-    return _payload_text(spec, alias="r")
+    parts = []
+    for v in vendors_of(t.source_kind):
+        spec = next((s for s in SPECS.values() if s.raw_table == v.raw_table), None)
+        payload = _payload_text(spec, alias="r") if spec and spec.fields else "r.payload::varchar"
+        raw_key = v.raw_key_from_id.format(k="f.record_key")
+        parts.append(f"""
+            select f.record_key, f.rule, f.reason, {sql_literal(v.source)} as source,
+                   {payload} as payload, r._source_file as source_file
+            from _failing f join {v.raw_table} r on r.{v.raw_key} = {raw_key}
+            where f.record_key like {sql_literal(v.source + ":%")}""")
+    table = sql_literal(f"staging.{t.table}")
+    con.execute(f"""
+        create or replace temp table _rejects as
+        select md5(concat_ws('|', 'validate', {table}, rule, record_key, payload))
+                   as quarantine_id,
+               'validate' as stage, source, {table} as table_name, record_key, rule, reason,
+               payload, source_file
+        from ({" union all ".join(parts)})
+    """)
+    missing = con.sql(
+        "select count(*) from _failing anti join _rejects using (record_key)"
+    ).fetchall()[0][0]
+    if missing:
+        raise RuntimeError(f"staging.{t.table}: {missing} failing row(s) have no raw record")
 
 
 def run_verdict(verdicts: list[TableVerdict]) -> str:

@@ -10,12 +10,18 @@ from datetime import date
 import duckdb
 
 from tasks.db import build_relation, sql_text
+from tasks.settings import SQL_DIR
 
 log = logging.getLogger(__name__)
 
 FORMULA_VERSION = "health-v1"
 
+# Canonical staging relations. Vendor models (sql/staging/<vendor>/) are views; the union of
+# the vendors ("__unvalidated", what the GX suite checks) is a view for the high-volume events
+# (no second copy of every event) and a table for tickets and bugs (materialised while the hash
+# salt is set); the canonical relation is a view leaving out quarantined rows.
 STAGING_MODELS = ("stg_usage_events", "stg_support_tickets", "stg_bug_issues")
+MATERIALISED_UNIONS = ("stg_support_tickets", "stg_bug_issues")
 # Rebuilt in full each run (they describe the current state of the data).
 CURRENT_MODELS = (
     ("intermediate", "int_event_feature_map"),
@@ -62,19 +68,44 @@ def set_score_variables(con: duckdb.DuckDBPyConnection, p: ScoreParams) -> None:
 
 
 def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, int]:
-    """Rebuild the staging tables from raw.* (the salt only lives in this session's variables)."""
+    """(Re)create the staging relations; returns rows per canonical table before validation.
+
+    The salt only lives in this session's variables while the salted unions are materialised.
+    """
+    from tasks.sources import VENDORS
+
     con.execute("set variable hash_salt = ?", [hash_salt])
     try:
+        for v in VENDORS:
+            path = SQL_DIR / "staging" / v.source / f"{v.staging_model}.sql"
+            if path.exists():
+                select = path.read_text(encoding="utf-8").strip().rstrip(";")
+                con.execute(f"create or replace view staging.{v.staging_model} as\n{select}")
         counts = {}
         for name in STAGING_MODELS:
-            counts[name] = build_relation(con, "staging", name)
-            con.execute(
-                f"comment on table staging.{name} is "
-                f"'{sql_text(f'staging/{name}.sql').splitlines()[0][3:].replace(chr(39), '')}'"
-            )
+            union = sql_text(f"staging/{name}__unvalidated.sql").strip().rstrip(";")
+            kind = "table" if name in MATERIALISED_UNIONS else "view"
+            _drop_relation(con, "staging", f"{name}__unvalidated")
+            con.execute(f"create {kind} staging.{name}__unvalidated as\n{union}")
+            _drop_relation(con, "staging", name)
+            select = sql_text(f"staging/{name}.sql").strip().rstrip(";")
+            con.execute(f"create or replace view staging.{name} as\n{select}")
+            counts[name] = con.sql(
+                f"select count(*) from staging.{name}__unvalidated"
+            ).fetchall()[0][0]
         return counts
     finally:
         con.execute("reset variable hash_salt")
+
+
+def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+    """Drop a table or view (DuckDB wants the right kind named), e.g. when a model changes kind."""
+    for (kind,) in con.execute(
+        "select table_type from information_schema.tables where table_schema = ? "
+        "and table_name = ?",
+        [schema, name],
+    ).fetchall():
+        con.execute(f"drop {'view' if kind == 'VIEW' else 'table'} {schema}.{name}")
 
 
 def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str, float]:

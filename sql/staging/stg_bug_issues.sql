@@ -1,69 +1,24 @@
--- grain: one row per GitHub issue (pull requests were dropped at load); key: issue_id
--- ('github:<node_id>', stable across transfers, unlike the issue number).
--- Severity is normalised from labels to s1 (critical) .. s4 (low); s3 when unlabelled.
+-- grain: one row per bug-tracker issue from every tracker that passed validation; key: issue_id.
+-- Rows quarantined by the stg_bug_issues suite in the latest validation are left out; they stay in
+-- raw.* and quality.quarantine (with the reason) and come back when a newer version passes.
 with
 
-source as (
-    select * from raw.github__issues
+candidates as (
+    select * from staging.stg_bug_issues__unvalidated
 ),
 
-renamed as (
-    select
-        'github:' || node_id as issue_id,
-        'github' as source,
-        payload ->> 'html_url' as url,
-        payload ->> 'title' as title,
-        lower(trim(payload ->> 'state')) as state,
-        lower(payload ->> 'state_reason') as state_reason,
-        coalesce(
-            list_transform(
-                try_cast(json_extract_string(payload, '$.labels[*].name') as varchar[]),
-                lambda label: lower(trim(label))
-            ),
-            []
-        ) as labels,
-        case
-            when json_type(payload, '$.created_at') = 'VARCHAR'
-                then try_cast(payload ->> 'created_at' as timestamptz)
-        end as created_at,
-        case
-            when json_type(payload, '$.updated_at') = 'VARCHAR'
-                then try_cast(payload ->> 'updated_at' as timestamptz)
-        end as updated_at,
-        try_cast(payload ->> 'closed_at' as timestamptz) as closed_at,
-        coalesce(try_cast(payload ->> '$.reactions."+1"' as integer), 0) as votes,
-        false as is_deleted
-    from source
+quarantined as (
+    select record_key from quality.quarantine
+    where stage = 'validate' and table_name = 'staging.stg_bug_issues'
 ),
 
-normalised as (
-    select
-        issue_id,
-        source,
-        url,
-        title,
-        state,
-        case
-            when list_has_any(labels, ['severity:critical', 'sev:1', 's1', 'p0', 'priority:critical'])
-                then 's1'
-            when list_has_any(labels, ['severity:high', 'sev:2', 's2', 'p1', 'priority:high'])
-                then 's2'
-            when list_has_any(labels, ['severity:low', 'sev:4', 's4', 'p3', 'priority:low'])
-                then 's4'
-            else 's3'
-        end as severity,
-        labels,
-        list_transform(
-            list_filter(labels, lambda label: label like 'component:%'),
-            lambda label: substr(label, 11)
-        ) as components,
-        created_at,
-        updated_at,
-        closed_at,
-        votes,
-        is_deleted,
-        state_reason
-    from renamed
+final as (
+    select candidates.*
+    from candidates
+    where not exists (
+        select 1 from quarantined
+        where quarantined.record_key = candidates.issue_id
+    )
 )
 
-select * from normalised
+select * from final

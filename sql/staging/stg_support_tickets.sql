@@ -1,46 +1,24 @@
--- grain: one row per Zendesk ticket (latest version); key: ticket_id ('zendesk:<id>').
--- Subject and body are scrubbed of contact details; the requester becomes a salted hash.
+-- grain: one row per support ticket or conversation from every help desk that passed validation; key: ticket_id.
+-- Rows quarantined by the stg_support_tickets suite in the latest validation are left out; they stay in
+-- raw.* and quality.quarantine (with the reason) and come back when a newer version passes.
 with
 
-source as (
-    select * from raw.zendesk__tickets
+candidates as (
+    select * from staging.stg_support_tickets__unvalidated
 ),
 
-renamed as (
-    select
-        'zendesk:' || ticket_id as ticket_id,
-        'zendesk' as source,
-        case
-            when json_type(payload, '$.created_at') = 'VARCHAR'
-                then try_cast(payload ->> 'created_at' as timestamptz)
-        end as created_at,
-        case
-            when json_type(payload, '$.updated_at') = 'VARCHAR'
-                then try_cast(payload ->> 'updated_at' as timestamptz)
-        end as updated_at,
-        lower(trim(payload ->> 'status')) as status,
-        lower(trim(payload ->> 'priority')) as priority,
-        lower(payload ->> '$.via.channel') as channel,
-        redact_text(payload ->> 'subject') as subject,
-        redact_text(payload ->> 'description') as body,
-        coalesce(
-            list_transform(
-                try_cast(payload -> 'tags' as varchar[]), lambda tag: lower(trim(tag))
-            ),
-            []
-        ) as tags,
-        person_key('zendesk', payload ->> 'requester_id') as requester_key,
-        case
-            when payload ->> 'organization_id' is not null
-                then 'zendesk_org:' || (payload ->> 'organization_id')
-        end as account_key,
-        coalesce(lower(payload ->> 'status') = 'deleted', false) as is_deleted,
-        regexp_replace(
-            payload ->> 'url',
-            '^(https?://[^/]+)/api/v2/tickets/(\d+)\.json$',
-            '\1/agent/tickets/\2'
-        ) as url
-    from source
+quarantined as (
+    select record_key from quality.quarantine
+    where stage = 'validate' and table_name = 'staging.stg_support_tickets'
+),
+
+final as (
+    select candidates.*
+    from candidates
+    where not exists (
+        select 1 from quarantined
+        where quarantined.record_key = candidates.ticket_id
+    )
 )
 
-select * from renamed
+select * from final

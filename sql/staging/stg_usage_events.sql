@@ -1,27 +1,24 @@
--- grain: one row per PostHog event; key: event_id (the event uuid).
--- Renames, casts and normalises raw.posthog__events; a wrongly typed value becomes null here
--- and is quarantined by the stg_usage_events suite.
+-- grain: one row per usage event from every analytics vendor that passed validation; key: event_id.
+-- Rows quarantined by the stg_usage_events suite in the latest validation are left out; they stay in
+-- raw.* and quality.quarantine (with the reason) and come back when a newer version passes.
 with
 
-source as (
-    select * from raw.posthog__events
+candidates as (
+    select * from staging.stg_usage_events__unvalidated
 ),
 
-renamed as (
-    select
-        event_id,
-        'posthog' as source,
-        case
-            when json_type(event_time) = 'VARCHAR'
-                then try_cast(event_time ->> '$' as timestamptz)
-        end as occurred_at,
-        _loaded_at as ingested_at,
-        nullif(trim(distinct_id), '') as user_key,
-        json_extract_string(properties, '$."$groups".company') as account_key,
-        nullif(trim(event), '') as event_name,
-        json_extract_string(properties, '$."$pathname"') as url_path,
-        properties
-    from source
+quarantined as (
+    select record_key from quality.quarantine
+    where stage = 'validate' and table_name = 'staging.stg_usage_events'
+),
+
+final as (
+    select candidates.*
+    from candidates
+    where not exists (
+        select 1 from quarantined
+        where quarantined.record_key = candidates.event_id
+    )
 )
 
-select * from renamed
+select * from final

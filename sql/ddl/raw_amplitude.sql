@@ -1,0 +1,14 @@
+-- Raw Amplitude events landed from the Export API (tasks/clients/amplitude.py). Idempotent.
+create schema if not exists raw;
+
+create table if not exists raw.amplitude__events (
+    event_id varchar not null,
+    cursor_at varchar,
+    payload json not null,
+    _source_file varchar,
+    _batch_id varchar not null,
+    _loaded_at timestamptz not null
+);
+comment on table raw.amplitude__events is
+'grain: one row per Amplitude event; key: event_id (uuid, else ''insert_id:'' || $insert_id). '
+'Merged on event_id; cursor_at is the upload time.';

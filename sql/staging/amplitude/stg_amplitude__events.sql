@@ -1,0 +1,59 @@
+-- grain: one row per Amplitude event; key: event_id ('amplitude:' || raw event_id).
+-- Renames, casts and normalises raw.amplitude__events to the stg_usage_events columns. Export
+-- times are UTC without an offset. The account is the `company` group (as PostHog's
+-- $groups.company); the page path is the Browser SDK's page-view property, else a custom one.
+with
+
+source as (
+    select * from raw.amplitude__events
+),
+
+fields as (
+    select
+        event_id,
+        payload,
+        _loaded_at,
+        case
+            when json_type(payload, '$.event_time') = 'VARCHAR' then payload ->> 'event_time'
+        end as event_time_text,
+        case json_type(payload, '$.groups.company')
+            when 'ARRAY' then json_extract_string(payload, '$.groups.company[0]')
+            when 'VARCHAR' then json_extract_string(payload, '$.groups.company')
+        end as company,
+        coalesce(
+            json_extract_string(payload, '$.event_properties."[Amplitude] Page Path"'),
+            json_extract_string(payload, '$.event_properties.path'),
+            regexp_extract(
+                coalesce(
+                    json_extract_string(payload, '$.event_properties."[Amplitude] Page URL"'),
+                    json_extract_string(payload, '$.event_properties.url')
+                ),
+                '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)',
+                1
+            )
+        ) as page_path
+    from source
+),
+
+renamed as (
+    select
+        'amplitude:' || event_id as event_id,
+        'amplitude' as source,
+        case
+            when regexp_matches(event_time_text, '(Z|[+-]\d{2}(:?\d{2})?)$')
+                then try_cast(event_time_text as timestamptz)
+            else timezone('UTC', try_cast(event_time_text as timestamp))
+        end as occurred_at,
+        _loaded_at as ingested_at,
+        coalesce(
+            nullif(trim(payload ->> 'user_id'), ''),
+            nullif(trim(payload ->> 'device_id'), '')
+        ) as user_key,
+        nullif(trim(company), '') as account_key,
+        nullif(trim(payload ->> 'event_type'), '') as event_name,
+        nullif(page_path, '') as url_path,
+        payload -> 'event_properties' as properties
+    from fields
+)
+
+select * from renamed

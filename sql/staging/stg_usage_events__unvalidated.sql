@@ -1,0 +1,55 @@
+-- grain: one row per usage event from every analytics vendor, before validation; key: event_id ('<vendor>:<id>').
+-- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.
+with
+
+posthog as (
+    select
+        event_id,
+        source,
+        occurred_at,
+        ingested_at,
+        user_key,
+        account_key,
+        event_name,
+        url_path,
+        properties
+    from staging.stg_posthog__events
+),
+
+amplitude as (
+    select
+        event_id,
+        source,
+        occurred_at,
+        ingested_at,
+        user_key,
+        account_key,
+        event_name,
+        url_path,
+        properties
+    from staging.stg_amplitude__events
+),
+
+mixpanel as (
+    select
+        event_id,
+        source,
+        occurred_at,
+        ingested_at,
+        user_key,
+        account_key,
+        event_name,
+        url_path,
+        properties
+    from staging.stg_mixpanel__events
+),
+
+unioned as (
+    select * from posthog
+    union all
+    select * from amplitude
+    union all
+    select * from mixpanel
+)
+
+select * from unioned

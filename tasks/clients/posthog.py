@@ -1,0 +1,275 @@
+"""PostHog events through the HogQL query API: keyset pages on (timestamp, uuid), with lookback."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+
+from tasks.clients.base import LandedPage
+from tasks.clients.http import (
+    CursorGuard,
+    HttpClient,
+    InvalidResponseError,
+    PaginationLoopError,
+    RequestBudget,
+    RetryPolicy,
+)
+from tasks.load import POSTHOG_EVENTS, SourceSpec
+from tasks.secrets import resolve_secret
+
+log = logging.getLogger(__name__)
+
+COLUMNS = ["uuid", "event", "distinct_id", "timestamp", "properties"]
+# HogQL caps a query at 50k rows; beyond that PostHog silently truncates.
+MAX_PAGE_SIZE = 50_000
+_UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+
+
+class PostHogSettings(BaseModel):
+    """PostHog Cloud US by default; EU Cloud is https://eu.posthog.com, self-hosted its own URL."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(
+        "https://us.posthog.com",
+        description="US Cloud; EU Cloud: https://eu.posthog.com; self-hosted: the instance URL.",
+    )
+    project_id: str = Field(..., min_length=1, description="Project id (Settings -> Project).")
+    start_date: date | None = Field(
+        None, description="First run starts here (UTC); None = window end minus initial_days."
+    )
+    initial_days: int = Field(30, ge=1, le=3650)
+    lookback_days: float = Field(
+        2.0,
+        ge=0,
+        le=30,
+        description="Re-read this much before the watermark each run: `timestamp` is client "
+        "time, so late events land behind it.",
+    )
+    slice_hours: int = Field(
+        24, ge=1, le=24 * 31, description="Each query scans at most this span of timestamps."
+    )
+    page_size: int = Field(10_000, ge=1, le=MAX_PAGE_SIZE)
+    queries_per_hour: int = Field(120, ge=1, description="Query API limit per personal key.")
+    api_key_env: str = Field(
+        "POSTHOG_PERSONAL_API_KEY", description="Env var holding a personal API key (query:read)."
+    )
+    api_key_block: str | None = Field(None, description="Prefect Secret block, if no env var.")
+    read_timeout_s: float = Field(180.0, gt=0)
+
+
+# A HogQL result row (array in COLUMNS order) as a PostHog event-export line object. HogQL
+# returns `properties` as a JSON string; `->>` also yields the text of an object, so both forms
+# parse to the same JSON object.
+RECORD_SQL = (
+    "json_object('uuid', j ->> '$[0]', 'event', j ->> '$[1]', "
+    "'distinct_id', j ->> '$[2]', 'timestamp', j ->> '$[3]', "
+    "'properties', case when json_valid(j ->> '$[4]') then (j ->> '$[4]')::json end)"
+)
+
+# Same raw table, typed fields and key as the file exports, so API and file loads merge on the
+# event uuid: the loader reshapes each result row with record_sql, then reads the fields.
+POSTHOG_QUERY_EVENTS: SourceSpec = replace(
+    POSTHOG_EVENTS, layout="$.results[*]", record_sql=RECORD_SQL
+)
+
+_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def shared_budget(base_url: str, key_env: str, per_hour: int) -> RequestBudget:
+    """One budget per PostHog host and key in this process: the limit is per personal key."""
+    with _BUDGETS_LOCK:
+        key = (base_url.rstrip("/"), key_env)
+        if key not in _BUDGETS:
+            _BUDGETS[key] = RequestBudget(per_hour, 3600.0)
+        return _BUDGETS[key]
+
+
+def _utc(dt: datetime) -> datetime:
+    return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _parse_ts(value: Any) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError(f"timestamp {value!r} is not a string")
+    return _utc(datetime.fromisoformat(value))
+
+
+def _iso(dt: datetime) -> str:
+    return _utc(dt).isoformat(timespec="microseconds")
+
+
+def _hogql_ts(dt: datetime) -> str:
+    return f"toDateTime64('{_utc(dt).strftime('%Y-%m-%d %H:%M:%S.%f')}', 6, 'UTC')"
+
+
+def build_query(
+    lo: datetime, hi: datetime, page_size: int, after: tuple[datetime, str] | None = None
+) -> str:
+    """HogQL for one keyset page of events with lo <= timestamp < hi, after `after`.
+
+    The keyset `(timestamp, uuid) > (T, U)` is spelled out as an OR so it compares UUIDs as
+    UUIDs (ClickHouse's UUID order is not string order) and keeps a plain `timestamp >=` bound
+    for partition pruning.
+    """
+    where = [f"timestamp >= {_hogql_ts(lo if after is None else max(lo, after[0]))}"]
+    where.append(f"timestamp < {_hogql_ts(hi)}")
+    if after is not None:
+        t, u = _hogql_ts(after[0]), after[1]
+        where.append(f"(timestamp > {t} or (timestamp = {t} and uuid > toUUID('{u}')))")
+    return (
+        f"select {', '.join(COLUMNS)} from events where {' and '.join(where)} "
+        f"order by timestamp, uuid limit {int(page_size)}"
+    )
+
+
+def parse_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
+    """The result rows and `hasMore` of a query response; anything else is invalid."""
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise InvalidResponseError(
+            "posthog", f"query response is not valid JSON ({exc.msg} at byte {exc.pos})"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
+        raise InvalidResponseError("posthog", "query response has no `results` list")
+    if "columns" in doc and doc["columns"] != COLUMNS:
+        raise InvalidResponseError("posthog", f"unexpected result columns {doc['columns']!r}")
+    rows = doc["results"]
+    # The loader checks every row; here only the ones the keyset depends on.
+    for row in rows[:1] + rows[-1:]:
+        if not isinstance(row, list) or len(row) != len(COLUMNS):
+            raise InvalidResponseError("posthog", "query result row is not a 5-column array")
+    more = doc.get("hasMore")
+    return rows, more if isinstance(more, bool) else None
+
+
+class PostHogConnector:
+    """Events of one PostHog project, landed as query-API response bodies."""
+
+    source = "posthog"
+    stream = "events"
+    kind = "usage"
+    spec = POSTHOG_QUERY_EVENTS
+
+    def __init__(
+        self,
+        settings: PostHogSettings,
+        *,
+        session: requests.Session | None = None,
+        budget: RequestBudget | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.settings = settings
+        self._session, self._retry, self._sleep = session, retry, sleep
+        self._budget = budget
+        self._client: HttpClient | None = None
+
+    @property
+    def client(self) -> HttpClient:
+        # Built on first use, so a missing key fails the run that needs it, not the import.
+        if self._client is None:
+            s = self.settings
+            key = resolve_secret(s.api_key_env, s.api_key_block)
+            hint = f"set {s.api_key_env}" + (
+                f" (or the Prefect Secret block {s.api_key_block!r})" if s.api_key_block else ""
+            )
+            self._client = HttpClient(
+                self.source,
+                s.base_url,
+                headers={"Authorization": f"Bearer {key}"},
+                timeout=(10.0, s.read_timeout_s),
+                retry=self._retry,
+                budget=self._budget or shared_budget(s.base_url, s.api_key_env, s.queries_per_hour),
+                session=self._session,
+                auth_hint=f"{hint} to a personal API key with query:read access to project "
+                f"{s.project_id}",
+                sleep=self._sleep,
+            )
+        return self._client
+
+    def check(self) -> None:
+        self.client.get_json(f"/api/projects/{self.settings.project_id}/")
+
+    def start_at(self, state: dict[str, Any] | None, window_end: datetime) -> datetime:
+        """max(watermark - lookback, configured start): late events behind the watermark."""
+        s = self.settings
+        end = _utc(window_end)
+        if s.start_date is not None:
+            configured = datetime.combine(s.start_date, datetime.min.time(), UTC)
+        else:
+            configured = end - timedelta(days=s.initial_days)
+        mark = (state or {}).get("watermark") or (state or {}).get("timestamp")
+        if not mark:
+            return configured
+        return max(_parse_ts(mark) - timedelta(days=s.lookback_days), configured)
+
+    def pages(self, state: dict[str, Any] | None, window_end: datetime) -> Iterator[LandedPage]:
+        s = self.settings
+        end = _utc(window_end)
+        lo = self.start_at(state, end)
+        mark = (state or {}).get("watermark") or (state or {}).get("timestamp")
+        watermark = _parse_ts(mark) if mark else None
+        path = f"/api/projects/{s.project_id}/query/"
+        guard = CursorGuard(self.source)
+        n_pages = n_rows = 0
+        while lo < end:
+            hi = min(lo + timedelta(hours=s.slice_hours), end)
+            after: tuple[datetime, str] | None = None
+            while True:
+                query = build_query(lo, hi, s.page_size, after)
+                # No `refresh` mode: every query text is unique (exact bounds), so never cached.
+                resp = self.client.request(
+                    "POST", path, json={"query": {"kind": "HogQLQuery", "query": query}}
+                )
+                rows, more = parse_page(resp.content)
+                if not rows:
+                    break
+                ts, uuid = self._keyset(rows[-1], lo, hi, after)
+                guard.check((ts, uuid))
+                watermark = ts if watermark is None else max(watermark, ts)
+                state_out = {"timestamp": _iso(ts), "uuid": uuid, "watermark": _iso(watermark)}
+                n_pages, n_rows = n_pages + 1, n_rows + len(rows)
+                yield LandedPage(body=resp.content, state=state_out, n_records=len(rows))
+                if not (more if more is not None else len(rows) >= s.page_size):
+                    break
+                after = (ts, uuid)
+            lo = hi
+        log.info("posthog: %d page(s), %d event row(s) up to %s", n_pages, n_rows, _iso(end))
+
+    def _keyset(
+        self,
+        row: list[Any],
+        lo: datetime,
+        hi: datetime,
+        after: tuple[datetime, str] | None,
+    ) -> tuple[datetime, str]:
+        uuid, raw_ts = row[0], row[3]
+        try:
+            ts = _parse_ts(raw_ts)
+        except ValueError:
+            raise InvalidResponseError(
+                self.source, f"last row has an unreadable timestamp {raw_ts!r}"
+            ) from None
+        # The uuid goes back into the next query's text: accept only a real UUID.
+        if not isinstance(uuid, str) or not _UUID.match(uuid):
+            raise InvalidResponseError(self.source, f"last row has an invalid uuid {uuid!r}")
+        if not lo <= ts < hi:
+            raise InvalidResponseError(
+                self.source, f"row at {raw_ts} is outside the queried window [{lo}, {hi})"
+            )
+        if after is not None and ts < after[0]:
+            raise PaginationLoopError(self.source, f"keyset went backwards to {raw_ts}")
+        return ts, uuid

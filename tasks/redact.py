@@ -1,0 +1,591 @@
+"""Offline, deterministic PII redaction for free text (ticket subjects, bodies, evidence).
+
+`redact_text` replaces, in this order:
+
+1. e-mail addresses                         -> ``[email]``
+2. API tokens and secrets (vendor prefixes, ``Bearer <token>``, JWTs, long
+   high-entropy hex / base64 runs)          -> ``[token]``
+3. the requester's own known terms: the full name / e-mail / id case-insensitively, and each
+   part of a name (>= 3 letters) when it appears as a capitalised word -> ``[name]`` / ``[email]``
+4. IBANs that pass the mod-97 check         -> ``[iban]``
+5. card numbers (13-19 digits, optionally grouped by spaces or dashes) that pass Luhn
+                                            -> ``[card]``
+6. IPv6 (validated by ``ipaddress``) and IPv4 (valid octets) -> ``[ip]``
+7. phone numbers: ``+CC`` international, North American ``(212) 555-0199`` / ``212-555-0199`` /
+   ``415.555.0134``, and trunk-prefixed domestic ``020 7946 0958`` / ``01 23 45 67 89``
+                                            -> ``[phone]``
+
+Why this order: e-mails and tokens are removed whole before anything can cut them in pieces (a
+name part inside ``jane.cooper@example.com`` or digits inside a JWT); IBANs and cards before IPs
+and phones so a long digit run is judged as a whole; IPs before phones so ``415.555.0134``-like
+dotted runs are only phones when they are not addresses.
+
+Placeholders are bracketed words no pattern matches, and the passes repeat until nothing changes
+(one replacement can expose another match), so redaction is idempotent. Digit runs that fail the
+checksum (order numbers), dates, times, versions and prices are left alone.
+
+The patterns are exported as ``PATTERNS``: ``(compiled, replacement)`` pairs where the replacement
+is a string or a callable, so ``pattern.sub(replacement, text)`` works for every pair (the shape
+``tasks.writeback.scrub`` already loops over). One loop over them is a single pass without known
+terms; ``redact_text(text)`` is the same plus the fixed-point repeat, and is the better drop-in.
+
+stdlib only (``re``, ``hashlib``, ``ipaddress``, ``math``); no models, no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import logging
+import math
+import re
+from collections import Counter
+from collections.abc import Callable, Iterable
+from functools import lru_cache
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+EMAIL = "[email]"
+TOKEN = "[token]"
+NAME = "[name]"
+IBAN = "[iban]"
+CARD = "[card]"
+IP = "[ip]"
+PHONE = "[phone]"
+REDACTED = "[redacted]"  # returned whole if redaction itself fails
+PLACEHOLDERS = (EMAIL, TOKEN, NAME, IBAN, CARD, IP, PHONE, REDACTED)
+
+Replacement = str | Callable[[re.Match[str]], str]
+
+# --------------------------------------------------------------------------------------- e-mail
+# Anchored on the left (not inside a longer run) and length-bounded: linear on long inputs.
+EMAIL_RE = re.compile(
+    r"(?<![\w.%+-])[\w.%+-]{1,64}@(?:[\w-]{1,63}\.){1,8}[A-Za-z]{2,24}(?![\w-])",
+)
+
+# --------------------------------------------------------------------------------------- tokens
+# Lookaheads that scan a whole run ("has a digit somewhere") are quadratic on inputs like
+# "sk_" * 60000, so such conditions are checked in the callbacks instead.
+_PREFIXED = r"""
+    (?<![A-Za-z0-9])(?:
+        (?P<skey>(?:sk|pk|rk)[_-][A-Za-z0-9_-]{16,})
+      | gh[opsur]_[A-Za-z0-9]{20,}
+      | github_pat_[A-Za-z0-9_]{20,}
+      | xox[abposr]-[A-Za-z0-9-]{10,}
+      | (?:AKIA|ASIA|AGPA|AIDA|AROA|ANPA|AIPA)[A-Z0-9]{16}(?![A-Z0-9])
+      | eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}(?:\.[A-Za-z0-9_-]*)?
+    )"""
+PREFIXED_TOKEN_RE = re.compile(_PREFIXED, re.VERBOSE)
+TOKEN_RE = re.compile(
+    r"(?P<bearer>\b(?i:bearer)[ \t]+)(?P<btok>[A-Za-z0-9._~+/-]{16,}=*)"
+    + "|"
+    + _PREFIXED
+    + r"| (?P<run>(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{32,}={0,2}(?![A-Za-z0-9+/_-]))",
+    re.VERBOSE,
+)
+_HEX_RUN = re.compile(r"[0-9a-fA-F]{32,}")
+
+
+def _entropy(s: str) -> float:
+    n = len(s)
+    return -sum(c / n * math.log2(c / n) for c in Counter(s).values())
+
+
+def _char_class(ch: str) -> int:
+    return 0 if ch.isdigit() else 1 if ch.isupper() else 2
+
+
+def _long_run_share(s: str) -> float:
+    """Share of characters in same-class runs (digits / upper / lower) of length >= 4.
+
+    Words inside identifiers ("Report", "export", "2026") form such runs; in random base64 they
+    are rare (a 32-char random token exceeds 0.6 about 0.3% of the time).
+    """
+    alnum = [c for c in s if c.isalnum()]
+    total = run = 0
+    prev = -1
+    for ch in alnum:
+        cls = _char_class(ch)
+        if cls == prev:
+            run += 1
+        else:
+            total += run if run >= 4 else 0
+            run, prev = 1, cls
+    total += run if run >= 4 else 0
+    return total / len(alnum) if alnum else 1.0
+
+
+def looks_random(run: str) -> bool:
+    """A 32+ char run that is a secret rather than a long identifier or path.
+
+    Hex: has both digits and letters. Base64: upper, lower and digits, >= 3.5 bits/char, and at
+    most 60% of it in word-like same-class runs (snake_case / paths / "Report2026" stay).
+    """
+    body = run.rstrip("=")
+    if _HEX_RUN.fullmatch(body):
+        return any(c.isdigit() for c in body) and any(c.isalpha() for c in body)
+    if not (
+        any(c.isdigit() for c in body)
+        and any(c.isupper() for c in body)
+        and any(c.islower() for c in body)
+    ):
+        return False
+    return _entropy(body) >= 3.5 and _long_run_share(body) <= 0.6
+
+
+def _has_digit(s: str) -> bool:
+    return any(c.isdigit() for c in s)
+
+
+def _prefixed_sub(m: re.Match[str]) -> str:
+    # "pk_customer_orders_index" is a column name, "sk_test_4eC39HqLy..." a key: keys have digits.
+    key = m.group("skey")
+    return m.group(0) if key and not _has_digit(key) else TOKEN
+
+
+def _token_sub(m: re.Match[str]) -> str:
+    if m.group("bearer"):
+        tok = m.group("btok")
+        if _has_digit(tok) or len(tok) >= 24:
+            return m.group("bearer") + TOKEN
+        return m.group(0)
+    run = m.group("run")
+    if run is not None:
+        if looks_random(run):
+            return TOKEN
+        # A long identifier or path; a vendor-prefixed secret may still sit inside it.
+        return PREFIXED_TOKEN_RE.sub(_prefixed_sub, run)
+    return _prefixed_sub(m)
+
+
+# ----------------------------------------------------------------------------------------- IBAN
+IBAN_RE = re.compile(
+    r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?:[ ]?[A-Z0-9]{4}){2,7}(?:[ ]?[A-Z0-9]{1,3})?\b"
+)
+
+
+def iban_ok(s: str) -> bool:
+    s = s.replace(" ", "")
+    if not 15 <= len(s) <= 34 or not s.isalnum() or not s.isascii():
+        return False
+    moved = s[4:] + s[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
+
+
+def _iban_sub(m: re.Match[str]) -> str:
+    cand = m.group(0)
+    # The match may run into a following group ("... 0130 00 1234"): try shorter prefixes that
+    # end at a space, longest first.
+    ends = [len(cand)] + [i for i in range(len(cand) - 1, 14, -1) if cand[i] == " "]
+    for end in ends:
+        if iban_ok(cand[:end]):
+            return IBAN + cand[end:]
+    return cand
+
+
+# ----------------------------------------------------------------------------------------- card
+# A maximal run of digit groups joined by single spaces / dashes; the callback looks for a window
+# of whole groups that is card-shaped and passes Luhn, so "4111111111111111 123" still loses the
+# card and "order 1234567890123" (fails Luhn) stays.
+CARD_RE = re.compile(r"(?<![\w+.])(?<!\d,)\d+(?:[ -]\d+)*(?!\w|[.,]\d)")
+_GROUP_SPLIT = re.compile(r"([ -])")
+
+
+def luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card_window(groups: list[str]) -> bool:
+    digits = "".join(groups)
+    if not 13 <= len(digits) <= 19:
+        return False
+    if len(groups) > 1 and (len(groups[0]) != 4 or any(not 3 <= len(g) <= 6 for g in groups)):
+        return False
+    return luhn_ok(digits)
+
+
+def _card_sub(m: re.Match[str]) -> str:
+    run = m.group(0)
+    if len(run) < 13 or sum(c.isdigit() for c in run) < 13:
+        return run
+    parts = _GROUP_SPLIT.split(run)  # [g0, sep, g1, sep, g2, ...]
+    groups, seps = parts[0::2], parts[1::2]
+    out: list[str] = []
+    i = 0
+    while i < len(groups):
+        best = -1
+        n = 0
+        # A card starts with a 4-digit group, or is one 13-19 digit group.
+        first_ok = len(groups[i]) == 4 or 13 <= len(groups[i]) <= 19
+        for j in range(i, len(groups) if first_ok else i):
+            n += len(groups[j])
+            if n > 19:
+                break
+            if _card_window(groups[i : j + 1]):
+                best = j
+        if best >= 0:
+            out.append(CARD)
+            i = best + 1
+        else:
+            out.append(groups[i])
+            i += 1
+        if i < len(groups):
+            out.append(seps[i - 1])
+    return "".join(out)
+
+
+# ------------------------------------------------------------------------------------------- IP
+IPV6_RE = re.compile(
+    r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:[0-9A-Fa-f]{1,4}|(?:\d{1,3}\.){3}\d{1,3})?"
+    r"(?:%[0-9A-Za-z]{1,15})?(?!\w|:[\w:])"
+)
+
+
+def _is_ipv6(cand: str) -> bool:
+    try:
+        ipaddress.IPv6Address(cand.split("%", 1)[0])
+    except ValueError:
+        return False
+    return True
+
+
+def _ipv6_sub(m: re.Match[str]) -> str:
+    cand = m.group(0)
+    if not any(c.isdigit() for c in cand):  # "a::b", "::" are more likely code than addresses
+        return cand
+    if _is_ipv6(cand):
+        return IP
+    if cand.endswith(":") and not cand.endswith("::") and _is_ipv6(cand[:-1]):
+        return IP + ":"  # "from 2001:db8::1: ..."
+    return cand  # times (10:30:00), MACs, "fix:exports"
+
+
+_OCTET = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
+IPV4_RE = re.compile(rf"(?<![\w.])(?<!\d\.){_OCTET}(?:\.{_OCTET}){{3}}(?!\w|\.\d)")
+
+# ---------------------------------------------------------------------------------------- phone
+PHONE_RE = re.compile(
+    r"""
+    (?P<intl>(?<![\w+])\+\d{1,3}(?:[ .-]?\(\d{1,4}\))?(?:[ .-]?\d){6,14})(?!\w)
+    | (?<![\w.+-])(?:
+          (?:1[ .-]?)?(?:\([2-9]\d{2}\)[ .-]?|[2-9]\d{2}[ .-])[2-9]\d{2}[ .-]\d{4}
+        | 0[1-9]\d{0,3}[ -]\d{3,4}[ -]?\d{3,4}
+        | 0[1-9](?:[ .-]\d{2}){4}
+      )(?!\w|[.-]\d)
+    """,
+    re.VERBOSE,
+)
+
+
+def _phone_sub(m: re.Match[str]) -> str:
+    if not m.group("intl"):
+        return PHONE
+    cand = m.group(0)
+    # E.164: 8-15 digits including the country code. A longer match ran on into the next number
+    # ("+49 30 12345678 2026-11-20"): keep the longest prefix that ends before a separator.
+    best = -1
+    n = 0
+    for i, ch in enumerate(cand):
+        if ch.isdigit():
+            n += 1
+            if n > 15:
+                break
+            if n >= 8 and (i + 1 == len(cand) or cand[i + 1] in " .-"):
+                best = i + 1
+    return cand if best < 0 else PHONE + cand[best:]
+
+
+PATTERNS: list[tuple[re.Pattern[str], Replacement]] = [
+    (EMAIL_RE, EMAIL),
+    (TOKEN_RE, _token_sub),
+    # known terms go here (per call)
+    (IBAN_RE, _iban_sub),
+    (CARD_RE, _card_sub),
+    (IPV6_RE, _ipv6_sub),
+    (IPV4_RE, IP),
+    (PHONE_RE, _phone_sub),
+]
+_KNOWN_AT = 2  # index in PATTERNS before which the requester's known terms are applied
+
+# ---------------------------------------------------------------------------------- known terms
+# Per-row regex compilation would dominate the cost (each requester differs), so names are matched
+# by one precompiled word scanner plus set look-ups; only unusual terms (e-mails the generic
+# pattern missed, "Jane C. Cooper") get a compiled pattern, and only when they occur in the text.
+
+# Name particles written in lower case in the known name ("Ludwig van Beethoven") are never
+# removed on their own ("the van broke"); "Della Reese" keeps "Della".
+_PARTICLES = frozenset(
+    {"van", "von", "der", "den", "del", "della", "des", "dos", "das", "bin", "ibn", "binti"}
+)
+_WORD_RE = re.compile(r"\w+(?:['’-]\w+)*")
+_WORD_SEP = re.compile(r"(['’-])")
+_WS_RE = re.compile(r"\s+")
+_PLAIN_WORD = re.compile(r"[^\W\d_]+(?:['’-][^\W\d_]+)*")
+_PLACEHOLDER_ALT = "|".join(re.escape(p) for p in PLACEHOLDERS)
+_PLACEHOLDER_WORDS = frozenset(p[1:-1] for p in PLACEHOLDERS)
+
+
+class _KnownPlan:
+    """What to look for, built once per distinct ``known`` tuple."""
+
+    __slots__ = ("caps", "anycase", "full", "other", "words")
+
+    def __init__(self, terms: tuple[str, ...]) -> None:
+        self.caps: set[str] = set()  # casefolded; matched only when capitalised in the text
+        self.anycase: set[str] = set()  # casefolded single tokens, any case ("jcooper42")
+        self.full: dict[str, list[tuple[str, ...]]] = {}  # first word -> word tuples, any case
+        self.other: list[tuple[str, str]] = []  # (casefolded term, kind) for the regex path
+        for term in terms:
+            words = term.split()
+            if "@" in term:
+                self.other.append((term.casefold(), EMAIL))
+                continue
+            if not all(_WORD_RE.fullmatch(w) for w in words):
+                if len(term) >= 3:
+                    self.other.append((term.casefold(), NAME))
+            elif len(words) > 1:
+                key = words[0].casefold()
+                self.full.setdefault(key, []).append(tuple(w.casefold() for w in words))
+            elif _PLAIN_WORD.fullmatch(term):
+                self.caps.add(term.casefold())  # one-word name: "Will" but not "will"
+            elif len(term) >= 3:
+                self.anycase.add(term.casefold())
+            parts = set(words) if len(words) > 1 else set()
+            for w in words:
+                parts.update(p for p in w.split("-") if p)
+            for part in parts:
+                if sum(c.isalpha() for c in part) >= 3 and not (
+                    part.islower() and part in _PARTICLES
+                ):
+                    self.caps.add(part.casefold())
+        for seqs in self.full.values():
+            seqs.sort(key=len, reverse=True)  # "Jane Mary Cooper" before "Jane Mary"
+        self.words = frozenset(self.caps | self.anycase | self.full.keys())
+        self.other.sort(key=lambda t: -len(t[0]))
+
+    def __bool__(self) -> bool:
+        return bool(self.words or self.other)
+
+
+@lru_cache(maxsize=4096)
+def _known_plan(terms: tuple[str, ...]) -> _KnownPlan:
+    return _KnownPlan(terms)
+
+
+@lru_cache(maxsize=4096)
+def _term_pattern(term: str) -> re.Pattern[str]:
+    body = r"\s+".join(re.escape(w) for w in term.split())
+    return re.compile(rf"(?P<ph>{_PLACEHOLDER_ALT})|(?<!\w)(?i:{body})(?!\w)")
+
+
+def _word_hit(word: str, plan: _KnownPlan) -> bool:
+    folded = word.casefold()
+    return folded in plan.anycase or (word[0].isupper() and folded in plan.caps)
+
+
+def _full_name_end(text: str, start: int, rest: tuple[str, ...]) -> int:
+    """End of ``rest`` words following ``start`` (whitespace-separated, any case), or -1."""
+    pos = start
+    for w in rest:
+        ws = _WS_RE.match(text, pos)
+        if ws is None:
+            return -1
+        pos = ws.end()
+        if text[pos : pos + len(w)].casefold() != w:
+            return -1
+        pos += len(w)
+    if pos < len(text) and (text[pos].isalnum() or text[pos] == "_"):
+        return -1
+    return pos
+
+
+def _redact_known(text: str, plan: _KnownPlan) -> str:
+    folded = text.casefold()
+    for term, kind in plan.other:
+        if term in folded:
+            text = _term_pattern(term).sub(
+                lambda m, kind=kind: m.group(0) if m.group("ph") else kind, text
+            )
+    # Cheap pre-check: most texts never mention the requester.
+    if not any(w in folded for w in plan.words):
+        return text
+    words = plan.words
+    out: list[str] = []
+    pos = 0
+    for m in _WORD_RE.finditer(text):
+        word = m.group(0)
+        fw = word.casefold()
+        if fw not in words and not ("-" in word or "'" in word or "’" in word):
+            continue
+        start, end = m.span()
+        if start < pos:
+            continue  # inside a full name already replaced
+        if (
+            fw in _PLACEHOLDER_WORDS
+            and text[start - 1 : start] == "["
+            and text[end : end + 1] == "]"
+        ):
+            continue
+        stop = -1
+        for seq in plan.full.get(fw, ()):
+            stop = _full_name_end(text, end, seq[1:])
+            if stop >= 0:
+                break
+        if stop >= 0:
+            out.append(text[pos:start])
+            out.append(NAME)
+            pos = stop
+            continue
+        if _word_hit(word, plan):
+            out.append(text[pos:start])
+            out.append(NAME)
+            pos = end
+            continue
+        if fw not in words:  # "Cooper's" -> Cooper ' s; "Jane-Marie" -> Jane - Marie
+            pieces = _WORD_SEP.split(word)
+            if any(_word_hit(p, plan) for p in pieces[0::2] if p):
+                out.append(text[pos:start])
+                out.extend(
+                    NAME if i % 2 == 0 and p and _word_hit(p, plan) else p
+                    for i, p in enumerate(pieces)
+                )
+                pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _known_terms(known: Iterable[str | None] | str | None) -> tuple[str, ...]:
+    if known is None:
+        return ()
+    if isinstance(known, str | bytes) or not isinstance(known, Iterable):
+        known = [known]
+    terms: set[str] = set()
+    for k in known:
+        if k is None:
+            continue
+        t = " ".join(str(k).split())
+        if t and t not in PLACEHOLDERS:
+            terms.add(t)
+    return tuple(sorted(terms))
+
+
+# ------------------------------------------------------------------------------------------ API
+def _apply(text: str, patterns: Iterable[tuple[re.Pattern[str], Replacement]]) -> str:
+    for pattern, repl in patterns:
+        text = pattern.sub(repl, text)
+    return text
+
+
+def redact_text(text: Any, known: Iterable[str | None] | str | None = ()) -> str | None:
+    """Redact PII and secrets from ``text``; ``known`` are the requester's own name / e-mail.
+
+    None in -> None out. Non-strings are stringified; never raises (an internal error returns
+    ``"[redacted]"`` rather than the unredacted text).
+    """
+    if text is None:
+        return None
+    try:
+        if isinstance(text, bytes | bytearray):
+            text = bytes(text).decode("utf-8", errors="replace")
+        elif not isinstance(text, str):
+            text = str(text)
+        plan = _known_plan(_known_terms(known))
+        # One pass can expose a match to another (a phone ending where the next "+44 ..." starts
+        # is only seen once the first is a placeholder; a name cut out of a long identifier can
+        # leave a rest that looks random), so repeat to a fixed point: that is what makes
+        # redact(redact(x)) == redact(x). Text without PII takes one pass, with PII usually two.
+        for _ in range(_MAX_PASSES):
+            new = _one_pass(text, plan)
+            if new == text:
+                break
+            text = new
+        return text
+    except Exception:  # pragma: no cover - defensive: never leak, never break a load
+        log.warning("redact_text failed; returning a fully redacted value", exc_info=True)
+        return REDACTED
+
+
+_MAX_PASSES = 4
+
+
+def _one_pass(text: str, plan: _KnownPlan) -> str:
+    text = _apply(text, PATTERNS[:_KNOWN_AT])
+    if plan:
+        text = _redact_known(text, plan)
+    return _apply(text, PATTERNS[_KNOWN_AT:])
+
+
+def normalise_value(value: str) -> str:
+    """Collapse whitespace; e-mail addresses are also lower-cased (``mailto:`` dropped)."""
+    v = " ".join(str(value).split())
+    if "@" in v and " " not in v:
+        v = v.lower().removeprefix("mailto:")
+    return v
+
+
+def person_key(source: str | None, value: str | None, salt: str) -> str | None:
+    """Salted sha256 hex of ``source:normalised value``; None / blank value -> None.
+
+    Same layout as the SQL ``person_key`` macro (``sha256(salt || ':' || source || ':' || id)``),
+    so a plain id hashes identically through either path.
+    """
+    if value is None:
+        return None
+    v = normalise_value(value)
+    if not v:
+        return None
+    return hashlib.sha256(f"{salt}:{source or ''}:{v}".encode()).hexdigest()
+
+
+# --------------------------------------------------------------------------------------- DuckDB
+UDF_NAMES = ("fl_redact", "fl_person_key")
+
+
+def register_duckdb(con: Any, salt: str) -> None:
+    """Create ``fl_redact(VARCHAR, VARCHAR[])`` and ``fl_person_key(VARCHAR, VARCHAR)`` on ``con``.
+
+    Vectorised (Arrow) UDFs with special null handling: ``fl_redact(NULL, ...)`` is NULL,
+    ``fl_redact(t, NULL)`` redacts with no known terms, ``fl_person_key(s, NULL)`` is NULL.
+    Calling it again replaces the functions (e.g. with another salt).
+    """
+    import duckdb
+    import pyarrow as pa
+    from duckdb.func import FunctionNullHandling, PythonUDFType
+    from duckdb.sqltypes import VARCHAR
+
+    if not salt:
+        raise ValueError("register_duckdb needs a non-empty salt")
+
+    # Arrow UDFs get pyarrow ChunkedArrays and return an Array. Left unannotated: DuckDB evaluates
+    # annotations, and pyarrow is imported lazily here.
+    def fl_redact(texts, knowns):
+        out = [
+            redact_text(t, k) for t, k in zip(texts.to_pylist(), knowns.to_pylist(), strict=True)
+        ]
+        return pa.array(out, type=pa.string())
+
+    def fl_person_key(sources, values):
+        out = [
+            person_key(s, v, salt)
+            for s, v in zip(sources.to_pylist(), values.to_pylist(), strict=True)
+        ]
+        return pa.array(out, type=pa.string())
+
+    for name in UDF_NAMES:
+        with contextlib.suppress(duckdb.InvalidInputException):  # not registered yet
+            con.remove_function(name)
+    common = {
+        "return_type": VARCHAR,
+        "type": PythonUDFType.ARROW,
+        "null_handling": FunctionNullHandling.SPECIAL,
+    }
+    con.create_function("fl_redact", fl_redact, [VARCHAR, duckdb.list_type(VARCHAR)], **common)
+    con.create_function("fl_person_key", fl_person_key, [VARCHAR, VARCHAR], **common)
