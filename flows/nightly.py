@@ -90,7 +90,7 @@ def nightly(
     )
     try:
         timed("demo_data", prepare_demo_data, settings)
-        loads = timed("load", load_sources, settings, list(sources), run_id)
+        loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
         staged = timed("staging", build_staging, settings)
         verdicts = timed("validate", validate_staging, settings, run_id, started_at)
         scored = timed("score", score_features, settings, as_of, window_days, run_id)

@@ -750,6 +750,27 @@ _COMPANY_B = (
     "Insurance",
 )
 _REQUESTER_BASE = 9_100_000_000  # requester_id = base + user number (user-00042 -> ...042)
+
+
+def _sideloaded_users(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Zendesk's `include=users` side-load for the requesters on one export page."""
+    ids = sorted({v["requester_id"] for v in page if isinstance(v.get("requester_id"), int)})
+    users = []
+    for rid in ids:
+        user = rid - _REQUESTER_BASE - 1
+        first = _FIRST[(user * 7 + 3) % len(_FIRST)]
+        last = _LAST[(user * 13 + 5) % len(_LAST)]
+        users.append(
+            {
+                "id": rid,
+                "name": f"{first} {last}",
+                "email": f"{first.lower()}.{last.lower()}@example.com",
+                "role": "end-user",
+            }
+        )
+    return users
+
+
 _ORG_BASE = 9_200_000_000  # organization_id = base + account number (acct-0007 -> ...007)
 _AGENTS = (9_000_000_101, 9_000_000_102, 9_000_000_103, 9_000_000_104)
 _GROUPS = (9_000_000_201, 9_000_000_202)
@@ -1018,6 +1039,8 @@ def _zendesk(
         after = _cursor(last["generated_timestamp"], last_id)
         doc = {
             "tickets": page,
+            # include=users: the requesters' names and emails, which redaction needs to know
+            "users": _sideloaded_users(page),
             "after_cursor": after,
             "before_cursor": prev_cursor,
             "after_url": f"{_ZENDESK_HOST}/api/v2/incremental/tickets/cursor.json?cursor={after}",

@@ -182,7 +182,8 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
                    row_number() over (partition by filename) as pos,
                    case when not json_valid(line) then line end as text,
                    case when json_valid(line) then line::json end as j,
-                   case when not json_valid(line) then 'invalid_json' end as parse_error
+                   case when not json_valid(line) then 'invalid_json' end as parse_error,
+                   null::json as page
             from read_csv({files}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
                           quote = '', escape = '', header = false, auto_detect = false,
                           filename = true, strict_mode = false)
@@ -195,15 +196,16 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
                 from read_text({files})
             ),
             records as (
-                select filename, unnest(json_extract(content::json, '{spec.layout}')) as j
+                select filename, content::json as page,
+                       unnest(json_extract(content::json, '{spec.layout}')) as j
                 from files where ok
             )
             select filename as source_file,
                    row_number() over (partition by filename) as pos,
-                   null as text, j, null as parse_error
+                   null as text, j, null as parse_error, page
             from records
             union all
-            select filename, 0, left(content, 100000), null, 'invalid_json_file'
+            select filename, 0, left(content, 100000), null, 'invalid_json_file', null::json
             from files where not ok
         """
     typed = "".join(
@@ -215,7 +217,8 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
         with raw_recs as ({recs})
         select * exclude (j), j{typed}
         from (
-            select * exclude (j), case when j is not null then ({spec.record_sql}) end as j
+            select * exclude (j, page),
+                   case when j is not null then ({spec.record_sql}) end as j
             from raw_recs
         )
     """
@@ -562,9 +565,9 @@ def _advance_cursor(
     Connectors pass their own resumable state; for file sources the cursor is the newest record
     cursor landed so far (informational: unchanged files are skipped by ops.loaded_files).
     """
-    con.execute(
-        "delete from ops.sync_state where source = ? and stream = ?", [spec.source, spec.stream]
-    )
+    # File sources keep their own row, so they never clobber an API connector's cursor.
+    stream = spec.stream if state is not None else f"files:{spec.stream}"
+    con.execute("delete from ops.sync_state where source = ? and stream = ?", [spec.source, stream])
     if state is not None:
         con.execute(
             "insert into ops.sync_state values (?, ?, ?, null, now(), ?)",
@@ -579,7 +582,7 @@ def _advance_cursor(
                now(), ?
         from {spec.raw_table}
         """,
-        [spec.source, spec.stream, spec.source, run_id],
+        [spec.source, stream, spec.source, run_id],
     )
 
 

@@ -95,6 +95,15 @@ class Settings(_Strict):
     sources: FileSources = FileSources()
     score: ScoreSettings = ScoreSettings()
     writeback: WritebackSettings = WritebackSettings()
+    connectors: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="API connectors, one [connectors.<vendor>] table each (tasks/connectors.py).",
+    )
+
+    @property
+    def landing_dir(self) -> Path:
+        """Where connector pages wait (briefly) between fetch and commit."""
+        return self.duckdb_path.parent / "landing"
 
     def resolve_paths(self, base: Path) -> Settings:
         """Make relative paths absolute against `base` (the config file's folder or the cwd)."""

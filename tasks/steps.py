@@ -23,12 +23,6 @@ class SourceKind(StrEnum):
 
 ALL_SOURCES = [SourceKind.usage, SourceKind.tickets, SourceKind.bugs]
 
-SOURCE_SPECS = {
-    SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
-    SourceKind.tickets: (load.ZENDESK_TICKETS, "zendesk_tickets"),
-    SourceKind.bugs: (load.GITHUB_ISSUES, "github_issues"),
-}
-
 
 @task(name="prepare-demo-data")
 def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
@@ -53,34 +47,73 @@ def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
     return generate_demo_data(cfg, progress=logger.info)
 
 
-@task(name="load-sources")
-def load_sources(settings: Settings, sources: list[SourceKind], run_id: str) -> dict[str, dict]:
+@task(name="load-sources", retries=0)
+def load_sources(
+    settings: Settings, sources: list[SourceKind], run_id: str, window_end: datetime
+) -> dict[str, dict]:
+    """Export files, then API connectors; each batch commits with its cursor.
+
+    No Prefect retries: the HTTP layer already retried what is transient, and a rerun resumes
+    from the last committed cursor.
+    """
+    from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
+    from tasks.connectors import build_connectors
+    from tasks.redact import register_duckdb
+
     logger = get_run_logger()
+    kinds = {k.value for k in sources}
+    file_specs = {
+        SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
+        # Zendesk export pages get the same landing redaction as the API pages.
+        SourceKind.tickets: (ZENDESK_TICKETS_SPEC, "zendesk_tickets"),
+        SourceKind.bugs: (load.GITHUB_ISSUES, "github_issues"),
+    }
     out = {}
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
+        register_duckdb(con, settings.hash_salt.get_secret_value())
         for kind in sources:
-            spec, attr = SOURCE_SPECS[kind]
+            spec, attr = file_specs[kind]
             pattern = getattr(settings.sources, attr)
+            if not pattern:
+                continue
             stats = load.load_source(con, spec, pattern, run_id, progress=logger.info)
             if stats.files_seen == 0:
                 logger.warning("%s: no files match %r", spec.source, pattern)
             out[spec.source] = stats.as_dict()
-            logger.info(
-                "%s: %d file(s) loaded, %d skipped as unchanged; %d records read -> %d new, "
-                "%d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
-                spec.source,
-                stats.files_loaded,
-                stats.files_skipped,
-                stats.records_read,
-                stats.n_inserted,
-                stats.n_updated,
-                stats.n_unchanged,
-                stats.n_superseded,
-                stats.n_dropped,
-                stats.n_quarantined,
+            _log_stats(logger, spec.source, stats)
+        for connector in build_connectors(settings, kinds):
+            state = load.read_state(con, connector.source, connector.stream)
+            logger.info("%s: pulling from %s", connector.source, state or "the configured start")
+            stats = load.load_pages(
+                con,
+                connector.spec,
+                connector.pages(state, window_end),
+                run_id,
+                settings.landing_dir,
+                progress=logger.info,
             )
+            key = f"{connector.source} (api)" if connector.source in out else connector.source
+            out[key] = stats.as_dict()
+            _log_stats(logger, key, stats)
     return out
+
+
+def _log_stats(logger, name: str, stats: load.LoadStats) -> None:
+    logger.info(
+        "%s: %d file(s)/page(s) loaded, %d skipped as unchanged; %d records read -> %d new, "
+        "%d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
+        name,
+        stats.files_loaded,
+        stats.files_skipped,
+        stats.records_read,
+        stats.n_inserted,
+        stats.n_updated,
+        stats.n_unchanged,
+        stats.n_superseded,
+        stats.n_dropped,
+        stats.n_quarantined,
+    )
 
 
 @task(name="build-staging")

@@ -183,9 +183,14 @@ def _payload_matches(payload: str, bad: dict, demo_dir: Path) -> bool:
     page = json.loads(path.read_text(encoding="utf-8"))
     items = page["tickets"] if isinstance(page, dict) else page
     try:
-        return json.loads(payload) == items[bad["index"]]
+        stored, original = json.loads(payload), items[bad["index"]]
     except json.JSONDecodeError:
         return False
+    if stored == original:
+        return True
+    # Ticket text was redacted at landing: recognise the record by its non-personal fields.
+    fields = ("subject", "created_at", "updated_at", "status", "url", "html_url", "number")
+    return all(stored.get(f) == original.get(f) for f in fields)
 
 
 def test_second_run_creates_nothing_and_duplicates_no_rows(demo):

@@ -1,0 +1,14 @@
+-- Raw Freshdesk tickets, landed by tasks/clients/freshdesk.py. Idempotent (if not exists).
+create schema if not exists raw;
+
+create table if not exists raw.freshdesk__tickets (
+    ticket_id bigint not null,
+    cursor_at varchar,
+    payload json not null,
+    _source_file varchar,
+    _batch_id varchar not null,
+    _loaded_at timestamptz not null
+);
+comment on table raw.freshdesk__tickets is
+'grain: one row per Freshdesk ticket; key: ticket_id. Merged on ticket_id, latest updated_at '
+'wins. Text redacted and requester contact details replaced by salted keys at landing.';

@@ -1,0 +1,81 @@
+-- grain: one row per Intercom conversation (latest version); key: ticket_id ('intercom:<id>').
+-- Title, subject and body were redacted at landing (tasks/clients/intercom.py) and source.body
+-- is stored as plain text (HTML stripped there, before redaction). The requester is the user who
+-- started the conversation, else its first contact, as a salted hash. Intercom has no deletion
+-- feed, so is_deleted is always false; the conversation carries no company, so no account_key.
+with
+
+source as (
+    select * from raw.intercom__conversations
+),
+
+renamed as (
+    select
+        'intercom:' || conversation_id as ticket_id,
+        'intercom' as source,
+        case
+            when json_type(payload, '$.created_at') in ('UBIGINT', 'BIGINT')
+                then try(to_timestamp((payload ->> 'created_at')::bigint))
+        end as created_at,
+        case
+            when json_type(payload, '$.updated_at') in ('UBIGINT', 'BIGINT')
+                then try(to_timestamp((payload ->> 'updated_at')::bigint))
+        end as updated_at,
+        -- older API versions only have the `open` flag
+        lower(trim(coalesce(
+            payload ->> 'state',
+            case payload ->> 'open' when 'true' then 'open' when 'false' then 'closed' end
+        ))) as vendor_state,
+        lower(trim(payload ->> 'priority')) as vendor_priority,
+        lower(trim(payload ->> '$.source.type')) as source_type,
+        coalesce(
+            nullif(trim(payload ->> 'title'), ''),
+            nullif(trim(payload ->> '$.source.subject'), '')
+        ) as subject,
+        nullif(trim(payload ->> '$.source.body'), '') as body,
+        coalesce(
+            list_transform(
+                json_extract_string(payload, '$.tags.tags[*].name'),
+                lambda tag: lower(trim(tag))
+            ),
+            []
+        ) as tags,
+        person_key(
+            'intercom',
+            coalesce(
+                case
+                    when payload ->> '$.source.author.type' in ('user', 'lead', 'contact')
+                        then payload ->> '$.source.author.id'
+                end,
+                payload ->> '$.contacts.contacts[0].id'
+            )
+        ) as requester_key,
+        getvariable('intercom_inbox_url') || '/conversation/' || conversation_id as url
+    from source
+),
+
+normalised as (
+    select
+        ticket_id,
+        source,
+        created_at,
+        updated_at,
+        -- snoozed: set aside until a date or a reply, like a pending ticket
+        case vendor_state when 'snoozed' then 'pending' else vendor_state end as status,
+        case vendor_priority
+            when 'priority' then 'high'
+            when 'not_priority' then 'normal'
+            else vendor_priority
+        end as priority,
+        case source_type when 'conversation' then 'chat' else source_type end as channel,
+        subject,
+        body,
+        tags,
+        requester_key,
+        null::varchar as account_key,
+        false as is_deleted,
+        url
+    from renamed
+)
+
+select * from normalised

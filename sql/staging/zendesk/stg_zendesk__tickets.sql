@@ -1,0 +1,48 @@
+-- grain: one row per Zendesk ticket (latest version); key: ticket_id ('zendesk:<id>').
+-- API pages are redacted at landing (tasks/clients/zendesk.py, fl_redact with the requester's
+-- name and e-mail); redact_text here is a second pass that also covers rows landed from export
+-- files before that. The requester becomes a salted hash of the Zendesk requester_id.
+with
+
+source as (
+    select * from raw.zendesk__tickets
+),
+
+renamed as (
+    select
+        'zendesk:' || ticket_id as ticket_id,
+        'zendesk' as source,
+        case
+            when json_type(payload, '$.created_at') = 'VARCHAR'
+                then try_cast(payload ->> 'created_at' as timestamptz)
+        end as created_at,
+        case
+            when json_type(payload, '$.updated_at') = 'VARCHAR'
+                then try_cast(payload ->> 'updated_at' as timestamptz)
+        end as updated_at,
+        lower(trim(payload ->> 'status')) as status,
+        lower(trim(payload ->> 'priority')) as priority,
+        lower(payload ->> '$.via.channel') as channel,
+        redact_text(payload ->> 'subject') as subject,
+        redact_text(payload ->> 'description') as body,
+        coalesce(
+            list_transform(
+                try_cast(payload -> 'tags' as varchar[]), lambda tag: lower(trim(tag))
+            ),
+            []
+        ) as tags,
+        person_key('zendesk', payload ->> 'requester_id') as requester_key,
+        case
+            when payload ->> 'organization_id' is not null
+                then 'zendesk_org:' || (payload ->> 'organization_id')
+        end as account_key,
+        coalesce(lower(payload ->> 'status') = 'deleted', false) as is_deleted,
+        regexp_replace(
+            payload ->> 'url',
+            '^(https?://[^/]+)/api/v2/tickets/(\d+)\.json$',
+            '\1/agent/tickets/\2'
+        ) as url
+    from source
+)
+
+select * from renamed

@@ -1,0 +1,311 @@
+"""Zendesk tickets from the cursor-based incremental export, landed per page, redacted in SQL."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal
+
+import requests
+from pydantic import BaseModel, ConfigDict, Field
+from requests.auth import HTTPBasicAuth
+
+from tasks.clients.base import LandedPage
+from tasks.clients.http import (
+    AuthError,
+    CursorGuard,
+    HttpClient,
+    InvalidResponseError,
+    RequestBudget,
+    RetryPolicy,
+    make_session,
+)
+from tasks.load import ZENDESK_TICKETS, SourceSpec
+from tasks.secrets import resolve_secret
+from tasks.settings import ConfigError
+
+log = logging.getLogger(__name__)
+
+SOURCE = "zendesk"
+EXPORT_PATH = "/api/v2/incremental/tickets/cursor.json"
+CHECK_PATH = "/api/v2/users/me.json"
+# The API refuses a start_time within the last minute (it excludes the newest minute anyway).
+_MIN_AGE = timedelta(minutes=1)
+
+
+class ZendeskSettings(BaseModel):
+    """Where and how to read Zendesk; secrets are named here and resolved at run time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    subdomain: str = Field("", description="'acme' for https://acme.zendesk.com.")
+    base_url: str = Field("", description="Overrides subdomain (proxies, tests).")
+    start_date: date | None = Field(None, description="First run reads from here (UTC).")
+    lookback_days: int = Field(90, ge=1, description="First run without start_date: days back.")
+    page_size: int = Field(1000, ge=1, le=1000, description="Tickets per export page.")
+    requests_per_minute: int = Field(10, ge=1, description="Incremental export limit (10/min).")
+    auth: Literal["api_token", "oauth"] = "api_token"
+    email: str = Field("", description="Agent email for API-token auth; else read email_env.")
+    email_env: str = "ZENDESK_EMAIL"
+    api_token_env: str = "ZENDESK_API_TOKEN"
+    api_token_block: str | None = Field(None, description="Prefect Secret block fallback.")
+    oauth_token_env: str = "ZENDESK_OAUTH_TOKEN"
+    oauth_token_block: str | None = None
+
+    def api_url(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        if self.subdomain:
+            return f"https://{self.subdomain}.zendesk.com"
+        raise ConfigError("zendesk: set base_url or subdomain")
+
+    def auth_hint(self) -> str:
+        if self.auth == "oauth":
+            where = self.oauth_token_env + (
+                f" (or Secret block {self.oauth_token_block!r})" if self.oauth_token_block else ""
+            )
+            return f"set {where} to a valid Zendesk OAuth access token"
+        where = self.api_token_env + (
+            f" (or Secret block {self.api_token_block!r})" if self.api_token_block else ""
+        )
+        return (
+            f"set {where} to a valid Zendesk API token, and {self.email_env} (or email) "
+            "to the agent's email"
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Record shaping (SQL run by the loader; `j` = one ticket, `page` = the whole export page)
+# --------------------------------------------------------------------------------------------
+
+# The page sideloads `users` (include=users); demo export pages have none, so the lookup is NULL.
+_REQUESTER = (
+    "list_filter(coalesce(json_extract(page, '$.users[*]'), []::json[]), "
+    "lambda u: (u ->> 'id') = (j ->> 'requester_id'))[1]"
+)
+_KNOWN = "list_filter([req ->> 'name', req ->> 'email'], lambda t: coalesce(trim(t), '') <> '')"
+
+
+def _redacted(path: str) -> str:
+    return f"to_json(fl_redact(j ->> '{path}', known))"
+
+
+# Only the fields we keep are rewritten; anything that can hold a person's contact details and
+# that staging does not use (email headers in via.source, the recipient) is dropped.
+_PATCH = f"""json_merge_patch(
+    j,
+    json_object(
+        'subject', {_redacted("$.subject")},
+        'raw_subject', {_redacted("$.raw_subject")},
+        'description', {_redacted("$.description")},
+        'recipient', null,
+        'requester', case when req is not null then json_object(
+            'id', req -> 'id',
+            'name_key', fl_person_key('zendesk', req ->> 'name'),
+            'email_key', fl_person_key('zendesk', lower(trim(req ->> 'email')))
+        ) end
+    ),
+    case when json_type(j, '$.via.source') = 'OBJECT'
+        then '{{"via": {{"source": {{"from": null, "to": null}}}}}}'::json
+        else '{{}}'::json end,
+    case when json_type(j, '$.satisfaction_rating.comment') = 'VARCHAR'
+        then json_object('satisfaction_rating', json_object(
+            'comment', {_redacted("$.satisfaction_rating.comment")}))
+        else '{{}}'::json end,
+    case when json_type(j, '$.custom_fields') = 'ARRAY'
+        then json_object('custom_fields', to_json(list_transform(
+            json_extract(j, '$.custom_fields[*]'),
+            lambda f: case when json_type(f, '$.value') = 'VARCHAR'
+                then json_merge_patch(f, json_object(
+                    'value', to_json(fl_redact(f ->> 'value', known))))
+                else f end)))
+        else '{{}}'::json end,
+    case when json_type(j, '$.fields') = 'ARRAY'
+        then json_object('fields', to_json(list_transform(
+            json_extract(j, '$.fields[*]'),
+            lambda f: case when json_type(f, '$.value') = 'VARCHAR'
+                then json_merge_patch(f, json_object(
+                    'value', to_json(fl_redact(f ->> 'value', known))))
+                else f end)))
+        else '{{}}'::json end
+)"""
+
+# list_transform over a one-element list binds `req` / `known` once per ticket.
+RECORD_SQL = (
+    f"list_transform([{_REQUESTER}], lambda req: "
+    f"list_transform([{_KNOWN}], lambda known: {_PATCH})[1])[1]"
+)
+
+# Same raw table, key and newest-version merge as the export-file loader; redaction added.
+ZENDESK_TICKETS_SPEC: SourceSpec = dataclasses.replace(ZENDESK_TICKETS, record_sql=RECORD_SQL)
+
+
+# --------------------------------------------------------------------------------------------
+# Page parsing (pure)
+# --------------------------------------------------------------------------------------------
+
+
+def parse_export_page(body: bytes, url: str | None = None) -> dict[str, Any]:
+    """The export page as a dict, or InvalidResponseError when it is not the documented shape."""
+    try:
+        doc = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidResponseError(
+            SOURCE, "export page is not valid JSON (truncated?)", url=url
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("tickets"), list):
+        raise InvalidResponseError(SOURCE, "export page has no 'tickets' list", url=url)
+    if not isinstance(doc.get("end_of_stream"), bool):
+        raise InvalidResponseError(SOURCE, "export page has no 'end_of_stream' flag", url=url)
+    cursor = doc.get("after_cursor")
+    if cursor is not None and not isinstance(cursor, str):
+        raise InvalidResponseError(SOURCE, "export page has a non-string after_cursor", url=url)
+    if not doc["end_of_stream"] and not cursor:
+        raise InvalidResponseError(
+            SOURCE, "export page has no after_cursor before the end of the stream", url=url
+        )
+    return doc
+
+
+def _newest_ts(tickets: list[Any]) -> float | None:
+    """Newest change on the page: generated_timestamp (epoch), else updated_at."""
+    newest: float | None = None
+    for t in tickets:
+        if not isinstance(t, dict):
+            continue
+        ts = t.get("generated_timestamp")
+        if not isinstance(ts, int | float):
+            try:
+                ts = datetime.fromisoformat(str(t.get("updated_at"))).timestamp()
+            except ValueError:
+                continue
+        newest = ts if newest is None else max(newest, ts)
+    return newest
+
+
+# --------------------------------------------------------------------------------------------
+# Connector
+# --------------------------------------------------------------------------------------------
+
+_BUDGETS: dict[tuple[str, int], RequestBudget] = {}
+_BUDGETS_LOCK = threading.Lock()
+
+
+def shared_export_budget(base_url: str, per_minute: int) -> RequestBudget:
+    """One export budget per Zendesk account and process: the 10/min limit is per account."""
+    with _BUDGETS_LOCK:
+        key = (base_url, per_minute)
+        if key not in _BUDGETS:
+            _BUDGETS[key] = RequestBudget(per_minute, 60.0)
+        return _BUDGETS[key]
+
+
+class ZendeskTickets:
+    """Connector: the incremental ticket export with sideloaded users, one LandedPage per page.
+
+    State: {"cursor": <after_cursor>} — the server cursor, resumable after any committed page;
+    before the first cursor exists, {"start_time": <epoch>}.
+    """
+
+    source = SOURCE
+    stream = "tickets"
+    kind = "tickets"
+    spec = ZENDESK_TICKETS_SPEC
+
+    def __init__(
+        self,
+        settings: ZendeskSettings,
+        *,
+        budget: RequestBudget | None = None,
+        retry: RetryPolicy = RetryPolicy(),
+        session: requests.Session | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ):
+        self.settings = settings
+        self._budget = budget
+        self._retry = retry
+        self._session = session
+        self._sleep = sleep
+        self._clients: dict[str, HttpClient] = {}
+
+    def _credentials(self) -> tuple[Any, dict[str, str]]:
+        s = self.settings
+        if s.auth == "oauth":
+            token = resolve_secret(s.oauth_token_env, s.oauth_token_block)
+            return None, {"Authorization": f"Bearer {token}"}
+        token = resolve_secret(s.api_token_env, s.api_token_block)
+        email = s.email or resolve_secret(s.email_env)
+        return HTTPBasicAuth(f"{email}/token", str(token)), {}
+
+    def _client(self, which: Literal["export", "api"]) -> HttpClient:
+        """Export calls share the 10/min budget; other calls (check) do not spend it."""
+        if which not in self._clients:
+            s = self.settings
+            auth, headers = self._credentials()
+            if self._session is None:
+                self._session = make_session()
+            budget = None
+            if which == "export":
+                budget = self._budget or shared_export_budget(s.api_url(), s.requests_per_minute)
+            self._clients[which] = HttpClient(
+                SOURCE,
+                s.api_url(),
+                headers=headers,
+                auth=auth,
+                retry=self._retry,
+                budget=budget,
+                session=self._session,
+                auth_hint=s.auth_hint(),
+                sleep=self._sleep,
+            )
+        return self._clients[which]
+
+    def check(self) -> None:
+        doc = self._client("api").get_json(CHECK_PATH)
+        user = doc.get("user") if isinstance(doc, dict) else None
+        # Without valid credentials Zendesk answers 200 with an anonymous user (id null).
+        if not isinstance(user, dict) or user.get("id") is None:
+            raise AuthError(SOURCE, "credentials were not accepted", hint=self.settings.auth_hint())
+        log.info("zendesk: authenticated as user %s (role %s)", user.get("id"), user.get("role"))
+
+    def start_time(self, window_end: datetime) -> int:
+        s = self.settings
+        if s.start_date is not None:
+            start = datetime.combine(s.start_date, datetime.min.time(), UTC)
+        else:
+            start = window_end - timedelta(days=s.lookback_days)
+        return int(min(start, window_end - _MIN_AGE).timestamp())
+
+    def pages(self, state: dict[str, Any] | None, window_end: datetime) -> Iterator[LandedPage]:
+        """Follow after_cursor until end_of_stream (or until a page reaches window_end: the
+        export has no upper bound, so the rest is left for the next run to resume from)."""
+        common = {"include": "users", "per_page": self.settings.page_size}
+        guard = CursorGuard(SOURCE)
+        cursor = (state or {}).get("cursor")
+        if cursor:
+            guard.check(cursor)
+            params: dict[str, Any] = {"cursor": cursor, **common}
+            resume: dict[str, Any] = {"cursor": cursor}
+        else:
+            start = (state or {}).get("start_time") or self.start_time(window_end)
+            params = {"start_time": int(start), **common}
+            resume = {"start_time": int(start)}
+        client = self._client("export")
+        end_ts = window_end.timestamp()
+        while True:
+            resp = client.request("GET", EXPORT_PATH, params=params)
+            doc = parse_export_page(resp.content, EXPORT_PATH)
+            if doc.get("after_cursor"):
+                resume = {"cursor": doc["after_cursor"]}
+            tickets = doc["tickets"]
+            yield LandedPage(body=resp.content, state=dict(resume), n_records=len(tickets))
+            newest = _newest_ts(tickets)
+            if doc["end_of_stream"] or (newest is not None and newest >= end_ts):
+                return
+            guard.check(doc["after_cursor"])
+            params = {"cursor": doc["after_cursor"], **common}
