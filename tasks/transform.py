@@ -90,9 +90,9 @@ def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, i
             _drop_relation(con, "staging", name)
             select = sql_text(f"staging/{name}.sql").strip().rstrip(";")
             con.execute(f"create or replace view staging.{name} as\n{select}")
-            counts[name] = con.sql(
-                f"select count(*) from staging.{name}__unvalidated"
-            ).fetchall()[0][0]
+            counts[name] = con.sql(f"select count(*) from staging.{name}__unvalidated").fetchall()[
+                0
+            ][0]
         return counts
     finally:
         con.execute("reset variable hash_salt")
