@@ -94,7 +94,16 @@ def nightly(
         staged = timed("staging", build_staging, settings)
         verdicts = timed("validate", validate_staging, settings, run_id, started_at)
         scored = timed("score", score_features, settings, as_of, window_days, run_id)
-        plan = timed("write_back", write_back, settings, scored["as_of"], run_id, dry_run, max_new)
+        plan = timed(
+            "write_back",
+            write_back,
+            settings,
+            scored["as_of"],
+            run_id,
+            dry_run,
+            max_new,
+            quality.run_verdict(verdicts),
+        )
         timed("snapshot", publish_snapshot, settings)
     except Exception:
         finish_run(settings, run_id, "failed", None, None, {})

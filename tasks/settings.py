@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -73,9 +73,17 @@ class ScoreSettings(_Strict):
 
 
 class WritebackSettings(_Strict):
-    tracker: str = Field("markdown", description="Only 'markdown' in this version.")
+    tracker: Literal["markdown", "github", "jira", "linear"] = Field(
+        "markdown", description="Where suggestions are written; its options in [writeback.<name>]."
+    )
     tracker_dir: Path = Path("data/tracker")
     max_new_suggestions: int = Field(5, ge=0, le=50)
+    on_recovery: Literal["comment", "close", "none"] = Field(
+        "comment", description="What to do with an open issue whose problem went away."
+    )
+    github: dict[str, Any] | None = None
+    jira: dict[str, Any] | None = None
+    linear: dict[str, Any] | None = None
 
 
 class Settings(_Strict):

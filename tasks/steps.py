@@ -12,7 +12,6 @@ from prefect import get_run_logger, task
 from tasks import catalog as catalog_mod
 from tasks import db, load, quality, reporting, transform, writeback
 from tasks.settings import Settings
-from tasks.trackers.markdown import MarkdownTracker
 
 
 class SourceKind(StrEnum):
@@ -186,13 +185,29 @@ def score_features(
 
 @task(name="write-back")
 def write_back(
-    settings: Settings, as_of: str, run_id: str, dry_run: bool, max_new: int
+    settings: Settings,
+    as_of: str,
+    run_id: str,
+    dry_run: bool,
+    max_new: int,
+    dq_verdict: str = "pass",
 ) -> list[dict[str, Any]]:
+    """Plan (and unless dry run, apply) the tracker write-back; returns the plan rows."""
+    from tasks.trackers.factory import build_tracker
+
     logger = get_run_logger()
-    tracker = MarkdownTracker(settings.writeback.tracker_dir)
+    tracker = build_tracker(settings)
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         suggestions = writeback.load_suggestions(con, as_of)
-        plan = writeback.plan_writeback(con, tracker, suggestions, max_new)
+        plan = writeback.plan_writeback(
+            con,
+            tracker,
+            suggestions,
+            max_new,
+            on_recovery=settings.writeback.on_recovery,
+            allow_recovery=dq_verdict != "degraded",
+            as_of=as_of,
+        )
         for item in plan:
             logger.info(
                 "%s %s [%s]: %s",

@@ -193,3 +193,53 @@ def test_body_is_readable_and_free_of_contact_details(con, tmp_path):
     assert "jane.doe@example.com" not in text and "415 555 0134" not in text
     assert "[email]" in text and "[phone]" in text
     json.dumps(writeback.plan_as_rows(writeback.plan_writeback(con, tracker, [suggestion()], 5)))
+
+
+def test_material_change_updates_and_comments_once(con, tmp_path):
+    tracker = MarkdownTracker(tmp_path / "tracker")
+    run(con, tracker, [suggestion()])
+    bigger = suggestion(why="Weekly users fell 70%.")
+    bigger["priority_score"] = 5000.0
+    bigger["evidence"]["top_bugs"].append(
+        {
+            "id": "github:I_9",
+            "url": "https://github.com/acme/analytics/issues/9",
+            "title": "Exports corrupt",
+            "severity": "s1",
+            "state": "open",
+            "created_at": "2026-11-23",
+        }
+    )
+    plan = run(con, tracker, [bigger], run_id="r2")
+    assert plan["fix:exports"][0] == "update"
+    assert "priority rose" in plan["fix:exports"][1] and "github:I_9" in plan["fix:exports"][1]
+    text = (tmp_path / "tracker" / "fix-exports.md").read_text()
+    assert text.count("feedback-loop: material change") == 1
+    # The comment thread is not part of the body: the same data next night changes nothing.
+    assert run(con, tracker, [bigger], run_id="r3")["fix:exports"] == ("skip", "unchanged")
+
+
+@pytest.mark.parametrize("on_recovery", ["comment", "close"])
+def test_recovered_problem_is_commented_or_closed_once(con, tmp_path, on_recovery):
+    tracker = MarkdownTracker(tmp_path / "tracker")
+    run(con, tracker, [suggestion()])
+    path = tmp_path / "tracker" / "fix-exports.md"
+
+    def recover(run_id, allow=True):
+        plan = writeback.plan_writeback(
+            con, tracker, [], 5, on_recovery=on_recovery, allow_recovery=allow, as_of="2026-11-30"
+        )
+        writeback.apply_plan(con, tracker, plan, run_id)
+        return {p.fingerprint: (p.action, p.reason) for p in plan}
+
+    held = recover("r2", allow=False)  # degraded data: never act on an absence
+    assert held["fix:exports"][0] == "skip" and "degraded" in held["fix:exports"][1]
+    assert "no longer meets" not in path.read_text()
+    plan = recover("r3")
+    assert plan["fix:exports"][0] == on_recovery
+    text = path.read_text()
+    assert text.count("no longer meets its suggestion rule") == 1
+    is_closed = "\nstatus: closed\n" in text.split("<!--")[0]
+    assert is_closed is (on_recovery == "close")
+    assert "fix:exports" not in recover("r4")  # recovered/closed: not acted on again
+    assert path.read_text().count("no longer meets its suggestion rule") == 1

@@ -147,3 +147,6 @@ create table if not exists quality.source_status (
 comment on table quality.source_status is
 'grain: one row per run x source kind (usage, tickets, bugs); key: (run_id, source_kind). '
 'The data-quality verdict that scores and write-back depend on.';
+
+-- Added after the first release: what a "material change" (worth a comment) is judged against.
+alter table ops.writeback_ledger add column if not exists summary json;

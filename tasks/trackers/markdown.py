@@ -14,6 +14,8 @@ from tasks.trackers.base import TrackerIssue, marker_for
 
 _FRONT = re.compile(r"\A---\n(.*?)\n---\n", re.S)
 _MARKER = re.compile(r"<!-- feedback-loop:fingerprint=([^ ]+) -->")
+# Comments live below this line; the body (and its content hash) stops above it.
+COMMENTS = "<!-- feedback-loop:comments -->"
 
 
 def _slug(fingerprint: str) -> str:
@@ -63,6 +65,31 @@ class MarkdownTracker:
             title=title,
         )
 
+    def comment(self, issue: TrackerIssue, body: str) -> None:
+        path = self.directory / issue.ref
+        text = path.read_text(encoding="utf-8").rstrip("\n")
+        if COMMENTS not in text:
+            text += f"\n\n{COMMENTS}\n## Comments"
+        self._replace(path, f"{text}\n\n---\n{body.rstrip()}\n")
+
+    def close(self, issue: TrackerIssue, reason: str) -> TrackerIssue:
+        path = self.directory / issue.ref
+        text = path.read_text(encoding="utf-8")
+        front = _parse_front(text)
+        if front.get("status") == "closed":
+            return issue  # never overwrite a reason a person chose
+        text = text.replace("\nstatus: open\n", "\nstatus: closed\n", 1)
+        text = re.sub(r"\nstate_reason:[^\n]*\n", f"\nstate_reason: {reason}\n", text, count=1)
+        self._replace(path, text)
+        return TrackerIssue(
+            ref=issue.ref,
+            url=issue.url,
+            state="closed",
+            state_reason=reason,
+            body=issue.body,
+            title=issue.title,
+        )
+
     def update(
         self, issue: TrackerIssue, fingerprint: str, title: str, body: str, labels: list[str]
     ) -> TrackerIssue:
@@ -107,6 +134,14 @@ class MarkdownTracker:
             ]
         )
         text = f"{front}\n{marker_for(fingerprint)}\n{body.rstrip()}\n"
+        if path.exists():  # keep the comment thread across body updates
+            old = path.read_text(encoding="utf-8")
+            if COMMENTS in old:
+                text += "\n" + old[old.index(COMMENTS) :]
+        self._replace(path, text)
+
+    @staticmethod
+    def _replace(path: Path, text: str) -> None:
         tmp = path.with_name(f".{path.name}.tmp")
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)  # a reader never sees half a file
@@ -126,4 +161,5 @@ def _parse_front(text: str) -> dict[str, str]:
 
 def _body(text: str) -> str:
     text = _FRONT.sub("", text, count=1)
+    text = text.split(COMMENTS, 1)[0].rstrip("\n")
     return _MARKER.sub("", text, count=1).strip("\n")
