@@ -28,12 +28,14 @@ CURRENT_MODELS = (
     ("intermediate", "int_feature_user_days"),
     ("intermediate", "int_tickets_mapped"),
     ("intermediate", "int_bugs_mapped"),
+    ("intermediate", "int_errors_mapped"),
     ("intermediate", "int_feature_metrics"),
     ("marts", "feature_daily"),
     ("marts", "catalog_coverage"),
 )
 # Kept per as-of date: a rerun for the same date replaces that date's rows, other dates stay.
 HISTORY_MODELS = (
+    ("marts", "feature_errors"),
     ("marts", "feature_health_components"),
     ("marts", "feature_health"),
     ("marts", "backlog_suggestions"),
@@ -46,6 +48,8 @@ COMMENTS = {
     "marts.backlog_suggestions": "grain: one row per as_of_date x suggestion; key: (as_of_date, "
     "fingerprint). Ranked by priority_rank, with evidence.",
     "marts.feature_daily": "grain: one row per feature x day; key: (feature_key, day).",
+    "marts.feature_errors": "grain: one row per as_of_date x feature; key: (as_of_date, "
+    "feature_key). Unresolved error issues (Sentry) mapped to the feature.",
     "marts.catalog_coverage": "grain: one row per signal; key: signal. Catalog mapping coverage.",
 }
 
@@ -90,9 +94,11 @@ def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, i
             _drop_relation(con, "staging", name)
             select = sql_text(f"staging/{name}.sql").strip().rstrip(";")
             con.execute(f"create or replace view staging.{name} as\n{select}")
-            counts[name] = con.sql(f"select count(*) from staging.{name}__unvalidated").fetchall()[
-                0
-            ][0]
+            n = con.sql(f"select count(*) from staging.{name}__unvalidated").fetchall()
+            counts[name] = n[0][0]
+        # Error signals (Sentry) are context, not scored: a plain view, no suite yet.
+        select = sql_text("staging/stg_error_signals.sql").strip().rstrip(";")
+        con.execute(f"create or replace view staging.stg_error_signals as\n{select}")
         return counts
     finally:
         con.execute("reset variable hash_salt")

@@ -28,7 +28,7 @@ def _events(rows):
     )
 
 
-def stage(con, events: pl.DataFrame, tickets=None, bugs=None):
+def stage(con, events: pl.DataFrame, tickets=None, bugs=None, errors=None):
     """Create staging tables directly from frames (what build_staging would produce)."""
     con.register("ev", events)
     con.execute("""create or replace table staging.stg_usage_events as
@@ -56,6 +56,17 @@ def stage(con, events: pl.DataFrame, tickets=None, bugs=None):
             "insert into staging.stg_bug_issues values "
             "(?, 'github', 'u', 't', ?, ?, ?, [], ?, ?, null, 0, false, null)",
             b,
+        )
+    con.execute("""create or replace table staging.stg_error_signals (
+        issue_id varchar, source varchar, url varchar, title varchar, culprit varchar,
+        level varchar, status varchar, n_events bigint, n_users bigint,
+        first_seen_at timestamptz, last_seen_at timestamptz, url_path varchar,
+        components varchar[], is_deleted boolean)""")
+    for e in errors or []:
+        con.execute(
+            "insert into staging.stg_error_signals values "
+            "(?, 'sentry', 'u', 't', 'c', 'error', ?, ?, ?, ?, ?, ?, ?, false)",
+            e,
         )
     catalog.publish_catalog(con, catalog.load_catalog(DEFAULT_CATALOG))
     transform.build_marts(
@@ -210,3 +221,35 @@ def test_catalog_file_errors_are_readable(tmp_path: Path):
         catalog.load_catalog(bad)
     with pytest.raises(Exception, match="not found"):
         catalog.load_catalog(tmp_path / "missing.yaml")
+
+
+def test_error_signals_map_to_features_by_path_then_component(con):
+    stage(
+        con,
+        _events([("e1", "u1", "export_started", "/exports", ts(1))]),
+        errors=[
+            ("sentry:1", "unresolved", 120, 30, ts(3), ts(1), "/exports/new", []),
+            ("sentry:2", "unresolved", 5, 2, ts(40), ts(2), None, ["Alerts"]),
+            ("sentry:3", "resolved", 9, 9, ts(3), ts(3), "/exports", []),
+            ("sentry:4", "unresolved", 1, 1, ts(3), ts(3), "/nowhere", []),
+        ],
+    )
+    mapped = dict(
+        con.sql("select issue_id, feature_key from intermediate.int_errors_mapped").fetchall()
+    )
+    assert mapped == {
+        "sentry:1": "exports",
+        "sentry:2": "alerts",
+        "sentry:3": "exports",
+        "sentry:4": None,
+    }
+    errors = {
+        r[0]: r[1:]
+        for r in con.sql(
+            "select feature_key, n_unresolved_issues, n_error_events, n_new_issues_14d "
+            "from marts.feature_errors"
+        ).fetchall()
+    }
+    assert errors["exports"] == (1, 120, 2)  # new in 14 days, resolved or not
+    assert errors["alerts"] == (1, 5, 0)
+    assert errors["search"] == (0, 0, 0)
