@@ -193,6 +193,47 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- doctor
+_DOCTOR_STYLES = {
+    "ok": "green",
+    "bad credentials": "bold red",
+    "unreachable": "yellow",
+    "misconfigured": "bold red",
+}
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    import logging
+
+    from rich.text import Text
+
+    from tasks.doctor import format_lines, run_checks
+
+    out, err = _console()
+    settings = _settings(args)
+    where = args.config or os.environ.get("FEEDBACK_LOOP_CONFIG") or "the embedded demo defaults"
+    err.print(f"[bold]feedback-loop doctor[/]: checking the sources configured in {where}")
+    # Retry warnings would only repeat what the report says, one line per source.
+    quiet = logging.getLogger("tasks")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        checks = run_checks(settings)
+    finally:
+        quiet.setLevel(level)
+    offset = max(len(c.name) for c in checks) + 2
+    for check, line in zip(checks, format_lines(checks), strict=True):
+        text = Text(line)
+        text.stylize(_DOCTOR_STYLES.get(check.status, ""), offset, offset + len(check.status))
+        out.print(text, soft_wrap=True)
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        err.print(f"{len(bad)} of {len(checks)} source(s) need attention")
+        return 1
+    err.print(f"all {len(checks)} source(s) ok")
+    return 0
+
+
 # -------------------------------------------------------------------------------------- serve
 def cmd_serve(args: argparse.Namespace) -> int:
     _, err = _console()
@@ -369,6 +410,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for a busy warehouse (default 5)",
     )
     q.set_defaults(func=cmd_query)
+
+    dr = sub.add_parser(
+        "doctor",
+        parents=[common],
+        help="check every configured source with one cheap authenticated call",
+        description="Check each configured connector, the write-back tracker and the export-file "
+        "globs; print one line per source (ok / bad credentials / unreachable / misconfigured) "
+        "with the setting to fix. Exit code 0 when all are ok, 1 otherwise.",
+    )
+    dr.set_defaults(func=cmd_doctor)
     return p
 
 

@@ -53,6 +53,9 @@ class SourceSpec:
     # explicit columns (DuckDB's fastest path); key_expr/cursor_expr then refer to the raw
     # column names instead of `j`.
     fields: tuple[tuple[str, str, str], ...] = ()
+    # A list beside the records in each page that record_sql may consult, as `page`:
+    # (name, JSONPath of the list, the item's key field, the record field holding that key).
+    sideload: tuple[str, str, str, str] | None = None
 
     @property
     def payload_columns(self) -> list[str]:
@@ -90,6 +93,7 @@ ZENDESK_TICKETS = SourceSpec(
     ),
     cursor_expr="j ->> 'updated_at'",
     layout="$.tickets[*]",
+    sideload=("users", "$.users[*]", "id", "requester_id"),
 )
 GITHUB_ISSUES = SourceSpec(
     source="github",
@@ -196,14 +200,13 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
                 from read_text({files})
             ),
             records as (
-                select filename, content::json as page,
-                       unnest(json_extract(content::json, '{spec.layout}')) as j
+                select filename, unnest(json_extract(content::json, '{spec.layout}')) as j
                 from files where ok
-            )
+            ){_sideload_sql(spec)}
             select filename as source_file,
                    row_number() over (partition by filename) as pos,
                    null as text, j, null as parse_error, page
-            from records
+            from with_page
             union all
             select filename, 0, left(content, 100000), null, 'invalid_json_file', null::json
             from files where not ok
@@ -222,6 +225,32 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
             from raw_recs
         )
     """
+
+
+def _sideload_sql(spec: SourceSpec) -> str:
+    """CTE `with_page`: each record with `page` = {<name>: [the side-loaded item it refers to]}
+    (e.g. Zendesk's include=users), so record_sql can use it without copying whole pages."""
+    if not spec.sideload:
+        return ",\n            with_page as (select *, null::json as page from records)"
+    name, path, item_key, record_field = spec.sideload
+    return f""",
+            side as (
+                select filename, unnest(json_extract(content::json, '{path}')) as item
+                from files where ok
+            ),
+            side_keyed as (
+                select filename, item ->> '{item_key}' as side_key, any_value(item) as item
+                from side group by all
+            ),
+            with_page as (
+                select records.*,
+                       case when side_keyed.item is not null
+                            then json_object('{name}', json_array(side_keyed.item)) end as page
+                from records
+                left join side_keyed
+                    on records.filename = side_keyed.filename
+                    and records.j ->> '{record_field}' = side_keyed.side_key
+            )"""
 
 
 def _fast_lines_sql(spec: SourceSpec, paths: list[Path]) -> str:

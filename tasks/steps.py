@@ -61,6 +61,8 @@ def load_sources(
 
     logger = get_run_logger()
     kinds = {k.value for k in sources}
+    if "bugs" in kinds:
+        kinds.add("errors")  # error signals (Sentry) travel with the bug trackers
     file_specs = {
         SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
         # Zendesk export pages get the same landing redaction as the API pages.

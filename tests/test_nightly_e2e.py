@@ -321,3 +321,101 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(demo, tmp_path, capsys):
     con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
     assert con.sql("select count(*) from ops.writeback_ledger").fetchall()[0][0] == 0
     con.close()
+
+
+def test_api_connectors_side_by_side_and_github_write_back(demo, tmp_path, monkeypatch):
+    """Zendesk and Intercom (two help desks) feed one canonical ticket table through their
+    APIs; the suggestions land in (a fake) GitHub exactly once over two runs."""
+    import shutil
+
+    from tests.fakes.github import FakeGitHub
+    from tests.fakes.intercom import conversation, intercom_api
+    from tests.fakes.server import FakeServer
+    from tests.fakes.zendesk import zendesk_api
+
+    root = tmp_path / "api"
+    shutil.copytree(demo["root"] / "demo" / "posthog", root / "demo" / "posthog")
+    shutil.copytree(demo["root"] / "demo" / "github", root / "demo" / "github")
+    tickets, users = [], {}
+    for page in sorted((demo["root"] / "demo" / "zendesk").glob("*.json")):
+        doc = json.loads(page.read_text(encoding="utf-8"))
+        tickets += [t for t in doc["tickets"] if isinstance(t.get("id"), int)]
+        users.update({u["id"]: u for u in doc.get("users", [])})
+    conversations = [
+        conversation(
+            f"ic-{i}",
+            1_763_900_000 + i * 60,
+            tags=["exports"],
+            subject="CSV export broken",
+            title="CSV export broken",
+        )
+        for i in range(6)
+    ]
+    monkeypatch.setenv("ZENDESK_API_TOKEN", "zd-test-token-123")
+    monkeypatch.setenv("INTERCOM_ACCESS_TOKEN", "ic-test-token-123")
+    with FakeServer() as zd, FakeServer() as ic, FakeGitHub() as gh:
+        zendesk_api(zd, tickets, page_size=500, users=list(users.values()))
+        intercom_api(ic, conversations)
+        monkeypatch.setenv("GITHUB_TOKEN", gh.token)
+        config = root / "config.toml"
+        config.write_text(
+            "\n".join(
+                [
+                    'duckdb_path = "feedback.duckdb"',
+                    'snapshot_path = "feedback_analyst.duckdb"',
+                    "[demo]",
+                    "enabled = false",
+                    "[sources]",
+                    'posthog_events = "demo/posthog/*.jsonl"',
+                    'zendesk_tickets = ""',
+                    'github_issues = "demo/github/*.json"',
+                    "[connectors.zendesk]",
+                    f'base_url = "{zd.url}"',
+                    'email = "agent@acme.test"',
+                    "start_date = 2026-01-01",
+                    "[connectors.intercom]",
+                    f'base_url = "{ic.url}"',
+                    "start_date = 2025-11-01",
+                    "[writeback]",
+                    'tracker = "github"',
+                    "[writeback.github]",
+                    f'base_url = "{gh.url}"',
+                    f'owner = "{gh.owner}"',
+                    f'repo = "{gh.repo}"',
+                ]
+            ),
+            encoding="utf-8",
+        )
+        first = nightly(config_path=str(config), return_state=True)
+        assert first.is_completed(), first.message
+        n_issues = len(gh.issues)
+        second = nightly(config_path=str(config), return_state=True)
+        assert second.is_completed(), second.message
+        gh.assert_clean()
+
+    assert n_issues >= 1 and len(gh.issues) == n_issues  # nothing filed twice
+    titles = [i["title"] for i in gh.issues.values()]
+    assert any("exports" in t.lower() for t in titles)
+    plan2 = second.result()["plan"]
+    assert all(p["action"] == "skip" for p in plan2), plan2
+    con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
+    by_source = dict(
+        con.sql(
+            "select source, count(*) from staging.stg_support_tickets__unvalidated group by all"
+        ).fetchall()
+    )
+    states = dict(
+        con.sql(
+            "select source, cursor_value from ops.sync_state "
+            "where stream in ('tickets', 'conversations')"
+        ).fetchall()
+    )
+    leaked = con.sql(
+        "select count(*) from raw.zendesk__tickets where payload::varchar like '%@example.com%'"
+    ).fetchall()[0][0]
+    con.close()
+    assert by_source["intercom"] == 6 and by_source["zendesk"] == len({t["id"] for t in tickets})
+    assert "cursor" in states["zendesk"] and "updated_at" in states["intercom"]
+    assert leaked == 0  # requester emails were redacted/hashed before they reached DuckDB
+    for issue in gh.issues.values():
+        assert "@example.com" not in (issue.get("body") or "")
