@@ -650,6 +650,10 @@ def load_pages(
     started = time.perf_counter()
     stats = LoadStats(source=spec.source)
     landing_dir.mkdir(parents=True, exist_ok=True)
+    # Pages a killed run fetched but never committed: they are fetched again from the committed
+    # cursor, and they may hold unredacted text, so they must not linger.
+    for stale in landing_dir.glob(f"{spec.source}-{spec.stream}-*"):
+        stale.unlink(missing_ok=True)
     suffix = "jsonl" if spec.layout == "lines" else "json"
     pending: list[tuple[Path, int, int]] = []
     size = 0

@@ -11,12 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import re
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import duckdb
 
+from tasks.redact import redact_text
 from tasks.trackers.base import RESPECTED_CLOSE_REASONS, Tracker, TrackerIssue
 
 log = logging.getLogger(__name__)
@@ -29,24 +29,11 @@ TRIAGE_NOTE = {
     "Close it as not planned to stop it: it will not be reopened or filed again._",
 }
 
-# Last line of defence: evidence is redacted in staging already; nothing that looks like a
-# contact detail may reach a tracker even if an upstream rule missed it.
-_PII = [
-    (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"\b\d(?:[ -]?\d){12,18}\b"), "[card]"),
-    (
-        re.compile(
-            r"(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}\b"
-        ),
-        "[phone]",
-    ),
-]
-
 
 def scrub(text: str) -> str:
-    for pattern, repl in _PII:
-        text = pattern.sub(repl, text)
-    return text
+    """Last line of defence: evidence is redacted at landing already; nothing that looks like a
+    contact detail, card number or secret may reach a tracker even if an upstream rule missed it."""
+    return redact_text(text) or ""
 
 
 @dataclass

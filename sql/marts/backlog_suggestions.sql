@@ -61,7 +61,7 @@ candidates as (
             else format(
                 'Only {:.1f}% of active users used it in the last {} days (adoption score {:.0f}, '
                 || 'retention score {:.0f}).',
-                100 * adoption_rate, window_days, adoption_score, retention_score
+                100 * coalesce(adoption_rate, 0), window_days, adoption_score, retention_score
             )
         end as why,
         case kind

@@ -1,0 +1,1 @@
+"""Child-process entry points for the crash tests (run with `python -m`, killed with SIGKILL)."""
