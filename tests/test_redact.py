@@ -537,3 +537,13 @@ def test_udf_matches_python_and_throughput(mem):
         f"(pure Python redact_text: {n / py:,.0f} rows/s)"
     )
     assert n / dt > 500  # generous floor; see report for measured numbers
+
+
+@pytest.mark.parametrize("text", ["call me on 2125550199", "call 12125550199 today"])
+def test_north_american_number_without_separators_is_a_phone(text):
+    assert "555" not in redact_text(text) and "[phone]" in redact_text(text)
+
+
+@pytest.mark.parametrize("text", ["order 1763900000 shipped", "build 0123456789", "id 1234567890"])
+def test_ten_digit_ids_outside_the_north_american_plan_stay(text):
+    assert redact_text(text) == text
