@@ -14,6 +14,8 @@ help:
 	@echo "make test-slow   run the slow scale tests"
 	@echo "make lint        ruff + sqlfluff"
 	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
+	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
+	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
 	@echo "make clean-data  delete data/ (demo files, DuckDB, tracker)"
 
@@ -53,6 +55,19 @@ bench-load: $(STAMP)
 
 bench-load-10m: $(STAMP)
 	$(BIN)/python benchmarks/bench_load.py --events 10000000
+
+.PHONY: bench-validate
+ROWS ?= 10000000
+bench-validate: $(STAMP)
+	$(BIN)/python benchmarks/bench_validate.py --rows $(ROWS)
+
+.PHONY: bench-ingest
+EVENTS ?= 10000000
+HTTP_EVENTS ?= 1000000
+REPEAT ?= 1
+bench-ingest: $(STAMP)
+	$(BIN)/python benchmarks/bench_ingest.py --events $(EVENTS) --http-events $(HTTP_EVENTS) \
+		--repeat $(REPEAT)
 
 clean-data:
 	rm -rf data

@@ -29,6 +29,7 @@ from tasks.steps import (
     publish_snapshot,
     score_features,
     start_run,
+    validate_marts,
     validate_staging,
     write_back,
 )
@@ -92,8 +93,12 @@ def nightly(
         timed("demo_data", prepare_demo_data, settings)
         loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
         staged = timed("staging", build_staging, settings)
-        verdicts = timed("validate", validate_staging, settings, run_id, started_at)
+        gate = timed("validate", validate_staging, settings, run_id, started_at, as_of, window_days)
         scored = timed("score", score_features, settings, as_of, window_days, run_id)
+        marts_gate = timed(
+            "validate_marts", validate_marts, settings, run_id, scored["as_of"], started_at
+        )
+        verdicts = gate.verdicts + marts_gate.verdicts
         plan = timed(
             "write_back",
             write_back,
@@ -118,7 +123,9 @@ def nightly(
         "dq_verdict": dq_verdict,
         "loads": loads,
         "staging_rows": staged,
-        "validation": [v.__dict__ for v in verdicts],
+        "validation": quality.verdicts_as_dicts(verdicts),
+        "data_sources": gate.sources,
+        "data_docs": marts_gate.data_docs or gate.data_docs,
         "coverage": scored["coverage"],
         "catalog_version": scored["catalog_version"],
         "timings": timings,
@@ -155,10 +162,11 @@ def nightly(
     )
     if dq_verdict == "degraded":
         blocked = [v.table for v in verdicts if v.verdict == "fail"]
+        sources = [s["source_kind"] for s in gate.sources if s["is_writeback_blocked"]]
         return Completed(
             name="Degraded",
             data=summary,
-            message=f"critical data-quality failure in {', '.join(blocked)}; dependent "
-            "suggestions were not written back",
+            message=f"critical data-quality failure in {', '.join(blocked)}; suggestions "
+            f"depending on {', '.join(sources) or 'the marts'} were not written back",
         )
     return summary

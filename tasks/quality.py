@@ -1,18 +1,40 @@
-"""Data-quality gate: run the GX suites on staging, store results, quarantine failing rows,
-and turn the outcome into a per-source verdict that scores and write-back depend on."""
+"""Data-quality gate: Great Expectations suites on raw, staging, intermediate and mart tables.
+
+Every run ends with a verdict per source kind (usage, tickets, bugs) in `quality.source_status`:
+a critical failure blocks the write-back of the suggestions that depend on the source and marks
+the run Degraded; a warning lowers the confidence of the scores that use it and says why (the
+reason flows into marts.feature_health.confidence_reasons). Failing staging rows are quarantined
+with their reason and original payload; rows in = accepted + quarantined is checked every run.
+
+Two gates, both plain functions (the Prefect tasks in tasks/steps.py wrap them):
+- `check_inputs` (before scoring): profile the raw payloads against their schema baseline,
+  count rows per day against the same weekday of the 4 weeks before, validate raw.* and
+  staging.*__unvalidated, quarantine, then validate the catalog mapping coverage
+  (intermediate.int_tickets_mapped / int_bugs_mapped).
+- `check_marts` (after scoring, before write-back): mart invariants; a critical failure blocks
+  every suggestion of the as-of date.
+
+All checks run inside DuckDB (GX's SQL engine, tasks/validation.py); nothing pulls a table into
+Python. Results: quality.dq_results, quality.table_status, quality.source_status,
+quality.schema_profile/schema_baseline/schema_drift, quality.volume_daily, quality.quarantine.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass, field
-from datetime import datetime
+import time as _time
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
-from tasks.db import sql_literal
+from tasks.db import sql_literal, sql_text
+from tasks.db import warehouse as open_warehouse
 from tasks.settings import EXPECTATIONS_DIR
+from tasks.validation import UNEXPECTED_ROWS
 
 log = logging.getLogger(__name__)
 
@@ -29,22 +51,499 @@ STAGING_TABLES = (
     StagingTable("stg_support_tickets", "ticket_id", "tickets"),
     StagingTable("stg_bug_issues", "issue_id", "bugs"),
 )
-
+# Catalog mapping coverage, validated before scoring: (relation, key, source kind).
+COVERAGE_TABLES = (
+    ("int_tickets_mapped", "ticket_id", "tickets"),
+    ("int_bugs_mapped", "issue_id", "bugs"),
+)
+# Mart invariants, validated after scoring: (relation, key used to list failing rows).
+MART_TABLES = (
+    ("feature_health", "feature_key"),
+    ("feature_health_components", "feature_key"),
+    ("backlog_suggestions", "fingerprint"),
+)
 
 WARNING_CONFIDENCE = 0.8
 CRITICAL_CONFIDENCE = 0.5
+FACTORS = {"fail": CRITICAL_CONFIDENCE, "warn": WARNING_CONFIDENCE, "pass": 1.0}
+# Raw records profiled per table and run for schema drift (a reservoir sample).
+PROFILE_SAMPLE = 50_000
+# Schema-drift rules that fail critically; the baseline is not updated while they fail.
+DRIFT_CRITICAL = ("missing", "retyped")
+_NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE', 'HUGEINT', 'INTEGER', 'UHUGEINT')"
 
 
 @dataclass
 class TableVerdict:
-    table: str
-    source_kind: str
+    """One validated table: its suite's verdict and row accounting (JSON-ready)."""
+
+    table: str  # the suite name = the table name (raw_<vendor>__<stream> for raw tables)
+    source_kind: str | None
     verdict: str  # pass | warn | fail
     rows_in: int
     rows_accepted: int
     rows_quarantined: int
     failed: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    layer: str = "staging"  # raw | staging | intermediate | marts
+    relation: str = ""  # schema.table
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class GateParams:
+    run_id: str
+    run_started_at: datetime
+    as_of: date | None = None  # None: yesterday, or the last day with usage data
+    check_days: int = 28  # days up to as_of checked for volume (the scoring window)
+    # Raw tables to validate, by vendor (posthog, zendesk, ...): the configured ones. Vendors
+    # with rows in their raw table are always validated; None = only those.
+    vendors: tuple[str, ...] | None = None
+    catalog_path: Path | None = None  # None: no mapping-coverage check
+    docs_dir: Path | None = None  # None: no Data Docs
+    memory_limit: str | None = None
+
+
+@dataclass
+class GateResult:
+    run_id: str
+    as_of: date
+    verdicts: list[TableVerdict]
+    sources: list[dict[str, Any]]  # quality.source_status rows of the run
+    checks: list[dict[str, Any]]  # one row per expectation, for the Prefect table artifact
+    data_docs: str | None = None
+    seconds: float = 0.0
+
+    @property
+    def verdict(self) -> str:
+        return run_verdict(self.verdicts)
+
+
+# --- entry points -------------------------------------------------------------------------------
+
+
+def check_inputs(db_path: Path, p: GateParams) -> GateResult:
+    """Validate raw, staging and mapping coverage; quarantine; set the source verdicts.
+
+    Runs after build_staging and before scoring. GX opens the file itself between the steps,
+    so the caller must not hold a connection to `db_path` with other settings.
+    """
+    from tasks.sources import BY_SOURCE
+
+    started = _time.perf_counter()
+    with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+        ensure_quality_tables(con)
+        as_of = resolve_as_of(con, p.as_of, p.run_started_at)
+        params = run_params(p.run_started_at, as_of, p.run_id)
+        vendors = active_vendors(con, p.vendors)
+        profile_raw_schemas(
+            con, p.run_id, p.run_started_at, [BY_SOURCE[v].raw_table for v in vendors]
+        )
+        build_check_relations(con, as_of, p.check_days)
+
+    raw_results = [
+        _validate(
+            db_path,
+            "raw",
+            BY_SOURCE[v].raw_table.split(".")[1],
+            BY_SOURCE[v].raw_key,
+            f"raw_{v}__{BY_SOURCE[v].stream}",
+            params,
+            p.memory_limit,
+        )
+        for v in vendors
+    ]
+    # A kind without any active vendor (no help desk, say) has nothing to judge.
+    active_kinds = {BY_SOURCE[v].kind for v in vendors}
+    staging_results = [
+        _validate(
+            db_path, "staging", f"{t.table}__unvalidated", t.key, t.table, params, p.memory_limit
+        )
+        for t in STAGING_TABLES
+        if t.source_kind in active_kinds
+    ]
+    with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+        staging_verdicts = apply_staging_validation(con, staging_results, p.run_id)
+        if p.catalog_path is not None:
+            build_coverage_relations(con, p.catalog_path)
+    coverage_results = []
+    if p.catalog_path is not None:
+        coverage_results = [
+            _validate(db_path, "intermediate", name, key, name, params, p.memory_limit)
+            for name, key, kind in COVERAGE_TABLES
+            if kind in active_kinds
+        ]
+
+    kinds = {f"raw_{v}__{BY_SOURCE[v].stream}": BY_SOURCE[v].kind for v in vendors}
+    kinds.update({name: kind for name, _, kind in COVERAGE_TABLES})
+    with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+        verdicts = [_plain_verdict(con, r, "raw", kinds[r.suite_name]) for r in raw_results]
+        verdicts += staging_verdicts
+        verdicts += [
+            _plain_verdict(con, r, "intermediate", kinds[r.suite_name]) for r in coverage_results
+        ]
+        results = raw_results + staging_results + coverage_results
+        store_results(con, p.run_id, results, verdicts, ("raw", "staging", "intermediate"))
+        sources = record_source_status(con, p.run_id, verdicts)
+        update_schema_baseline(con, p.run_id, raw_results)
+    docs = _data_docs(results, p.docs_dir, p.run_id)
+    out = GateResult(
+        run_id=p.run_id,
+        as_of=as_of,
+        verdicts=verdicts,
+        sources=sources,
+        checks=check_rows(results, verdicts),
+        data_docs=docs,
+        seconds=round(_time.perf_counter() - started, 3),
+    )
+    log.info("input gate %s: %s in %.1fs", p.run_id, out.verdict, out.seconds)
+    return out
+
+
+def check_marts(
+    db_path: Path,
+    run_id: str,
+    as_of: date,
+    run_started_at: datetime,
+    *,
+    docs_dir: Path | None = None,
+    memory_limit: str | None = None,
+) -> GateResult:
+    """Validate the mart invariants after scoring. A critical failure blocks the write-back of
+    every suggestion of `as_of` (marts.backlog_suggestions.is_blocked), so a broken formula never
+    reaches a tracker."""
+    started = _time.perf_counter()
+    params = run_params(run_started_at, as_of, run_id)
+    with open_warehouse(db_path, memory_limit=memory_limit) as con:
+        ensure_quality_tables(con)
+    results = [
+        _validate(db_path, "marts", name, key, name, params, memory_limit)
+        for name, key in MART_TABLES
+    ]
+    with open_warehouse(db_path, memory_limit=memory_limit) as con:
+        verdicts = [_plain_verdict(con, r, "marts", None) for r in results]
+        store_results(con, run_id, results, verdicts, ("marts",))
+        failed = [v for v in verdicts if v.verdict == "fail"]
+        if failed:
+            reason = "marts (" + "; ".join(f"{v.table}: {v.reason}" for v in failed) + ")"
+            con.execute(
+                "update marts.backlog_suggestions set is_blocked = true, "
+                "blocked_by = concat_ws('; ', blocked_by, ?) where as_of_date = ?",
+                [reason, as_of],
+            )
+    docs = _data_docs(results, docs_dir, run_id)
+    return GateResult(
+        run_id=run_id,
+        as_of=as_of,
+        verdicts=verdicts,
+        sources=[],
+        checks=check_rows(results, verdicts),
+        data_docs=docs,
+        seconds=round(_time.perf_counter() - started, 3),
+    )
+
+
+def run_verdict(verdicts: list[TableVerdict]) -> str:
+    if any(v.verdict == "fail" for v in verdicts):
+        return "degraded"
+    if any(v.verdict == "warn" for v in verdicts):
+        return "warn"
+    return "pass"
+
+
+# --- preparation: parameters, schema profiles, daily volumes -------------------------------------
+
+
+def ensure_quality_tables(con: duckdb.DuckDBPyConnection) -> None:
+    """The gate's own tables (sql/quality/quality_tables.sql); idempotent."""
+    con.execute(sql_text("quality/quality_tables.sql"))
+
+
+def configured_vendors(settings: Any) -> tuple[str, ...]:
+    """Vendors this deployment pulls: export-file sources with a pattern, plus API connectors."""
+    files = {
+        "posthog": settings.sources.posthog_events,
+        "zendesk": settings.sources.zendesk_tickets,
+        "github": settings.sources.github_issues,
+    }
+    return tuple(sorted({v for v, pattern in files.items() if pattern} | set(settings.connectors)))
+
+
+def active_vendors(con: duckdb.DuckDBPyConnection, configured: tuple[str, ...] | None) -> list[str]:
+    """Configured vendors (an empty raw table then fails: the source returned nothing) plus any
+    vendor whose raw table holds rows; only vendors with a suite in expectations/."""
+    from tasks.sources import VENDORS
+
+    out = []
+    for v in VENDORS:
+        if not (EXPECTATIONS_DIR / f"raw_{v.source}__{v.stream}.json").exists():
+            continue
+        wanted = configured is not None and v.source in configured
+        if wanted or con.sql(f"select exists (select 1 from {v.raw_table})").fetchall()[0][0]:
+            out.append(v.source)
+    return out
+
+
+def resolve_as_of(
+    con: duckdb.DuckDBPyConnection, as_of: date | None, run_started_at: datetime
+) -> date:
+    """The run's as-of day: given, else yesterday (UTC) or the last day with credible usage data
+    if the data ends earlier (as transform.default_as_of, ignoring future timestamps)."""
+    if as_of is not None:
+        return as_of
+    yesterday = run_started_at.astimezone(UTC).date() - timedelta(days=1)
+    bound = run_params(run_started_at, yesterday, "")["max_allowed_at"]
+    last = con.execute(
+        "select max(occurred_at)::date from staging.stg_usage_events__unvalidated "
+        "where occurred_at <= ?::timestamptz",
+        [bound],
+    ).fetchall()[0][0]
+    return min(yesterday, last) if last else yesterday
+
+
+def run_params(run_started_at: datetime, as_of: date, run_id: str) -> dict[str, Any]:
+    """Suite parameters (GX $PARAMETERs and DuckDB variables), fixed by the run: a rerun of the
+    same night judges the same way. reference_at = end of the as-of day (freshness)."""
+    from tasks.validation import default_params
+
+    reference = datetime.combine(as_of + timedelta(days=1), time(0), tzinfo=UTC)
+    return {
+        **default_params(run_started_at),
+        "reference_at": reference.isoformat(),
+        "as_of": as_of.isoformat(),
+        "run_id": run_id,
+    }
+
+
+def profile_raw_schemas(
+    con: duckdb.DuckDBPyConnection, run_id: str, since: datetime, raw_tables: list[str]
+) -> dict[str, int]:
+    """Profile the top-level fields of the records each raw table received in this run (loaded at
+    or after `since`; a sample of PROFILE_SAMPLE) into quality.schema_profile, and seed the
+    baseline of a raw table seen for the first time. Returns records profiled per table."""
+    con.execute("delete from quality.schema_profile where run_id = ?", [run_id])
+    out = {}
+    for raw_table in raw_tables:
+        select = _profile_sql(con, raw_table)
+        con.execute(
+            f"""insert into quality.schema_profile by name
+                select $1 as run_id, $2 as raw_table, *, now() as profiled_at from ({select})""",
+            [run_id, raw_table, since],
+        )
+        n = con.execute(
+            "select coalesce(max(n_records), 0) from quality.schema_profile "
+            "where run_id = ? and raw_table = ?",
+            [run_id, raw_table],
+        ).fetchall()[0][0]
+        out[raw_table] = n
+    con.execute(
+        """insert into quality.schema_baseline
+           select raw_table, field, n_records, n_present, n_nonnull, json_type, run_id, run_id,
+                  now()
+           from quality.schema_profile as p
+           where p.run_id = ? and not exists (
+               select 1 from quality.schema_baseline as b where b.raw_table = p.raw_table)""",
+        [run_id],
+    )
+    return out
+
+
+def _profile_sql(con: duckdb.DuckDBPyConnection, raw_table: str) -> str:
+    """SELECT (field, n_records, n_present, n_nonnull, json_type, type_share) over the raw
+    records loaded since $1. Payload tables: the keys of `payload`. Typed tables (the loader's
+    fast path): each typed column (named by its source key) plus the keys of JSON objects."""
+    from tasks.load import SPECS
+
+    schema, table = raw_table.split(".")
+    columns = {
+        name
+        for (name,) in con.execute(
+            "select column_name from information_schema.columns "
+            "where table_schema = ? and table_name = ?",
+            [schema, table],
+        ).fetchall()
+    }
+
+    def keys_of(col: str, prefix: str) -> str:
+        path = "'$.\"' || replace(k, '\"', '\\\"') || '\"'"
+        return f"""
+            select {sql_literal(prefix)} || k as field, json_type({col}, {path}) as t
+            from (select unnest(json_keys({col})) as k, {col} from recs
+                  where json_type({col}) = 'OBJECT')"""
+
+    if "payload" in columns:
+        cols = ["payload"]
+        observed = [keys_of("payload", "")]
+    else:
+        spec = next((s for s in SPECS.values() if s.raw_table == raw_table and s.fields), None)
+        if spec is None:
+            raise ValueError(f"{raw_table}: neither a payload column nor typed fields")
+        cols = [col for col, _, _ in spec.fields]
+        observed = []
+        for col, key, typ in spec.fields:
+            if col == spec.key_column:
+                continue
+            t = f"json_type({col})" if typ == "JSON" else sql_literal(typ)
+            observed.append(
+                f"select {sql_literal(key)} as field, {t} as t from recs where {col} is not null"
+            )
+            if typ == "JSON":
+                observed.append(keys_of(col, key + "."))
+    return f"""
+        with recs as (
+            select * from (select {", ".join(cols)} from {raw_table} where _loaded_at >= $3)
+            using sample reservoir({PROFILE_SAMPLE} rows) repeatable (17)
+        ),
+        size as (select count(*) as n_records from recs),
+        observed as ({" union all ".join(observed)}),
+        typed as (
+            select field,
+                   case when t in {_NUMBER_TYPES} then 'NUMBER' else t end as t,
+                   count(*) as n
+            from observed group by all
+        ),
+        per_field as (
+            select field, sum(n) as n_present,
+                   coalesce(sum(n) filter (where t <> 'NULL'), 0) as n_nonnull,
+                   arg_max(t, n) filter (where t <> 'NULL') as json_type,
+                   max(n) filter (where t <> 'NULL') as n_top
+            from typed group by all
+        )
+        select field, size.n_records, n_present::bigint as n_present,
+               n_nonnull::bigint as n_nonnull, json_type,
+               n_top / nullif(n_nonnull, 0) as type_share
+        from per_field cross join size
+    """
+
+
+def build_check_relations(con: duckdb.DuckDBPyConnection, as_of: date, check_days: int) -> None:
+    """quality.schema_drift (latest profile vs baseline) and quality.volume_daily (rows per day
+    vs the same weekday of the 4 weeks before), read by the suites' table-level rules."""
+    con.execute(
+        "create or replace table quality.schema_drift as\n"
+        + sql_text("quality/schema_drift.sql").strip().rstrip(";")
+    )
+    con.execute("set variable as_of = ?::date", [as_of.isoformat()])
+    con.execute("set variable dq_check_days = ?::integer", [check_days])
+    try:
+        con.execute(
+            "create or replace table quality.volume_daily as\n"
+            + sql_text("quality/volume_daily.sql").strip().rstrip(";")
+        )
+    finally:
+        con.execute("reset variable dq_check_days")
+    con.execute(
+        "comment on table quality.schema_drift is 'grain: one row per raw table x drifted "
+        "top-level field (new, missing, retyped) in its latest delivery; key: (raw_table, field)'"
+    )
+    con.execute(
+        "comment on table quality.volume_daily is 'grain: one row per canonical staging table "
+        "x source x checked day; key: (batch_table, source, day). Rows vs the same weekday of "
+        "the 4 weeks before.'"
+    )
+
+
+def build_coverage_relations(con: duckdb.DuckDBPyConnection, catalog_path: Path) -> None:
+    """Publish the catalog and build the mapped tickets/bugs from the validated staging rows, so
+    mapping coverage is judged before scoring (score_features rebuilds them identically)."""
+    from tasks import catalog as catalog_mod
+    from tasks.db import build_relation
+
+    catalog_mod.publish_catalog(con, catalog_mod.load_catalog(catalog_path))
+    for name, _, _ in COVERAGE_TABLES:
+        build_relation(con, "intermediate", name)
+
+
+def update_schema_baseline(con: duckdb.DuckDBPyConnection, run_id: str, raw_results: list) -> None:
+    """Fold this run's profile into the baseline of each raw table whose drift is not critical:
+    new fields are accepted (they warn once), presence shares keep learning. While a field is
+    missing or retyped, the baseline stays, so the failure persists until the source is fixed
+    or the change is accepted (accept_schema_drift)."""
+    blocked = {
+        r.table
+        for r in raw_results
+        for o in r.outcomes
+        if not o.success
+        and o.severity == "critical"
+        and "quality.schema_drift" in str(o.kwargs.get("unexpected_rows_query", ""))
+    }
+    tables = [
+        t
+        for (t,) in con.execute(
+            "select distinct raw_table from quality.schema_profile where run_id = ?", [run_id]
+        ).fetchall()
+        if t.split(".")[1] not in blocked
+    ]
+    for raw_table in tables:
+        seeded = con.execute(
+            "select count(*) from quality.schema_baseline where raw_table = ? and last_run_id = ?",
+            [raw_table, run_id],
+        ).fetchall()[0][0]
+        if seeded:
+            continue  # seeded (or already folded) by this run
+        con.execute(
+            """create or replace temp table _baseline as
+               with p as (select * from quality.schema_profile
+                          where run_id = $1 and raw_table = $2),
+                    n as (select max(n_records) as n_records from p),
+                    b as (select * from quality.schema_baseline where raw_table = $2)
+               select $2 as raw_table, coalesce(p.field, b.field) as field,
+                      coalesce(b.n_records, 0) + n.n_records as n_records,
+                      coalesce(b.n_present, 0) + coalesce(p.n_present, 0) as n_present,
+                      coalesce(b.n_nonnull, 0) + coalesce(p.n_nonnull, 0) as n_nonnull,
+                      coalesce(b.json_type, p.json_type) as json_type,
+                      coalesce(b.first_run_id, $1) as first_run_id, $1 as last_run_id,
+                      now() as updated_at
+               from p full outer join b on p.field = b.field cross join n""",
+            [run_id, raw_table],
+        )
+        con.execute("delete from quality.schema_baseline where raw_table = ?", [raw_table])
+        con.execute("insert into quality.schema_baseline by name select * from _baseline")
+        con.execute("drop table _baseline")
+
+
+def accept_schema_drift(con: duckdb.DuckDBPyConnection, raw_table: str) -> int:
+    """Accept the latest delivery's shape as the baseline of `raw_table` (after a deliberate
+    vendor change); returns the number of baseline fields."""
+    con.execute("delete from quality.schema_baseline where raw_table = ?", [raw_table])
+    con.execute(
+        """insert into quality.schema_baseline
+           select raw_table, field, n_records, n_present, n_nonnull, json_type, run_id, run_id,
+                  now()
+           from quality.schema_profile
+           where raw_table = $1 and run_id = (
+               select arg_max(run_id, profiled_at) from quality.schema_profile
+               where raw_table = $1)""",
+        [raw_table],
+    )
+    return con.execute(
+        "select count(*) from quality.schema_baseline where raw_table = ?", [raw_table]
+    ).fetchall()[0][0]
+
+
+# --- applying results -----------------------------------------------------------------------------
+
+
+def _validate(
+    db_path: Path,
+    schema: str,
+    table: str,
+    key: str,
+    suite: str,
+    params: dict[str, Any],
+    memory_limit: str | None,
+):
+    from tasks.validation import validate_table
+
+    return validate_table(
+        db_path,
+        schema,
+        table,
+        key,
+        EXPECTATIONS_DIR / f"{suite}.json",
+        params=params,
+        memory_limit=memory_limit,
+    )
 
 
 def record_quarantine(
@@ -76,89 +575,39 @@ def record_quarantine(
     )
 
 
-def validation_params(run_started_at: datetime) -> dict:
-    """Run-time suite parameters, fixed by the run's start so a rerun judges the same way."""
-    from tasks.validation import default_params
-
-    return default_params(run_started_at)
-
-
-def validate_staging(
-    db_path: Path, run_started_at: datetime, sources: list[str], memory_limit: str | None = None
-) -> list:
-    """Run every suite against its staging table (GX opens the file itself: no other
-    connection of ours may be open). Returns GX TableValidation objects."""
-    from tasks.validation import validate_table
-
-    results = []
-    for t in STAGING_TABLES:
-        if t.source_kind not in sources:
-            continue
-        results.append(
-            validate_table(
-                db_path,
-                "staging",
-                f"{t.table}__unvalidated",
-                t.key,
-                EXPECTATIONS_DIR / f"{t.table}.json",
-                params=validation_params(run_started_at),
-                memory_limit=memory_limit,
-            )
-        )
-    return results
-
-
-def apply_validation(
-    con: duckdb.DuckDBPyConnection, results: list, run_id: str, sources: list[str]
+def apply_staging_validation(
+    con: duckdb.DuckDBPyConnection, results: list, run_id: str
 ) -> list[TableVerdict]:
-    """Store results, quarantine failing rows (the canonical staging views leave them out),
-    set source verdicts. Rows in (the unvalidated union) = accepted + quarantined, checked."""
+    """Quarantine the failing rows of each staging table (the canonical staging views leave them
+    out) and check rows in (the unvalidated union) = accepted + quarantined."""
     verdicts: list[TableVerdict] = []
     by_table = {r.table.removesuffix("__unvalidated"): r for r in results}
-    con.execute("delete from quality.dq_results where run_id = ?", [run_id])
-    con.execute("delete from quality.source_status where run_id = ?", [run_id])
     for t in STAGING_TABLES:
-        if t.source_kind not in sources:
+        res = by_table.get(t.table)
+        if res is None:
             continue
-        res = by_table[t.table]
         rows_in = con.sql(f"select count(*) from staging.{t.table}__unvalidated").fetchall()[0][0]
         con.execute(
             "create or replace temp table _failing (record_key varchar, rule varchar, "
             "reason varchar)"
         )
-        dq_rows = []
-        for o in res.outcomes:
-            keys = sorted(set(o.failing_keys)) if o.row_level else []
-            rule = o.expectation_type + (f"({o.column})" if o.column else "")
-            if keys:
-                con.executemany(
-                    "insert into _failing values (?, ?, ?)",
-                    [[k, rule, o.quarantine_reason or rule] for k in keys],
+        con.execute(f"set search_path = '{res.schema}'")  # the failing-row queries' schema
+        try:
+            for o in res.outcomes:
+                if not (o.row_level and o.failing_keys_query):
+                    continue
+                rule = o.expectation_type + (f"({o.column})" if o.column else "")
+                # Set-based, inside DuckDB: a mass failure quarantines millions of rows without
+                # pulling their keys into Python.
+                con.execute(
+                    f"""insert into _failing
+                        select distinct k::varchar, $1, $2
+                        from (select #1 as k from ({o.failing_keys_query}) as failing)
+                        where k is not null""",
+                    [rule, o.quarantine_reason or rule],
                 )
-            dq_rows.append(
-                [
-                    run_id,
-                    t.table,
-                    t.source_kind,
-                    res.suite_name,
-                    o.expectation_type,
-                    o.column,
-                    json.dumps(o.kwargs, default=str),
-                    o.severity,
-                    o.success,
-                    o.element_count,
-                    o.unexpected_count,
-                    o.unexpected_percent,
-                    len(keys),
-                    None if o.observed_value is None else json.dumps(o.observed_value, default=str),
-                ]
-            )
-        if dq_rows:
-            con.executemany(
-                "insert into quality.dq_results values "
-                "(?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, now())",
-                dq_rows,
-            )
+        finally:
+            con.execute("reset search_path")
         _build_rejects(con, t)
         record_quarantine(con, "_rejects", "validate", [f"staging.{t.table}"], run_id)
         n_quarantined = con.sql("select count(distinct record_key) from _failing").fetchall()[0][0]
@@ -168,46 +617,8 @@ def apply_validation(
                 f"staging.{t.table}: rows in {rows_in} != accepted {rows_accepted} + "
                 f"quarantined {n_quarantined}"
             )
-        failed_critical = [
-            f"{o.expectation_type}({o.column or ''})"
-            for o in res.outcomes
-            if not o.success and o.severity == "critical"
-        ]
-        failed_warning = [
-            f"{o.expectation_type}({o.column or ''})"
-            for o in res.outcomes
-            if not o.success and o.severity == "warning"
-        ]
-        verdict = "fail" if failed_critical else "warn" if failed_warning else "pass"
-        factor = {"fail": CRITICAL_CONFIDENCE, "warn": WARNING_CONFIDENCE, "pass": 1.0}[verdict]
-        reason = None
-        if verdict != "pass":
-            reason = ("critical: " if failed_critical else "warning: ") + ", ".join(
-                failed_critical or failed_warning
-            )
-        con.execute(
-            "insert into quality.source_status values (?, ?, ?, ?, ?, ?, ?)",
-            [
-                run_id,
-                t.source_kind,
-                f"staging.{t.table}",
-                verdict,
-                factor,
-                verdict == "fail",
-                reason,
-            ],
-        )
         verdicts.append(
-            TableVerdict(
-                table=t.table,
-                source_kind=t.source_kind,
-                verdict=verdict,
-                rows_in=rows_in,
-                rows_accepted=rows_accepted,
-                rows_quarantined=n_quarantined,
-                failed=failed_critical + failed_warning,
-                seconds=round(res.seconds, 3),
-            )
+            _verdict(res, "staging", t.source_kind, rows_in, rows_accepted, n_quarantined)
         )
     con.execute("drop table if exists _failing")
     con.execute("drop table if exists _rejects")
@@ -245,9 +656,216 @@ def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:
         raise RuntimeError(f"staging.{t.table}: {missing} failing row(s) have no raw record")
 
 
-def run_verdict(verdicts: list[TableVerdict]) -> str:
-    if any(v.verdict == "fail" for v in verdicts):
-        return "degraded"
-    if any(v.verdict == "warn" for v in verdicts):
-        return "warn"
-    return "pass"
+def _plain_verdict(con: duckdb.DuckDBPyConnection, res, layer: str, kind: str | None):
+    """Verdict of a table whose rows are never quarantined here (raw, intermediate, marts)."""
+    n = con.sql(f'select count(*) from {res.schema}."{res.table}"').fetchall()[0][0]
+    return _verdict(res, layer, kind, n, n, 0)
+
+
+def _verdict(res, layer: str, kind: str | None, rows_in: int, accepted: int, quarantined: int):
+    # On an empty table GX fails some column rules (a uniqueness share of 0 of 0); they say
+    # nothing there: the table-level rules (row count, freshness) report the emptiness.
+    failed = [
+        o
+        for o in res.outcomes
+        if not o.success and (rows_in or o.expectation_type == UNEXPECTED_ROWS or o.column is None)
+    ]
+    critical = [o for o in failed if o.severity == "critical"]
+    warning = [o for o in failed if o.severity == "warning"]
+    verdict = "fail" if critical else "warn" if warning else "pass"
+    reason = None
+    if verdict != "pass":
+        reason = "; ".join(
+            f"{o.severity}: {_explain(o, res.suite_name)}" for o in critical + warning
+        )
+    return TableVerdict(
+        table=res.suite_name,
+        source_kind=kind,
+        verdict=verdict,
+        rows_in=rows_in,
+        rows_accepted=accepted,
+        rows_quarantined=quarantined,
+        failed=[o.label for o in critical + warning],
+        seconds=round(res.seconds, 3),
+        layer=layer,
+        relation=f"{res.schema}.{res.table.removesuffix('__unvalidated')}",
+        reason=reason,
+    )
+
+
+def _explain(o, table: str) -> str:
+    """A failed rule as people read it: what failed, where, and the evidence."""
+    topic = (o.description or "").split(":", 1)[0] if ":" in (o.description or "") else None
+    if o.details:
+        more = f" (+{len(o.details) - 2} more)" if len(o.details) > 2 else ""
+        return f"{topic or o.label} in {table}: " + "; ".join(o.details[:2]) + more
+    if o.unexpected_count is not None and o.element_count:
+        return f"{o.label} in {table}: {o.unexpected_count:,} of {o.element_count:,} rows fail"
+    return f"{o.label} in {table} (observed {o.observed_value})"
+
+
+def store_results(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    results: list,
+    verdicts: list[TableVerdict],
+    layers: tuple[str, ...],
+) -> None:
+    """Every expectation outcome into quality.dq_results, every table into quality.table_status
+    (replacing this run's rows of these layers: a rerun of the step is idempotent)."""
+    layer_list = ", ".join(sql_literal(x) for x in layers)
+    con.execute(
+        f"delete from quality.dq_results where run_id = ? and (layer in ({layer_list}) "
+        "or layer is null)",
+        [run_id],
+    )
+    con.execute(
+        f"delete from quality.table_status where run_id = ? and layer in ({layer_list})", [run_id]
+    )
+    by_suite = {v.table: v for v in verdicts}
+    rows = []
+    for res in results:
+        v = by_suite[res.suite_name]
+        quarantined = {}
+        for o in res.outcomes:
+            if o.row_level:
+                quarantined[id(o)] = _n_quarantined(o)
+        for o in res.outcomes:
+            rows.append(
+                [
+                    run_id,
+                    v.relation,
+                    v.source_kind or v.layer,
+                    res.suite_name,
+                    o.expectation_type,
+                    o.column,
+                    json.dumps(o.kwargs, default=str),
+                    o.severity,
+                    o.success,
+                    o.element_count,
+                    o.unexpected_count,
+                    o.unexpected_percent,
+                    quarantined.get(id(o), 0),
+                    None if o.observed_value is None else json.dumps(o.observed_value, default=str),
+                    v.layer,
+                    o.description,
+                    o.details,
+                ]
+            )
+    if rows:
+        con.executemany(
+            """insert into quality.dq_results (run_id, table_name, source, suite_name,
+                   expectation_type, column_name, kwargs, severity, is_success, element_count,
+                   unexpected_count, unexpected_percent, n_quarantined, observed_value,
+                   validated_at, layer, description, details)
+               values (?, ?, ?, ?, ?, ?, ?::json, ?, ?, ?, ?, ?, ?, ?, now(), ?, ?, ?)""",
+            rows,
+        )
+    con.executemany(
+        """insert into quality.table_status values
+           (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())""",
+        [
+            [
+                run_id,
+                v.layer,
+                v.relation,
+                v.table,
+                v.source_kind,
+                v.verdict,
+                v.rows_in,
+                v.rows_accepted,
+                v.rows_quarantined,
+                v.failed,
+                v.reason,
+                v.seconds,
+            ]
+            for v in verdicts
+        ],
+    )
+
+
+def record_source_status(
+    con: duckdb.DuckDBPyConnection, run_id: str, verdicts: list[TableVerdict]
+) -> list[dict[str, Any]]:
+    """One verdict per source kind from all its tables: fail (critical) blocks write-back of the
+    suggestions that depend on it; fail and warn lower confidence, with the reason."""
+    con.execute("delete from quality.source_status where run_id = ?", [run_id])
+    rows = []
+    kinds = sorted({v.source_kind for v in verdicts if v.source_kind})
+    staging = {t.source_kind: f"staging.{t.table}" for t in STAGING_TABLES}
+    for kind in kinds:
+        mine = [v for v in verdicts if v.source_kind == kind]
+        verdict = (
+            "fail"
+            if any(v.verdict == "fail" for v in mine)
+            else "warn"
+            if any(v.verdict == "warn" for v in mine)
+            else "pass"
+        )
+        reasons = [v.reason for v in mine if v.verdict == "fail" and v.reason]
+        reasons += [v.reason for v in mine if v.verdict == "warn" and v.reason]
+        row = {
+            "run_id": run_id,
+            "source_kind": kind,
+            "table_name": staging.get(kind, mine[0].relation),
+            "verdict": verdict,
+            "confidence_factor": FACTORS[verdict],
+            "is_writeback_blocked": verdict == "fail",
+            "reason": "; ".join(reasons) or None,
+        }
+        rows.append(row)
+    if rows:
+        con.executemany(
+            "insert into quality.source_status values (?, ?, ?, ?, ?, ?, ?)",
+            [list(r.values()) for r in rows],
+        )
+    return rows
+
+
+def check_rows(results: list, verdicts: list[TableVerdict]) -> list[dict[str, Any]]:
+    """One row per expectation (plain Python values) for the Prefect table artifact."""
+    by_suite = {v.table: v for v in verdicts}
+    rows = []
+    for res in results:
+        v = by_suite[res.suite_name]
+        for o in res.outcomes:
+            observed = o.observed_value
+            if o.unexpected_count is not None and o.element_count is not None:
+                observed = f"{o.unexpected_count} of {o.element_count} unexpected"
+            elif o.details:
+                observed = "; ".join(o.details[:2])
+            rows.append(
+                {
+                    "layer": v.layer,
+                    "table": v.table,
+                    "check": o.label,
+                    "severity": o.severity,
+                    "result": "pass" if o.success else "FAIL",
+                    "observed": "" if observed is None else str(observed)[:200],
+                    "quarantined": _n_quarantined(o) if o.row_level else 0,
+                }
+            )
+    return rows
+
+
+def _n_quarantined(o) -> int:
+    """Rows a row-level rule sent to quarantine (listed keys, or counted beyond the cap)."""
+    if o.failing_keys_complete:
+        return len(set(o.failing_keys))
+    return (o.unexpected_count or 0) - o.null_key_count
+
+
+def _data_docs(results: list, docs_dir: Path | None, run_id: str) -> str | None:
+    if docs_dir is None:
+        return None
+    from tasks.validation import build_data_docs
+
+    try:
+        return str(build_data_docs(results, Path(docs_dir), run_id))
+    except Exception:  # the docs are a view of the results, never a reason to fail the run
+        log.warning("building the Data Docs in %s failed", docs_dir, exc_info=True)
+        return None
+
+
+def verdicts_as_dicts(verdicts: list[TableVerdict]) -> list[dict[str, Any]]:
+    return [asdict(v) for v in verdicts]

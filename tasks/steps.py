@@ -127,28 +127,86 @@ def build_staging(settings: Settings) -> dict[str, int]:
 
 @task(name="validate-staging")
 def validate_staging(
-    settings: Settings, run_id: str, started_at: datetime
-) -> list[quality.TableVerdict]:
-    """Great Expectations suites on every staging table; failing rows go to quarantine."""
+    settings: Settings,
+    run_id: str,
+    started_at: datetime,
+    as_of: date | None = None,
+    window_days: int = 28,
+) -> quality.GateResult:
+    """Great Expectations on the inputs: raw payloads (freshness, schema drift), staging (keys,
+    enums, ranges, volume, duplicates; failing rows quarantined) and catalog mapping coverage.
+    Sets the per-source verdicts that scores and write-back depend on."""
+    from prefect.artifacts import create_table_artifact
+
     logger = get_run_logger()
-    kinds = [k.value for k in SourceKind]
-    results = quality.validate_staging(
-        settings.duckdb_path, started_at, kinds, settings.duckdb_memory_limit
+    gate = quality.check_inputs(
+        settings.duckdb_path,
+        quality.GateParams(
+            run_id=run_id,
+            run_started_at=started_at,
+            as_of=as_of,
+            check_days=window_days,
+            vendors=quality.configured_vendors(settings),
+            catalog_path=settings.catalog_path,
+            docs_dir=settings.duckdb_path.parent / "data_docs",
+            memory_limit=settings.duckdb_memory_limit,
+        ),
     )
-    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
-        verdicts = quality.apply_validation(con, results, run_id, kinds)
-    for v in verdicts:
+    for v in gate.verdicts:
         log = logger.warning if v.verdict != "pass" else logger.info
         log(
             "%s: %s — %d in = %d accepted + %d quarantined%s",
-            v.table,
+            v.relation,
             v.verdict.upper(),
             v.rows_in,
             v.rows_accepted,
             v.rows_quarantined,
-            f"; failed: {', '.join(v.failed)}" if v.failed else "",
+            f"; {v.reason}" if v.reason else "",
         )
-    return verdicts
+    for s in gate.sources:
+        log = logger.warning if s["verdict"] != "pass" else logger.info
+        log(
+            "source %s: %s (confidence x%.1f%s)",
+            s["source_kind"],
+            s["verdict"].upper(),
+            s["confidence_factor"],
+            ", write-back blocked" if s["is_writeback_blocked"] else "",
+        )
+    create_table_artifact(
+        key="data-quality",
+        table=gate.checks,
+        description=f"Data-quality checks of run {run_id} (raw, staging, mapping coverage): "
+        f"{gate.verdict.upper()}" + (f"; Data Docs: {gate.data_docs}" if gate.data_docs else ""),
+    )
+    return gate
+
+
+@task(name="validate-marts")
+def validate_marts(
+    settings: Settings, run_id: str, as_of: str, started_at: datetime
+) -> quality.GateResult:
+    """Mart invariants (scores in 0-100, components summing to the score, blocks honoured); a
+    critical failure blocks the write-back of every suggestion of the as-of date."""
+    from prefect.artifacts import create_table_artifact
+
+    logger = get_run_logger()
+    gate = quality.check_marts(
+        settings.duckdb_path,
+        run_id,
+        date.fromisoformat(as_of),
+        started_at,
+        docs_dir=settings.duckdb_path.parent / "data_docs",
+        memory_limit=settings.duckdb_memory_limit,
+    )
+    for v in gate.verdicts:
+        log = logger.warning if v.verdict != "pass" else logger.info
+        log("%s: %s%s", v.relation, v.verdict.upper(), f" — {v.reason}" if v.reason else "")
+    create_table_artifact(
+        key="data-quality-marts",
+        table=gate.checks,
+        description=f"Mart invariants of run {run_id}: {gate.verdict.upper()}",
+    )
+    return gate
 
 
 @task(name="score-features")

@@ -1,15 +1,24 @@
-"""Validate DuckDB staging tables against Great Expectations suites, run inside DuckDB."""
+"""Validate DuckDB tables against Great Expectations suites, run inside DuckDB.
+
+Column rules are GX's own expectations; rules over a whole table (freshness, volume, schema drift,
+mart invariants) are `unexpected_rows_expectation`s: a SQL query that returns the offending rows.
+GX substitutes `{batch}` with `(SELECT * FROM <table> WHERE true) AS subselect`, or without the
+alias when the query has a JOIN (then alias it yourself); queries over the quality.* relations
+name their table in a literal instead. Every run-time parameter is both a GX `$PARAMETER` and a
+DuckDB variable on the validation's connections, so queries can read getvariable('reference_at').
+"""
 
 from __future__ import annotations
 
 import functools
+import io
 import json
 import logging
 import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,6 +32,9 @@ from tasks.db import connect as db_connect
 log = logging.getLogger(__name__)
 
 SEVERITIES = ("critical", "warning")
+UNEXPECTED_ROWS = "unexpected_rows_expectation"
+# Rows of a failing unexpected-rows query kept as evidence (their `detail` column, if any).
+SAMPLE_ROWS = 20
 # GX and duckdb-engine versions the result-buffering patch below was verified against
 # (tests/test_validation.py pins them; re-verify before upgrading either).
 TESTED_GX_VERSION = "1.24.1"
@@ -34,6 +46,9 @@ MAX_ALLOWED_AT = "max_allowed_at"
 FUTURE_TOLERANCE = timedelta(days=1)
 # Failing keys are complete for row-level rules; for other rules a sample is enough to diagnose.
 SAMPLE_KEYS = 100
+# Keys of a row-level rule listed in Python at most; beyond that the caller quarantines with
+# `failing_keys_query` inside DuckDB (a mass failure must not pull millions of keys into Python).
+KEY_LIST_LIMIT = 100_000
 # Size of GX's own display lists (partial_unexpected_list); keys never come from those lists.
 PARTIAL_UNEXPECTED_COUNT = 20
 # Uniqueness failures are reported, never row-level quarantined by this module: which of two
@@ -47,6 +62,7 @@ UNIQUENESS_TYPES = frozenset(
 )
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_GETVARIABLE = re.compile(r"getvariable\(\s*'([A-Za-z_][A-Za-z0-9_]*)'\s*\)")
 _PATCH_MARK = "_feedback_loop_buffers_duckdb_results"
 
 
@@ -82,8 +98,20 @@ class ExpectationOutcome:
     # at most SAMPLE_KEYS for the others (see failing_keys_complete).
     failing_keys: list[str] = field(default_factory=list)
     failing_keys_complete: bool = True
+    # Row-level rules that failed on some rows: SQL selecting the failing rows, key first, over
+    # the unqualified table (run it with search_path = the validated schema). Set-based
+    # quarantine uses it, so it never depends on the size of failing_keys.
+    failing_keys_query: str | None = None
     # Failing rows whose key is NULL cannot be listed by key; quarantine them with `key IS NULL`.
     null_key_count: int = 0
+    description: str | None = None  # what the rule means, from the suite
+    # Evidence of a failing unexpected-rows rule: the `detail` column of its first rows.
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """Human-readable name of the rule: its description, else type(column)."""
+        return self.description or f"{self.expectation_type}({self.column or ''})"
 
 
 @dataclass
@@ -95,6 +123,9 @@ class TableValidation:
     outcomes: list[ExpectationOutcome]
     seconds: float
     params: dict[str, Any] = field(default_factory=dict)  # parameter values actually used
+    schema: str = ""
+    # GX's ExpectationSuiteValidationResult, for the Data Docs (not for logic).
+    gx_result: Any = field(default=None, repr=False, compare=False)
 
     def quarantine(self) -> dict[str, list[str]]:
         """Row-level failures as {quarantine_reason: keys}; NULL keys are counted, not listed."""
@@ -137,6 +168,13 @@ def load_suite(path: Path) -> dict[str, Any]:
             raise SuiteError(f"{where}: uniqueness failures are reported, not quarantined")
         if meta["row_level"] and not meta.get("quarantine_reason"):
             raise SuiteError(f"{where}: a row-level rule needs meta.quarantine_reason")
+        if exp.get("description") is not None and not isinstance(exp["description"], str):
+            raise SuiteError(f"{where}: description must be a string")
+        if exp["type"] == UNEXPECTED_ROWS:
+            if not isinstance(exp["kwargs"].get("unexpected_rows_query"), str):
+                raise SuiteError(f"{where}: needs an unexpected_rows_query (SQL)")
+            if meta["row_level"]:
+                raise SuiteError(f"{where}: an unexpected-rows rule is table-level (row_level)")
     return suite
 
 
@@ -156,6 +194,17 @@ def suite_parameters(suite: dict[str, Any]) -> set[str]:
 
     for exp in suite["expectations"]:
         walk(exp["kwargs"])
+    return found
+
+
+def suite_variables(suite: dict[str, Any]) -> set[str]:
+    """Names of the DuckDB variables (getvariable('<name>')) the suite's SQL reads: a missing
+    variable is NULL, which would make a freshness rule silently pass, so they are required."""
+    found: set[str] = set()
+    for exp in suite["expectations"]:
+        query = exp["kwargs"].get("unexpected_rows_query")
+        if isinstance(query, str):
+            found.update(_GETVARIABLE.findall(query))
     return found
 
 
@@ -180,8 +229,9 @@ def validate_table(
 
     The caller must have closed its own connection to `db_path` (or hold it with the same
     configuration); the file is released again before this returns. `params` override
-    `default_params()`. Raises ValidationRuntimeError when GX could not evaluate a rule, so
-    a broken engine is never mistaken for bad data.
+    `default_params()`; each is also set as a DuckDB variable (getvariable('<name>')) on the
+    validation's connections. Raises ValidationRuntimeError when GX could not evaluate a rule,
+    so a broken engine is never mistaken for bad data.
     """
     started = time.perf_counter()
     for name in (schema, table, key_column):
@@ -189,7 +239,7 @@ def validate_table(
             raise ValueError(f"not a plain SQL identifier: {name!r}")
     suite = load_suite(suite_path)
     resolved = {**default_params(), **(params or {})}
-    missing = suite_parameters(suite) - set(resolved)
+    missing = (suite_parameters(suite) | suite_variables(suite)) - set(resolved)
     if missing:
         raise SuiteError(f"{suite_path}: no value for parameter(s) {sorted(missing)}")
 
@@ -200,6 +250,7 @@ def validate_table(
         read_only=True,
         memory_limit=memory_limit,
         lock_timeout_s=lock_timeout_s,
+        variables=resolved,
     ) as (connection_string, engine_kwargs, register_engine):
         context = gx.get_context(mode="ephemeral")
         context.variables.progress_bars = _progress_bars_off()
@@ -221,23 +272,25 @@ def validate_table(
         register_engine(execution_engine.engine)
 
         configs = [_with_position(exp, i) for i, exp in enumerate(suite["expectations"])]
-        gx_suite = gx.ExpectationSuite(name=suite["name"], expectations=configs)
+        with _quiet_stdout():
+            gx_suite = gx.ExpectationSuite(name=suite["name"], expectations=configs)
         if len(gx_suite.expectations) != len(configs):
             # GX drops an invalid expectation with only a log line; a silently shorter suite
             # would pass data it was meant to check.
             raise SuiteError(f"{suite_path}: GX rejected an expectation (see the log above)")
-        result = batch.validate(
-            gx_suite,
-            result_format={
-                # BASIC + the uncapped unexpected-index query: GX's index *lists* stop at
-                # partial_unexpected_count on SQL, so complete keys are read with that query.
-                "result_format": "BASIC",
-                "unexpected_index_column_names": [key_column],
-                "return_unexpected_index_query": True,
-                "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT,
-            },
-            expectation_parameters=resolved,
-        )
+        with _quiet_stdout():
+            result = batch.validate(
+                gx_suite,
+                result_format={
+                    # BASIC + the uncapped unexpected-index query: GX's index *lists* stop at
+                    # partial_unexpected_count on SQL, so complete keys are read with that query.
+                    "result_format": "BASIC",
+                    "unexpected_index_column_names": [key_column],
+                    "return_unexpected_index_query": True,
+                    "partial_unexpected_count": PARTIAL_UNEXPECTED_COUNT,
+                },
+                expectation_parameters=resolved,
+            )
         _raise_on_gx_exceptions(result, f"{schema}.{table}")
         outcomes = [
             _outcome(r, table, key_column, resolved, execution_engine.engine)
@@ -267,6 +320,8 @@ def validate_table(
         outcomes=outcomes,
         seconds=seconds,
         params=resolved,
+        schema=schema,
+        gx_result=result,
     )
 
 
@@ -314,6 +369,18 @@ def install_duckdb_result_buffering() -> None:
     SqlAlchemyExecutionEngine.execute_query = execute_query
 
 
+@contextmanager
+def _quiet_stdout() -> Iterator[None]:
+    """GX prints (not logs) a hint for unexpected-rows queries without {batch}; ours read the
+    quality.* relations by name on purpose. Anything printed goes to the debug log instead."""
+    buffer = io.StringIO()
+    with redirect_stdout(buffer):
+        yield
+    for line in buffer.getvalue().splitlines():
+        if line.strip():
+            log.debug("GX: %s", line)
+
+
 def _progress_bars_off() -> Any:
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -328,6 +395,7 @@ def _duckdb_engine_kwargs(
     read_only: bool,
     memory_limit: str | None,
     lock_timeout_s: float,
+    variables: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any], Callable[[Any], None]]]:
     """SQLAlchemy engine settings whose DuckDB connections are all closed on exit.
 
@@ -348,6 +416,9 @@ def _duckdb_engine_kwargs(
         con = _open_duckdb(db_path, read_only, memory_limit, lock_timeout_s)
         opened.append(con)
         con.execute(f"set search_path = '{schema}'")
+        for name, value in (variables or {}).items():
+            if _IDENTIFIER.match(name) and isinstance(value, (str, int, float)):
+                con.execute(f"set variable {name} = ?", [value])
         return duckdb_engine.ConnectionWrapper(con)
 
     try:
@@ -388,12 +459,15 @@ def _open_duckdb(
 
 def _with_position(exp: dict[str, Any], position: int) -> dict[str, Any]:
     """A GX expectation config carrying its suite position (GX may reorder results)."""
-    return {
+    config = {
         "type": exp["type"],
         "kwargs": exp["kwargs"],
         "severity": exp["severity"],
         "meta": {**(exp.get("meta") or {}), "_position": position},
     }
+    if exp.get("description"):
+        config["description"] = exp["description"]
+    return config
 
 
 def _raise_on_gx_exceptions(result: Any, where: str) -> None:
@@ -436,23 +510,62 @@ def _outcome(
         observed_value=convert_to_json_serializable(res.get("observed_value")),
         row_level=row_level,
         quarantine_reason=meta.get("quarantine_reason") if row_level else None,
+        description=config.description,
     )
+    if config.type == UNEXPECTED_ROWS and not outcome.success:
+        outcome.details = _unexpected_rows_details(engine, config.kwargs, table)
+        outcome.observed_value = {"unexpected_rows": outcome.observed_value}
+        if outcome.details:
+            outcome.observed_value["details"] = outcome.details
+        return outcome
     query = res.get("unexpected_index_query")
     if config.type in UNIQUENESS_TYPES and not outcome.success and outcome.column == key_column:
         # The aggregate uniqueness rule has no row query: list the duplicated keys (complete).
-        outcome.failing_keys, _, _ = _failing_keys(
-            engine, _duplicates_query(table, key_column), None
+        outcome.failing_keys, _, _, _ = _failing_keys(
+            engine, _duplicates_query(table, key_column), KEY_LIST_LIMIT
         )
     elif outcome.unexpected_count and query:
-        keys, null_rows, n_rows = _failing_keys(engine, query, None if row_level else SAMPLE_KEYS)
+        limit = KEY_LIST_LIMIT if row_level else SAMPLE_KEYS
+        keys, null_rows, n_rows, n_keys = _failing_keys(engine, query, limit)
         outcome.failing_keys, outcome.null_key_count = keys, null_rows
-        outcome.failing_keys_complete = row_level
+        outcome.failing_keys_complete = row_level and len(keys) == n_keys
+        if row_level:
+            outcome.failing_keys_query = query.strip().rstrip(";")
         if row_level and n_rows != outcome.unexpected_count:
             raise ValidationRuntimeError(
                 f"{table} {config.type}({outcome.column}): GX counted "
                 f"{outcome.unexpected_count} failing rows but its row query returned {n_rows}"
             )
     return outcome
+
+
+def _unexpected_rows_details(engine: Any, kwargs: dict[str, Any], table: str) -> list[str]:
+    """The `detail` column (else the whole row) of the first rows an unexpected-rows query
+    returned, re-run on the validation's connection: GX's BASIC result only counts them."""
+    query = kwargs["unexpected_rows_query"]
+    if "{batch}" in query:
+        # As GX substitutes it (QueryMetricProvider): aliased unless the query joins.
+        from great_expectations.expectations.metrics.query_metric_provider import (
+            _query_has_join_clause,
+        )
+
+        batch = f'(select * from "{table}")'
+        query = query.replace(
+            "{batch}", batch if _query_has_join_clause(query) else batch + " as subselect"
+        )
+    raw = engine.raw_connection()
+    try:
+        rel = raw.driver_connection.sql(
+            f"select * from ({query}) as unexpected limit {SAMPLE_ROWS}"
+        )
+        rows = rel.fetchall()
+        cols = rel.columns
+    finally:
+        raw.close()
+    if "detail" in cols:
+        i = cols.index("detail")
+        return [str(r[i]) for r in rows]
+    return [", ".join(f"{c}={v}" for c, v in zip(cols, r, strict=True)) for r in rows]
 
 
 def _resolve_parameters(node: Any, params: dict[str, Any]) -> Any:
@@ -472,22 +585,101 @@ def _duplicates_query(table: str, column: str) -> str:
     )
 
 
-def _failing_keys(engine: Any, query: str, limit: int | None) -> tuple[list[str], int, int]:
-    """(distinct non-null keys, rows with a NULL key, failing rows) of GX's unexpected-index query.
+def _failing_keys(engine: Any, query: str, limit: int) -> tuple[list[str], int, int, int]:
+    """(first `limit` distinct non-null keys, rows with a NULL key, failing rows, distinct
+    non-null keys) of GX's unexpected-index query, counted inside DuckDB.
 
     GX selects the index column first, then the checked column (which may be the same name), so
     the key is read by position. Runs on one of the validation's own DuckDB connections.
     """
     inner = query.strip().rstrip(";")
-    sql = f"select #1 as k, count(*) as n from ({inner}) as failing group by all order by k"
+    failing = f"(select #1 as k from ({inner}) as failing) as failing"
     raw = engine.raw_connection()
     try:
         con = raw.driver_connection
-        table = con.sql(sql).to_arrow_table()
+        n_rows, null_rows, n_keys = con.sql(
+            f"select count(*), count(*) filter (where k is null), count(distinct k) from {failing}"
+        ).fetchall()[0]
+        keys = (
+            con.sql(
+                f"select distinct k from {failing} where k is not null order by k limit {limit}"
+            )
+            .to_arrow_table()
+            .column("k")
+            .to_pylist()
+        )
     finally:
         raw.close()
-    keys = table.column("k").to_pylist()
-    counts = table.column("n").to_pylist()
-    null_rows = sum(n for k, n in zip(keys, counts, strict=True) if k is None)
-    present = [str(k) for k in keys if k is not None]
-    return (present if limit is None else present[:limit]), null_rows, sum(counts)
+    return [str(k) for k in keys], null_rows, n_rows, n_keys
+
+
+# --- Data Docs ----------------------------------------------------------------------------------
+
+DOCS_SITE = "feedback_loop"
+_RESULTS_DIR = "_results"
+
+
+def build_data_docs(results: list[TableValidation], docs_dir: Path, run_name: str) -> Path:
+    """Add `results` to run `run_name`'s validation results and (re)build the static GX Data Docs
+    site in `docs_dir` from all of them; returns the index.html path.
+
+    The results are kept as GX JSON under `docs_dir/_results/<run_name>/`, so the later mart
+    validation adds its pages to the same site. Older runs' results and pages are removed: the
+    site shows the latest run (quality.dq_results keeps the history). Built offline; the pages
+    load their CSS from a CDN, so without network they open unstyled but complete.
+    """
+    import shutil
+
+    gx = _import_gx()
+    from great_expectations.core.expectation_validation_result import (
+        ExpectationSuiteValidationResultSchema,
+    )
+    from great_expectations.core.run_identifier import RunIdentifier
+    from great_expectations.data_context.types.resource_identifiers import (
+        ExpectationSuiteIdentifier,
+        ValidationResultIdentifier,
+    )
+
+    docs_dir = Path(docs_dir)
+    store = docs_dir / _RESULTS_DIR / run_name
+    store.mkdir(parents=True, exist_ok=True)
+    for r in results:
+        if r.gx_result is not None:
+            path = store / f"{r.schema or 'main'}.{r.table}.json"
+            path.write_text(json.dumps(r.gx_result.to_json_dict(), default=str), encoding="utf-8")
+    for child in docs_dir.iterdir():
+        if child.name == _RESULTS_DIR:
+            for old in child.iterdir():
+                if old.name != run_name:
+                    shutil.rmtree(old, ignore_errors=True)
+        elif child.is_dir():
+            shutil.rmtree(child, ignore_errors=True)
+        else:
+            child.unlink(missing_ok=True)
+
+    context = gx.get_context(mode="ephemeral")
+    context.add_data_docs_site(
+        site_name=DOCS_SITE,
+        site_config={
+            "class_name": "SiteBuilder",
+            "show_how_to_buttons": False,
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+            "store_backend": {
+                "class_name": "TupleFilesystemStoreBackend",
+                "base_directory": str(docs_dir),
+            },
+        },
+    )
+    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
+    schema = ExpectationSuiteValidationResultSchema()
+    for path in sorted(store.glob("*.json")):
+        result = schema.load(json.loads(path.read_text(encoding="utf-8")))
+        key = ValidationResultIdentifier(
+            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
+            run_id=run_id,
+            batch_identifier=path.stem,
+        )
+        context.validation_results_store.set(key, result)
+    with _quiet_stdout():
+        context.build_data_docs(site_names=[DOCS_SITE])
+    return docs_dir / "index.html"

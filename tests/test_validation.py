@@ -12,11 +12,19 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from tasks import db, quality
 from tasks import validation as v
 from tasks.settings import EXPECTATIONS_DIR
 
 MAX_AT = "2026-06-02T00:00:00+00:00"
-PARAMS = {v.MAX_ALLOWED_AT: MAX_AT}
+# reference_at: end of the run's as-of day, for the freshness rules (events end on 2026-05-01).
+PARAMS = {
+    v.MAX_ALLOWED_AT: MAX_AT,
+    "reference_at": "2026-05-02T00:00:00+00:00",
+    "as_of": "2026-05-01",
+    "run_id": "test",
+}
+KNOWN_PARAMETERS = {v.MAX_ALLOWED_AT, "reference_at", "as_of", "run_id"}
 N_GOOD = 400  # so one or two bad rows per rule stay under 1% and pass `mostly: 0.99`
 
 EVENTS_DDL = """
@@ -66,7 +74,8 @@ def event(
 
 def make_db(path: Path, build) -> Path:
     con = duckdb.connect(str(path))
-    con.execute("create schema staging")
+    db.ensure_schema(con)  # the warehouse contract, and the (empty) quality.* relations the
+    quality.ensure_quality_tables(con)  # table-level rules read
     build(con)
     con.close()  # the caller closes its connection before validating (the documented contract)
     return path
@@ -231,7 +240,9 @@ def test_tickets_enums_null_priority_and_warning_severity(tmp_path):
                 [key, created, status, priority],
             )
 
-    result = validate(make_db(tmp_path / "w.duckdb", build), "stg_support_tickets", "ticket_id")
+    params = {**PARAMS, "reference_at": "2026-04-19T00:00:00+00:00"}  # tickets end on 04-18
+    path = make_db(tmp_path / "w.duckdb", build)
+    result = validate(path, "stg_support_tickets", "ticket_id", params)
     rules = by_rule(result)
     status = rules["expect_column_values_to_be_in_set", "status"]
     assert status.success and status.failing_keys == ["zendesk:bad-status"]
@@ -364,9 +375,87 @@ def test_open_connection_in_same_process(tmp_path):
 def test_repo_suites_are_well_formed(table):
     suite = v.load_suite(EXPECTATIONS_DIR / f"{table}.json")
     assert suite["name"] == table
-    assert v.suite_parameters(suite) <= {v.MAX_ALLOWED_AT}
+    assert v.suite_parameters(suite) | v.suite_variables(suite) <= KNOWN_PARAMETERS
     row_level = [e for e in suite["expectations"] if e["meta"]["row_level"]]
     assert row_level and all(e["kwargs"].get("mostly") == 0.99 for e in row_level)
+
+
+def test_every_suite_is_named_like_its_table_and_explains_each_rule():
+    from tasks.sources import VENDORS
+
+    paths = sorted(EXPECTATIONS_DIR.glob("*.json"))
+    names = {p.stem for p in paths}
+    assert {f"raw_{x.source}__{x.stream}" for x in VENDORS} <= names
+    assert {t.table for t in quality.STAGING_TABLES} <= names
+    assert {t for t, _, _ in quality.COVERAGE_TABLES} | {t for t, _ in quality.MART_TABLES} <= names
+    for path in paths:
+        suite = v.load_suite(path)
+        assert suite["name"] == path.stem
+        assert v.suite_parameters(suite) | v.suite_variables(suite) <= KNOWN_PARAMETERS, path
+        for exp in suite["expectations"]:
+            assert exp.get("description"), (path.name, exp["type"])
+            if not path.stem.startswith("stg_"):
+                assert not exp["meta"]["row_level"], path.name  # only staging rows are quarantined
+
+
+def test_unexpected_rows_rules_report_their_rows_and_need_their_variables(tmp_path):
+    def build(con):
+        con.execute(EVENTS_DDL)
+        good_events(con, 20)
+
+    path = make_db(tmp_path / "w.duckdb", build)
+    suite = {
+        "name": "t",
+        "expectations": [
+            {
+                "type": "unexpected_rows_expectation",
+                "kwargs": {
+                    "unexpected_rows_query": "select event_id, 'late ' || event_id as detail "
+                    "from {batch} where occurred_at > getvariable('reference_at')::timestamptz "
+                    "- interval 1 hour order by event_id"
+                },
+                "severity": "warning",
+                "description": "lateness: nothing after the hour before the reference",
+                "meta": {"row_level": False},
+            },
+            {
+                "type": "unexpected_rows_expectation",
+                "kwargs": {
+                    "unexpected_rows_query": "select e.event_id from {batch} as e inner join "
+                    "staging.stg_usage_events as f on e.event_id = f.event_id "
+                    "where e.event_id is null"
+                },
+                "severity": "critical",
+                "description": "joins alias the batch themselves",
+                "meta": {"row_level": False},
+            },
+        ],
+    }
+    suite_path = tmp_path / "t.json"
+    suite_path.write_text(json.dumps(suite))
+    params = {**PARAMS, "reference_at": "2026-05-01T01:18:00+00:00"}
+    result = v.validate_table(path, "staging", "stg_usage_events", "event_id", suite_path, params)
+    late, joined = result.outcomes
+    assert not late.success and late.severity == "warning" and not late.row_level
+    assert late.observed_value["unexpected_rows"] == 1 and late.details == ["late ev-19"]
+    assert late.label == "lateness: nothing after the hour before the reference"
+    assert joined.success and result.max_severity_failure == "warning"
+    no_reference = {k: x for k, x in PARAMS.items() if k != "reference_at"}
+    with pytest.raises(v.SuiteError, match="reference_at"):
+        v.validate_table(path, "staging", "stg_usage_events", "event_id", suite_path, no_reference)
+
+
+def test_data_docs_are_built_offline_for_all_results_of_the_run(tmp_path, events_few_bad):
+    _, result = events_few_bad
+    docs = tmp_path / "docs"
+    index = v.build_data_docs([result], docs, "run-1")
+    assert index == docs / "index.html" and index.is_file()
+    pages = list((docs / "validations").rglob("*.html"))
+    assert len(pages) == 1 and "stg_usage_events" in index.read_text(encoding="utf-8")
+    v.build_data_docs([], docs, "run-1")  # a later step of the same run keeps the earlier pages
+    assert len(list((docs / "validations").rglob("*.html"))) == 1
+    v.build_data_docs([], docs, "run-2")  # the next run starts a fresh site
+    assert not (docs / "validations").exists() or not list((docs / "validations").rglob("*.html"))
 
 
 @pytest.mark.parametrize(
@@ -397,3 +486,62 @@ def test_importing_the_module_does_not_import_gx():
     code = "import sys, tasks.validation; assert 'great_expectations' not in sys.modules"
     root = Path(__file__).resolve().parents[1]
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root, timeout=60)
+
+
+def test_raw_rules_report_duplicates_staleness_and_drift(tmp_path):
+    def build(con):
+        con.execute("""
+            insert into raw.zendesk__tickets
+            select i % 9, '2026-04-0' || (1 + i % 9) || 'T10:00:00Z', {'id': i}::json,
+                   null, 'b1', now()
+            from range(10) t(i)""")  # ticket 0 twice; newest cursor 2026-04-09
+        con.execute("""
+            insert into quality.schema_drift (raw_table, field, change, detail) values
+            ('raw.zendesk__tickets', 'id', 'retyped', 'id: NUMBER before, now VARCHAR'),
+            ('raw.zendesk__tickets', 'extra', 'new', 'extra: new field'),
+            ('raw.github__issues', 'title', 'missing', 'title: gone')""")
+
+    path = make_db(tmp_path / "w.duckdb", build)
+    result = v.validate_table(
+        path,
+        "raw",
+        "zendesk__tickets",
+        "ticket_id",
+        EXPECTATIONS_DIR / "raw_zendesk__tickets.json",
+        PARAMS,
+    )
+    failed = {o.label.split(":")[0]: o for o in result.outcomes if not o.success}
+    assert failed["duplicates"].details == ["0 appears 2 times"]
+    assert failed["duplicates"].severity == "critical"
+    assert failed["freshness"].severity == "warning"  # per vendor; staging fails the kind
+    assert failed["freshness"].details[0].startswith("newest zendesk record at 2026-04-09")
+    drift = [o for o in result.outcomes if (o.description or "").startswith("schema drift")]
+    assert [(o.success, o.severity, o.details) for o in drift] == [
+        (True, "critical", []),  # missing: only github's row, not this table's
+        (False, "critical", ["id: NUMBER before, now VARCHAR"]),
+        (False, "warning", ["extra: new field"]),
+    ]
+
+
+def test_mass_failures_list_a_capped_sample_and_keep_the_full_query(tmp_path, monkeypatch):
+    monkeypatch.setattr(v, "KEY_LIST_LIMIT", 10)
+
+    def build(con):
+        con.execute(EVENTS_DDL)
+        good_events(con, N_GOOD)
+        con.execute("""
+            insert into staging.stg_usage_events
+            select 'noname-' || lpad(i::varchar, 3, '0'), 'posthog',
+                   timestamptz '2026-05-01 00:00:00+00', null, 'u', null, null, null, null
+            from range(30) t(i)""")
+
+    path = make_db(tmp_path / "w.duckdb", build)
+    result = validate(path, "stg_usage_events", "event_id")
+    o = by_rule(result)["expect_column_values_to_not_be_null", "event_name"]
+    assert o.unexpected_count == 30 and o.failing_keys == [f"noname-{i:03d}" for i in range(10)]
+    assert not o.failing_keys_complete
+    con = duckdb.connect(str(path), read_only=True)
+    con.execute("set search_path = 'staging'")
+    n = con.sql(f"select count(*) from ({o.failing_keys_query})").fetchall()[0][0]
+    con.close()
+    assert n == 30  # quarantine runs this query inside DuckDB, whatever the cap

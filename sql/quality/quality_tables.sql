@@ -1,0 +1,82 @@
+-- Data-quality gate tables (tasks/quality.py). Idempotent (if not exists). The gate's per-run
+-- results: quality.dq_results (one row per expectation), quality.table_status (one row per
+-- validated table), quality.source_status (one row per source kind; scores and write-back read it).
+create schema if not exists quality;
+
+alter table quality.dq_results add column if not exists layer varchar;
+alter table quality.dq_results add column if not exists description varchar;
+alter table quality.dq_results add column if not exists details varchar[];
+
+create table if not exists quality.table_status (
+    run_id varchar not null,
+    layer varchar not null,
+    table_name varchar not null,
+    suite_name varchar not null,
+    source_kind varchar,
+    verdict varchar not null,
+    rows_in bigint not null,
+    rows_accepted bigint not null,
+    rows_quarantined bigint not null,
+    failed varchar[] not null,
+    reason varchar,
+    seconds double,
+    validated_at timestamptz not null
+);
+comment on table quality.table_status is
+'grain: one row per run x validated table (raw, staging, intermediate, marts); key: '
+'(run_id, table_name). The verdict of its suite and the row accounting.';
+
+create table if not exists quality.schema_profile (
+    run_id varchar not null,
+    raw_table varchar not null,
+    field varchar not null,
+    n_records bigint not null,
+    n_present bigint not null,
+    n_nonnull bigint not null,
+    json_type varchar,
+    type_share double,
+    profiled_at timestamptz not null
+);
+comment on table quality.schema_profile is
+'grain: one row per run x raw table x top-level field of the records loaded in that run (a '
+'sample of at most 50,000); key: (run_id, raw_table, field). Typed raw tables list their '
+'columns and the keys of their JSON object columns (properties.<key>).';
+
+create table if not exists quality.schema_baseline (
+    raw_table varchar not null,
+    field varchar not null,
+    n_records bigint not null,
+    n_present bigint not null,
+    n_nonnull bigint not null,
+    json_type varchar,
+    first_run_id varchar not null,
+    last_run_id varchar not null,
+    updated_at timestamptz not null
+);
+comment on table quality.schema_baseline is
+'grain: one row per raw table x accepted top-level field; key: (raw_table, field). Seeded by the '
+'first delivery, then every profile without critical drift is folded in (new fields included).';
+
+create table if not exists quality.schema_drift (
+    raw_table varchar,
+    field varchar,
+    change varchar,
+    baseline_presence double,
+    current_presence double,
+    baseline_type varchar,
+    current_type varchar,
+    n_records bigint,
+    profile_run_id varchar,
+    detail varchar
+);
+
+create table if not exists quality.volume_daily (
+    table_name varchar,
+    source varchar,
+    day date,
+    n_rows bigint,
+    n_duplicate_content bigint,
+    n_baseline_days bigint,
+    baseline_median double,
+    detail varchar
+);
