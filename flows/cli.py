@@ -98,6 +98,8 @@ def _print_summary(out, err, s: dict, state_name: str) -> None:
             f"  {v['table']}: {v['rows_in']:,} in = {v['rows_accepted']:,} accepted + "
             f"{v['rows_quarantined']:,} quarantined ({v['verdict']})"
         )
+    if s.get("data_docs"):
+        err.print(f"  Great Expectations Data Docs: {s['data_docs']}")
     rows = [
         {
             "#": r["rank"],

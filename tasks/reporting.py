@@ -71,7 +71,12 @@ def summary_markdown(s: dict[str, Any]) -> str:
         "",
         f"- As of **{s['as_of']}**, window {s['window_days']} days"
         + (" — **dry run** (nothing written to the tracker)" if s["dry_run"] else ""),
-        f"- Data quality: **{verdict}**",
+        f"- Data quality: **{verdict}**"
+        + (
+            f" — Great Expectations Data Docs: [{s['data_docs']}](file://{s['data_docs']})"
+            if s.get("data_docs")
+            else ""
+        ),
         f"- Warehouse: `{s['db_path']}`; analyst snapshot: `{s['snapshot_path']}`",
         f"- Tracker: `{s['tracker_dir']}`",
         "",
@@ -97,7 +102,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
     for v in s["validation"]:
         lines.append(
             f"| {v['table']} | {v['verdict']} | {v['rows_in']:,} | {v['rows_accepted']:,} "
-            f"| {v['rows_quarantined']:,} | {', '.join(v['failed']) or '-'} | {v['seconds']} |"
+            f"| {v['rows_quarantined']:,} | {'; '.join(v['failed'])[:300] or '-'} "
+            f"| {v['seconds']} |"
         )
     lines += [
         "",
