@@ -1,8 +1,10 @@
 """Land vendor export files (PostHog JSON lines, Zendesk export pages, GitHub issue pages) in raw.*.
 
-Everything streams through DuckDB: files are read by `read_csv`/`read_text`, parsed with DuckDB's
-JSON functions and merged on the stable id in one transaction per batch of files, together with
-the quarantine rows and the file/cursor bookkeeping — so a crash never leaves a half-advanced state.
+Everything streams through DuckDB: files are read by `read_json`/`read_csv`/`read_text`, parsed
+with DuckDB's JSON functions and merged on the stable id in one transaction per batch of files,
+together with the quarantine rows and the file/cursor bookkeeping — so a crash never leaves a
+half-advanced state. Typed JSON lines (PostHog events) land straight in the raw table
+(_land_direct); everything else is staged in temp tables first (_stage_batch, _merge_raw).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import glob
 import json
 import logging
 import os
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -71,7 +74,13 @@ POSTHOG_EVENTS = SourceSpec(
     stream="events",
     raw_table="raw.posthog__events",
     key_column="event_id",
-    key_expr="nullif(trim(event_id), '')",
+    # = nullif(trim(event_id), ''): trim leaves an id that starts and ends with a visible ASCII
+    # character as it is, and skipping its Unicode scan for those (nearly every id) cut a
+    # sixth off the cost of landing an event.
+    key_expr=(
+        "case when left(event_id, 1) between '!' and '~' and right(event_id, 1) between '!' "
+        "and '~' then event_id else nullif(trim(event_id), '') end"
+    ),
     cursor_expr="event_time ->> '$'",
     repeats="first",
     layout="lines",
@@ -174,11 +183,62 @@ def _file_list(paths: list[Path]) -> str:
     return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
 
 
-def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
+def _read_pages(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> bool:
+    """Pages whose records are one top-level list ('$.results[*]'): read them with read_json
+    into temp table _pages (one parse, the list as JSON[]) instead of read_text + a JSON cast +
+    json_extract, which also kept every page's parsed text around.
+
+    Run before the batch's transaction, because a page the reader rejects (invalid JSON, the
+    list not an array) raises; such a batch, and one with a page the reader would read where
+    the staging path would not (byte order mark, not exactly one JSON value), takes the staging
+    path, which sets the page aside whole as before. Returns whether _pages holds the batch."""
+    m = _PAGE_LIST.fullmatch(spec.layout)
+    if not m or spec.sideload or not paths:
+        return False
+    for p in paths:
+        with p.open("rb") as f:
+            if f.read(3) == b"\xef\xbb\xbf":
+                return False
+    largest = max(p.stat().st_size for p in paths)
+    try:
+        con.execute(f"""
+            create or replace temp table _pages as
+            select filename as source_file, "{m[1]}" as records
+            from read_json({_file_list(paths)}, format = 'unstructured', records = true,
+                           filename = true, columns = {{'{m[1]}': 'JSON[]'}},
+                           maximum_object_size = {max(largest + 1, 16 * 1024 * 1024)})
+        """)
+    except duckdb.Error:
+        con.execute("drop table if exists _pages")
+        return False
+    n, n_files = con.sql("select count(*), count(distinct source_file) from _pages").fetchall()[0]
+    if n == n_files == len(paths):
+        return True
+    con.execute("drop table if exists _pages")
+    return False
+
+
+_PAGE_LIST = re.compile(r"\$\.([A-Za-z_][A-Za-z0-9_]*)\[\*\]")
+_PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) -> str:
     """One row per source record: file, position, text of a bad record, parsed JSON `j`
-    (NULL if invalid), plus the typed fields when the spec has them."""
+    (NULL if invalid), plus the typed fields when the spec has them. `pages_read`: the
+    batch's pages are in _pages (see _read_pages)."""
     files = _file_list(paths)
-    if spec.layout == "lines":
+    if pages_read:
+        # A JSON null in the list reads as SQL NULL; json_extract gave the JSON value null.
+        recs = """
+            select source_file, pos, null as text, coalesce(j, 'null'::json) as j,
+                   null as parse_error, null::json as page
+            from (
+                select source_file, unnest(records) as j,
+                       generate_subscripts(records, 1) as pos
+                from _pages
+            )
+        """
+    elif spec.layout == "lines":
         # Each line is one opaque string, so a single bad line is quarantined instead of failing
         # the file; delimiter/quote are characters valid JSON text never holds raw.
         recs = f"""
@@ -211,18 +271,41 @@ def _records_sql(spec: SourceSpec, paths: list[Path]) -> str:
             select filename, 0, left(content, 100000), null, 'invalid_json_file', null::json
             from files where not ok
         """
-    typed = "".join(
-        f", case when j is not null then j {'->' if typ == 'JSON' else '->>'} "
-        f"{sql_literal(key)} end::{typ} as {col}"
-        for col, key, typ in spec.fields
+    # Text and JSON fields come out of one json_transform (one parse of the record instead of
+    # one per field); it agrees with ->> / -> except that a JSON null gives SQL NULL, where
+    # -> gave the JSON value null, so a NULL falls back to ->.
+    one_parse = {
+        key: typ.upper()
+        for _, key, typ in spec.fields
+        if typ.upper() in ("VARCHAR", "JSON") and _PLAIN_KEY.fullmatch(key)
+    }
+    typed = ""
+    for col, key, typ in spec.fields:
+        if key not in one_parse:
+            typed += (
+                f", case when j is not null then j {'->' if typ == 'JSON' else '->>'} "
+                f"{sql_literal(key)} end::{typ} as {col}"
+            )
+        elif one_parse[key] == "VARCHAR":
+            typed += f', _t."{key}" as {col}'
+        else:
+            typed += (
+                f', case when _t."{key}" is not null then _t."{key}" '
+                f"else j -> {sql_literal(key)} end::JSON as {col}"
+            )
+    transform = (
+        f", json_transform(j, {sql_literal(json.dumps(one_parse))}) as _t" if one_parse else ""
     )
     return f"""
         with raw_recs as ({recs})
-        select * exclude (j), j{typed}
+        select * exclude (j{", _t" if one_parse else ""}), j{typed}
         from (
-            select * exclude (j, page),
-                   case when j is not null then ({spec.record_sql}) end as j
-            from raw_recs
+            select *{transform}
+            from (
+                select * exclude (j, page),
+                       case when j is not null then ({spec.record_sql}) end as j
+                from raw_recs
+            )
         )
     """
 
@@ -297,14 +380,26 @@ def load_source(
     stats.files_seen = len(files)
     pending = _pending_files(con, spec.source, files)
     stats.files_skipped = len(files) - len(pending)
-    for i, batch in enumerate(_batches(pending), start=1):
-        if progress:
-            progress(f"{spec.source}: batch {i}, {len(batch)} file(s)")
-        _load_batch(con, spec, batch, run_id, stats)
-        stats.files_loaded += len(batch)
+    _forget_seen_keys(con)
+    try:
+        for i, batch in enumerate(_batches(pending), start=1):
+            if progress:
+                progress(f"{spec.source}: batch {i}, {len(batch)} file(s)")
+            _load_batch(con, spec, batch, run_id, stats)
+            stats.files_loaded += len(batch)
+    finally:
+        _forget_seen_keys(con)
+    if stats.files_loaded:
+        _refresh_file_cursor(con, spec)
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("loaded %s: %s", spec.source, stats.as_dict())
     return stats
+
+
+def _forget_seen_keys(con: duckdb.DuckDBPyConnection) -> None:
+    """_seen_keys (the direct path's hashes of the ids in raw) lives for one load call: raw may
+    change between calls."""
+    con.execute("drop table if exists _seen_keys")
 
 
 def _load_batch(
@@ -319,13 +414,27 @@ def _load_batch(
     connector pages (state given) store the connector's cursor state instead."""
     batch_id = f"{spec.source}-{uuid.uuid4().hex[:12]}"
     paths = [p for p, _, _ in batch]
+    pages_read = not _lands_direct(spec) and _read_pages(con, spec, paths)
     con.execute("begin transaction")
     try:
-        counts = _stage_batch(con, spec, paths)
-        merged = _merge_raw(con, spec, batch_id)
-        n_quarantined = _quarantine_load_rejects(con, spec, run_id)
+        if _lands_direct(spec):
+            try:
+                counts, merged, per_file = _land_direct(con, spec, paths, batch_id)
+            except _RepeatsWithinFile:
+                # An id repeated within one file: which copy came first is the read order,
+                # which only an order-preserving insert keeps. This batch again, that way.
+                con.execute("rollback")
+                con.execute("begin transaction")
+                counts, merged, per_file = _land_direct(con, spec, paths, batch_id, ordered=True)
+            rejects = "_rej"
+        else:
+            counts = _stage_batch(con, spec, paths, pages_read)
+            merged = _merge_raw(con, spec, batch_id)
+            per_file = _staged_file_counts(con) if state is None else {}
+            rejects = "_batch_v"
+        n_quarantined = _quarantine_load_rejects(con, spec, run_id, rejects)
         if state is None:
-            _record_files(con, spec, batch, batch_id)
+            _record_files(con, spec, batch, batch_id, per_file)
         _advance_cursor(con, spec, run_id, state)
         con.execute("commit")
     except Exception as exc:
@@ -333,14 +442,32 @@ def _load_batch(
         names = ", ".join(p.name for p in paths[:3]) + ("…" if len(paths) > 3 else "")
         raise LoadError(f"{spec.source}: loading {names} failed, nothing committed: {exc}") from exc
     finally:
-        for t in ("_recs", "_bad", "_rank", "_accepted", "_rejects"):
+        for t in _TEMP_TABLES:
             con.execute(f"drop table if exists {t}")
         con.execute("drop view if exists _batch_v")
         con.execute("drop table if exists _batch")
     _account(stats, counts, merged, n_quarantined, spec)
 
 
-def _stage_batch(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> dict:
+_TEMP_TABLES = (
+    "_recs",
+    "_bad",
+    "_rank",
+    "_accepted",
+    "_rejects",
+    "_irr",
+    "_irr_out",
+    "_rej",
+    "_landed",
+    "_pages",
+    "_bh",
+    "_bh_rep",
+)
+
+
+def _stage_batch(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path], pages_read: bool = False
+) -> dict:
     """Temp view _batch_v: one row per record with rec_id, cursor_at, rn and reject_rule;
     temp table _bad: lines set aside before parsing (fast path). Returns outcome counts."""
     if spec.fast_lines:
@@ -348,15 +475,18 @@ def _stage_batch(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[P
         con.execute(f"create or replace temp table _bad as {_bad_lines_sql(paths)}")
         not_object = "false"
     else:
-        recs = _records_sql(spec, paths)
+        recs = _records_sql(spec, paths, pages_read)
         con.execute(
             "create or replace temp table _bad (source_file varchar, pos bigint, text varchar, "
             "reject_rule varchar)"
         )
-        not_object = "j is not null and json_type(j) <> 'OBJECT'"
+        # JSON values are valid JSON text, so an object is one whose text starts with '{':
+        # the same answer as json_type(j) <> 'OBJECT' without parsing every record again.
+        not_object = "j is not null and not starts_with(ltrim(j::varchar, ' \t\n\r'), '{')"
+    # With typed fields the record JSON is not needed once the row's columns are derived.
     con.execute(f"""
         create or replace temp table _batch as
-        select *,
+        select * {"exclude (j)" if spec.fields else ""},
                case when parse_error is null and not ({not_object}) then {spec.key_expr} end
                    as rec_id,
                case when parse_error is null and not ({not_object}) then {spec.cursor_expr} end
@@ -411,8 +541,320 @@ def _stage_batch(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[P
             select reject_rule, count(*) from _bad group by all
         """).fetchall()
     )
-    # Fast path: unparsed rows are the bad lines (their text is in _bad); any excess are
-    # valid JSON objects with none of the declared fields.
+    return _settle_unparsed(spec, counts)
+
+
+def _lands_direct(spec: SourceSpec) -> bool:
+    """JSON lines with typed fields and a text key land straight in the raw table."""
+    types = {col: typ.upper() for col, _, typ in spec.fields}
+    return spec.fast_lines and types.get(spec.key_column) == "VARCHAR"
+
+
+class _RepeatsWithinFile(Exception):
+    """The batch has an id twice in one file; landed without insertion order it can't tell
+    which copy was first."""
+
+
+def _land_direct(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    paths: list[Path],
+    batch_id: str,
+    ordered: bool = False,
+) -> tuple[dict, dict, dict[str, tuple[int, int]]]:
+    """The staging path's outcome, with the records written once: read_json streams straight
+    into the raw table (staging them in a temp table first nearly doubled the cost — the
+    persistent write is most of it), and only the few rows that need a decision are taken out
+    again, all inside the batch's transaction.
+
+    Rows whose key needs a decision — unparsed, no usable id, dropped, or an id the key_expr
+    changes — land under a marker batch id with their original key text (NOT NULL: '' plus a
+    second marker for a missing key) and move to _irr. Repeats within the batch and ids already
+    in raw are then settled on the rows concerned: a repeat that loses is deleted (and
+    quarantined as before), an unchanged re-delivery is deleted, an update replaces the old row.
+    Returns (outcome counts, merge counts, per-file counts) as the staging path does, leaving
+    the rejects in _rej and the bad lines in _bad.
+
+    The insert runs without preserve_insertion_order (unless `ordered`): keeping the order
+    serialised DuckDB's parallel insert and cost about a third more. Row ids then follow the
+    read order only within each thread's chunks, so the first copy of a repeated id is found
+    by file (files are read in name order); an id repeated within one file raises
+    _RepeatsWithinFile and the batch is landed again with `ordered`.
+
+    Cost to know: deleting a row landed in the same transaction makes DuckDB re-append the
+    whole batch at commit instead of adopting the blocks it already wrote (about 1 s per
+    million rows), so a batch with any such row costs about what the staging path did.
+    """
+    t, k = spec.raw_table, spec.key_column
+    others = [c for c in spec.payload_columns if c != k]
+    mark_text, mark_null = f"{batch_id}!", f"{batch_id}!null"
+    derived = f"""
+        select *, case when parse_error is null then {spec.key_expr} end as rec_id,
+               case when parse_error is null then {spec.cursor_expr} end as cursor_at,
+               coalesce(parse_error is null and ({spec.drop_expr}), false) as is_dropped
+    """
+    regular = f"parse_error is null and rec_id is not null and not is_dropped and rec_id = {k}"
+    # Hashes of every id in raw before this batch, kept over the batches of one load call
+    # (see _seen_keys): per batch, a miss there proves an id new without scanning raw.
+    con.execute(f"create temp table if not exists _seen_keys as select hash({k}) as h from {t}")
+    keep_order = con.sql("select current_setting('preserve_insertion_order')").fetchall()[0][0]
+    con.execute(f"set preserve_insertion_order = {'true' if ordered else 'false'}")
+    try:
+        n_read = con.execute(
+            f"""
+            insert into {t} ({k}, {", ".join(others)}, cursor_at, _source_file, _batch_id,
+                             _loaded_at)
+            select case when {regular} then rec_id else coalesce({k}, '') end,
+                   {", ".join(others)}, cursor_at, source_file,
+                   case when {regular} then $1 when {k} is null then $2 else $3 end, now()
+            from ({derived} from ({_fast_lines_sql(spec, paths)}) as recs) as s
+            """,
+            [batch_id, mark_null, mark_text],
+        ).fetchall()[0][0]
+    finally:
+        con.execute(f"set preserve_insertion_order = {'true' if keep_order else 'false'}")
+    con.execute(
+        f"""create or replace temp table _landed as
+            select _source_file as source_file, count(*) as n from {t}
+            where _batch_id = ? group by all""",
+        [batch_id],
+    )
+    n_regular = con.sql("select coalesce(sum(n), 0)::bigint from _landed").fetchall()[0][0]
+    # The rows that need a decision, with the key as it was read.
+    all_null = " and ".join(f"{c} is null" for c in spec.payload_columns)
+    con.execute(
+        f"""
+        create or replace temp table _irr as
+        {derived} from (
+            select *, case when {all_null} then 'unparsed' end as parse_error
+            from (
+                select rowid as rid, _source_file as source_file, null::bigint as pos,
+                       null::varchar as text, null::json as j,
+                       case when _batch_id = $1 then null else {k} end as {k}, {", ".join(others)}
+                from {t} where $3 and _batch_id in ($1, $2)
+            )
+        )
+        """,
+        [mark_null, mark_text, n_read > n_regular],
+    )
+    if n_read > n_regular:
+        con.execute(f"delete from {t} where _batch_id in (?, ?)", [mark_null, mark_text])
+    order = (
+        "source_file, pos, rid"
+        if spec.repeats == "first"
+        else "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, "
+        "rid desc"
+    )
+    # The batch's candidate ids as hashes: grouping and probing 8-byte hashes is several times
+    # cheaper than the ids themselves; only hashes that repeat (or are already in raw) are
+    # looked at by id.
+    con.execute(
+        f"""
+        create or replace temp table _bh as
+        select hash({k}) as h from {t} where _batch_id = $1
+        union all
+        select hash(rec_id) from _irr
+        where parse_error is null and rec_id is not null and not is_dropped
+        """,
+        [batch_id],
+    )
+    con.execute(
+        "create or replace temp table _bh_rep as select h from _bh group by h having count(*) > 1"
+    )
+    # Rank only ids that occur more than once: a window over every row would cost a full sort.
+    # rid is the row id the record landed with, i.e. its position in the batch.
+    con.execute(
+        f"""
+        create or replace temp table _rank as
+        with candidates as (
+            select rowid as rid, {k} as rec_id, cursor_at, _source_file as source_file,
+                   null::bigint as pos, false as irr
+            from {t} where _batch_id = $1 and hash({k}) in (select h from _bh_rep)
+            union all
+            select rid, rec_id, cursor_at, source_file, pos, true from _irr
+            where parse_error is null and rec_id is not null and not is_dropped
+        ),
+        repeated as (
+            select rec_id from candidates group by rec_id having count(*) > 1
+        )
+        select rid, irr, row_number() over (partition by rec_id order by {order}) as rn
+        from candidates semi join repeated using (rec_id)
+        """,
+        [batch_id],
+    )
+    if not ordered:
+        # Ties the order would break: two copies of an id from the same file.
+        tied = con.execute(
+            f"""
+            select count(*) from (
+                select 1 from (
+                    select {k} as rec_id, _source_file as source_file from {t}
+                    where _batch_id = $1 and rowid in (select rid from _rank where not irr)
+                    union all
+                    select rec_id, source_file from _irr
+                    where rid in (select rid from _rank where irr)
+                ) group by all having count(*) > 1
+            )
+            """,
+            [batch_id],
+        ).fetchall()[0][0]
+        if tied:
+            raise _RepeatsWithinFile
+    first = spec.repeats == "first"
+    loser = "duplicate" if first else "superseded"
+    con.execute(f"""
+        create or replace temp table _irr_out as
+        select i.*, coalesce(r.rn, 1) as rn,
+               case
+                   when i.parse_error is not null then 'unparsed'
+                   when i.is_dropped then null
+                   when i.rec_id is null then 'missing_id'
+                   when coalesce(r.rn, 1) > 1 and {first} then 'duplicate'
+               end as reject_rule
+        from _irr as i left join (select rid, rn from _rank where irr) as r using (rid)
+    """)
+    pairs = ", ".join(others)
+    con.execute(
+        f"""
+        create or replace temp table _rej as
+        select b._source_file as source_file, null::bigint as pos, b.{k} as rec_id,
+               'duplicate' as reject_rule, null::varchar as text, b.{k}, {pairs}
+        from {t} as b
+        where {first} and b._batch_id = $1
+          and b.rowid in (select rid from _rank where not irr and rn > 1)
+        union all
+        select source_file, pos, rec_id, reject_rule, text, {k}, {pairs} from _irr_out
+        where reject_rule is not null and reject_rule <> 'unparsed'
+        """,
+        [batch_id],
+    )
+    n_lost = con.sql("select count(*) from _rank where not irr and rn > 1").fetchall()[0][0]
+    if n_lost:
+        con.execute(
+            f"""delete from {t} where _batch_id = $1
+                and rowid in (select rid from _rank where not irr and rn > 1)""",
+            [batch_id],
+        )
+    counts = dict(
+        con.execute("""
+            select coalesce(reject_rule, case when is_dropped then 'dropped'
+                                              when rn = 1 then 'accepted'
+                                              else 'superseded' end) as outcome, count(*)
+            from _irr_out group by all
+        """).fetchall()
+    )
+    counts["accepted"] = counts.get("accepted", 0) + n_regular - n_lost
+    if n_lost:
+        counts[loser] = counts.get(loser, 0) + n_lost
+    counts = {c: n for c, n in counts.items() if n}
+    # Bad lines are unparsed rows; only files with such rows are read again for their text.
+    unparsed_files = [
+        Path(f)
+        for (f,) in con.sql(
+            "select distinct source_file from _irr_out where reject_rule = 'unparsed'"
+        ).fetchall()
+    ]
+    if unparsed_files:
+        con.execute(f"create or replace temp table _bad as {_bad_lines_sql(unparsed_files)}")
+    else:
+        con.execute(
+            "create or replace temp table _bad (source_file varchar, pos bigint, text varchar, "
+            "reject_rule varchar)"
+        )
+    for rule, n in con.sql("select reject_rule, count(*) from _bad group by all").fetchall():
+        counts[rule] = counts.get(rule, 0) + n
+    merged = _settle_direct(con, spec, batch_id)
+    per_file = {
+        path: (n, bad)
+        for path, n, bad in con.execute("""
+            select source_file, sum(n)::bigint, sum(bad)::bigint from (
+                select source_file, n, 0 as bad from _landed
+                union all
+                select source_file,
+                       count(*) filter (where reject_rule is distinct from 'unparsed'), 0
+                from _irr_out group by all
+                union all
+                select source_file, 0, count(*) from _rej group by all
+                union all
+                select source_file, count(*), count(*) from _bad group by all
+            ) group by all
+        """).fetchall()
+    }
+    return _settle_unparsed(spec, counts), merged, per_file
+
+
+def _settle_direct(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str
+) -> dict[str, int]:
+    """Merge the batch's landed rows (and its accepted _irr rows) with the ids already in raw."""
+    t, k = spec.raw_table, spec.key_column
+    others = [c for c in spec.payload_columns if c != k]
+    cols = ", ".join(others)
+    accepted_irr = "from _irr_out where reject_rule is null and not is_dropped and rn = 1"
+    batch = f"""
+        select rowid as rid, false as irr, {k} as rec_id, {cols}, cursor_at,
+               _source_file as source_file
+        from {t} where _batch_id = $1
+        union all
+        select rid, true, rec_id, {cols}, cursor_at, source_file {accepted_irr}
+    """
+    overlap = con.sql("select count(*) from _bh semi join _seen_keys using (h)").fetchall()[0][0]
+    con.execute("insert into _seen_keys select h from _bh")
+    if overlap:  # a hash seen before: the exact check on the ids
+        overlap = con.execute(
+            f"""select count(*) from ({batch}) as b
+                semi join (select {k} from {t} where _batch_id <> $1) as r on r.{k} = b.rec_id""",
+            [batch_id],
+        ).fetchall()[0][0]
+    insert_irr = f"""
+        insert into {t} ({k}, {cols}, cursor_at, _source_file, _batch_id, _loaded_at)
+        select rec_id, {cols}, cursor_at, source_file, $1, now() {accepted_irr}
+    """
+    if overlap == 0:
+        # First sight of every id in the batch (the common case): nothing to merge.
+        con.execute(insert_irr, [batch_id])
+        n = con.execute(f"select count(*) from {t} where _batch_id = ?", [batch_id]).fetchall()
+        return {"inserted": n[0][0], "updated": 0, "unchanged": 0}
+    same = " and ".join(f"b.{c}::varchar is not distinct from r.{c}::varchar" for c in others)
+    con.execute(
+        f"""
+        create or replace temp table _accepted as
+        select b.rid, b.irr, r.old_rid,
+               case when r.{k} is null then 'inserted'
+                    when {same} then 'unchanged'
+                    when try_cast(b.cursor_at as timestamptz) < try_cast(r.cursor_at as timestamptz)
+                        then 'unchanged'
+                    else 'updated' end as outcome
+        from ({batch}) as b
+        left join (select rowid as old_rid, * from {t} where _batch_id <> $1) as r
+            on r.{k} = b.rec_id
+        """,
+        [batch_id],
+    )
+    # An unchanged re-delivery leaves the stored row as it was; an update replaces it with the
+    # batch's row (the same values an in-place update would write).
+    con.execute(
+        f"""delete from {t} where _batch_id = $1
+            and rowid in (select rid from _accepted where outcome = 'unchanged' and not irr)""",
+        [batch_id],
+    )
+    con.execute(
+        f"""delete from {t} where _batch_id <> $1
+            and rowid in (select old_rid from _accepted where outcome = 'updated')""",
+        [batch_id],
+    )
+    con.execute(
+        f"{insert_irr} and rid not in "
+        "(select rid from _accepted where irr and outcome = 'unchanged')",
+        [batch_id],
+    )
+    out = dict(con.sql("select outcome, count(*) from _accepted group by all").fetchall())
+    return {k2: out.get(k2, 0) for k2 in ("inserted", "updated", "unchanged")}
+
+
+def _settle_unparsed(spec: SourceSpec, counts: dict) -> dict:
+    """Fast path: unparsed rows are the bad lines (their text is in _bad); any excess are
+    valid JSON objects with none of the declared fields."""
     unparsed = counts.pop("unparsed", 0)
     n_bad = sum(v for k, v in counts.items() if k in ("invalid_json", "not_an_object"))
     if spec.fast_lines and unparsed > n_bad:
@@ -420,8 +862,9 @@ def _stage_batch(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[P
     return counts
 
 
-def _record_files(con, spec: SourceSpec, batch: list[tuple[Path, int, int]], batch_id: str) -> None:
-    per_file = {
+def _staged_file_counts(con: duckdb.DuckDBPyConnection) -> dict[str, tuple[int, int]]:
+    """Records and quarantined records per file of a staged batch (_batch_v and _bad)."""
+    return {
         path: (n, bad)
         for path, n, bad in con.execute("""
             select source_file, sum(n)::bigint, sum(bad)::bigint from (
@@ -434,6 +877,15 @@ def _record_files(con, spec: SourceSpec, batch: list[tuple[Path, int, int]], bat
             ) group by all
         """).fetchall()
     }
+
+
+def _record_files(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    batch: list[tuple[Path, int, int]],
+    batch_id: str,
+    per_file: dict[str, tuple[int, int]],
+) -> None:
     con.executemany(
         """insert into ops.loaded_files by name
                select ? as source, ? as path, ? as size_bytes, ? as mtime_ns, ? as n_records,
@@ -551,7 +1003,11 @@ REJECT_REASONS = {
 }
 
 
-def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: str) -> int:
+def _quarantine_load_rejects(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, run_id: str, rejects: str = "_batch_v"
+) -> int:
+    """Quarantine the rejected records of `rejects` (_batch_v, or _rej on the direct path) and
+    the bad lines in _bad; returns how many."""
     reasons = " ".join(
         f"when {sql_literal(rule)} then {sql_literal(text)}"
         for rule, text in REJECT_REASONS.items()
@@ -561,7 +1017,7 @@ def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, r
         create or replace temp table _rejects as
         with rejected as (
             select source_file, pos, rec_id, reject_rule, {payload} as payload
-            from _batch_v where reject_rule is not null and reject_rule <> 'unparsed'
+            from {rejects} where reject_rule is not null and reject_rule <> 'unparsed'
             union all
             select source_file, pos, null, reject_rule, text from _bad
         )
@@ -579,7 +1035,7 @@ def _quarantine_load_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, r
     record_quarantine(con, "_rejects", "load", [spec.raw_table], run_id)
     return (
         con.sql(
-            "select count(*) from _batch_v where reject_rule is not null "
+            f"select count(*) from {rejects} where reject_rule is not null "
             "and reject_rule <> 'unparsed'"
         ).fetchall()[0][0]
         + con.sql("select count(*) from _bad").fetchall()[0][0]
@@ -596,6 +1052,10 @@ def _advance_cursor(
     """
     # File sources keep their own row, so they never clobber an API connector's cursor.
     stream = spec.stream if state is not None else f"files:{spec.stream}"
+    prev = con.execute(
+        "select cursor_value, updated_at from ops.sync_state where source = ? and stream = ?",
+        [spec.source, stream],
+    ).fetchall()
     con.execute("delete from ops.sync_state where source = ? and stream = ?", [spec.source, stream])
     if state is not None:
         con.execute(
@@ -603,15 +1063,37 @@ def _advance_cursor(
             [spec.source, spec.stream, json.dumps(state, sort_keys=True, default=str), run_id],
         )
         return
+    newest = "max(try_cast(cursor_at as timestamptz))"
+    if prev:
+        # The newest cursor so far and the rows landed since (by any loader; the previous
+        # batch's rows carry its now(), counted already); a full scan of raw per batch grew
+        # with the table (quadratic over a large load). load_source recomputes it exactly once
+        # at the end (_refresh_file_cursor).
+        newest = f"""greatest(try_cast($5 as timestamptz),
+                             (select {newest} from {spec.raw_table} where _loaded_at > $6))"""
     con.execute(
         f"""
         insert into ops.sync_state
-        select ?, ?, max(try_cast(cursor_at as timestamptz))::varchar,
-               (select count(*) from ops.loaded_files where source = ?),
-               now(), ?
-        from {spec.raw_table}
+        select $1, $2, {newest}::varchar,
+               (select count(*) from ops.loaded_files where source = $3),
+               now(), $4
+        {"" if prev else f"from {spec.raw_table}"}
         """,
-        [spec.source, stream, spec.source, run_id],
+        [spec.source, stream, spec.source, run_id, *(prev[0][:2] if prev else ())],
+    )
+
+
+def _refresh_file_cursor(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:
+    """Recompute a file source's newest cursor once per load: per batch it only grows, so a
+    row updated to an older (or unreadable) cursor would leave it too high."""
+    con.execute(
+        f"""
+        update ops.sync_state set cursor_value = newest.v
+        from (select max(try_cast(cursor_at as timestamptz))::varchar as v
+              from {spec.raw_table}) as newest
+        where source = ? and stream = ? and cursor_value is distinct from newest.v
+        """,
+        [spec.source, f"files:{spec.stream}"],
     )
 
 
@@ -671,6 +1153,7 @@ def load_pages(
             p.unlink(missing_ok=True)
         pending, size = [], 0
 
+    _forget_seen_keys(con)
     try:
         for i, page in enumerate(pages):
             path = landing_dir / f"{spec.source}-{spec.stream}-{run_id}-{i:06d}.{suffix}"
@@ -683,6 +1166,7 @@ def load_pages(
                 flush()
         flush()
     finally:  # a failed fetch or batch: its pages are fetched again next run
+        _forget_seen_keys(con)
         for p, _, _ in pending:
             p.unlink(missing_ok=True)
     stats.seconds = round(time.perf_counter() - started, 3)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import pytest
@@ -141,3 +142,111 @@ def test_failed_batch_commits_nothing(con, tmp_path, monkeypatch):
     monkeypatch.undo()
     stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r2")
     assert stats.n_inserted == 1
+
+
+def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con, tmp_path):
+    """The direct landing path: rows that need a decision leave raw before commit."""
+    ph = tmp_path / "ph"
+    write_jsonl(
+        ph / "e1.jsonl",
+        [posthog_event("a", event="first"), posthog_event(" b "), posthog_event("c")],
+    )
+    write_jsonl(
+        ph / "e2.jsonl",
+        [
+            posthog_event("a", event="second"),  # repeat of a within the batch: quarantined
+            posthog_event("b"),  # the trimmed id of " b " in e1: a repeat too
+            {"uuid": "  ", "event": "blank"},
+            "not json",
+        ],
+    )
+    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    assert (stats.records_read, stats.n_inserted) == (7, 3)
+    assert stats.quarantine_reasons == {"duplicate": 2, "missing_id": 1, "invalid_json": 1}
+    rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
+    assert rows == {"a": "first", "b": "export_started", "c": "export_started"}
+    assert (
+        con.sql("select count(*) from raw.posthog__events where _batch_id like '%!%'").fetchall()[
+            0
+        ][0]
+        == 0
+    )
+    files = con.sql(
+        "select regexp_extract(path, '[^/]+$'), n_records, n_quarantined from ops.loaded_files "
+        "order by 1"
+    ).fetchall()
+    assert files == [("e1.jsonl", 3, 0), ("e2.jsonl", 4, 4)]
+    dup = con.sql(
+        "select payload from quality.quarantine where rule = 'duplicate' and record_key = 'b'"
+    ).fetchall()
+    assert '"uuid":"b"' in dup[0][0]
+
+    # Next export: a changed version of c (newer), an identical a, an older changed b.
+    write_jsonl(
+        ph / "e3.jsonl",
+        [
+            posthog_event("c", event="changed", ts="2026-11-21T10:00:00+00:00"),
+            posthog_event("a", event="first"),
+            posthog_event("b", event="older", ts="2026-11-19T10:00:00+00:00"),
+            posthog_event("d"),
+        ],
+    )
+    again = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    assert (again.n_inserted, again.n_updated, again.n_unchanged) == (1, 1, 2)
+    rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
+    assert rows == {"a": "first", "b": "export_started", "c": "changed", "d": "export_started"}
+    assert con.sql("select count(*), count(distinct event_id) from raw.posthog__events").fetchall()[
+        0
+    ] == (4, 4)
+
+
+def test_files_cursor_is_the_newest_landed_even_when_an_update_lowers_it(con, tmp_path):
+    ph = tmp_path / "ph"
+    write_jsonl(
+        ph / "e1.jsonl",
+        [posthog_event("a", ts="2026-11-21T10:00:00+00:00"), posthog_event("b")],
+    )
+    load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    # A re-export whose newest event now has no readable timestamp: it replaces the stored one.
+    write_jsonl(ph / "e2.jsonl", [posthog_event("a", event="fixed", ts="soon")])
+    load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    cursor = con.sql(
+        "select cursor_value from ops.sync_state "
+        "where source = 'posthog' and stream = 'files:events'"
+    ).fetchall()[0][0]
+    newest = con.sql(
+        "select max(try_cast(cursor_at as timestamptz))::varchar from raw.posthog__events"
+    ).fetchall()[0][0]
+    assert cursor == newest and cursor.startswith("2026-11-20")
+
+
+def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con, tmp_path):
+    from tasks.clients.base import LandedPage
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    def row(uuid, props='{"$pathname": "/a"}'):
+        return [uuid, "viewed", "u1", "2026-11-20T10:00:00.000000+00:00", props]
+
+    good = {"results": [row("a"), None, row("b", props={"$pathname": "/b"}), row("a")]}
+    pages = [
+        LandedPage(json.dumps(good).encode(), {"n": 1}, 4),
+        LandedPage(b'{"results": [["c", "viewed"', {"n": 2}, 1),
+        LandedPage(b"\xef\xbb\xbf" + json.dumps({"results": [row("d")]}).encode(), {"n": 3}, 1),
+    ]
+    stats = load.load_pages(con, POSTHOG_QUERY_EVENTS, pages, "r1", tmp_path / "land")
+    assert stats.n_inserted == 2
+    assert stats.quarantine_reasons == {"missing_id": 1, "duplicate": 1, "invalid_json_file": 2}
+    reasons = [r[0] for r in con.sql("select reason from quality.quarantine order by 1").fetchall()]
+    assert any(r.endswith("000000.json #2)") for r in reasons)  # the null row, page position 2
+    assert any(r.endswith("000000.json #4)") for r in reasons)  # the later copy of a
+    props = dict(
+        con.sql(
+            """select event_id, properties ->> '$."$pathname"' from raw.posthog__events"""
+        ).fetchall()
+    )
+    assert props == {"a": "/a", "b": "/b"}
+
+    # Without the unreadable pages the same records load through the one-pass read alike.
+    con.execute("delete from raw.posthog__events")
+    again = load.load_pages(con, POSTHOG_QUERY_EVENTS, pages[:1], "r2", tmp_path / "land")
+    assert (again.n_inserted, again.quarantine_reasons) == (2, {"missing_id": 1, "duplicate": 1})
