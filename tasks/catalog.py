@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -26,6 +27,17 @@ class Feature(BaseModel):
     ticket_keywords: list[str] = []
     bug_labels: list[str] = []
     bug_components: list[str] = []
+    # Optional expectations and launch date: judged against these instead of the other features.
+    launched_on: date | None = Field(None, description="First day of the launch ramp.")
+    expected_daily_share: float | None = Field(
+        None, gt=0, le=1, description="Expected share of product actives using it on a day."
+    )
+    expected_stickiness: float | None = Field(
+        None, gt=0, le=1, description="Expected DAU/MAU of the feature's users."
+    )
+    expected_events_per_user: float | None = Field(
+        None, gt=0, description="Expected events per user on a day they use it."
+    )
 
 
 class Catalog(BaseModel):
@@ -71,8 +83,18 @@ def publish_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
             "owner": [f.owner for f in catalog.features],
             "feature_order": list(range(1, len(catalog.features) + 1)),
             "catalog_version": [catalog.version] * len(catalog.features),
+            "launched_on": [f.launched_on for f in catalog.features],
+            "expected_daily_share": [f.expected_daily_share for f in catalog.features],
+            "expected_stickiness": [f.expected_stickiness for f in catalog.features],
+            "expected_events_per_user": [f.expected_events_per_user for f in catalog.features],
         },
-        schema_overrides={"owner": pl.String},
+        schema_overrides={
+            "owner": pl.String,
+            "launched_on": pl.Date,
+            "expected_daily_share": pl.Float64,
+            "expected_stickiness": pl.Float64,
+            "expected_events_per_user": pl.Float64,
+        },
     )
     rules = pl.DataFrame(
         [

@@ -68,8 +68,42 @@ class ScoreWeights(_Strict):
         return {k: v / total for k, v in raw.items()}
 
 
+class DetectionSettings(_Strict):
+    """Change detection and hysteresis (README, "Health score"). Defaults were chosen on the
+    planted scenarios of `feedback-loop evaluate`; change one and re-run it."""
+
+    drop_z: float = Field(3.5, gt=0, description="Usage-drop scan statistic threshold (robust z).")
+    min_drop: float = Field(
+        0.10, ge=0, lt=1, description="Smallest relative drop of the last 3 days that counts."
+    )
+    ticket_z: float = Field(3.0, gt=0, description="Poisson excess threshold (Anscombe z).")
+    min_tickets: int = Field(5, ge=1, description="Fewest tickets (busiest day left out).")
+    ticket_ratio: float = Field(1.5, ge=1, description="Tickets must reach this x expected.")
+    weak_share_ratio: float = Field(
+        0.25, gt=0, le=1, description="Weak adoption: 7-day share under this x the reference."
+    )
+    weak_stickiness_ratio: float = Field(
+        0.4, gt=0, le=1, description="Weak engagement: DAU/MAU under this x the reference."
+    )
+    launch_ramp_days: int = Field(
+        42, ge=0, le=365, description="Days after launch in which a feature is not judged weak."
+    )
+    open_after_days: int = Field(
+        2, ge=1, le=14, description="Consecutive days of evidence before a problem opens."
+    )
+    resolve_after_days: int = Field(
+        3, ge=1, le=14, description="Consecutive days without evidence before it resolves."
+    )
+
+
 class ScoreSettings(_Strict):
     weights: ScoreWeights = ScoreWeights()
+    detection: DetectionSettings = DetectionSettings()
+    reach: Literal["arr_weighted", "users"] = Field(
+        "arr_weighted",
+        description="Priority reach: users weighted by their account's ARR relative to the mean "
+        "account (when an accounts source is loaded), or plain users.",
+    )
 
 
 class WritebackSettings(_Strict):

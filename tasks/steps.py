@@ -224,6 +224,8 @@ def score_features(
             window_days=window_days,
             weights=settings.score.weights.normalised(),
             run_id=run_id,
+            detection=settings.score.detection,
+            reach=settings.score.reach,
         )
         timings = transform.build_marts(con, params)
         coverage = reporting.coverage_rows(con)

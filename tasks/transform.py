@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
 import duckdb
 
 from tasks.db import build_relation, sql_text
-from tasks.settings import SQL_DIR
+from tasks.settings import SQL_DIR, DetectionSettings
 
 log = logging.getLogger(__name__)
 
-FORMULA_VERSION = "health-v1"
+FORMULA_VERSION = "health-v2"
 
 # Canonical staging relations. Vendor models (sql/staging/<vendor>/) are views; the union of
 # the vendors ("__unvalidated", what the GX suite checks) is a view for the high-volume events
@@ -29,13 +29,17 @@ CURRENT_MODELS = (
     ("intermediate", "int_tickets_mapped"),
     ("intermediate", "int_bugs_mapped"),
     ("intermediate", "int_errors_mapped"),
-    ("intermediate", "int_feature_metrics"),
     ("marts", "feature_daily"),
+    ("intermediate", "int_feature_baseline"),
+    ("intermediate", "int_feature_evidence"),
+    ("intermediate", "int_feature_problems"),
+    ("intermediate", "int_feature_metrics"),
     ("marts", "catalog_coverage"),
 )
 # Kept per as-of date: a rerun for the same date replaces that date's rows, other dates stay.
 HISTORY_MODELS = (
     ("marts", "feature_errors"),
+    ("marts", "feature_problems"),
     ("marts", "feature_health_components"),
     ("marts", "feature_health"),
     ("marts", "backlog_suggestions"),
@@ -47,7 +51,10 @@ COMMENTS = {
     "feature_key). Explainable health score, formula_version and confidence.",
     "marts.backlog_suggestions": "grain: one row per as_of_date x suggestion; key: (as_of_date, "
     "fingerprint). Ranked by priority_rank, with evidence.",
-    "marts.feature_daily": "grain: one row per feature x day; key: (feature_key, day).",
+    "marts.feature_daily": "grain: one row per feature x day; key: (feature_key, day). Daily "
+    "rollup: users, share of product actives, events per user, weighted tickets, new bugs.",
+    "marts.feature_problems": "grain: one row per as_of_date x feature x problem; key: "
+    "(as_of_date, feature_key, problem). Detected problems with onset, kind and hysteresis state.",
     "marts.feature_errors": "grain: one row per as_of_date x feature; key: (as_of_date, "
     "feature_key). Unresolved error issues (Sentry) mapped to the feature.",
     "marts.catalog_coverage": "grain: one row per signal; key: signal. Catalog mapping coverage.",
@@ -60,6 +67,8 @@ class ScoreParams:
     window_days: int
     weights: dict[str, float]
     run_id: str
+    detection: DetectionSettings = field(default_factory=DetectionSettings)
+    reach: str = "arr_weighted"
 
 
 def set_score_variables(con: duckdb.DuckDBPyConnection, p: ScoreParams) -> None:
@@ -69,6 +78,10 @@ def set_score_variables(con: duckdb.DuckDBPyConnection, p: ScoreParams) -> None:
     con.execute("set variable formula_version = ?", [FORMULA_VERSION])
     for name, weight in p.weights.items():
         con.execute(f"set variable w_{name} = ?::double", [weight])
+    for name, value in p.detection.model_dump().items():
+        cast = "integer" if isinstance(value, int) else "double"
+        con.execute(f"set variable {name} = ?::{cast}", [value])
+    con.execute("set variable reach_mode = ?", [p.reach])
 
 
 def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, int]:
@@ -117,18 +130,53 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> No
 def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str, float]:
     """Build intermediate and mart models; returns seconds per model."""
     set_score_variables(con, params)
+    _ensure_score_inputs(con)
     timings: dict[str, float] = {}
     for layer, name in CURRENT_MODELS:
         started = time.perf_counter()
-        build_relation(con, layer, name)
+        try:
+            build_relation(con, layer, name)
+        except duckdb.Error as exc:
+            raise type(exc)(f"{layer}.{name}: {exc}") from None
         timings[f"{layer}.{name}"] = round(time.perf_counter() - started, 3)
     for layer, name in HISTORY_MODELS:
         started = time.perf_counter()
-        _build_history(con, layer, name)
+        try:
+            _build_history(con, layer, name)
+        except duckdb.Error as exc:
+            raise type(exc)(f"{layer}.{name}: {exc}") from None
         timings[f"{layer}.{name}"] = round(time.perf_counter() - started, 3)
     for table, comment in COMMENTS.items():
         con.execute(f"comment on table {table} is '{comment}'")
     return timings
+
+
+def _ensure_score_inputs(con: duckdb.DuckDBPyConnection) -> None:
+    """Optional inputs the scores left-join: the accounts source (empty when not configured) and
+    the effort each tracker issue carries (ops.writeback_ledger, recorded by the write-back)."""
+    con.execute(
+        "create view if not exists staging.stg_accounts as select null::varchar as account_key, "
+        "null::double as arr, null::varchar as plan, null::varchar as segment where false"
+    )
+    ledger_cols = {
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = 'ops' "
+            "and table_name = 'writeback_ledger'"
+        ).fetchall()
+    }
+    if {"effort", "effort_source"} <= ledger_cols:
+        select = (
+            "select fingerprint, effort, effort_source from ops.writeback_ledger "
+            "where effort is not null and effort > 0 "
+            "qualify row_number() over (partition by fingerprint order by updated_at desc) = 1"
+        )
+    else:
+        select = (
+            "select null::varchar as fingerprint, null::double as effort, "
+            "null::varchar as effort_source where false"
+        )
+    con.execute(f"create or replace table intermediate.int_tracker_effort as {select}")
 
 
 def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> None:
@@ -140,6 +188,21 @@ def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> Non
     ).fetchall()[0][0]
     if not exists:
         con.execute(f"create table {layer}.{name} as select * from _model limit 0")
+    else:  # a newer formula adds columns; rows of older formulas keep theirs (NULL in new ones)
+        have = {
+            r[0]
+            for r in con.execute(
+                "select column_name from information_schema.columns where table_schema = ? "
+                "and table_name = ?",
+                [layer, name],
+            ).fetchall()
+        }
+        for col, col_type in con.execute(
+            "select column_name, data_type from information_schema.columns "
+            "where table_name = '_model' and table_schema like 'temp%' order by ordinal_position"
+        ).fetchall():
+            if col not in have:
+                con.execute(f'alter table {layer}.{name} add column "{col}" {col_type}')
     con.execute(f"delete from {layer}.{name} where as_of_date = getvariable('as_of')::date")
     con.execute(f"insert into {layer}.{name} by name select * from _model")
     con.execute("drop table _model")

@@ -23,7 +23,9 @@ features as (
     select
         feature_key,
         feature_name,
-        catalog_version
+        catalog_version,
+        expected_stickiness,
+        expected_events_per_user
     from marts.dim_features
 ),
 
@@ -163,6 +165,90 @@ product as (
     where feature_key = '__product__'
 ),
 
+last_week_vs_baseline as (
+    select
+        baseline.feature_key,
+        sum(baseline.n_users) / nullif(sum(baseline.expected_users), 0) - 1 as usage_vs_baseline_7d,
+        sum(baseline.expected_users) / 7 as expected_daily_users_7d
+    from intermediate.int_feature_baseline as baseline
+    cross join params
+    where baseline.day between params.as_of - 6 and params.as_of
+    group by all
+    having count(baseline.expected_users) = 7
+),
+
+health_problem as (
+    select * from intermediate.int_feature_problems
+    where problem = 'health'
+),
+
+adoption_problem as (
+    select * from intermediate.int_feature_problems
+    where problem = 'adoption'
+),
+
+today as (
+    select evidence.*
+    from intermediate.int_feature_evidence as evidence
+    cross join params
+    where evidence.day = params.as_of
+),
+
+engagement as (
+    select
+        daily_users.feature_key,
+        daily_users.avg_daily_users / nullif(usage.n_users, 0) as stickiness,
+        sum(feature_daily.n_events) / nullif(sum(feature_daily.n_users), 0) as events_per_user
+    from daily_users
+    inner join usage on daily_users.feature_key = usage.feature_key
+    cross join params
+    left join marts.feature_daily
+        on
+            daily_users.feature_key = feature_daily.feature_key
+            and feature_daily.day between params.as_of - params.w + 1 and params.as_of
+    group by all
+),
+
+engagement_reference as (
+    select median(engagement.stickiness) as median_stickiness
+    from engagement
+    inner join today on engagement.feature_key = today.feature_key
+    where not today.is_in_launch_ramp
+),
+
+accounts as (
+    select * from staging.stg_accounts
+),
+
+arr as (
+    select
+        current_users.feature_key,
+        avg(accounts.arr) as avg_user_arr
+    from current_users
+    inner join accounts on current_users.account_key = accounts.account_key
+    group by all
+),
+
+arr_accounts as (
+    select
+        feature_accounts.feature_key,
+        count(*) as n_accounts_with_arr,
+        sum(accounts.arr) as arr_of_accounts
+    from (select distinct
+        feature_key,
+        account_key
+    from current_users) as feature_accounts
+    inner join accounts on feature_accounts.account_key = accounts.account_key
+    group by all
+),
+
+product_arr as (
+    select avg(accounts.arr) as avg_account_arr
+    from current_users
+    inner join accounts on current_users.account_key = accounts.account_key
+    where current_users.feature_key = '__product__'
+),
+
 final as (
     select
         params.as_of as as_of_date,
@@ -185,7 +271,46 @@ final as (
         coalesce(bugs.n_open_bugs, 0) as n_open_bugs,
         coalesce(bugs.n_open_high_sev_bugs, 0) as n_open_high_sev_bugs,
         coalesce(bugs.n_bugs_weighted, 0) as n_bugs_weighted,
-        coalesce(bugs.n_new_high_sev_bugs_14d, 0) as n_new_high_sev_bugs_14d
+        coalesce(bugs.n_new_high_sev_bugs_14d, 0) as n_new_high_sev_bugs_14d,
+        engagement.stickiness,
+        engagement.events_per_user,
+        last_week_vs_baseline.usage_vs_baseline_7d,
+        last_week_vs_baseline.expected_daily_users_7d,
+        coalesce(features.expected_stickiness, engagement_reference.median_stickiness)
+            as reference_stickiness,
+        features.expected_stickiness is not null as is_stickiness_from_catalog,
+        features.expected_events_per_user,
+        today.share_7d,
+        today.reference_share_7d,
+        today.is_reference_from_catalog,
+        today.is_in_launch_ramp,
+        today.launched_on,
+        today.ticket_stat,
+        today.tickets_loo,
+        today.expected_tickets_loo,
+        today.n_open_s1_bugs,
+        today.n_open_s2_bugs,
+        today.bug_load_per_1k,
+        today.bug_load_score,
+        health_problem.is_open as is_health_problem,
+        health_problem.kind as health_kind,
+        health_problem.state as health_state,
+        health_problem.onset_date as health_onset_date,
+        health_problem.had_usage_drop,
+        health_problem.had_ticket_excess,
+        health_problem.n_new_high_sev_bugs as n_new_high_sev_bugs_since_onset,
+        health_problem.n_days_since_onset,
+        health_problem.avg_daily_users as avg_daily_users_since_onset,
+        health_problem.avg_expected_users as expected_daily_users_since_onset,
+        health_problem.avg_expected_spread as expected_daily_users_spread,
+        health_problem.n_tickets_since_onset,
+        health_problem.expected_tickets_since_onset,
+        adoption_problem.is_open as is_adoption_problem,
+        adoption_problem.state as adoption_state,
+        adoption_problem.onset_date as adoption_onset_date,
+        coalesce(arr_accounts.n_accounts_with_arr, 0) as n_accounts_with_arr,
+        arr_accounts.arr_of_accounts,
+        arr.avg_user_arr / nullif(product_arr.avg_account_arr, 0) as arr_factor
     from features
     cross join params
     left join product on true
@@ -195,6 +320,15 @@ final as (
     left join trend on features.feature_key = trend.feature_key
     left join tickets on features.feature_key = tickets.feature_key
     left join bugs on features.feature_key = bugs.feature_key
+    left join engagement on features.feature_key = engagement.feature_key
+    left join last_week_vs_baseline on features.feature_key = last_week_vs_baseline.feature_key
+    left join today on features.feature_key = today.feature_key
+    left join health_problem on features.feature_key = health_problem.feature_key
+    left join adoption_problem on features.feature_key = adoption_problem.feature_key
+    left join arr on features.feature_key = arr.feature_key
+    left join arr_accounts on features.feature_key = arr_accounts.feature_key
+    cross join engagement_reference
+    cross join product_arr
 )
 
 select * from final

@@ -1,10 +1,11 @@
--- grain: one row per feature x UTC day, from the first event day to as_of; key: (feature_key, day).
--- Usage, support and bug activity side by side: the series behind every health score.
+-- grain: one row per catalog feature x UTC day, from the first usage day to the last data day;
+-- key: (feature_key, day). The daily rollup every score, detector and chart reads: usage, the
+-- feature's share of product actives, engagement, priority-weighted tickets and new bugs by
+-- severity. It does not depend on the as-of date (scores read the days up to theirs).
 with
 
 user_days as (
     select * from intermediate.int_feature_user_days
-    where feature_key <> '__product__'
 ),
 
 tickets as (
@@ -25,10 +26,23 @@ days as (
     select unnest(
         generate_series(
             (select min(activity_date) from user_days),
-            getvariable('as_of')::date,
+            greatest(
+                (select max(activity_date) from user_days),
+                getvariable('as_of')::date
+            ),
             interval 1 day
         )
     )::date as day
+),
+
+product as (
+    select
+        activity_date as day,
+        count(*) as n_product_users,
+        count(distinct account_key) as n_product_accounts
+    from user_days
+    where feature_key = '__product__'
+    group by all
 ),
 
 usage as (
@@ -39,6 +53,7 @@ usage as (
         count(distinct account_key) as n_accounts,
         sum(n_events) as n_events
     from user_days
+    where feature_key <> '__product__'
     group by all
 ),
 
@@ -47,7 +62,8 @@ tickets_daily as (
         feature_key,
         created_at::date as day,
         count(*) as n_tickets,
-        sum(priority_weight) as n_tickets_weighted
+        sum(priority_weight) as n_tickets_weighted,
+        count(*) filter (where priority in ('urgent', 'high')) as n_tickets_urgent_high
     from tickets
     group by all
 ),
@@ -56,7 +72,9 @@ bugs_opened as (
     select
         feature_key,
         created_at::date as day,
-        count(*) as n_bugs_opened
+        count(*) as n_bugs_opened,
+        count(*) filter (where severity = 's1') as n_s1_bugs_opened,
+        count(*) filter (where severity = 's2') as n_s2_bugs_opened
     from bugs
     group by all
 ),
@@ -75,15 +93,23 @@ final as (
     select
         features.feature_key,
         days.day,
+        isodow(days.day) as iso_weekday,
         coalesce(usage.n_users, 0) as n_users,
+        coalesce(product.n_product_users, 0) as n_product_users,
+        coalesce(usage.n_users, 0) / nullif(product.n_product_users, 0) as share_of_actives,
         coalesce(usage.n_accounts, 0) as n_accounts,
         coalesce(usage.n_events, 0) as n_events,
+        usage.n_events / nullif(usage.n_users, 0) as events_per_user,
         coalesce(tickets_daily.n_tickets, 0) as n_tickets,
         coalesce(tickets_daily.n_tickets_weighted, 0) as n_tickets_weighted,
+        coalesce(tickets_daily.n_tickets_urgent_high, 0) as n_tickets_urgent_high,
         coalesce(bugs_opened.n_bugs_opened, 0) as n_bugs_opened,
+        coalesce(bugs_opened.n_s1_bugs_opened, 0) as n_s1_bugs_opened,
+        coalesce(bugs_opened.n_s2_bugs_opened, 0) as n_s2_bugs_opened,
         coalesce(bugs_closed.n_bugs_closed, 0) as n_bugs_closed
     from features
     cross join days
+    left join product on days.day = product.day
     left join usage on features.feature_key = usage.feature_key and days.day = usage.day
     left join tickets_daily
         on features.feature_key = tickets_daily.feature_key and days.day = tickets_daily.day

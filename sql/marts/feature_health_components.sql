@@ -1,7 +1,7 @@
 -- grain: one row per feature x health component as of getvariable('as_of');
 -- key: (as_of_date, feature_key, component).
 -- Every component is scored 0-100 (100 = healthy); contribution = weight x score, and the
--- contributions of a feature sum to its health score. Constants below belong to formula health-v1:
+-- contributions of a feature sum to its health score. Constants below belong to formula health-v2:
 -- change one and bump the formula version.
 with
 
@@ -15,13 +15,25 @@ measured as (
         feature_key,
         'adoption' as component,
         1 as component_order,
-        n_users / nullif(n_product_users, 0) as metric_value,
-        'share of active product users who used the feature in the window' as metric_definition,
-        least(100, 100 * coalesce(n_users / nullif(n_product_users, 0), 0) / 0.40) as score,
-        format(
-            '{} of {} active users ({:.1f}%)', n_users, n_product_users,
-            100 * coalesce(n_users / nullif(n_product_users, 0), 0)
-        ) as detail
+        share_7d as metric_value,
+        'share of product actives using the feature on a day (last 7 days) vs the reference '
+        || '(catalog expected_daily_share, else the median feature)' as metric_definition,
+        case
+            when is_in_launch_ramp or reference_share_7d is null then 100
+            else least(100, 100 * coalesce(share_7d, 0) / (0.5 * reference_share_7d))
+        end as score,
+        case
+            when is_in_launch_ramp
+                then format(
+                    'launch ramp since {}: not judged ({:.1f}% of daily actives)',
+                    coalesce(launched_on::varchar, 'first use'), 100 * coalesce(share_7d, 0)
+                )
+            else format(
+                '{:.1f}% of daily actives vs {:.1f}% {}', 100 * coalesce(share_7d, 0),
+                100 * coalesce(reference_share_7d, 0),
+                case when is_reference_from_catalog then 'expected (catalog)' else 'median feature' end
+            )
+        end as detail
     from metrics
     union all
     select
@@ -29,12 +41,18 @@ measured as (
         feature_key,
         'engagement',
         2,
-        avg_daily_users / nullif(n_users, 0),
-        'stickiness: average daily users / users in the window',
-        least(100, 100 * coalesce(avg_daily_users / nullif(n_users, 0), 0) / 0.25),
+        stickiness,
+        'stickiness: average daily users / users in the window (DAU/MAU), vs the reference '
+        || '(catalog expected_stickiness, else the median feature)',
+        case
+            when is_in_launch_ramp or reference_stickiness is null or stickiness is null then 100
+            else least(100, 100 * stickiness / (0.5 * reference_stickiness))
+        end,
         format(
-            'stickiness {:.1f}% ({:.1f} daily of {} users)',
-            100 * coalesce(avg_daily_users / nullif(n_users, 0), 0), avg_daily_users, n_users
+            'DAU/MAU {:.1f}% vs {:.1f}% {}; {:.1f} events per user-day',
+            100 * coalesce(stickiness, 0), 100 * coalesce(reference_stickiness, 0),
+            case when is_stickiness_from_catalog then 'expected (catalog)' else 'median feature' end,
+            coalesce(events_per_user, 0)
         )
     from metrics
     union all
@@ -57,16 +75,23 @@ measured as (
         feature_key,
         'support',
         4,
-        1000 * n_tickets_weighted_window / nullif(n_users, 0),
-        'priority-weighted tickets per 1,000 feature users in the window',
-        case
+        tickets_loo / nullif(expected_tickets_loo, 0),
+        'tickets against their expected count given exposure (70 %: excess when the Poisson test '
+        || 'is significant; 30 %: priority-weighted tickets per 1,000 feature users)',
+        0.7 * case
+            when ticket_stat >= getvariable('ticket_z')::double and tickets_loo > 0
+                then 100 * least(1, expected_tickets_loo / tickets_loo)
+            else 100
+        end
+        + 0.3 * case
             when n_users = 0 then (case when n_tickets_weighted_window > 0 then 0 else 100 end)
             else 100 / (1 + (1000 * n_tickets_weighted_window / n_users) / 50)
         end,
         format(
-            '{} tickets ({:.1f} weighted) = {:.1f} per 1k users', n_tickets_window,
-            n_tickets_weighted_window,
-            coalesce(1000 * n_tickets_weighted_window / nullif(n_users, 0), 0)
+            '{:.0f} tickets vs {:.1f} expected at the usual rate (busiest day left out); {} in '
+            || '{} days = {:.1f} weighted per 1k users',
+            coalesce(tickets_loo, 0), coalesce(expected_tickets_loo, 0), n_tickets_window,
+            window_days, coalesce(1000 * n_tickets_weighted_window / nullif(n_users, 0), 0)
         )
     from metrics
     union all
@@ -75,15 +100,13 @@ measured as (
         feature_key,
         'bugs',
         5,
-        1000 * n_bugs_weighted / nullif(n_users, 0),
-        'open bugs weighted by severity and age per 1,000 feature users',
-        case
-            when n_users = 0 then (case when n_bugs_weighted > 0 then 0 else 100 end)
-            else 100 / (1 + (1000 * n_bugs_weighted / n_users) / 20)
-        end,
+        bug_load_per_1k,
+        'open bugs weighted by severity and age per 1,000 average daily users; each open s1 '
+        || 'caps the score at 100 - 25 per s1',
+        least(coalesce(bug_load_score, 100), greatest(0, 100 - 25 * coalesce(n_open_s1_bugs, 0))),
         format(
-            '{} open bugs ({} s1/s2) = {:.1f} weighted per 1k users', n_open_bugs,
-            n_open_high_sev_bugs, coalesce(1000 * n_bugs_weighted / nullif(n_users, 0), 0)
+            '{} open bugs ({} s1, {} s2) = {:.1f} weighted per 1k daily users', n_open_bugs,
+            coalesce(n_open_s1_bugs, 0), coalesce(n_open_s2_bugs, 0), coalesce(bug_load_per_1k, 0)
         )
     from metrics
     union all
@@ -92,16 +115,34 @@ measured as (
         feature_key,
         'trend',
         6,
-        recent_wau / nullif(baseline_wau, 0) - 1,
-        'weekly users, last 2 weeks vs median of the 4 weeks before',
+        avg_daily_users_since_onset / nullif(expected_daily_users_since_onset, 0) - 1,
+        'daily users since the onset of a detected drop vs the same-weekday baseline '
+        || '(100 without a detected drop, 0 at -50 %)',
         case
-            when baseline_wau = 0 then 100
-            else 100 * greatest(0, least(1, 1 + least(recent_wau / baseline_wau - 1, 0) / 0.5))
+            when coalesce(is_health_problem and had_usage_drop, false)
+                then 100 * greatest(
+                    0,
+                    1 + least(
+                        0,
+                        avg_daily_users_since_onset
+                        / nullif(expected_daily_users_since_onset, 0) - 1
+                    ) / 0.5
+                )
+            else 100
         end,
-        format(
-            'weekly users {:.0f} vs baseline {:.0f} ({:+.1f}%)', recent_wau, baseline_wau,
-            100 * coalesce(recent_wau / nullif(baseline_wau, 0) - 1, 0)
-        )
+        case
+            when coalesce(is_health_problem and had_usage_drop, false)
+                then format(
+                    '{:.0f} daily users since {} vs {:.0f} expected ({:+.0f}%)',
+                    avg_daily_users_since_onset, health_onset_date,
+                    expected_daily_users_since_onset,
+                    100 * (
+                        avg_daily_users_since_onset
+                        / nullif(expected_daily_users_since_onset, 0) - 1
+                    )
+                )
+            else format('no detected drop ({:.0f} average daily users)', avg_daily_users)
+        end
     from metrics
 ),
 
