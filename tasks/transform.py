@@ -199,7 +199,7 @@ def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> Non
         }
         for col, col_type in con.execute(
             "select column_name, data_type from information_schema.columns "
-            "where table_name = '_model' and table_schema like 'temp%' order by ordinal_position"
+            "where table_name = '_model' and table_catalog = 'temp' order by ordinal_position"
         ).fetchall():
             if col not in have:
                 con.execute(f'alter table {layer}.{name} add column "{col}" {col_type}')

@@ -129,31 +129,57 @@ def test_ticket_tag_beats_keyword_and_bug_labels_map(con):
     ]
 
 
-def _usage(feature_event: str, users_by_week: dict[int, int]) -> list[tuple]:
-    """users_by_week: weeks_ago -> number of distinct users active on the feature that week."""
+def _daily(
+    days: int = 70,
+    product: int | dict[int, int] = 1000,
+    features: dict[str, object] | None = None,
+) -> pl.DataFrame:
+    """Daily usage: `product` users open the app each day (a `$pageview`), and for each feature
+    event, the first n of them use the feature. features maps an event name to a function
+    days_ago -> n (or a constant). A dict for `product` overrides single days."""
     rows = []
-    for weeks_ago, n in users_by_week.items():
-        for u in range(n):
-            rows.append(
-                (
-                    f"{feature_event}-{weeks_ago}-{u}",
-                    f"user-{u}",
-                    feature_event,
-                    "/",
-                    ts(weeks_ago * 7 + 1),
-                )
-            )
-            rows.append(
-                (f"pv-{weeks_ago}-{u}", f"user-{u}", "$pageview", "/home", ts(weeks_ago * 7 + 1))
-            )
-    return rows
+    for days_ago in range(days - 1, -1, -1):
+        p = product.get(days_ago, 1000) if isinstance(product, dict) else product
+        for u in range(p):
+            rows.append((f"pv-{days_ago}-{u}", f"user-{u}", "$pageview", "/home", ts(days_ago, 9)))
+        for event, n_of in (features or {}).items():
+            n = n_of(days_ago) if callable(n_of) else n_of
+            for u in range(min(int(n), p)):
+                rows.append((f"{event}-{days_ago}-{u}", f"user-{u}", event, "/", ts(days_ago)))
+    return _events(rows)
+
+
+def _problems(con, as_of: date | None = None) -> dict[tuple[str, str], dict]:
+    if as_of is not None:
+        transform.build_marts(
+            con, transform.ScoreParams(as_of, 28, ScoreWeights().normalised(), f"r-{as_of}")
+        )
+    rel = con.sql("select * from intermediate.int_feature_problems")
+    cols = rel.columns
+    return {(r[1], r[2]): dict(zip(cols, r, strict=True)) for r in rel.fetchall()}
+
+
+def _noisy(base: float, seed: int = 7):
+    """A deterministic +-5 % wobble per day, so the robust spread is not zero."""
+    import random
+
+    rnd = random.Random(seed)
+    wobble = {d: rnd.uniform(-0.05, 0.05) for d in range(400)}
+    return lambda d: base * (1 + wobble[d])
 
 
 def test_components_sum_to_score_and_trend_follows_the_drop(con):
-    # exports halves in the last two weeks; search is stable.
-    rows = _usage("export_started", {0: 50, 1: 50, 2: 100, 3: 100, 4: 100, 5: 100, 6: 100})
-    rows += _usage("search_performed", {w: 80 for w in range(7)})
-    stage(con, _events(rows))
+    # exports loses 40 % of its daily users from 6 days ago; search is stable.
+    exports = _noisy(300)
+    stage(
+        con,
+        _daily(
+            features={
+                "export_started": lambda d: exports(d) * (0.6 if d <= 5 else 1),
+                "search_performed": _noisy(250, 3),
+            }
+        ),
+    )
     comps = con.sql("""select feature_key, component, score, weight, contribution
                        from marts.feature_health_components""").pl()
     health = con.sql(
@@ -166,18 +192,22 @@ def test_components_sum_to_score_and_trend_follows_the_drop(con):
         assert row["health_score"] == pytest.approx(row["contribution"], abs=0.05)
     assert comps["weight"].sum() / comps["feature_key"].n_unique() == pytest.approx(1.0)
     by = {r["feature_key"]: r for r in health.iter_rows(named=True)}
-    assert by["exports"]["usage_trend"] == pytest.approx(-0.5)
-    assert by["exports"]["trend_score"] == 0  # -50% is the floor of the trend component
+    assert by["exports"]["usage_trend"] == pytest.approx(-0.4, abs=0.05)
+    assert by["exports"]["trend_score"] == pytest.approx(20, abs=10)  # 0 at -50 %
     assert by["search"]["trend_score"] == 100
-    assert by["exports"]["formula_version"] == transform.FORMULA_VERSION
+    assert by["exports"]["formula_version"] == transform.FORMULA_VERSION == "health-v2"
 
 
 def test_regression_with_new_severe_bug_becomes_a_fix_suggestion(con):
-    rows = _usage("export_started", {0: 40, 1: 40, 2: 100, 3: 100, 4: 100, 5: 100, 6: 100})
-    rows += _usage("dashboard_viewed", {w: 300 for w in range(7)})
+    exports = _noisy(300)
     stage(
         con,
-        _events(rows),
+        _daily(
+            features={
+                "export_started": lambda d: exports(d) * (0.6 if d <= 5 else 1),
+                "dashboard_viewed": _noisy(500, 5),
+            }
+        ),
         tickets=[
             (f"zendesk:{i}", ts(3), ts(3), "high", "export broken", ["exports"], False)
             for i in range(12)
@@ -188,18 +218,144 @@ def test_regression_with_new_severe_bug_becomes_a_fix_suggestion(con):
         ],
     )
     sugg = con.sql(
-        "select fingerprint, priority_rank, is_blocked, evidence::varchar "
+        "select fingerprint, kind, priority_rank, is_blocked, onset_date, evidence::varchar "
         "from marts.backlog_suggestions order by priority_rank"
     ).fetchall()
-    assert sugg[0][:3] == ("fix:exports", 1, False)
-    assert "github:B1" in sugg[0][3] and "zendesk:" in sugg[0][3]
-    assert "fix:dashboards" not in [s[0] for s in sugg]
+    assert sugg[0][:4] == ("health:exports", "fix", 1, False)
+    assert sugg[0][4] == AS_OF - timedelta(days=5)  # the onset is the first low day
+    assert "github:B1" in sugg[0][5] and "zendesk:" in sugg[0][5]
+    assert "dashboards" not in " ".join(s[0] for s in sugg)
     ranks = dict(con.sql("select feature_key, health_rank from marts.feature_health").fetchall())
     assert ranks["exports"] < ranks["dashboards"]
 
 
+def test_quiet_drop_on_a_popular_feature_opens_two_nights_after_onset(con):
+    """35 % of daily actives, -20 % from `onset` on: seen the next night, opened the one after
+    (open_after_days = 2), although weekly distinct users would hardly move."""
+    base = _noisy(350)
+    onset = 4  # days before AS_OF
+    stage(con, _daily(features={"dashboard_viewed": lambda d: base(d) * (0.8 if d <= onset else 1)}))
+    night = {n: _problems(con, AS_OF - timedelta(days=onset - n)) for n in range(4)}
+    key = ("dashboards", "health")
+    assert not night[0][key]["is_open"]
+    assert not night[1][key]["is_open"]
+    assert night[2][key]["is_open"] and night[2][key]["had_usage_drop"]
+    assert night[2][key]["onset_date"] == AS_OF - timedelta(days=onset)
+    assert night[3][key]["is_open"]
+    assert night[3][key]["kind"] == "investigate"  # no bug or ticket behind it (yet)
+
+
+def test_one_day_blip_and_a_product_wide_dip_are_not_problems(con):
+    """A -60 % day on one feature, and three days where every user stays away (a holiday)."""
+    exports, search = _noisy(300), _noisy(250, 3)
+    holiday = {8: 600, 9: 600, 10: 600}  # the whole product at -40 %
+    stage(
+        con,
+        _daily(
+            product=holiday,
+            features={
+                "export_started": lambda d: exports(d) * (0.4 if d == 3 else 1)
+                * (0.6 if d in holiday else 1),
+                "search_performed": lambda d: search(d) * (0.6 if d in holiday else 1),
+            },
+        ),
+    )
+    for n in range(12):
+        problems = _problems(con, AS_OF - timedelta(days=n))
+        assert not any(p["is_open"] for p in problems.values()), (n, problems)
+
+
+def test_weekday_seasonality_is_not_a_drop(con):
+    """A feature used almost only on Mondays, the product quieter at weekends."""
+    def product(d):
+        return 300 if ts(d).isoweekday() >= 6 else 1000
+
+    rows = _daily(
+        product={d: product(d) for d in range(70)},
+        features={
+            "alert_created": lambda d: 400 if ts(d).isoweekday() == 1 else 20,
+            "search_performed": _noisy(200),
+        },
+    )
+    stage(con, rows)
+    for n in range(10):
+        problems = _problems(con, AS_OF - timedelta(days=n))
+        assert not any(p["is_open"] for p in problems.values()), (n, problems)
+
+
+def _tickets(feature_tag: str, per_day: dict[int, int], prefix: str):
+    out = []
+    for days_ago, n in per_day.items():
+        for i in range(n):
+            out.append(
+                (f"zendesk:{prefix}{days_ago}-{i}", ts(days_ago, 10), ts(days_ago, 10),
+                 "normal", "help", [feature_tag], False)
+            )
+    return out
+
+
+def test_ticket_excess_is_judged_against_exposure_not_volume(con):
+    """Search: a steady 6 tickets a day for months. Exports: ~1 a day, then 11x for 5 days."""
+    steady = _tickets("search", {d: 6 for d in range(70)}, "s")
+    spike = _tickets("exports", {d: (11 if d <= 4 else (1 if d % 2 else 0)) for d in range(70)}, "e")
+    stage(
+        con,
+        _daily(features={"export_started": _noisy(300), "search_performed": _noisy(300, 4)}),
+        tickets=steady + spike,
+    )
+    problems = _problems(con)
+    assert not problems[("search", "health")]["is_open"]
+    assert problems[("exports", "health")]["is_open"]
+    assert problems[("exports", "health")]["kind"] == "investigate"
+    assert problems[("exports", "health")]["had_ticket_excess"]
+    support = dict(
+        con.sql(
+            "select feature_key, support_score from marts.feature_health"
+        ).fetchall()
+    )
+    assert support["search"] > 60
+    assert support["exports"] < 40
+
+
+def test_hysteresis_needs_three_healthy_days_to_resolve(con):
+    base = _noisy(300)
+    low = {11, 10, 9, 8, 7, 6, 4}  # a drop, one good day (5), low again, then recovered (3..0)
+    stage(con, _daily(features={"export_started": lambda d: base(d) * (0.6 if d in low else 1)}))
+    key = ("exports", "health")
+    states = {n: _problems(con, AS_OF - timedelta(days=n))[key]["state"] for n in range(0, 9)}
+    assert states[8] == "active"
+    assert states[5] == "active"  # one good day neither is evidence of recovery nor closes it
+    assert states[4] == "active"
+    assert states[3] == "recovering" and states[2] == "recovering"  # 1 and 2 healthy days
+    assert states[1] == "none" and states[0] == "none"  # 3 healthy days: resolved
+
+
+def test_weak_adoption_and_the_launch_ramp(con, tmp_path):
+    """ai_assistant is used by 2 % of daily actives for months: weak. A feature launched 20 days
+    ago at 3 % is in its launch ramp: not judged."""
+    stage(
+        con,
+        _daily(
+            features={
+                "dashboard_viewed": _noisy(300),
+                "export_started": _noisy(200, 2),
+                "search_performed": _noisy(150, 3),
+                "assistant_prompt_sent": _noisy(20, 4),
+                "alert_created": lambda d: 30 if d < 20 else 0,
+            }
+        ),
+    )
+    problems = _problems(con)
+    assert problems[("ai_assistant", "adoption")]["is_open"]
+    assert problems[("ai_assistant", "adoption")]["kind"] == "improve"
+    assert not problems[("alerts", "adoption")]["is_open"]
+    assert problems[("alerts", "adoption")]["is_in_launch_ramp"]
+    sugg = dict(con.sql("select fingerprint, kind from marts.backlog_suggestions").fetchall())
+    assert sugg == {"adoption:ai_assistant": "improve"}
+
+
 def test_rerun_for_the_same_day_replaces_rows(con):
-    stage(con, _events(_usage("export_started", {w: 10 for w in range(7)})))
+    stage(con, _daily(days=30, features={"export_started": 10}))
     n = con.sql("select count(*) from marts.feature_health").fetchall()[0][0]
     transform.build_marts(
         con, transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "run-2")
@@ -253,3 +409,109 @@ def test_error_signals_map_to_features_by_path_then_component(con):
     assert errors["exports"] == (1, 120, 2)  # new in 14 days, resolved or not
     assert errors["alerts"] == (1, 5, 0)
     assert errors["search"] == (0, 0, 0)
+
+
+def _regression_world(con, bugs=None, accounts=None):
+    exports, dashboards = _noisy(300), _noisy(600, 5)
+    stage(
+        con,
+        _daily(
+            features={
+                "export_started": lambda d: exports(d) * (0.6 if d <= 5 else 1),
+                "dashboard_viewed": lambda d: dashboards(d) * (0.6 if d <= 5 else 1),
+            }
+        ),
+        bugs=bugs,
+    )
+
+
+def test_a_new_severe_bug_turns_investigate_into_fix_under_the_same_fingerprint(con):
+    _regression_world(con)
+    before = dict(con.sql("select fingerprint, kind from marts.backlog_suggestions").fetchall())
+    assert before["health:exports"] == "investigate"
+    con.execute(
+        "insert into staging.stg_bug_issues values ('github:N', 'github', 'u', 't', 'open', 's1', "
+        "['area:exports'], [], ?, ?, null, 0, false, null)",
+        [ts(1), ts(1)],
+    )
+    transform.build_marts(con, transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "r2"))
+    after = dict(con.sql("select fingerprint, kind from marts.backlog_suggestions").fetchall())
+    assert after["health:exports"] == "fix"
+    assert after["health:dashboards"] == "investigate"
+
+
+def test_reach_is_weighted_by_arr_when_accounts_are_loaded(con):
+    """Every user is its own account (acct-<user>); exports' users are the first ~315 of them,
+    dashboards' the first ~630. Give the first 200 accounts 10x the ARR."""
+    _regression_world(con)
+    plain = dict(con.sql("select fingerprint, reach from marts.backlog_suggestions").fetchall())
+    con.execute("drop view staging.stg_accounts")
+    con.execute(
+        "create table staging.stg_accounts as select 'acct-user-' || i as account_key, "
+        "case when i < 200 then 10000.0 else 1000.0 end as arr, 'pro' as plan, 'smb' as segment "
+        "from range(1000) as t(i)"
+    )
+    transform.build_marts(con, transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "r2"))
+    rows = {
+        r[0]: r[1:]
+        for r in con.sql(
+            "select fingerprint, reach, reach_users, reach_weight, reach_arr "
+            "from marts.backlog_suggestions"
+        ).fetchall()
+    }
+    reach, users, weight, arr = rows["health:exports"]
+    assert users == plain["health:exports"]
+    assert weight > 1.5 and reach == round(users * weight)
+    assert arr == pytest.approx(10000.0 * min(users, 200) + 1000.0 * max(users - 200, 0))
+    assert rows["health:dashboards"][2] < weight  # its users reach into the small accounts
+    transform.build_marts(
+        con,
+        transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "r3", reach="users"),
+    )
+    assert con.sql(
+        "select reach from marts.backlog_suggestions where fingerprint = 'health:exports'"
+    ).fetchall() == [(plain["health:exports"],)]
+
+
+def test_effort_from_the_tracker_divides_the_priority(con):
+    _regression_world(con)
+    base = dict(
+        con.sql("select fingerprint, priority_score from marts.backlog_suggestions").fetchall()
+    )
+    con.execute("alter table ops.writeback_ledger add column if not exists effort double")
+    con.execute("alter table ops.writeback_ledger add column if not exists effort_source varchar")
+    con.execute(
+        "insert into ops.writeback_ledger (fingerprint, tracker, state, created_at, updated_at, "
+        "last_run_id, effort, effort_source) values ('health:exports', 'markdown', 'open', now(), "
+        "now(), 'r', 4, 'label effort:4')"
+    )
+    transform.build_marts(con, transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "r2"))
+    rows = {
+        r[0]: r[1:]
+        for r in con.sql(
+            "select fingerprint, effort, effort_source, priority_score "
+            "from marts.backlog_suggestions"
+        ).fetchall()
+    }
+    assert rows["health:exports"][:2] == (4.0, "label effort:4")
+    assert rows["health:exports"][2] == pytest.approx(base["health:exports"] / 4, abs=0.1)
+    assert rows["health:dashboards"][:2] == (1.0, "none: 1 assumed")
+
+
+def test_rows_of_the_v1_formula_stay_readable(con):
+    """A warehouse scored by health-v1 keeps its rows; the v2 columns are added beside them."""
+    con.execute(
+        "create table marts.feature_health as select date '2026-10-01' as as_of_date, "
+        "'exports' as feature_key, 71.5 as health_score, 'health-v1' as formula_version, "
+        "0.1 as usage_trend"
+    )
+    _regression_world(con)
+    rows = con.sql(
+        "select formula_version, count(*), count(share_of_actives_7d) from marts.feature_health "
+        "group by all order by 1"
+    ).fetchall()
+    assert rows[0] == ("health-v1", 1, 0)
+    assert rows[1][0] == "health-v2" and rows[1][1] == rows[1][2] > 0
+    assert con.sql(
+        "select health_score from marts.feature_health where formula_version = 'health-v1'"
+    ).fetchall() == [(71.5,)]
