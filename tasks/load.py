@@ -1,4 +1,5 @@
-"""Land vendor export files (PostHog JSON lines, Zendesk export pages, GitHub issue pages) in raw.*.
+"""Land vendor export files (PostHog JSON lines, Zendesk export pages, GitHub issue pages) and
+tabular files (accounts: CSV or Parquet) in raw.*.
 
 Everything streams through DuckDB: files are read by `read_json`/`read_csv`/`read_text`, parsed
 with DuckDB's JSON functions and merged on the stable id in one transaction per batch of files,
@@ -18,6 +19,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +61,17 @@ class SourceSpec:
     # A list beside the records in each page that record_sql may consult, as `page`:
     # (name, JSONPath of the list, the item's key field, the record field holding that key).
     sideload: tuple[str, str, str, str] | None = None
+    # layout "table": CSV or Parquet files, one record per row, read by _read_tables into `j`
+    # (an object of the row's known `columns`, as text; names matched case-insensitively, other
+    # columns ignored). A file without a `required` column, or one DuckDB cannot read, is set
+    # aside whole and read again next run. `checks`: (rule, SQL predicate over `j` that rejects
+    # the row, reason). The cursor is the file's modification time, so the newest file wins; a key
+    # repeated within one file is quarantined (every copy when they differ, the later copies when
+    # they are the same row). `private` fields stay in raw and are never copied to quarantine.
+    columns: tuple[str, ...] = ()
+    required: tuple[str, ...] = ()
+    checks: tuple[tuple[str, str, str], ...] = ()
+    private: tuple[str, ...] = ()
 
     @property
     def payload_columns(self) -> list[str]:
@@ -114,7 +127,32 @@ GITHUB_ISSUES = SourceSpec(
     drop_expr="json_exists(j, '$.pull_request')",
     layout="$[*]",
 )
-SPECS = {s.source: s for s in (POSTHOG_EVENTS, ZENDESK_TICKETS, GITHUB_ISSUES)}
+_ARR = "try_cast(trim(j ->> 'arr') as double)"
+ACCOUNTS = SourceSpec(
+    source="accounts",
+    stream="accounts",
+    raw_table="raw.accounts__accounts",
+    key_column="account_key",
+    key_expr="nullif(trim(j ->> 'account_key'), '')",
+    cursor_expr="cursor_at",  # the file's modification time (see SourceSpec.columns)
+    layout="table",
+    record_sql=(
+        "json_merge_patch(j, json_object('account_key', nullif(trim(j ->> 'account_key'), ''), "
+        f"'arr', {_ARR}))"
+    ),
+    columns=("account_key", "arr", "plan", "segment", "name", "updated_at"),
+    required=("account_key", "arr"),
+    checks=(
+        (
+            "invalid_arr",
+            f"{_ARR} is null or not isfinite({_ARR})",
+            "arr is not a plain number (write 1200.50: no currency symbol, no thousands separator)",
+        ),
+        ("negative_arr", f"{_ARR} < 0", "arr is negative"),
+    ),
+    private=("name",),
+)
+SPECS = {s.source: s for s in (POSTHOG_EVENTS, ZENDESK_TICKETS, GITHUB_ISSUES, ACCOUNTS)}
 
 
 @dataclass
@@ -132,6 +170,8 @@ class LoadStats:
     n_quarantined: int = 0
     seconds: float = 0.0
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
+    # What to fix, one message per file set aside whole (a table file without a required column).
+    errors: list[str] = field(default_factory=list)
 
     @property
     def n_landed(self) -> int:
@@ -414,7 +454,10 @@ def _load_batch(
     connector pages (state given) store the connector's cursor state instead."""
     batch_id = f"{spec.source}-{uuid.uuid4().hex[:12]}"
     paths = [p for p, _, _ in batch]
-    pages_read = not _lands_direct(spec) and _read_pages(con, spec, paths)
+    tabular = spec.layout == "table"
+    # Table files are read before the transaction: a file DuckDB cannot read is set aside.
+    set_aside = _read_tables(con, spec, batch) if tabular else {}
+    pages_read = not tabular and not _lands_direct(spec) and _read_pages(con, spec, paths)
     con.execute("begin transaction")
     try:
         if _lands_direct(spec):
@@ -428,13 +471,18 @@ def _load_batch(
                 counts, merged, per_file = _land_direct(con, spec, paths, batch_id, ordered=True)
             rejects = "_rej"
         else:
-            counts = _stage_batch(con, spec, paths, pages_read)
+            counts = (
+                _stage_tables(con, spec) if tabular else _stage_batch(con, spec, paths, pages_read)
+            )
             merged = _merge_raw(con, spec, batch_id)
             per_file = _staged_file_counts(con) if state is None else {}
             rejects = "_batch_v"
         n_quarantined = _quarantine_load_rejects(con, spec, run_id, rejects)
         if state is None:
-            _record_files(con, spec, batch, batch_id, per_file)
+            # A file set aside whole is not recorded: it is read (and reported) again next run.
+            kept = [f for f in batch if str(f[0]) not in set_aside]
+            if kept:
+                _record_files(con, spec, kept, batch_id, per_file)
         _advance_cursor(con, spec, run_id, state)
         con.execute("commit")
     except Exception as exc:
@@ -447,6 +495,7 @@ def _load_batch(
         con.execute("drop view if exists _batch_v")
         con.execute("drop table if exists _batch")
     _account(stats, counts, merged, n_quarantined, spec)
+    stats.errors.extend(f"{spec.source}: {path}: {message}" for path, message in set_aside.items())
 
 
 _TEMP_TABLES = (
@@ -462,6 +511,8 @@ _TEMP_TABLES = (
     "_pages",
     "_bh",
     "_bh_rep",
+    "_tab",
+    "_dups",
 )
 
 
@@ -542,6 +593,196 @@ def _stage_batch(
         """).fetchall()
     )
     return _settle_unparsed(spec, counts)
+
+
+_PARQUET_SUFFIXES = (".parquet", ".pq", ".parq")
+_DELIMITERS = (",", ";", "\t", "|")
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _mtime_cursor(mtime_ns: int) -> str:
+    """A file's modification time as an ISO 8601 UTC timestamp, to the microsecond."""
+    seconds, ns = divmod(mtime_ns, 10**9)
+    at = datetime.fromtimestamp(seconds, UTC) + timedelta(microseconds=ns // 1000)
+    return at.isoformat()
+
+
+def _table_reader(con: duckdb.DuckDBPyConnection, path: Path) -> tuple[str, list[str]]:
+    """(table function reading `path`, its column names). CSV: every value as text, a header
+    row, no rows skipped. Raises duckdb.Error when the file cannot be read."""
+    if path.name.lower().endswith(_PARQUET_SUFFIXES):
+        reader = f"read_parquet({sql_literal(path)})"
+    else:
+        reader = f"read_csv({sql_literal(path)}, all_varchar = true, header = true, skip = 0)"
+    names = con.sql(f"select * from {reader}").columns
+    if len(names) == 1 and not reader.startswith("read_parquet"):
+        # The sniffer found no consistent delimiter (rows with different numbers of fields) and
+        # read each line as one value: read again with the delimiter the header shows, so
+        # DuckDB says which line is wrong instead of landing whole lines as keys.
+        delim = next((d for d in _DELIMITERS if d in names[0]), None)
+        if delim is not None:
+            reader = reader[:-1] + f", delim = {sql_literal(delim)})"
+            names = con.sql(f"select * from {reader}").columns
+    return reader, names
+
+
+def _read_tables(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch: list[tuple[Path, int, int]]
+) -> dict[str, str]:
+    """Temp table _tab: one row per table-file row (source_file, pos, cursor_at, text, j,
+    parse_error, detail), `j` the row's known columns as text under lower-case names and `text`
+    the same without the private ones. A file lacking a required column or unreadable is one
+    row with parse_error set. Returns {path: what to fix} for the files set aside."""
+    con.execute(
+        "create or replace temp table _tab (source_file varchar, pos bigint, cursor_at varchar, "
+        "text varchar, j json, parse_error varchar, detail varchar)"
+    )
+    set_aside: dict[str, str] = {}
+    for path, _, mtime_ns in batch:
+        file, cursor = sql_literal(path), sql_literal(_mtime_cursor(mtime_ns))
+        try:
+            reader, names = _table_reader(con, path)
+            by_name: dict[str, str] = {}
+            for name in names:
+                by_name.setdefault(name.strip().lower(), name)
+            missing = [c for c in spec.required if c not in by_name]
+            if missing:
+                found = ", ".join(names) or "none"
+                set_aside[str(path)] = (
+                    f"required column{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+                    f"missing (columns found: {found}); add "
+                    f"{'them' if len(missing) > 1 else 'it'} (names are case-insensitive) or point "
+                    f"sources.{spec.source} at the right files. The file was set aside and is "
+                    "read again next run"
+                )
+                con.execute(
+                    f"""insert into _tab select {file}, null, {cursor},
+                               json_object('file', {file}, 'columns', ?::varchar[])::varchar,
+                               null, 'missing_column', ?""",
+                    [names, set_aside[str(path)]],
+                )
+                continue
+            kept = [c for c in spec.columns if c in by_name]
+
+            def obj(cols: list[str], names: dict[str, str] = by_name) -> str:
+                pairs = ", ".join(f"{sql_literal(c)}, {_ident(names[c])}::varchar" for c in cols)
+                return f"json_object({pairs})"
+
+            public = [c for c in kept if c not in spec.private]
+            con.execute(f"""
+                insert into _tab
+                select {file}, row_number() over (), {cursor}, {obj(public)}::varchar,
+                       {obj(kept)}, null, null
+                from {reader}
+            """)
+        except duckdb.Error as exc:
+            first = str(exc).strip().splitlines()
+            set_aside[str(path)] = (
+                f"could not be read as {'Parquet' if 'parquet' in path.name.lower() else 'CSV'} "
+                f"({'; '.join(first[:2])[:300]}); fix or replace the file (CSV: a header row, "
+                "and every row with as many fields as the header). It was set aside and is read "
+                "again next run"
+            )
+            con.execute(
+                f"""insert into _tab select {file}, null, {cursor},
+                           json_object('file', {file})::varchar, null, 'unreadable_file', ?""",
+                [set_aside[str(path)]],
+            )
+    return set_aside
+
+
+def _stage_tables(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> dict:
+    """_stage_batch for table files (rows in _tab): temp view _batch_v with rec_id, cursor_at
+    (the file's time), rn, reject_rule and reject_detail (what to fix). Returns outcome counts.
+
+    Row checks come first, then repeats within one file (all copies rejected when they differ,
+    the later copies when they are the same row), then the newest file wins across files."""
+    con.execute(
+        "create or replace temp table _bad (source_file varchar, pos bigint, text varchar, "
+        "reject_rule varchar)"
+    )
+    checks = " ".join(f"when {pred} then {sql_literal(rule)}" for rule, pred, _ in spec.checks)
+    check_rule = f"case {checks} end" if checks else "null::varchar"
+    con.execute(f"""
+        create or replace temp table _batch as
+        select source_file, pos, cursor_at, text, parse_error, detail, rec_id, check_rule,
+               false as is_dropped,
+               case when parse_error is null then ({spec.record_sql}) end as j
+        from (
+            select *,
+                   case when parse_error is null then {spec.key_expr} end as rec_id,
+                   case when parse_error is null then {check_rule} end as check_rule
+            from _tab
+        )
+    """)
+    valid = "parse_error is null and rec_id is not null and check_rule is null"
+    con.execute(f"""
+        create or replace temp table _dups as
+        with candidates as (
+            select rowid as rid, * from _batch where {valid}
+        ),
+        repeated as (
+            select rec_id, source_file, count(distinct j::varchar) as n_versions
+            from candidates group by all having count(*) > 1
+        )
+        select rid,
+               case when n_versions > 1 then 'duplicate_key'
+                    when row_number() over (partition by rec_id, source_file
+                                            order by pos, rid) > 1 then 'duplicate_row'
+               end as dup_rule
+        from candidates join repeated using (rec_id, source_file)
+    """)
+    con.execute(f"""
+        create or replace temp table _rank as
+        with candidates as (
+            select b.rid, b.rec_id, b.cursor_at, b.source_file, b.pos
+            from (select rowid as rid, * from _batch where {valid}) as b
+            anti join (select rid from _dups where dup_rule is not null) as d using (rid)
+        ),
+        repeated as (
+            select rec_id from candidates group by rec_id having count(*) > 1
+        )
+        select rid, row_number() over (
+                   partition by rec_id
+                   order by try_cast(cursor_at as timestamptz) desc nulls last,
+                            source_file desc, pos desc, rid desc) as rn
+        from candidates semi join repeated using (rec_id)
+    """)
+    details = " ".join(
+        f"when {sql_literal(rule)} then {sql_literal(reason)}" for rule, _, reason in spec.checks
+    )
+    con.execute(f"""
+        create or replace temp view _batch_v as
+        with ruled as (
+            select b.*, coalesce(r.rn, 1) as rn,
+                   case
+                       when b.parse_error is not null then b.parse_error
+                       when b.rec_id is null then 'missing_id'
+                       when b.check_rule is not null then b.check_rule
+                       else d.dup_rule
+                   end as reject_rule
+            from (select rowid as rid, * from _batch) as b
+            left join _dups as d on b.rid = d.rid
+            left join _rank as r on b.rid = r.rid
+        )
+        select *,
+               case
+                   when parse_error is not null then detail
+                   when reject_rule = 'missing_id' then {sql_literal(spec.key_column + " is empty")}
+                   {f"else case reject_rule {details} end" if details else ""}
+               end as reject_detail
+        from ruled
+    """)
+    return dict(
+        con.execute("""
+            select coalesce(reject_rule, case when rn = 1 then 'accepted'
+                                              else 'superseded' end) as outcome, count(*)
+            from _batch_v group by all
+        """).fetchall()
+    )
 
 
 def _lands_direct(spec: SourceSpec) -> bool:
@@ -1000,6 +1241,11 @@ REJECT_REASONS = {
     "not_an_object": "record is valid JSON but not an object",
     "missing_id": "record has no usable stable id",
     "duplicate": "same id delivered twice in one batch; the first copy was kept",
+    "duplicate_key": "the key appears more than once in this file with different values; "
+    "no copy was used",
+    "duplicate_row": "the same row appears again in this file; the first copy was kept",
+    "missing_column": "a required column is missing; the file was set aside",
+    "unreadable_file": "the file could not be read; it was set aside",
 }
 
 
@@ -1013,20 +1259,24 @@ def _quarantine_load_rejects(
         for rule, text in REJECT_REASONS.items()
     )
     payload = f"coalesce(text, {_payload_text(spec)})"
+    # Table layouts say per row what to fix (which column a file lacks, which check failed).
+    detail = "reject_detail" if spec.layout == "table" else "null::varchar"
     con.execute(f"""
         create or replace temp table _rejects as
         with rejected as (
-            select source_file, pos, rec_id, reject_rule, {payload} as payload
+            select source_file, pos, rec_id, reject_rule, {payload} as payload,
+                   {detail} as detail
             from {rejects} where reject_rule is not null and reject_rule <> 'unparsed'
             union all
-            select source_file, pos, null, reject_rule, text from _bad
+            select source_file, pos, null, reject_rule, text, null from _bad
         )
         select md5(concat_ws('|', 'load', {sql_literal(spec.raw_table)}, reject_rule,
                              coalesce(rec_id::varchar, ''), payload)) as quarantine_id,
                'load' as stage, {sql_literal(spec.source)} as source,
                {sql_literal(spec.raw_table)} as table_name, rec_id::varchar as record_key,
                reject_rule as rule,
-               case reject_rule {reasons} end || ' (' || regexp_extract(source_file, '[^/]+$')
+               coalesce(detail, case reject_rule {reasons} end)
+                   || ' (' || regexp_extract(source_file, '[^/]+$')
                    || coalesce(' #' || pos, '') || ')' as reason,
                payload, source_file
         from rejected
