@@ -3,8 +3,10 @@
 Every run ends with a verdict per source kind (usage, tickets, bugs) in `quality.source_status`:
 a critical failure blocks the write-back of the suggestions that depend on the source and marks
 the run Degraded; a warning lowers the confidence of the scores that use it and says why (the
-reason flows into marts.feature_health.confidence_reasons). Failing staging rows are quarantined
-with their reason and original payload; rows in = accepted + quarantined is checked every run.
+reason flows into marts.feature_health.confidence_reasons). Advisory kinds (accounts: revenue
+weighting) never block and never degrade the run: a failure only lowers confidence, saying why.
+Failing staging rows are quarantined with their reason and original payload; rows in = accepted +
+quarantined is checked every run.
 
 Two gates, both plain functions (the Prefect tasks in tasks/steps.py wrap them):
 - `check_inputs` (before scoring): profile the raw payloads against their schema baseline,
@@ -43,13 +45,14 @@ log = logging.getLogger(__name__)
 class StagingTable:
     table: str
     key: str
-    source_kind: str  # usage | tickets | bugs
+    source_kind: str  # usage | tickets | bugs | accounts
 
 
 STAGING_TABLES = (
     StagingTable("stg_usage_events", "event_id", "usage"),
     StagingTable("stg_support_tickets", "ticket_id", "tickets"),
     StagingTable("stg_bug_issues", "issue_id", "bugs"),
+    StagingTable("stg_accounts", "account_key", "accounts"),
 )
 # Catalog mapping coverage, validated before scoring: (relation, key, source kind).
 COVERAGE_TABLES = (
@@ -66,6 +69,14 @@ MART_TABLES = (
 WARNING_CONFIDENCE = 0.8
 CRITICAL_CONFIDENCE = 0.5
 FACTORS = {"fail": CRITICAL_CONFIDENCE, "warn": WARNING_CONFIDENCE, "pass": 1.0}
+# Source kinds that refine priorities rather than provide evidence: a failure never blocks
+# write-back nor degrades the run; it lowers confidence by these factors and says what it means.
+ADVISORY_KINDS = {
+    "accounts": (
+        {"fail": WARNING_CONFIDENCE, "warn": 0.9, "pass": 1.0},
+        "ARR weighting is off (priorities are not revenue-weighted)",
+    ),
+}
 # Raw records profiled per table and run for schema drift (a reservoir sample).
 PROFILE_SAMPLE = 50_000
 # Schema-drift rules that fail critically; the baseline is not updated while they fail.
@@ -244,9 +255,9 @@ def check_marts(
 
 
 def run_verdict(verdicts: list[TableVerdict]) -> str:
-    if any(v.verdict == "fail" for v in verdicts):
+    if any(v.verdict == "fail" and v.source_kind not in ADVISORY_KINDS for v in verdicts):
         return "degraded"
-    if any(v.verdict == "warn" for v in verdicts):
+    if any(v.verdict in ("fail", "warn") for v in verdicts):  # a failed advisory kind warns
         return "warn"
     return "pass"
 
@@ -260,12 +271,20 @@ def ensure_quality_tables(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def configured_vendors(settings: Any) -> tuple[str, ...]:
-    """Vendors this deployment pulls: export-file sources with a pattern, plus API connectors."""
+    """Vendors this deployment pulls: export-file sources with a pattern, plus API connectors.
+    The optional accounts source counts once its glob matches a file (a glob matching nothing
+    means no accounts table: nothing to judge); once loaded, its rows keep it judged."""
+    import glob
+    import os
+
     files = {
         "posthog": settings.sources.posthog_events,
         "zendesk": settings.sources.zendesk_tickets,
         "github": settings.sources.github_issues,
     }
+    accounts = settings.sources.accounts
+    if accounts and glob.glob(os.path.expanduser(accounts), recursive=True):
+        files["accounts"] = accounts
     return tuple(sorted({v for v, pattern in files.items() if pattern} | set(settings.connectors)))
 
 
@@ -634,12 +653,16 @@ def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:
     for v in vendors_of(t.source_kind):
         spec = next((s for s in SPECS.values() if s.raw_table == v.raw_table), None)
         payload = _payload_text(spec, alias="r") if spec and spec.fields else "r.payload::varchar"
+        if spec and spec.private:  # kept in raw, never copied to quarantine (an account's name)
+            hidden = json.dumps(dict.fromkeys(spec.private))
+            payload = f"json_merge_patch(r.payload, {sql_literal(hidden)})::varchar"
         raw_key = v.raw_key_from_id.format(k="f.record_key")
+        mine = f"f.record_key like {sql_literal(v.source + ':%')}" if v.id_prefix else "true"
         parts.append(f"""
             select f.record_key, f.rule, f.reason, {sql_literal(v.source)} as source,
                    {payload} as payload, r._source_file as source_file
             from _failing f join {v.raw_table} r on r.{v.raw_key} = {raw_key}
-            where f.record_key like {sql_literal(v.source + ":%")}""")
+            where {mine}""")
     table = sql_literal(f"staging.{t.table}")
     con.execute(f"""
         create or replace temp table _rejects as
@@ -804,13 +827,16 @@ def record_source_status(
         )
         reasons = [v.reason for v in mine if v.verdict == "fail" and v.reason]
         reasons += [v.reason for v in mine if v.verdict == "warn" and v.reason]
+        factors, meaning = ADVISORY_KINDS.get(kind, (FACTORS, None))
+        if meaning and verdict == "fail":
+            reasons.insert(0, meaning)
         row = {
             "run_id": run_id,
             "source_kind": kind,
             "table_name": staging.get(kind, mine[0].relation),
             "verdict": verdict,
-            "confidence_factor": FACTORS[verdict],
-            "is_writeback_blocked": verdict == "fail",
+            "confidence_factor": factors[verdict],
+            "is_writeback_blocked": verdict == "fail" and kind not in ADVISORY_KINDS,
             "reason": "; ".join(reasons) or None,
         }
         rows.append(row)

@@ -9,6 +9,7 @@ CANONICAL = {
     "tickets": "stg_support_tickets",
     "bugs": "stg_bug_issues",
     "errors": "stg_error_signals",
+    "accounts": "stg_accounts",
 }
 
 
@@ -16,10 +17,13 @@ CANONICAL = {
 class Vendor:
     source: str
     stream: str
-    kind: str  # usage | tickets | bugs | errors
+    kind: str  # usage | tickets | bugs | errors | accounts
     raw_key: str  # key column of the raw table
     # SQL template turning a canonical staging id {k} (e.g. 'zendesk:123') into the raw key.
     raw_key_from_id: str
+    # Canonical ids carry the vendor ('zendesk:123'); account keys do not: they must equal the
+    # account_key the usage events carry.
+    id_prefix: bool = True
 
     @property
     def raw_table(self) -> str:
@@ -49,6 +53,8 @@ VENDORS = (
     Vendor("jira", "issues", "bugs", "issue_id", _after_prefix()),
     Vendor("linear", "issues", "bugs", "issue_id", _after_prefix()),
     Vendor("sentry", "issues", "errors", "issue_id", _after_prefix()),
+    # Optional revenue and segments per account (CSV/Parquet files, tasks/load.py ACCOUNTS).
+    Vendor("accounts", "accounts", "accounts", "account_key", "{k}", id_prefix=False),
 )
 BY_SOURCE = {v.source: v for v in VENDORS}
 

@@ -20,7 +20,7 @@ FORMULA_VERSION = "health-v2"
 # the vendors ("__unvalidated", what the GX suite checks) is a view for the high-volume events
 # (no second copy of every event) and a table for tickets and bugs (materialised while the hash
 # salt is set); the canonical relation is a view leaving out quarantined rows.
-STAGING_MODELS = ("stg_usage_events", "stg_support_tickets", "stg_bug_issues")
+STAGING_MODELS = ("stg_usage_events", "stg_support_tickets", "stg_bug_issues", "stg_accounts")
 MATERIALISED_UNIONS = ("stg_support_tickets", "stg_bug_issues")
 # Rebuilt in full each run (they describe the current state of the data).
 CURRENT_MODELS = (
