@@ -40,6 +40,11 @@ class FileSources(_Strict):
     posthog_events: str = "data/demo/posthog/*.jsonl"
     zendesk_tickets: str = "data/demo/zendesk/*.json"
     github_issues: str = "data/demo/github/*.json"
+    accounts: str = Field(
+        "data/demo/accounts/*.csv",
+        description="Optional CSV or Parquet files, one row per account: account_key, arr, plan, "
+        "segment (revenue weighting of priorities). README: Accounts.",
+    )
     zendesk_subdomain: str = Field(
         "acme-demo", description="Used to build agent links to tickets in suggestions."
     )

@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+import duckdb
 from prefect import get_run_logger, task
 
 from tasks import catalog as catalog_mod
@@ -97,7 +98,26 @@ def load_sources(
             key = f"{connector.source} (api)" if connector.source in out else connector.source
             out[key] = stats.as_dict()
             _log_stats(logger, key, stats)
+        if settings.sources.accounts:
+            out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
     return out
+
+
+def _load_accounts(con, pattern: str, run_id: str, logger) -> dict:
+    """The optional accounts source (revenue and segments), loaded last and on every run: a
+    broken accounts file never stops the run, it is reported (and judged by the quality gate)."""
+    try:
+        stats = load.load_source(con, load.ACCOUNTS, pattern, run_id, progress=logger.info)
+    except load.LoadError as exc:  # nothing of the failed batch was committed
+        stats = load.LoadStats(source="accounts", errors=[str(exc)])
+    except (OSError, duckdb.Error) as exc:
+        stats = load.LoadStats(source="accounts", errors=[f"accounts: {exc}"])
+    for message in stats.errors:
+        logger.error("%s; ARR weighting is off until it is fixed", message)
+    if stats.files_seen == 0 and not stats.errors:
+        logger.warning("accounts: no files match %r; priorities are not revenue-weighted", pattern)
+    _log_stats(logger, "accounts", stats)
+    return stats.as_dict()
 
 
 def _log_stats(logger, name: str, stats: load.LoadStats) -> None:
