@@ -145,9 +145,12 @@ def nightly(
         dq_verdict,
         summary,
     )
+    report = reporting.summary_markdown(summary)
+    settings.reports_dir.mkdir(parents=True, exist_ok=True)
+    (settings.reports_dir / f"{scored['as_of']}.md").write_text(report, encoding="utf-8")
     create_markdown_artifact(
         key="nightly-summary",
-        markdown=reporting.summary_markdown(summary),
+        markdown=report,
         description="Counts, timings and the data-quality verdict of this run",
     )
     create_table_artifact(

@@ -92,7 +92,7 @@ JIRA_WRITE_PERMISSIONS = (
 )
 
 # File sources the loader reads, as [sources] keys.
-FILE_SOURCES = ("posthog_events", "zendesk_tickets", "github_issues")
+FILE_SOURCES = ("posthog_events", "zendesk_tickets", "github_issues", "accounts")
 
 
 @dataclass(frozen=True)

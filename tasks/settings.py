@@ -120,6 +120,12 @@ class WritebackSettings(_Strict):
     on_recovery: Literal["comment", "close", "none"] = Field(
         "comment", description="What to do with an open issue whose problem went away."
     )
+    report_url: str | None = Field(
+        None,
+        description="Link to the run's report in every issue body, a template with {as_of} "
+        "(e.g. https://reports.example.com/feedback/{as_of}.md where you publish the files of "
+        "<warehouse dir>/reports/). Empty: the local report file.",
+    )
     github: dict[str, Any] | None = None
     jira: dict[str, Any] | None = None
     linear: dict[str, Any] | None = None
@@ -148,6 +154,16 @@ class Settings(_Strict):
     )
 
     @property
+    def reports_dir(self) -> Path:
+        """One Markdown run report per as-of date, linked from the issue bodies."""
+        return self.duckdb_path.parent / "reports"
+
+    def report_link(self, as_of: str) -> str:
+        if self.writeback.report_url:
+            return self.writeback.report_url.format(as_of=as_of)
+        return (self.reports_dir / f"{as_of}.md").resolve().as_uri()
+
+    @property
     def landing_dir(self) -> Path:
         """Where connector pages wait (briefly) between fetch and commit."""
         return self.duckdb_path.parent / "landing"
@@ -172,6 +188,7 @@ class Settings(_Strict):
                         "posthog_events": fix_glob(self.sources.posthog_events),
                         "zendesk_tickets": fix_glob(self.sources.zendesk_tickets),
                         "github_issues": fix_glob(self.sources.github_issues),
+                        "accounts": fix_glob(self.sources.accounts),
                     }
                 ),
                 "writeback": self.writeback.model_copy(

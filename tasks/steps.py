@@ -280,7 +280,7 @@ def write_back(
     logger = get_run_logger()
     tracker = build_tracker(settings)
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
-        suggestions = writeback.load_suggestions(con, as_of)
+        suggestions = writeback.load_suggestions(con, as_of, settings.report_link(as_of))
         plan = writeback.plan_writeback(
             con,
             tracker,

@@ -267,11 +267,11 @@ def test_critical_failure_degrades_the_run_and_blocks_dependent_write_back(demo,
     assert tickets["verdict"] == "fail" and tickets["rows_quarantined"] >= n_bad * 0.5
     assert tickets["rows_in"] == tickets["rows_accepted"] + tickets["rows_quarantined"]
     plan = {p["fingerprint"]: p for p in summary["plan"]}
-    regressing = f"fix:{demo['manifest']['planted']['regressing']}"
+    regressing = f"health:{demo['manifest']['planted']['regressing']}"
     assert plan[regressing]["action"] == "skip" and "blocked" in plan[regressing]["reason"]
-    weak = f"improve:{demo['manifest']['planted']['weak_adoption']}"
+    weak = f"adoption:{demo['manifest']['planted']['weak_adoption']}"
     assert plan[weak]["action"] == "create"  # depends on usage only
-    assert not (root / "tracker" / "fix-exports.md").exists()
+    assert not (root / "tracker" / "health-exports.md").exists()
     con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
     status = con.sql(
         "select source_kind, verdict, is_writeback_blocked from "
