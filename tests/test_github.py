@@ -18,6 +18,7 @@ from tasks.clients.base import LandedPage
 from tasks.clients.github import GitHubIssuesConnector, GitHubSettings, make_client
 from tasks.clients.http import (
     AuthError,
+    ClientRequestError,
     HttpClient,
     InvalidResponseError,
     NotFoundError,
@@ -290,6 +291,46 @@ def test_close_with_state_reason(gh: FakeGitHub, clock: FakeClock, reason: str) 
     assert len(gh.calls_to("PATCH", ONE_ISSUE)) == 1
     with pytest.raises(ValueError, match="close reason"):
         t.close(closed, "wontfix")
+
+
+def test_close_as_duplicate_then_reopen(gh: FakeGitHub, clock: FakeClock) -> None:
+    t = tracker(gh, clock)
+    issue = t.create("fp", "T", BODY, [])
+    closed = t.close(issue, "duplicate")
+    assert (closed.state, closed.state_reason) == ("closed", "duplicate")
+    assert closed.closed_at == datetime.fromisoformat(gh.issues[issue.number]["closed_at"])
+    reopened = t.reopen(closed)
+    assert (reopened.state, reopened.state_reason, reopened.closed_at) == ("open", "reopened", None)
+    assert gh.calls_to("PATCH", ONE_ISSUE)[-1].body == {"state": "open", "state_reason": "reopened"}
+    assert t.reopen(reopened) == reopened  # open stays open: no second write
+    assert len(gh.calls_to("PATCH", ONE_ISSUE)) == 2
+
+
+def test_fake_refuses_a_state_reason_that_contradicts_the_state(
+    gh: FakeGitHub, clock: FakeClock
+) -> None:
+    """Valid per the schema, refused by GitHub: the fake says so too (a 422)."""
+    t = tracker(gh, clock)
+    issue = t.create("fp", "T", BODY, [])
+    with pytest.raises(ClientRequestError):
+        t._write("PATCH", t._issue_path(issue), {"state": "open", "state_reason": "completed"}, 200)
+    assert gh.issues[issue.number]["state"] == "open"
+
+
+def test_find_falls_back_to_legacy_markers_and_update_rewrites_the_marker(
+    gh: FakeGitHub, clock: FakeClock
+) -> None:
+    t = tracker(gh, clock)
+    legacy = t.create("investigate:exports", "Investigate: exports", BODY, [])
+    assert t.find("fix:exports") is None  # a legacy fingerprint is looked up exactly
+    found = t.find("health:exports")
+    assert (found.ref, found.fingerprint) == (legacy.ref, "investigate:exports")
+    moved = t.update(found, "health:exports", found.title, BODY, [])
+    [patch] = gh.calls_to("PATCH", ONE_ISSUE)
+    assert patch.body == {"body": f"{BODY}\n\n{marker_for('health:exports')}\n"}
+    assert moved.fingerprint == "health:exports"
+    assert t.find("health:exports").fingerprint == "health:exports"
+    assert t.find("investigate:exports") is None
 
 
 # -- tracker: find ----------------------------------------------------------------------------

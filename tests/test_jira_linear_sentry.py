@@ -40,7 +40,7 @@ from tests.fakes.server import FakeServer, Request, Response
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 FAST = RetryPolicy(max_attempts=4, base_delay_s=0.01, max_delay_s=5.0, jitter=0.0)
-FP = "fix:exports"
+FP = "health:exports"
 
 
 @pytest.fixture
@@ -200,6 +200,9 @@ def suggestion() -> dict[str, Any]:
         "impact": 2.0,
         "effort": 3.0,
         "priority_score": 740.4,
+        "priority_rank": 1,
+        "kind": "fix",
+        "problem": "health",
     }
 
 
@@ -761,7 +764,7 @@ def test_jira_tracker_create_then_find_reports_what_was_written(srv, creds):
     assert find_marker(f["description"]) == FP
     assert fake.properties[stored["id"]]["feedback-loop"] == {"fingerprint": FP, "body_md": BODY}
     (link,) = fake.links[stored["id"]].values()
-    assert link["globalId"] == "https://feedback-loop.local/suggestion/fix:exports"
+    assert link["globalId"] == "https://feedback-loop.local/suggestion/health:exports"
     assert link["object"]["url"] == link["globalId"]
     assert (issue.ref, issue.state, issue.body) == (stored["id"], "open", BODY)
     assert issue.url == f"{srv.url}/browse/{stored['key']}"
@@ -838,7 +841,7 @@ def test_jira_tracker_comment_and_close_by_status_category(srv, creds):
     fake = jira_api(srv)
     tracker = jira_tracker(srv)
     a = tracker.create(FP, TITLE, BODY, [])
-    b = tracker.create("investigate:alerts", "Alerts", "Why: **alerts** fail", [])
+    b = tracker.create("health:alerts", "Alerts", "Why: **alerts** fail", [])
 
     tracker.comment(a, "Still failing: **31** tickets, see [dash](https://x.test).")
     (comment,) = fake.comments[a.ref]
@@ -854,7 +857,7 @@ def test_jira_tracker_comment_and_close_by_status_category(srv, creds):
     ]
     assert (done.state, done.state_reason) == ("closed", "completed")
     assert (declined.state, declined.state_reason) == ("closed", "not_planned")
-    found = tracker.find("investigate:alerts")
+    found = tracker.find("health:alerts")
     assert (found.state, found.state_reason) == ("closed", "not_planned")
 
 
@@ -862,7 +865,7 @@ def test_jira_tracker_close_on_a_workflow_with_other_names(srv, creds):
     fake = jira_api(srv, workflow=custom_workflow())
     tracker = jira_tracker(srv)
     a = tracker.create(FP, TITLE, BODY, [])
-    b = tracker.create("investigate:alerts", "Alerts", "x", [])
+    b = tracker.create("health:alerts", "Alerts", "x", [])
     tracker.close(a, "completed")
     tracker.close(b, "not_planned")
     posts = [r.json() for r in srv.requests_to(r"/rest/api/3/issue/\d+/transitions", "POST")]
@@ -874,6 +877,40 @@ def test_jira_tracker_close_on_a_workflow_with_other_names(srv, creds):
     fake.workflow = [{"id": "11", "name": "Start progress", "to": "In Progress"}]
     with pytest.raises(JiraWorkflowError, match="no transition into a done status"):
         tracker.close(a, "completed")
+
+
+def test_jira_tracker_reopens_through_a_transition_out_of_done(srv, creds):
+    fake = jira_api(srv)
+    tracker = jira_tracker(srv)
+    a = tracker.create(FP, TITLE, BODY, [])
+    closed = tracker.close(a, "duplicate")
+    assert closed.state_reason == "duplicate"
+    assert fake.issues[a.ref]["fields"]["resolution"] == {"name": "Duplicate"}
+
+    reopened = tracker.reopen(closed)
+    posts = [r.json() for r in srv.requests_to(r"/rest/api/3/issue/\d+/transitions", "POST")]
+    # "Reopen" (to To Do) is offered from Done only; "Start progress" is not the way back.
+    assert posts[-1] == {"transition": {"id": "41"}}
+    assert (reopened.state, reopened.state_reason) == ("open", None)
+    found = jira_tracker(srv).find(FP)
+    assert (found.state, found.state_reason) == ("open", None)
+    assert fake.issues[a.ref]["fields"]["status"]["name"] == "To Do"
+    assert fake.issues[a.ref]["fields"]["resolution"] is None
+
+    fake.workflow = [{"id": "31", "name": "Done", "to": "Done"}]
+    with pytest.raises(JiraWorkflowError, match="no transition out of its done status"):
+        tracker.reopen(found)
+    srv.assert_clean()
+
+
+def test_jira_tracker_reopen_on_a_workflow_with_other_names(srv, creds):
+    fake = jira_api(srv, workflow=custom_workflow())
+    tracker = jira_tracker(srv)
+    a = tracker.create(FP, TITLE, BODY, [])
+    tracker.reopen(tracker.close(a, "completed"))
+    posts = [r.json() for r in srv.requests_to(r"/rest/api/3/issue/\d+/transitions", "POST")]
+    assert posts == [{"transition": {"id": "51"}}, {"transition": {"id": "21"}}]
+    assert fake.issues[a.ref]["fields"]["status"]["name"] == "To Do"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -896,7 +933,7 @@ def test_linear_tracker_create_find_update_comment_close(srv, creds):
     assert stored["description"] != BODY  # Linear re-serialised the Markdown
     assert [n["name"] for n in stored["labels"]["nodes"]] == ["feedback-loop"]
     (att,) = fake.attachments
-    assert att["url"] == "https://feedback-loop.local/suggestion/fix:exports"
+    assert att["url"] == "https://feedback-loop.local/suggestion/health:exports"
     assert att["issueId"] == stored["id"] == issue.ref and att["metadata"]["fingerprint"] == FP
     assert (issue.state, issue.body, issue.url) == ("open", BODY, stored["url"])
 
@@ -920,11 +957,46 @@ def test_linear_tracker_create_find_update_comment_close(srv, creds):
     assert fake.issues[issue.ref]["state"]["name"] == "Canceled"  # not "Duplicate"
     assert (closed.state, closed.state_reason) == ("closed", "not_planned")
     assert tracker.find(FP).state_reason == "not_planned"
-    other = tracker.create("investigate:alerts", "Alerts", "x", [])
+    other = tracker.create("health:alerts", "Alerts", "x", [])
     assert tracker.close(other, "completed").state_reason == "completed"
     assert fake.issues[other.ref]["state"]["name"] == "Done"
     # The label was created once and reused.
     assert len(fake.ops("issueLabelCreate")) == 2 and len(fake.labels) == 2
+    srv.assert_clean()
+
+
+def test_linear_tracker_close_as_duplicate_and_reopen(srv, creds):
+    fake = linear_api(srv)
+    tracker = linear_tracker(srv)
+    issue = tracker.create(FP, TITLE, BODY, [])
+    closed = tracker.close(issue, "duplicate")
+    assert fake.issues[issue.ref]["state"]["name"] == "Duplicate"
+    assert (closed.state, closed.state_reason) == ("closed", "duplicate")
+    assert closed.closed_at is not None
+
+    reopened = tracker.reopen(closed)
+    states_query = fake.ops("issue")[-1]["query"]
+    assert '"unstarted", "backlog"' in states_query
+    assert fake.issues[issue.ref]["state"]["name"] == "Todo"  # unstarted before backlog
+    assert fake.issues[issue.ref]["canceledAt"] is None
+    assert (reopened.state, reopened.state_reason, reopened.closed_at) == ("open", None, None)
+    assert reopened.body == BODY
+    assert linear_tracker(srv).find(FP).state == "open"
+    srv.assert_clean()
+
+
+def test_linear_find_falls_back_to_a_legacy_attachment_and_update_adds_the_canonical_one(
+    srv, creds
+):
+    fake = linear_api(srv)
+    tracker = linear_tracker(srv)
+    legacy = tracker.create("investigate:exports", TITLE, BODY, [])
+    found = tracker.find(FP)
+    assert (found.ref, found.fingerprint) == (legacy.ref, "investigate:exports")
+    moved = tracker.update(found, FP, TITLE, BODY, [])  # same text: only the attachment
+    assert fake.ops("issueUpdate") == []
+    assert [a["url"].rsplit("/", 1)[1] for a in fake.attachments] == ["investigate:exports", FP]
+    assert moved.fingerprint == FP and tracker.find(FP).fingerprint == FP
     srv.assert_clean()
 
 
@@ -937,11 +1009,11 @@ def test_linear_tracker_retried_and_lost_creates_do_not_duplicate(srv, creds):
     # The answer to issueCreate is lost (502) after Linear created the issue: the repeat
     # collides with the deterministic id and the issue is adopted, attachment and all.
     fake.drop_create_answer = 1
-    lost = linear_tracker(srv).create("investigate:alerts", "Alerts", "x", [])
+    lost = linear_tracker(srv).create("health:alerts", "Alerts", "x", [])
     assert len(fake.issues) == 2 and lost.ref in fake.issues
     assert len(fake.ops("issueCreate")) == 3
     assert [a["issueId"] for a in fake.attachments] == [first.ref, lost.ref]
-    assert linear_tracker(srv).find("investigate:alerts").ref == lost.ref
+    assert linear_tracker(srv).find("health:alerts").ref == lost.ref
 
 
 def test_linear_tracker_reports_a_persons_edit(srv, creds):

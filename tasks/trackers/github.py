@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import requests
@@ -21,12 +22,18 @@ from tasks.clients.http import (
     RequestBudget,
     iter_link_pages,
 )
-from tasks.trackers.base import MARKER_PREFIX, TrackerIssue, marker_for
+from tasks.trackers.base import (
+    CLOSE_REASONS,
+    MARKER_PREFIX,
+    TrackerIssue,
+    effort_from_labels,
+    lookup_order,
+    marker_for,
+)
 
 log = logging.getLogger(__name__)
 
-_MARKER = re.compile(rf"<!-- {re.escape(MARKER_PREFIX)}\S+ -->")
-CLOSE_REASONS = ("completed", "not_planned")
+_MARKER = re.compile(rf"<!-- {re.escape(MARKER_PREFIX)}(\S+) -->")
 # Roles that may label issues; without one GitHub silently drops labels on create/update.
 _LABEL_ROLES = ("admin", "maintain", "push", "triage")
 
@@ -153,8 +160,17 @@ class GitHubTracker:
         return out
 
     def find(self, fingerprint: str) -> GitHubIssue | None:
+        """One listing; the fingerprint's marker first, then (canonical) its legacy markers."""
+        issues = self.list_issues()
+        for fp in lookup_order(fingerprint):
+            found = self._pick(fp, issues)
+            if found is not None:
+                return found
+        return None
+
+    def _pick(self, fingerprint: str, issues: list[dict[str, Any]]) -> GitHubIssue | None:
         marker = marker_for(fingerprint)
-        matches = [it for it in self.list_issues() if marker in (it.get("body") or "")]
+        matches = [it for it in issues if marker in (it.get("body") or "")]
         if not matches:
             return None
         if len(matches) > 1:
@@ -192,7 +208,9 @@ class GitHubTracker:
         changes: dict[str, Any] = {}
         if title != current.title:
             changes["title"] = title
-        if visible_body(body) != visible_body(current.body):
+        # A legacy marker (fix:x for health:x) is rewritten even when the text is the same.
+        moved = current.fingerprint is not None and current.fingerprint != fingerprint
+        if moved or visible_body(body) != visible_body(current.body):
             changes["body"] = body_with_marker(body, fingerprint)
         wanted = [self.settings.label, *labels]
         if len(_merge_labels(current.labels, wanted)) != len(current.labels):
@@ -225,6 +243,15 @@ class GitHubTracker:
             return current  # never overwrite the reason a person (or an earlier run) chose
         item = self._write(
             "PATCH", self._issue_path(current), {"state": "closed", "state_reason": reason}, 200
+        )
+        return self._issue(item)
+
+    def reopen(self, issue: TrackerIssue) -> GitHubIssue:
+        current = issue if isinstance(issue, GitHubIssue) else self._get(issue.ref)
+        if current.state == "open":
+            return current
+        item = self._write(
+            "PATCH", self._issue_path(current), {"state": "open", "state_reason": "reopened"}, 200
         )
         return self._issue(item)
 
@@ -274,6 +301,9 @@ class GitHubTracker:
     def _issue(self, item: dict[str, Any]) -> GitHubIssue:
         try:
             number = int(item["number"])
+            labels = _label_names(item.get("labels"))
+            marker = _MARKER.search((item.get("body") or "").replace("\r\n", "\n"))
+            effort = effort_from_labels(labels)
             return GitHubIssue(
                 ref=str(number),
                 url=str(item["html_url"]),
@@ -282,7 +312,12 @@ class GitHubTracker:
                 body=visible_body(item.get("body")),
                 title=str(item.get("title") or ""),
                 locked=bool(item.get("locked")),
-                labels=_label_names(item.get("labels")),
+                labels=labels,
+                fingerprint=marker.group(1) if marker else None,
+                updated_at=_timestamp(item.get("updated_at")),
+                closed_at=_timestamp(item.get("closed_at")),
+                effort=effort,
+                effort_source="label" if effort is not None else None,
                 number=number,
                 node_id=str(item.get("node_id") or ""),
             )
@@ -290,6 +325,12 @@ class GitHubTracker:
             raise InvalidResponseError(
                 "github", f"issue object without {exc}: not what GitHub documents"
             ) from None
+
+
+def _timestamp(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def _json_object(resp: requests.Response) -> dict[str, Any]:

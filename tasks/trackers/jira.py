@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -21,16 +22,25 @@ from tasks.clients.http import (
 )
 from tasks.clients.jira import jira_http, jql_quote
 from tasks.trackers.adf import adf_text, find_marker, markdown_to_adf
-from tasks.trackers.base import TrackerIssue, marker_for
+from tasks.trackers.base import (
+    CLOSE_REASONS,
+    TrackerIssue,
+    effort_from_labels,
+    lookup_order,
+    marker_for,
+    positive_number,
+)
 
 log = logging.getLogger(__name__)
 
-ISSUE_FIELDS = "summary,status,resolution,labels,description"
+ISSUE_FIELDS = "summary,status,resolution,labels,description,updated,timeoriginalestimate"
 # Jira caps an issue property value at 32 KB; the body is stored only when it fits.
 MAX_PROPERTY_BODY = 30_000
 NOT_PLANNED_RESOLUTIONS = ("won't do", "won't fix", "declined", "rejected", "obsolete")
 COMPLETED_RESOLUTIONS = ("done", "fixed", "resolved", "complete", "completed")
+DUPLICATE_RESOLUTIONS = ("duplicate",)
 NOT_PLANNED_STATUS = re.compile(r"won.?t|not planned|declin|reject|cancel|obsolete", re.I)
+REOPEN_NAMES = re.compile(r"reopen|to do|todo|backlog|triage|open", re.I)
 
 
 class JiraTrackerSettings(BaseModel):
@@ -52,6 +62,11 @@ class JiraTrackerSettings(BaseModel):
     suggestion_url_base: str = Field(
         "https://feedback-loop.local/suggestion/",
         description="Fingerprint URL = base + fingerprint; the remote link globalId.",
+    )
+    story_points_field: str | None = Field(
+        "customfield_10016",
+        description="Custom field holding story points (the effort write-back records); "
+        "None to use only labels and the original estimate.",
     )
 
 
@@ -98,22 +113,29 @@ class JiraTracker:
     # --- find ---------------------------------------------------------------------------
 
     def find(self, fingerprint: str) -> TrackerIssue | None:
-        issue_id = self._created.get(fingerprint) or self._scan().get(fingerprint)
-        if issue_id is None:
-            return None
-        try:
-            doc = self.http.get_json(
-                f"/rest/api/3/issue/{issue_id}",
-                params={"fields": ISSUE_FIELDS, "properties": self.settings.property_key},
-            )
-        except NotFoundError:  # deleted since the scan
-            self._created.pop(fingerprint, None)
-            if self._index is not None:
-                self._index.pop(fingerprint, None)
-            return None
-        if self._fingerprint_of(doc) != fingerprint:
-            return None
-        return self._to_issue(doc)
+        """By fingerprint, then (canonical) by the legacy fingerprints of the same problem."""
+        for fp in lookup_order(fingerprint):
+            issue_id = self._created.get(fp) or self._scan().get(fp)
+            if issue_id is None:
+                continue
+            try:
+                doc = self.http.get_json(
+                    f"/rest/api/3/issue/{issue_id}",
+                    params={"fields": self._fields(), "properties": self.settings.property_key},
+                )
+            except NotFoundError:  # deleted since the scan
+                self._created.pop(fp, None)
+                if self._index is not None:
+                    self._index.pop(fp, None)
+                continue
+            # Migrated to `fingerprint` since the scan still counts; anything else does not.
+            if self._fingerprint_of(doc) in (fp, fingerprint):
+                return self._to_issue(doc)
+        return None
+
+    def _fields(self) -> str:
+        extra = self.settings.story_points_field
+        return f"{ISSUE_FIELDS},{extra}" if extra else ISSUE_FIELDS
 
     def _scan(self) -> dict[str, str]:
         """Every issue carrying our label, by fingerprint (oldest wins; duplicates logged)."""
@@ -175,6 +197,8 @@ class JiraTracker:
             body = visible
         category = ((fields.get("status") or {}).get("statusCategory") or {}).get("key")
         state = "closed" if category == "done" else "open"
+        labels = tuple(fields.get("labels") or ())
+        effort, source = self._effort(fields, labels)
         return TrackerIssue(
             ref=str(doc["id"]),
             url=f"{self.base_url}/browse/{doc.get('key')}",
@@ -182,8 +206,25 @@ class JiraTracker:
             state_reason=_state_reason(fields.get("resolution")) if state == "closed" else None,
             body=body,
             title=fields.get("summary") or "",
-            labels=tuple(fields.get("labels") or ()),
+            labels=labels,
+            fingerprint=self._fingerprint_of(doc),
+            updated_at=_jira_time(fields.get("updated")),
+            effort=effort,
+            effort_source=source,
         )
+
+    def _effort(
+        self, fields: dict[str, Any], labels: tuple[str, ...]
+    ) -> tuple[float | None, str | None]:
+        """An effort:N label, else story points, else the original estimate in hours."""
+        if (n := effort_from_labels(labels)) is not None:
+            return n, "label"
+        sp = self.settings.story_points_field
+        if sp and (n := positive_number(fields.get(sp))) is not None:
+            return n, "story_points"
+        if (n := positive_number(fields.get("timeoriginalestimate"))) is not None:
+            return n / 3600.0, "original_estimate_hours"
+        return None, None
 
     # --- write ----------------------------------------------------------------------------
 
@@ -275,7 +316,9 @@ class JiraTracker:
         fields: dict[str, Any] = {}
         if title != issue.title:
             fields["summary"] = title
-        if body != issue.body:
+        # A legacy fingerprint (fix:x for health:x) is rewritten even when the text is the same.
+        moved = issue.fingerprint is not None and issue.fingerprint != fingerprint
+        if moved or body != issue.body:
             fields["description"] = self._adf(body, fingerprint)
             payload["properties"] = self._property(fingerprint, body)
         missing = [x for x in self._labels(labels) if x not in issue.labels]
@@ -286,8 +329,17 @@ class JiraTracker:
         if not payload:
             return issue
         self.http.request("PUT", f"/rest/api/3/issue/{issue.ref}", json=payload, ok_statuses=(204,))
+        if moved:
+            self._created[fingerprint] = issue.ref
+            if self._index is not None and self._index.get(issue.fingerprint or "") == issue.ref:
+                self._index.pop(issue.fingerprint or "")
+            self._link(issue.ref, fingerprint, title)
         return dataclasses.replace(
-            issue, title=title, body=body, labels=tuple(dict.fromkeys([*issue.labels, *missing]))
+            issue,
+            title=title,
+            body=body,
+            labels=tuple(dict.fromkeys([*issue.labels, *missing])),
+            fingerprint=fingerprint,
         )
 
     def comment(self, issue: TrackerIssue, body: str) -> None:
@@ -301,15 +353,9 @@ class JiraTracker:
 
     def close(self, issue: TrackerIssue, reason: str) -> TrackerIssue:
         """Take the transition into a 'done' status category (names differ per workflow)."""
-        if reason not in ("completed", "not_planned"):
-            raise ValueError(f"close reason must be 'completed' or 'not_planned', not {reason!r}")
-        doc = self.http.get_json(
-            f"/rest/api/3/issue/{issue.ref}/transitions",
-            params={"expand": "transitions.fields"},
-        )
-        transitions = doc.get("transitions") if isinstance(doc, dict) else None
-        if not isinstance(transitions, list):
-            raise InvalidResponseError("jira", "transitions answer has no 'transitions' list")
+        if reason not in CLOSE_REASONS:
+            raise ValueError(f"close reason must be one of {CLOSE_REASONS}, not {reason!r}")
+        transitions = self._transitions(issue)
         done = [
             t
             for t in transitions
@@ -334,6 +380,57 @@ class JiraTracker:
         got = _state_reason(resolution) if resolution else reason
         return dataclasses.replace(issue, state="closed", state_reason=got)
 
+    def reopen(self, issue: TrackerIssue) -> TrackerIssue:
+        """Take a transition out of the done category, preferring one back to 'To Do'."""
+        transitions = self._transitions(issue)
+        back = [
+            t
+            for t in transitions
+            if ((t.get("to") or {}).get("statusCategory") or {}).get("key") not in ("done", None)
+        ]
+        if not back:
+            names = ", ".join(str(t.get("name")) for t in transitions) or "none"
+            raise JiraWorkflowError(
+                f"jira: {issue.url} has no transition out of its done status (available: {names})"
+            )
+
+        def score(t: dict[str, Any]) -> int:
+            to = t.get("to") or {}
+            named = f"{t.get('name', '')} {to.get('name', '')}"
+            return 2 * (to.get("statusCategory", {}).get("key") == "new") + bool(
+                REOPEN_NAMES.search(named)
+            )
+
+        transition = max(back, key=score)  # first of equals: the workflow's own order
+        self.http.request(
+            "POST",
+            f"/rest/api/3/issue/{issue.ref}/transitions",
+            json={"transition": {"id": str(transition["id"])}},
+            ok_statuses=(204,),
+            idempotent=False,
+        )
+        return dataclasses.replace(issue, state="open", state_reason=None, closed_at=None)
+
+    def _transitions(self, issue: TrackerIssue) -> list[dict[str, Any]]:
+        doc = self.http.get_json(
+            f"/rest/api/3/issue/{issue.ref}/transitions",
+            params={"expand": "transitions.fields"},
+        )
+        transitions = doc.get("transitions") if isinstance(doc, dict) else None
+        if not isinstance(transitions, list):
+            raise InvalidResponseError("jira", "transitions answer has no 'transitions' list")
+        return transitions
+
+
+def _jira_time(value: Any) -> datetime | None:
+    """Jira's `2026-11-25T13:00:00.000+0100`."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
+
 
 def _state_reason(resolution: Any) -> str:
     name = str((resolution or {}).get("name") or "").strip().lower()
@@ -355,7 +452,10 @@ def _pick_transition(
     done: list[dict[str, Any]], reason: str
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The transition and resolution ({'name': ...} or None) that best say `reason`."""
-    wanted = NOT_PLANNED_RESOLUTIONS if reason == "not_planned" else COMPLETED_RESOLUTIONS
+    wanted = {
+        "not_planned": NOT_PLANNED_RESOLUTIONS,
+        "duplicate": DUPLICATE_RESOLUTIONS + NOT_PLANNED_RESOLUTIONS,
+    }.get(reason, COMPLETED_RESOLUTIONS)
 
     def resolution_for(t: dict[str, Any]) -> dict[str, Any] | None:
         values = _resolution_values(t)
@@ -375,7 +475,7 @@ def _pick_transition(
         says_not_planned = bool(NOT_PLANNED_STATUS.search(status_name))
         res = resolution_for(t)
         res_ok = res is not None and res["name"].lower() in wanted
-        if reason == "not_planned":
+        if reason in ("not_planned", "duplicate"):
             return 2 * res_ok + says_not_planned
         return 2 * res_ok + (not says_not_planned)
 

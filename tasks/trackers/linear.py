@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -15,13 +16,20 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from tasks.clients.http import ClientRequestError, InvalidResponseError, RetryPolicy
 from tasks.clients.linear import LinearGraphQL, linear_graphql
-from tasks.trackers.base import TrackerIssue
+from tasks.trackers.base import (
+    CLOSE_REASONS,
+    TrackerIssue,
+    effort_from_labels,
+    lookup_order,
+    positive_number,
+)
 
 log = logging.getLogger(__name__)
 
 CLOSED_TYPES = ("completed", "canceled", "duplicate")
+OPEN_TYPES = ("unstarted", "backlog")  # where a reopened issue goes, in this order
 ISSUE_FIELDS = """
-  id identifier url title description archivedAt
+  id identifier url title description archivedAt updatedAt completedAt canceledAt estimate
   state { id name type }
   labels(first: 50) { nodes { id name } }
 """
@@ -72,6 +80,14 @@ query States($id: String!) {
   }
 }
 """
+OPEN_STATES = """
+query States($id: String!) {
+  issue(id: $id) {
+    team { states(filter: {type: {in: ["unstarted", "backlog"]}}) {
+      nodes { id name type position } } }
+  }
+}
+"""
 
 
 class LinearTrackerSettings(BaseModel):
@@ -90,6 +106,9 @@ class LinearTrackerSettings(BaseModel):
     )
     completed_state: str | None = Field(None, description="State name for 'completed' closes.")
     not_planned_state: str | None = Field(None, description="State name for 'not_planned'.")
+    reopened_state: str | None = Field(
+        None, description="State name a returning problem is reopened into (else first Todo)."
+    )
     max_rate_limit_waits: int = Field(5, ge=1)
 
 
@@ -142,6 +161,14 @@ class LinearTracker:
     # --- find ---------------------------------------------------------------------------
 
     def find(self, fingerprint: str) -> TrackerIssue | None:
+        """By the fingerprint URL, then (canonical) by the legacy URLs of the same problem."""
+        for fp in lookup_order(fingerprint):
+            found = self._find_one(fp)
+            if found is not None:
+                return found
+        return None
+
+    def _find_one(self, fingerprint: str) -> TrackerIssue | None:
         data, _ = self.gql.execute(FIND, {"url": self._url(fingerprint)})
         conn = data.get("attachmentsForURL")
         if not isinstance(conn, dict) or not isinstance(conn.get("nodes"), list):
@@ -158,9 +185,11 @@ class LinearTracker:
                 "linear: fingerprint %s is attached to %s; using the oldest", fingerprint, refs
             )
         meta = hits[0].get("metadata") if isinstance(hits[0].get("metadata"), dict) else {}
-        return self._to_issue(hits[0]["issue"], meta)
+        return self._to_issue(hits[0]["issue"], meta, fingerprint)
 
-    def _to_issue(self, issue: dict[str, Any], meta: dict[str, Any]) -> TrackerIssue:
+    def _to_issue(
+        self, issue: dict[str, Any], meta: dict[str, Any], fingerprint: str | None = None
+    ) -> TrackerIssue:
         description = issue.get("description") or ""
         stored = meta.get("body_md")
         # Linear re-serialises Markdown; while the description is what it was right after our
@@ -182,6 +211,10 @@ class LinearTracker:
         labels = tuple(
             str(n.get("name")) for n in (issue.get("labels") or {}).get("nodes") or [] if n
         )
+        effort, source = effort_from_labels(labels), "label"
+        if effort is None:
+            effort, source = positive_number(issue.get("estimate")), "linear_estimate"
+        closed_at = issue.get("completedAt") or issue.get("canceledAt") if closed else None
         return TrackerIssue(
             ref=str(issue["id"]),
             url=str(issue.get("url") or ""),
@@ -190,6 +223,11 @@ class LinearTracker:
             body=body,
             title=str(issue.get("title") or ""),
             labels=labels,
+            fingerprint=fingerprint,
+            updated_at=_time(issue.get("updatedAt")),
+            closed_at=_time(closed_at),
+            effort=effort,
+            effort_source=source if effort is not None else None,
         )
 
     # --- helpers ----------------------------------------------------------------------------
@@ -297,7 +335,7 @@ class LinearTracker:
             log.info("linear: adopting %s created by an earlier attempt", issue.get("identifier"))
         self._attach(issue, fingerprint, title, body)
         meta = {"body_md": body, "description_sha256": _sha(issue.get("description"))}
-        return self._to_issue(issue, meta)
+        return self._to_issue(issue, meta, fingerprint)
 
     def update(
         self, issue: TrackerIssue, fingerprint: str, title: str, body: str, labels: list[str]
@@ -313,14 +351,22 @@ class LinearTracker:
         added = [i for i in wanted if i not in have]
         if added:
             patch["addedLabelIds"] = added
-        if not patch:
+        # Found by a legacy URL (fix:x for health:x): attach the canonical one as well.
+        moved = issue.fingerprint is not None and issue.fingerprint != fingerprint
+        if not patch and not moved:
             return issue
-        data, _ = self.gql.execute(ISSUE_UPDATE, {"id": issue.ref, "input": patch})
-        updated = self._payload_issue(data, "issueUpdate")
-        if "description" in patch:
+        if patch:
+            data, _ = self.gql.execute(ISSUE_UPDATE, {"id": issue.ref, "input": patch})
+            updated = self._payload_issue(data, "issueUpdate")
+        else:
+            data, _ = self.gql.execute(ISSUE, {"id": issue.ref})
+            updated = data.get("issue")
+            if not isinstance(updated, dict):
+                raise InvalidResponseError("linear", f"issue {issue.ref} could not be read")
+        if "description" in patch or moved:
             self._attach(updated, fingerprint, title, body)
         meta = {"body_md": body, "description_sha256": _sha(updated.get("description"))}
-        return self._to_issue(updated, meta)
+        return self._to_issue(updated, meta, fingerprint)
 
     def comment(self, issue: TrackerIssue, body: str) -> None:
         data, _ = self.gql.execute(
@@ -331,26 +377,25 @@ class LinearTracker:
 
     def close(self, issue: TrackerIssue, reason: str) -> TrackerIssue:
         """Move the issue into its team's completed (or, for not_planned, canceled) state."""
-        if reason not in ("completed", "not_planned"):
-            raise ValueError(f"close reason must be 'completed' or 'not_planned', not {reason!r}")
-        data, _ = self.gql.execute(STATES, {"id": issue.ref})
-        nodes = (((data.get("issue") or {}).get("team") or {}).get("states") or {}).get("nodes")
-        states = [s for s in nodes or [] if isinstance(s, dict)]
+        if reason not in CLOSE_REASONS:
+            raise ValueError(f"close reason must be one of {CLOSE_REASONS}, not {reason!r}")
+        states = self._states(STATES, issue)
         if not states:
             raise LinearWorkflowError(f"linear: {issue.url}: its team has no closed state")
         want_type = "completed" if reason == "completed" else "canceled"
-        want_name = (
-            self.settings.completed_state
-            if reason == "completed"
-            else self.settings.not_planned_state
-        )
+        want_name = {
+            "completed": self.settings.completed_state,
+            "not_planned": self.settings.not_planned_state,
+            "duplicate": "duplicate",
+        }[reason]
 
         def rank(s: dict[str, Any]) -> tuple[int, int, int, float]:
             name = str(s.get("name") or "").lower()
             return (
                 0 if want_name and name == want_name.lower() else 1,
                 0 if s.get("type") == want_type else 1,
-                1 if name == "duplicate" else 0,  # "Duplicate" is canceled too, but not this
+                # "Duplicate" is canceled too, but only the state for a duplicate
+                1 if (name == "duplicate") != (reason == "duplicate") else 0,
                 float(s.get("position") or 0),
             )
 
@@ -361,5 +406,38 @@ class LinearTracker:
             ISSUE_UPDATE, {"id": issue.ref, "input": {"stateId": target["id"]}}
         )
         updated = self._payload_issue(data, "issueUpdate")
-        closed = self._to_issue(updated, {})
+        closed = self._to_issue(updated, {}, issue.fingerprint)
         return dataclasses.replace(closed, body=issue.body)
+
+    def reopen(self, issue: TrackerIssue) -> TrackerIssue:
+        """Move the issue into its team's first unstarted (else backlog) state."""
+        states = self._states(OPEN_STATES, issue)
+        if not states:
+            raise LinearWorkflowError(f"linear: {issue.url}: its team has no unstarted state")
+        want = (self.settings.reopened_state or "").lower()
+
+        def rank(s: dict[str, Any]) -> tuple[int, int, float]:
+            kind = str(s.get("type") or "")
+            return (
+                0 if want and str(s.get("name") or "").lower() == want else 1,
+                OPEN_TYPES.index(kind) if kind in OPEN_TYPES else len(OPEN_TYPES),
+                float(s.get("position") or 0),
+            )
+
+        target = min(states, key=rank)
+        data, _ = self.gql.execute(
+            ISSUE_UPDATE, {"id": issue.ref, "input": {"stateId": target["id"]}}
+        )
+        reopened = self._to_issue(self._payload_issue(data, "issueUpdate"), {}, issue.fingerprint)
+        return dataclasses.replace(reopened, body=issue.body)
+
+    def _states(self, query: str, issue: TrackerIssue) -> list[dict[str, Any]]:
+        data, _ = self.gql.execute(query, {"id": issue.ref})
+        nodes = (((data.get("issue") or {}).get("team") or {}).get("states") or {}).get("nodes")
+        return [s for s in nodes or [] if isinstance(s, dict)]
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

@@ -391,6 +391,21 @@ class FakeGitHub:
             self.comments[number] = []
             return issue
 
+    def close_as_person(self, number: int, reason: str = "completed") -> dict[str, Any]:
+        """A person closes the issue in the browser (closed_at and closed_by are theirs)."""
+        return self.update_issue(
+            number,
+            state="closed",
+            state_reason=reason,
+            closed_at=ts(self.tick()),
+            closed_by=self._user("octocat"),
+        )
+
+    def reopen_as_person(self, number: int) -> dict[str, Any]:
+        return self.update_issue(
+            number, state="open", state_reason="reopened", closed_at=None, closed_by=None
+        )
+
     def update_issue(self, number: int, **fields: Any) -> dict[str, Any]:
         """A change made by someone else (in the browser): bumps updated_at."""
         with self._lock:
@@ -779,6 +794,12 @@ class FakeGitHub:
         issue = self._issue_or_error(params)
         if isinstance(issue, Response):
             return issue
+        # What GitHub refuses although the schema allows it: a reason that contradicts the state.
+        reason, new_state = body.get("state_reason"), body.get("state")
+        if new_state == "open" and reason not in (None, "reopened"):
+            return _error(422, f"state_reason {reason!r} is not valid for an open issue")
+        if new_state == "closed" and reason == "reopened":
+            return _error(422, "state_reason 'reopened' is not valid for a closed issue")
         now = ts(self.tick())
         if "title" in body:
             issue["title"] = str(body["title"])
@@ -796,6 +817,7 @@ class FakeGitHub:
             else:
                 issue["state_reason"] = "reopened"
                 issue["closed_at"] = None
+                issue["closed_by"] = None
             issue["state"] = new_state
         issue["updated_at"] = now
         return Response.json(copy.deepcopy(issue))

@@ -32,11 +32,17 @@ RESOLUTIONS = [
 ]
 
 
+DONE_STATUSES = [name for name, key in STATUSES.items() if key == "done"]
+STORY_POINTS = "customfield_10016"  # Jira Cloud's usual story-point estimate field
+
+
 def default_workflow() -> list[dict[str, Any]]:
-    """Transitions offered from every status: a done transition with a resolution screen."""
+    """A done transition with a resolution screen; "Reopen" (clears the resolution, as Jira's
+    reopen post-function does) only from a done status; the others from every status."""
     return [
         {"id": "11", "name": "Start progress", "to": "In Progress"},
         {"id": "31", "name": "Done", "to": "Done", "resolution_screen": True},
+        {"id": "41", "name": "Reopen", "to": "To Do", "from": DONE_STATUSES},
     ]
 
 
@@ -106,6 +112,8 @@ class JiraFake:
         created: datetime | None = None,
         description: Any = None,
         key: str | None = None,
+        story_points: float | None = None,
+        original_estimate_s: int | None = None,
     ) -> dict[str, Any]:
         self.next_id += 1
         iid = str(self.next_id)
@@ -129,6 +137,8 @@ class JiraFake:
                 "issuetype": {"name": issue_type, "subtask": False},
                 "votes": {"self": "", "votes": votes, "hasVoted": False},
                 "description": description,
+                STORY_POINTS: story_points,
+                "timeoriginalestimate": original_estimate_s,
             },
         }
         self.issues[iid] = issue
@@ -329,9 +339,14 @@ class JiraFake:
         items.append({"id": str(len(items) + 1), "body": body})
         return Response.json(items[-1], status=201)
 
-    def _transitions(self, expand: bool) -> list[dict[str, Any]]:
+    def _offered(self, issue: dict[str, Any]) -> list[dict[str, Any]]:
+        """The transitions available from the issue's current status."""
+        status = issue["fields"]["status"]["name"]
+        return [t for t in self.workflow if status in t.get("from", [status])]
+
+    def _transitions(self, issue: dict[str, Any], expand: bool) -> list[dict[str, Any]]:
         out = []
-        for t in self.workflow:
+        for t in self._offered(issue):
             item: dict[str, Any] = {"id": t["id"], "name": t["name"], "to": _status(t["to"])}
             if expand:
                 item["fields"] = {}
@@ -347,10 +362,12 @@ class JiraFake:
     def get_transitions(self, req: Request) -> Response:
         if denied := self._guard(req):
             return denied
-        if self._find(req.groups["ref"]) is None:
+        issue = self._find(req.groups["ref"])
+        if issue is None:
             return Response.json({"errorMessages": ["Issue does not exist"]}, 404)
         expand = "transitions.fields" in (req.arg("expand") or "")
-        return Response.json({"expand": "transitions", "transitions": self._transitions(expand)})
+        doc = {"expand": "transitions", "transitions": self._transitions(issue, expand)}
+        return Response.json(doc)
 
     def do_transition(self, req: Request) -> Response:
         if denied := self._guard(req):
@@ -360,7 +377,7 @@ class JiraFake:
             return Response.json({"errorMessages": ["Issue does not exist"]}, 404)
         body = req.json()
         tid = (body.get("transition") or {}).get("id")
-        t = next((t for t in self.workflow if t["id"] == tid), None)
+        t = next((t for t in self._offered(issue) if t["id"] == tid), None)
         if t is None:
             return Response.json({"errorMessages": [f"Transition id '{tid}' is not valid"]}, 400)
         resolution = (body.get("fields") or {}).get("resolution")
@@ -376,6 +393,8 @@ class JiraFake:
         if STATUSES[t["to"]] == "done":
             f["resolution"] = {"name": resolution["name"]} if resolution else {"name": t["to"]}
             f["resolutiondate"] = jira_ts(self.now, self.time_zone)
+        else:
+            f["resolution"], f["resolutiondate"] = None, None
         f["updated"] = jira_ts(self.now, self.time_zone)
         return Response(204)
 

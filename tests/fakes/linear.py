@@ -101,6 +101,7 @@ class LinearFake:
         archived: bool = False,
         description: str = "",
         issue_id: str | None = None,
+        estimate: float | None = None,
     ) -> dict[str, Any]:
         number = self.next_number
         self.next_number += 1
@@ -126,6 +127,7 @@ class LinearFake:
             "completedAt": ts(updated) if st["type"] == "completed" else None,
             "canceledAt": ts(updated) if st["type"] == "canceled" else None,
             "archivedAt": ts(updated) if archived else None,
+            "estimate": estimate,
             "state": {"id": st["id"], "name": st["name"], "type": st["type"]},
             "labels": {"nodes": label_nodes},
             "team": {"id": TEAM_ID, "key": self.team_key},
@@ -266,7 +268,9 @@ class LinearFake:
                 }
             )
         if "states" in query:
-            issue = self._with_team_states(issue, {"type": {"in": ["completed", "canceled"]}})
+            m = re.search(r"states\(filter:\s*\{type:\s*\{in:\s*\[([^\]]*)\]", query)
+            types = re.findall(r'"(\w+)"', m[1]) if m else []
+            issue = self._with_team_states(issue, {"type": {"in": types}} if types else None)
         return Response.json({"data": {"issue": issue}})
 
     # -- mutations ---------------------------------------------------------------------------
@@ -331,10 +335,8 @@ class LinearFake:
             if st is None:
                 return gql_error("Workflow state not found", "INVALID_INPUT", "invalid input", 400)
             issue["state"] = {"id": st["id"], "name": st["name"], "type": st["type"]}
-            if st["type"] == "completed":
-                issue["completedAt"] = ts(self.now)
-            if st["type"] == "canceled":
-                issue["canceledAt"] = ts(self.now)
+            issue["completedAt"] = ts(self.now) if st["type"] == "completed" else None
+            issue["canceledAt"] = ts(self.now) if st["type"] == "canceled" else None
         issue["updatedAt"] = ts(self.now)
         return Response.json({"data": {"issueUpdate": {"success": True, "issue": issue}}})
 
