@@ -1,9 +1,14 @@
-"""Write suggestions back to a tracker: plan (create / update / skip, with reasons), then apply.
+"""Write suggestions back to a tracker: plan (create / update / reopen / skip ..., with reasons),
+then apply.
 
-Rules: one issue per fingerprint, found again by ledger or marker (so a crash between the tracker
-call and the ledger update heals instead of duplicating); update only when the content changed;
-never reopen or rewrite what a person closed; cap new issues per run; a suggestion whose input
-source failed a critical data-quality check is not written.
+Rules: one issue per feature problem (fingerprint `health:<feature>` for fix/investigate,
+`adoption:<feature>` for improve), found again by ledger or marker (so a crash between the tracker
+call and the ledger update heals instead of duplicating); a change of kind retitles the same issue
+with one comment; update only when the content changed; an issue the loop closed as recovered is
+reopened when its problem returns, one a person closed never is; cap new issues per run; a
+suggestion whose input source failed a critical data-quality check is not written. Legacy per-kind
+fingerprints (`fix:x`, `investigate:x`, `improve:x`) in the ledger and in markers are carried over
+to the problem's, and two legacy issues of one problem are merged (one closed as duplicate).
 """
 
 from __future__ import annotations
@@ -11,7 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -22,30 +29,56 @@ from tasks.suggestion_text import (  # noqa: F401 (load_suggestions, scrub re-ex
     render_body,
     scrub,
 )
-from tasks.trackers.base import RESPECTED_CLOSE_REASONS, Tracker, TrackerIssue
+from tasks.trackers.base import (
+    RESPECTED_CLOSE_REASONS,
+    Tracker,
+    TrackerIssue,
+    canonical_fingerprint,
+    legacy_fingerprints,
+    legacy_kind,
+)
 
 log = logging.getLogger(__name__)
 
 LABELS = ["feedback-loop"]
+LOOP = "feedback-loop"  # ops.writeback_ledger.closed_by when the loop closed it as recovered
 
 
 @dataclass
 class PlanItem:
-    fingerprint: str
-    action: str  # create | update | adopt | comment | close | skip
+    fingerprint: str  # the problem's (canonical) fingerprint; a merge item: the duplicate's
+    action: str  # create | update | adopt | reopen | comment | close | merge | migrate | skip
     reason: str
     title: str
     priority_rank: int | None
     priority_score: float | None
+    kind: str | None = None
     issue_ref: str | None = None
     url: str | None = None
     content_hash: str | None = None
     issue_state: str | None = None
     state_reason: str | None = None
     body: str = ""
-    comment: str | None = None  # posted with an update on a material change, or alone
+    comment: str | None = None  # posted with an update/reopen, or alone
     close_reason: str | None = None
     summary: dict[str, Any] | None = None  # what "material change" is judged against next run
+    issue_fingerprint: str | None = None  # the marker the issue carries (legacy until migrated)
+    migrate_from: str | None = None  # a legacy ledger row carried over to `fingerprint`
+    merged_into: str | None = None  # merge: the problem this duplicate is folded into
+    effort: float | None = None  # what the tracker says the team estimated
+    effort_source: str | None = None
+    found: bool = False  # an issue was looked at (its effort is recorded)
+    forget_loop_close: bool = False  # a person closed it after the loop did: final from now on
+
+
+@dataclass
+class _Problem:
+    """What the tracker and the ledger hold for one canonical fingerprint."""
+
+    issue: TrackerIssue | None  # the issue kept for the problem
+    known: dict[str, Any] | None  # its ledger row (canonical, or a legacy one to carry over)
+    migrate_from: str | None
+    merges: list[PlanItem]
 
 
 def content_hash(title: str, body: str) -> str:
@@ -58,6 +91,15 @@ def _ledger(con: duckdb.DuckDBPyConnection, tracker: str) -> dict[str, dict[str,
     return {r[0]: dict(zip(cols, r, strict=True)) for r in rel.fetchall()}
 
 
+def _by_problem(ledger: dict[str, dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Ledger rows grouped by canonical fingerprint; rows merged into another are history."""
+    out: dict[str, list[dict[str, Any]]] = {}
+    for fp, row in sorted(ledger.items()):
+        if row["state"] != "merged":
+            out.setdefault(canonical_fingerprint(fp), []).append(row)
+    return out
+
+
 def plan_writeback(
     con: duckdb.DuckDBPyConnection,
     tracker: Tracker,
@@ -68,34 +110,43 @@ def plan_writeback(
     allow_recovery: bool = False,
     as_of: str | None = None,
 ) -> list[PlanItem]:
-    """The exact plan: one item per suggestion, plus one per recovered problem still open."""
-    ledger = _ledger(con, tracker.name)
+    """The exact plan: one item per suggestion, one per recovered problem still open, one per
+    legacy duplicate merged or legacy ledger row carried over."""
+    problems = _by_problem(_ledger(con, tracker.name))
     plan: list[PlanItem] = []
     n_new = 0
+    seen: dict[str, str] = {}
     for s in suggestions:
+        fp = canonical_fingerprint(s["fingerprint"])
         body = render_body(s, tracker.name)
         item = PlanItem(
-            fingerprint=s["fingerprint"],
+            fingerprint=fp,
             action="skip",
             reason="",
             title=s["title"],
             priority_rank=s["priority_rank"],
             priority_score=s["priority_score"],
+            kind=s.get("kind") or legacy_kind(s["fingerprint"]),
             content_hash=content_hash(s["title"], body),
             body=body,
             summary=_summary(s),
         )
         plan.append(item)
+        if fp in seen:
+            item.reason = f"same feature problem as {seen[fp]}, ranked higher; written once"
+            continue
+        seen[fp] = s["fingerprint"]
         if s["is_blocked"]:
             item.reason = f"blocked by a critical data-quality failure in {s['blocked_by']}"
             continue
         # The tracker is the truth: a pending ledger row (crash mid-create) heals by lookup.
-        existing = tracker.find(s["fingerprint"])
-        known = ledger.get(s["fingerprint"])
-        if existing is not None:
-            item.issue_ref, item.url = existing.ref, existing.url
+        problem = _resolve(tracker, fp, problems.get(fp, []))
+        plan += problem.merges
+        item.migrate_from, known = problem.migrate_from, problem.known
+        if problem.issue is not None:
+            _found(item, problem.issue)
             completed = known if known and known["state"] != "pending" else None
-            _plan_existing(item, existing, completed)
+            _plan_existing(item, problem.issue, completed, s, as_of)
             continue
         if known is not None and known["state"] != "pending":
             item.reason = (
@@ -108,12 +159,153 @@ def plan_writeback(
             continue
         n_new += 1
         item.action, item.reason = "create", "new problem, no issue carries this fingerprint yet"
-    current = {s["fingerprint"] for s in suggestions}
-    for fp, row in sorted(ledger.items()):
-        if fp in current or row["state"] != "open":
-            continue
-        plan.append(_plan_recovery(tracker, fp, row, on_recovery, allow_recovery, as_of))
+    for fp, rows in sorted(problems.items()):
+        if fp not in seen:
+            plan += _plan_absent(tracker, fp, rows, on_recovery, allow_recovery, as_of)
     return plan
+
+
+def _found(item: PlanItem, issue: TrackerIssue) -> None:
+    item.issue_ref, item.url = issue.ref, issue.url
+    item.issue_state, item.state_reason = issue.state, issue.state_reason
+    item.issue_fingerprint = issue.fingerprint
+    item.effort, item.effort_source, item.found = issue.effort, issue.effort_source, True
+
+
+def _resolve(tracker: Tracker, fp: str, rows: list[dict[str, Any]]) -> _Problem:
+    """The issue to keep for problem `fp`, its ledger row, and the legacy duplicates to merge.
+
+    find() looks for the canonical marker, then the legacy ones. Each legacy marker is looked up
+    on its own only while something legacy is in sight (a legacy marker found, a legacy ledger
+    row), so a migrated warehouse costs one lookup per problem.
+    """
+    issue = tracker.find(fp)
+    canonical_row = next((r for r in rows if r["fingerprint"] == fp), None)
+    legacy_rows = {r["fingerprint"]: r for r in rows if r["fingerprint"] != fp}
+    candidates: dict[str, TrackerIssue] = {issue.ref: issue} if issue else {}
+    if legacy_rows or (issue is not None and issue.fingerprint not in (None, fp)):
+        for legacy in legacy_fingerprints(fp):
+            if issue is not None and issue.fingerprint == legacy:
+                continue
+            other = tracker.find(legacy)
+            if other is not None:
+                candidates.setdefault(other.ref, other)
+    # A canonical issue first (already migrated), then an open one, then the latest updated.
+    keep = min(candidates.values(), key=lambda i: _keep_order(i, fp), default=None)
+
+    def row_of(i: TrackerIssue) -> dict[str, Any] | None:
+        by_ref = [r for r in legacy_rows.values() if r["issue_ref"] == i.ref]
+        return by_ref[0] if by_ref else legacy_rows.get(i.fingerprint or "")
+
+    known, migrate_from = canonical_row, None
+    if known is None:
+        known = row_of(keep) if keep is not None else None
+        if known is None and keep is None and legacy_rows:
+            known = max(legacy_rows.values(), key=lambda r: r["updated_at"])
+        migrate_from = known["fingerprint"] if known else None
+    merges: list[PlanItem] = []
+    used = {known["fingerprint"]} if known else set()
+    for dup in candidates.values():
+        if keep is None or dup.ref == keep.ref:
+            continue
+        row = row_of(dup)
+        dup_fp = row["fingerprint"] if row else dup.fingerprint
+        if dup_fp is None or dup_fp == fp or dup_fp in used:
+            continue
+        used.add(dup_fp)
+        merges.append(_plan_merge(fp, dup_fp, dup, keep))
+    for legacy, row in sorted(legacy_rows.items()):
+        if legacy not in used:  # the ledger row becomes history
+            same = keep is not None and row["issue_ref"] == keep.ref
+            where = "the same issue" if same else "not in the tracker (left alone)"
+            merges.append(
+                PlanItem(
+                    fingerprint=legacy,
+                    action="merge",
+                    reason=f"legacy ledger row folded into {fp}; its issue "
+                    f"{row['issue_ref']} is {where}",
+                    title=row.get("title") or legacy,
+                    priority_rank=None,
+                    priority_score=None,
+                    issue_ref=row["issue_ref"],
+                    url=row["url"],
+                    issue_state=row["state"],
+                    state_reason=row["state_reason"],
+                    merged_into=fp,
+                )
+            )
+    return _Problem(keep, known, migrate_from, merges)
+
+
+def _keep_order(issue: TrackerIssue, fp: str) -> tuple[bool, bool, float]:
+    updated = issue.updated_at.timestamp() if issue.updated_at else 0.0
+    return (issue.fingerprint not in (None, fp), issue.state != "open", -updated)
+
+
+def _plan_merge(fp: str, dup_fp: str, dup: TrackerIssue, keep: TrackerIssue) -> PlanItem:
+    item = PlanItem(
+        fingerprint=dup_fp,
+        action="merge",
+        reason="",
+        title=dup.title,
+        priority_rank=None,
+        priority_score=None,
+        merged_into=fp,
+    )
+    _found(item, dup)
+    if dup.state != "open":
+        item.reason = (
+            f"same problem as {keep.url} ({fp}); already closed as "
+            f"{dup.state_reason or 'completed'}: left alone, ledger row kept as merged"
+        )
+    elif dup.locked:
+        item.reason = f"same problem as {keep.url} ({fp}); locked, not closed: ledger row merged"
+    else:
+        item.close_reason = "duplicate"
+        item.comment = (
+            f"feedback-loop: one issue per feature problem now — this is a duplicate of "
+            f"{keep.url}, which carries on for `{fp}`. Closing this one as a duplicate."
+        )
+        item.reason = f"same problem as {keep.url} ({fp}): closing as duplicate with a link"
+    return item
+
+
+def _plan_absent(
+    tracker: Tracker,
+    fp: str,
+    rows: list[dict[str, Any]],
+    on_recovery: str,
+    allow: bool,
+    as_of: str | None,
+) -> list[PlanItem]:
+    """A problem in the ledger that is not suggested today: recovery, and legacy migration."""
+    if all(r["fingerprint"] == fp for r in rows):
+        row = rows[0]
+        if row["state"] != "open":
+            return []
+        return [_plan_recovery(lambda: tracker.find(fp), fp, row, on_recovery, allow, as_of)]
+    problem = _resolve(tracker, fp, rows)
+    known = problem.known
+    if known is not None and known["state"] == "open":
+        item = _plan_recovery(lambda: problem.issue, fp, known, on_recovery, allow, as_of)
+    elif problem.migrate_from is not None and known is not None:
+        item = PlanItem(
+            fingerprint=fp,
+            action="migrate",
+            reason=f"legacy ledger row {problem.migrate_from} carried over to {fp} "
+            f"({known['state']}; not suggested today, nothing to do in the tracker)",
+            title=known.get("title") or fp,
+            priority_rank=None,
+            priority_score=None,
+            issue_ref=known["issue_ref"],
+            url=known["url"],
+            issue_state=known["state"],
+            state_reason=known["state_reason"],
+        )
+    else:
+        return problem.merges
+    item.migrate_from = problem.migrate_from
+    return [item, *problem.merges]
 
 
 def _summary(s: dict[str, Any]) -> dict[str, Any]:
@@ -147,7 +339,7 @@ def _material_change(item: PlanItem, known: dict[str, Any] | None) -> str | None
 
 
 def _plan_recovery(
-    tracker: Tracker,
+    lookup: Callable[[], TrackerIssue | None],
     fp: str,
     row: dict[str, Any],
     on_recovery: str,
@@ -171,7 +363,9 @@ def _plan_recovery(
     if not allow:
         item.reason = "no longer suggested, but this run's data quality is degraded: left alone"
         return item
-    issue = tracker.find(fp)
+    issue = lookup()
+    if issue is not None:
+        _found(item, issue)
     if issue is None or issue.state != "open":
         item.reason = "no longer suggested; the issue is not open any more"
         item.issue_state = issue.state if issue else row["state"]
@@ -185,7 +379,7 @@ def _plan_recovery(
     )
     if on_recovery == "close":
         item.action, item.close_reason = "close", "completed"
-        item.comment = text + " Closing as completed; a new issue follows if it comes back."
+        item.comment = text + " Closing as completed; reopened here if it comes back."
         item.reason = "recovered: closing as completed (on_recovery = close)"
     else:
         item.action, item.comment = "comment", text
@@ -193,26 +387,101 @@ def _plan_recovery(
     return item
 
 
-def _plan_existing(item: PlanItem, issue: TrackerIssue, known: dict[str, Any] | None) -> None:
-    item.issue_state, item.state_reason = issue.state, issue.state_reason
+def _plan_existing(
+    item: PlanItem,
+    issue: TrackerIssue,
+    known: dict[str, Any] | None,
+    s: dict[str, Any],
+    as_of: str | None,
+) -> None:
+    before = _previous_kind(known, issue)
+    kind_changed = bool(before and item.kind and before != item.kind)
     if issue.state == "closed":
-        why = issue.state_reason or "completed"
-        note = "a person decided" if why in RESPECTED_CLOSE_REASONS else "closed issues are not"
-        item.reason = f"closed as {why} in the tracker; not reopened ({note})"
+        _plan_closed(item, issue, known, s, as_of, before if kind_changed else None)
         return
     if issue.locked:
         item.reason = "locked by a person; not edited or commented"
         return
-    if content_hash(issue.title, issue.body) == item.content_hash:
+    legacy = issue.fingerprint is not None and issue.fingerprint != item.fingerprint
+    unchanged = content_hash(issue.title, issue.body) == item.content_hash
+    if unchanged and not legacy and not kind_changed:
         item.reason = "unchanged" if known else "already in the tracker, unchanged (ledger healed)"
         item.action = "skip" if known else "adopt"
         return
-    item.action = "update"
-    item.reason = "evidence or score changed since the last write"
+    reasons = []
+    if unchanged and not known:
+        item.action = "adopt"
+        reasons.append("already in the tracker, unchanged (ledger healed)")
+    else:
+        item.action = "update"
+        if not unchanged:
+            reasons.append("evidence or score changed since the last write")
+    if legacy:
+        reasons.append(f"legacy fingerprint {issue.fingerprint} rewritten as {item.fingerprint}")
+    comments = []
+    if kind_changed:
+        comments.append(f"this problem is now **{item.kind}** (was {before}): {s['why']}")
+        reasons.append(f"retitled: now {item.kind} (was {before}); commenting once")
     why = _material_change(item, known)
     if why:
-        item.comment = f"feedback-loop: material change — {why}."
-        item.reason += f"; commenting: {why}"
+        comments.append(f"material change — {why}.")
+        reasons.append(f"commenting: {why}")
+    if comments:
+        item.comment = "feedback-loop: " + "\n\nAlso a ".join(comments)
+    item.reason = "; ".join(reasons)
+
+
+def _previous_kind(known: dict[str, Any] | None, issue: TrackerIssue) -> str | None:
+    """The kind last written: the ledger's, else what a legacy fingerprint names."""
+    if known and known.get("kind"):
+        return known["kind"]
+    if known and legacy_kind(known["fingerprint"]):
+        return legacy_kind(known["fingerprint"])
+    return legacy_kind(issue.fingerprint or "")
+
+
+def _plan_closed(
+    item: PlanItem,
+    issue: TrackerIssue,
+    known: dict[str, Any] | None,
+    s: dict[str, Any],
+    as_of: str | None,
+    kind_was: str | None,
+) -> None:
+    """Closed: reopened only when feedback-loop itself closed it as recovered."""
+    why = issue.state_reason or "completed"
+    if known and known.get("closed_by") == LOOP:
+        person = _closed_by_a_person(issue, known)
+        if person is None:
+            closed_on = known["closed_at"].date().isoformat() if known["closed_at"] else "?"
+            back = as_of or str(s.get("as_of_date") or "today")
+            text = (
+                f"feedback-loop: the problem is back as of {back}: {s['why']} This issue was "
+                f"closed as recovered on {closed_on}; reopening it"
+            )
+            if kind_was:
+                text += f" — it is now **{item.kind}** (was {kind_was})"
+            item.action, item.comment = "reopen", text + "."
+            item.reason = (
+                f"the problem is back; feedback-loop closed it as recovered on {closed_on}: "
+                "reopening with one comment"
+            )
+            return
+        item.forget_loop_close = True
+        item.reason = f"{person} after feedback-loop had closed it; not reopened (a person decided)"
+        return
+    note = "a person decided" if why in RESPECTED_CLOSE_REASONS else "not closed by feedback-loop"
+    item.reason = f"closed as {why} in the tracker; not reopened ({note})"
+
+
+def _closed_by_a_person(issue: TrackerIssue, known: dict[str, Any]) -> str | None:
+    """Why this close is a person's, not the one feedback-loop recorded; None if it is ours."""
+    if issue.state_reason not in (None, "completed"):
+        return f"closed as {issue.state_reason} by a person"
+    ours = known.get("closed_at")
+    if issue.closed_at is not None and ours is not None and issue.closed_at > ours:
+        return f"closed again at {issue.closed_at:%Y-%m-%d %H:%M} by a person"
+    return None
 
 
 def apply_plan(
@@ -239,37 +508,102 @@ def apply_plan(
     return counts
 
 
+def _refind(tracker: Tracker, item: PlanItem) -> TrackerIssue:
+    """The issue the plan decided on, fresh; by the marker it carries (maybe a legacy one)."""
+    current = tracker.find(item.issue_fingerprint or item.fingerprint)
+    if current is None or (item.issue_ref and current.ref != item.issue_ref):
+        raise RuntimeError(f"{item.fingerprint}: issue vanished between plan and apply")
+    return current
+
+
 def _apply_item(
     con: duckdb.DuckDBPyConnection, tracker: Tracker, item: PlanItem, run_id: str
 ) -> None:
+    if item.migrate_from:
+        _ledger_carry_over(con, tracker.name, item.migrate_from, item.fingerprint)
+    if item.action == "migrate":
+        return
     if item.action == "skip":
         if item.issue_ref:  # record what the tracker says (e.g. closed by a person)
+            loop_close = "clear" if item.forget_loop_close or item.issue_state == "open" else "keep"
             _ledger_upsert(
-                con, tracker.name, item, run_id, state=item.issue_state or "open", written=False
+                con,
+                tracker.name,
+                item,
+                run_id,
+                state=item.issue_state or "open",
+                written=False,
+                loop_close=loop_close,
             )
+        return
+    if item.action == "merge":
+        if item.close_reason:
+            current = _refind(tracker, item)
+            if current.state == "open":
+                if item.comment:
+                    tracker.comment(current, item.comment)
+                closed = tracker.close(current, item.close_reason)
+                item.issue_state, item.state_reason = closed.state, closed.state_reason
+        _ledger_upsert(con, tracker.name, item, run_id, state="merged", written=False)
+        log.info("merge %s into %s", item.fingerprint, item.merged_into)
         return
     if item.action == "create":
         _ledger_upsert(con, tracker.name, item, run_id, state="pending")
         issue = tracker.create(item.fingerprint, item.title, item.body, LABELS)
+        item.found = True
+        item.effort, item.effort_source = issue.effort, issue.effort_source
     else:
-        current = tracker.find(item.fingerprint)
-        if current is None:
-            raise RuntimeError(f"{item.fingerprint}: issue vanished between plan and apply")
+        current = _refind(tracker, item)
         issue = current
-        if item.action == "update":
+        if item.action == "reopen":
+            issue = tracker.reopen(current)
+            issue = tracker.update(issue, item.fingerprint, item.title, item.body, LABELS)
+        elif item.action in ("update", "adopt"):
+            # adopt: also rewrites a legacy marker; otherwise nothing differs, nothing is sent
             issue = tracker.update(current, item.fingerprint, item.title, item.body, LABELS)
         elif item.action == "close":
             if item.comment:
                 tracker.comment(current, item.comment)
             issue = tracker.close(current, item.close_reason or "completed")
-        if item.comment and item.action in ("update", "comment"):
+        if item.comment and item.action in ("update", "adopt", "comment", "reopen"):
             tracker.comment(issue, item.comment)
     item.issue_ref, item.url = issue.ref, issue.url
     item.issue_state, item.state_reason = issue.state, issue.state_reason
     state = "recovered" if item.action == "comment" else issue.state
-    written = item.action in ("create", "update", "adopt")
-    _ledger_upsert(con, tracker.name, item, run_id, state=state, written=written)
+    written = item.action in ("create", "update", "adopt", "reopen")
+    loop_close = "set" if item.action == "close" else "clear" if issue.state == "open" else "keep"
+    _ledger_upsert(
+        con,
+        tracker.name,
+        item,
+        run_id,
+        state=state,
+        written=written,
+        loop_close=loop_close,
+        closed_at=issue.closed_at,
+    )
     log.info("%s %s -> %s", item.action, item.fingerprint, issue.url)
+
+
+def _ledger_carry_over(con: duckdb.DuckDBPyConnection, tracker: str, legacy: str, fp: str) -> None:
+    """A legacy (per-kind) ledger row becomes the problem's; its kind is remembered."""
+    taken = con.execute(
+        "select count(*) from ops.writeback_ledger where fingerprint = ? and tracker = ?",
+        [fp, tracker],
+    ).fetchall()[0][0]
+    if taken:  # the problem has its row already: the legacy one is history
+        con.execute(
+            """update ops.writeback_ledger set state = 'merged', merged_into = $3,
+               updated_at = now() where fingerprint = $1 and tracker = $2""",
+            [legacy, tracker, fp],
+        )
+        return
+    con.execute(
+        """update ops.writeback_ledger
+           set fingerprint = $3, kind = coalesce(kind, $4), updated_at = now()
+           where fingerprint = $1 and tracker = $2""",
+        [legacy, tracker, fp, legacy_kind(legacy)],
+    )
 
 
 def _ledger_upsert(
@@ -279,8 +613,12 @@ def _ledger_upsert(
     run_id: str,
     state: str,
     written: bool = True,
+    loop_close: str = "keep",
+    closed_at: datetime | None = None,
 ) -> None:
-    """Insert or update the ledger row; content_hash only moves when content was written."""
+    """Insert or update the ledger row; content_hash and kind only move when content was
+    written; effort whenever the issue was looked at; closed_by/closed_at are set when the loop
+    closes the issue ('set'), cleared once it is open again or a person closed it ('clear')."""
     params = [
         item.fingerprint,
         tracker,
@@ -292,13 +630,24 @@ def _ledger_upsert(
         item.content_hash if written else None,
         run_id,
         json.dumps(item.summary) if written and item.summary else None,
+        item.kind if written else None,
+        loop_close,
+        closed_at or datetime.now(UTC),
+        item.merged_into,
+        item.found,
+        item.effort,
+        item.effort_source,
     ]
     con.execute(
         """
         insert into ops.writeback_ledger
             (fingerprint, tracker, issue_ref, url, state, state_reason, title, content_hash,
-             created_at, updated_at, last_run_id, summary)
-        select $1, $2, $3, $4, $5, $6, $7, $8, now(), now(), $9, $10::json
+             created_at, updated_at, last_run_id, summary, kind, closed_by, closed_at,
+             merged_into, effort, effort_source)
+        select $1, $2, $3, $4, $5, $6, $7, $8, now(), now(), $9, $10::json, $11,
+            case when $12 = 'set' then 'feedback-loop' end,
+            case when $12 = 'set' then $13::timestamptz end,
+            $14, case when $15 then $16::double end, case when $15 then $17 end
         where not exists (
             select 1 from ops.writeback_ledger where fingerprint = $1 and tracker = $2
         )
@@ -310,7 +659,15 @@ def _ledger_upsert(
         update ops.writeback_ledger
         set issue_ref = coalesce($3, issue_ref), url = coalesce($4, url), state = $5,
             state_reason = $6, title = $7, content_hash = coalesce($8, content_hash),
-            updated_at = now(), last_run_id = $9, summary = coalesce($10::json, summary)
+            updated_at = now(), last_run_id = $9, summary = coalesce($10::json, summary),
+            kind = coalesce($11, kind),
+            closed_by = case $12 when 'set' then 'feedback-loop' when 'clear' then null
+                else closed_by end,
+            closed_at = case $12 when 'set' then $13::timestamptz when 'clear' then null
+                else closed_at end,
+            merged_into = coalesce($14, merged_into),
+            effort = case when $15 then $16::double else effort end,
+            effort_source = case when $15 then $17 else effort_source end
         where fingerprint = $1 and tracker = $2
         """,
         params,

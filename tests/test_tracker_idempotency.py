@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,27 +64,29 @@ def gh() -> Iterator[FakeGitHub]:
 
 # Version of each suggestion's content per night (None: not suggested that night). The content
 # (why, counts, RICE numbers, ticket excerpts) is a function of the version alone, so the body
-# changes exactly when the version does; the priority rank changes every night and is not in
-# the body, so it must not cause a write on its own.
+# changes exactly when the version does; each suggestion keeps its rank (RANK), which the body
+# names too.
+KINDS = {"health:billing": "investigate"}  # the others: fix (health:), improve (adoption:)
 SCHEDULE: dict[str, list[int | None]] = {
-    "fix:exports": [1, 2, 3, 3, 3, 4, 5, 5, 6, 7],
-    "investigate:billing": [None, None, 1, 1, 2, 2, 2, 3, 3, 3],
-    "improve:search": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],  # closed as not planned after night 2
-    "fix:alerts": [1, 1, 2, 2, None, None, None, 3, 3, 4],  # drops out, comes back changed
+    "health:exports": [1, 2, 3, 3, 3, 4, 5, 5, 6, 7],
+    "health:billing": [None, None, 1, 1, 2, 2, 2, 3, 3, 3],
+    "adoption:search": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],  # closed as not planned after night 2
+    "health:alerts": [1, 1, 2, 2, None, None, None, 3, 3, 4],  # drops out, comes back changed
 }
-CLOSED_AFTER_NIGHT = {"improve:search": 2}
+RANK = {fp: i + 1 for i, fp in enumerate(SCHEDULE)}
+CLOSED_AFTER_NIGHT = {"adoption:search": 2}
 EXPECTED_ACTIONS = {
-    "fix:exports": ["create", "update", "update", "skip", "skip"]
+    "health:exports": ["create", "update", "update", "skip", "skip"]
     + ["update", "update", "skip", "update", "update"],
-    "investigate:billing": [None, None, "create", "skip", "update"]
+    "health:billing": [None, None, "create", "skip", "update"]
     + ["skip", "skip", "update", "skip", "skip"],
-    "improve:search": ["create", "update"] + ["skip"] * 8,
+    "adoption:search": ["create", "update"] + ["skip"] * 8,
     # Nights 5-7: no longer suggested; recovery handling leaves it alone (the planner is not
     # told the data is healthy), so "skip", and night 8 finds the same issue again.
-    "fix:alerts": ["create", "skip", "update", "skip"]
+    "health:alerts": ["create", "skip", "update", "skip"]
     + ["skip", "skip", "skip", "update", "skip", "update"],
 }
-# Priority more than x1.5 (version 6 of fix:exports, night 9) is a material change: the update
+# Priority more than x1.5 (version 6 of health:exports, night 9) is a material change: the update
 # comes with one comment, and only then.
 MATERIAL_FROM_VERSION = 6
 
@@ -102,7 +104,7 @@ def excerpt(fp: str, k: int) -> dict[str, Any]:
 
 
 def versioned(fp: str, version: int, rank: int) -> dict[str, Any]:
-    s = suggestion(fp=fp, rank=rank, why=f"Weekly users fell {40 + version}%.")
+    s = suggestion(fp=fp, rank=rank, why=f"Weekly users fell {40 + version}%.", kind=KINDS.get(fp))
     ev = s["evidence"]
     ev["n_tickets_14d"] = 8 + version
     ev["ticket_spike_ratio"] = (8 + version) / 4
@@ -114,19 +116,17 @@ def versioned(fp: str, version: int, rank: int) -> dict[str, Any]:
 
 
 def night(n: int) -> list[dict[str, Any]]:
-    """The suggestions of night n (1-based), ranked differently every night."""
+    """The suggestions of night n (1-based), each at its own fixed rank (the body names the
+    rank, so a rank change is a content change; here only the version changes content)."""
     present = [fp for fp, versions in SCHEDULE.items() if versions[n - 1] is not None]
-    return [
-        versioned(fp, SCHEDULE[fp][n - 1], rank=1 + (i + n) % len(present))  # type: ignore[arg-type]
-        for i, fp in enumerate(present)
-    ]
+    return [versioned(fp, SCHEDULE[fp][n - 1], rank=RANK[fp]) for fp in present]  # type: ignore[arg-type]
 
 
 def last_written(fp: str, upto: int) -> dict[str, Any]:
     """The suggestion whose body the tracker should hold after night `upto`."""
     stop = min(upto, CLOSED_AFTER_NIGHT.get(fp, upto))
     version = [v for v in SCHEDULE[fp][:stop] if v is not None][-1]
-    return versioned(fp, version, rank=1)
+    return versioned(fp, version, rank=RANK[fp])
 
 
 def run_night(
@@ -174,6 +174,10 @@ class Spy:
         self.writes.append(("close", self._fp.get(issue.ref, issue.ref)))
         return self.inner.close(issue, reason)
 
+    def reopen(self, issue: TrackerIssue) -> TrackerIssue:
+        self.writes.append(("reopen", self._fp.get(issue.ref, issue.ref)))
+        return self.inner.reopen(issue)
+
 
 def close_as_a_person(kind: str, tracker: Any, gh: FakeGitHub | None, fp: str) -> None:
     issue = tracker.find(fp)
@@ -218,15 +222,15 @@ def test_ten_nights_over_changing_data_create_each_issue_once_and_update_only_on
             plan = run_night(con, tracker, night(n), f"night-{n}")
             for fp in SCHEDULE:
                 actions[fp].append(plan[fp].action if fp in plan else None)
-            if n in (5, 6, 7):  # fix:alerts is not suggested: a recovery item, left alone
-                assert "no longer suggested" in plan["fix:alerts"].reason
+            if n in (5, 6, 7):  # health:alerts is not suggested: a recovery item, left alone
+                assert "no longer suggested" in plan["health:alerts"].reason
             for fp, after in CLOSED_AFTER_NIGHT.items():
                 if n == after:
                     close_as_a_person(kind, tracker, gh, fp)
                     calls_at_close = len(gh.calls)
                     body_at_close = tracker.find(fp).body
             if n > 2:
-                closed = plan["improve:search"]
+                closed = plan["adoption:search"]
                 assert (closed.issue_state, closed.state_reason) == ("closed", "not_planned")
                 assert "closed as not_planned in the tracker; not reopened" in closed.reason
 
@@ -240,7 +244,7 @@ def test_ten_nights_over_changing_data_create_each_issue_once_and_update_only_on
                 action = EXPECTED_ACTIONS[fp][n]
                 if action in ("create", "update"):
                     expected_writes.append((action, fp))
-                if (fp, n + 1) == ("fix:exports", 9):
+                if (fp, n + 1) == ("health:exports", 9):
                     expected_writes.append(("comment", fp))
         assert tracker.writes == expected_writes
 
@@ -249,12 +253,12 @@ def test_ten_nights_over_changing_data_create_each_issue_once_and_update_only_on
             assert issue is not None
             s = last_written(fp, 10)
             assert (issue.title, issue.body) == (s["title"], writeback.render_body(s, kind))
-        assert (final["improve:search"].state, final["improve:search"].state_reason) == (
+        assert (final["adoption:search"].state, final["adoption:search"].state_reason) == (
             "closed",
             "not_planned",
         )
-        assert final["improve:search"].body == body_at_close  # never rewritten after closing
-        assert {i.state for fp, i in final.items() if fp != "improve:search"} == {"open"}
+        assert final["adoption:search"].body == body_at_close  # never rewritten after closing
+        assert {i.state for fp, i in final.items() if fp != "adoption:search"} == {"open"}
 
         # The ledger: one row per fingerprint, pointing at that issue, hash of what was written.
         rows = ledger(con)
@@ -279,7 +283,7 @@ def test_ten_nights_over_changing_data_create_each_issue_once_and_update_only_on
             n_updates = sum(a == "update" for acts in EXPECTED_ACTIONS.values() for a in acts)
             assert len(patches) == n_updates
             assert all(set(c.body) == {"body"} for c in patches)
-            closed_path = f"/issues/{final['improve:search'].ref}"
+            closed_path = f"/issues/{final['adoption:search'].ref}"
             assert not [c for c in gh.calls[calls_at_close:] if closed_path in c.path]
             [comment] = gh.calls_to("POST", ONE_ISSUE + "/comments")
             assert "material change" in comment.body["body"]
@@ -300,7 +304,7 @@ def test_a_person_closing_the_issue_is_final(
     """Closed as not planned (or duplicate), even with our label taken off so find() no longer
     sees it: the next nights never reopen, rewrite or recreate it."""
     tracker = github_tracker(gh, clock)
-    run_night(con, tracker, [versioned("fix:exports", 1, 1)], "n1")
+    run_night(con, tracker, [versioned("health:exports", 1, 1)], "n1")
     [number] = gh.issues
     reason = "duplicate" if person == "close_duplicate" else "not_planned"
     fields: dict[str, Any] = {"state": "closed", "state_reason": reason, "closed_at": ts(gh.now)}
@@ -310,14 +314,16 @@ def test_a_person_closing_the_issue_is_final(
     n_calls = len(gh.calls)
 
     for n in range(2, 6):
-        item = run_night(con, tracker, [versioned("fix:exports", n, 1)], f"n{n}")["fix:exports"]
+        item = run_night(con, tracker, [versioned("health:exports", n, 1)], f"n{n}")[
+            "health:exports"
+        ]
         assert item.action == "skip"
 
     writes = [c for c in gh.calls[n_calls:] if c.method != "GET"]
     assert writes == []
     assert len(gh.issues) == 1 and gh.issues[number]["state"] == "closed"
     assert gh.issues[number]["state_reason"] == reason
-    ref, state, state_reason, _, _ = ledger(con)["fix:exports"]
+    ref, state, state_reason, _, _ = ledger(con)["health:exports"]
     assert ref == str(number)
     if person.endswith("remove_label"):
         # Invisible to find(): the ledger remembers the issue, so it is not recreated.
@@ -396,39 +402,39 @@ def test_killed_after_the_create_call_reruns_without_a_duplicate(
     db_path = tmp_path / "w.duckdb"
     with db.warehouse(db_path) as con:
         db.ensure_schema(con)
-    first = [versioned("fix:exports", 1, 1), versioned("investigate:billing", 1, 2)]
+    first = [versioned("health:exports", 1, 1), versioned("health:billing", 1, 2)]
 
     # Killed with the second issue created in GitHub and its answer not yet read.
     kill_during_create(gh, db_path, copy.deepcopy(first), nth=2, tmp_path=tmp_path)
 
     assert len(gh.calls_to("POST", ISSUES)) == 2
     assert sorted(issue_fingerprint(i["body"]) for i in gh.issues.values()) == [
-        "fix:exports",
-        "investigate:billing",
+        "health:billing",
+        "health:exports",
     ]
     con = duckdb.connect(str(db_path))
     try:
         rows = ledger(con)
-        assert rows["fix:exports"][:2] == ("1", "open")
-        assert rows["investigate:billing"][:2] == (None, "pending")  # the crash window
+        assert rows["health:exports"][:2] == ("1", "open")
+        assert rows["health:billing"][:2] == (None, "pending")  # the crash window
 
         tracker = github_tracker(gh, clock)
         second = first if evidence == "unchanged" else [versioned(fp, 2, 1) for fp in SCHEDULE][:2]
         plan = run_night(con, tracker, second, "rerun")
         healed = "adopt" if evidence == "unchanged" else "update"
-        assert plan["investigate:billing"].action == healed
-        assert plan["investigate:billing"].issue_ref == "2"
-        assert plan["fix:exports"].action == ("skip" if evidence == "unchanged" else "update")
+        assert plan["health:billing"].action == healed
+        assert plan["health:billing"].issue_ref == "2"
+        assert plan["health:exports"].action == ("skip" if evidence == "unchanged" else "update")
         third = run_night(con, tracker, second, "rerun-2")
         assert {p.action for p in third.values()} == {"skip"}
 
         assert len(gh.calls_to("POST", ISSUES)) == 2  # no second POST /issues, ever
         assert len(gh.issues) == 2
         rows = ledger(con)
-        assert rows["investigate:billing"][:3] == ("2", "open", None)
+        assert rows["health:billing"][:3] == ("2", "open", None)
         s = second[1]
         body = writeback.render_body(s, "github")
-        assert rows["investigate:billing"][3] == writeback.content_hash(s["title"], body)
+        assert rows["health:billing"][3] == writeback.content_hash(s["title"], body)
         assert visible_body(gh.issues[2]["body"]) == body
     finally:
         con.close()
@@ -488,18 +494,24 @@ def seeded_tickets() -> list[dict[str, Any]]:
 
 
 def usage_events() -> list[dict[str, Any]]:
-    """Four weeks of product usage, so every feature has an adoption rate."""
+    """Twelve weeks of steady product usage (11 users a day on two features), so every feature
+    has a same-weekday baseline and the tickets stand out against the usual rate."""
     features = [("export_started", "/exports"), ("dashboard_viewed", "/dashboards/1")]
-    return [
-        posthog_event(
-            f"0190b000-0000-7000-8000-{i:012d}",
-            event=features[i % 2][0],
-            path=features[i % 2][1],
-            user=f"user-{i % 11}",
-            ts=f"2026-11-{1 + i % 25:02d}T{8 + i % 9:02d}:00:00+00:00",
-        )
-        for i in range(220)
-    ]
+    out = []
+    for d in range(86):
+        day = date(2026, 9, 1) + timedelta(days=d)
+        for u in range(11):
+            for event, path in features:
+                out.append(
+                    posthog_event(
+                        f"0190b000-0000-7000-8000-{len(out):012d}",
+                        event=event,
+                        path=path,
+                        user=f"user-{u}",
+                        ts=f"{day.isoformat()}T{8 + u % 9:02d}:00:00+00:00",
+                    )
+                )
+    return out
 
 
 def suggestions_from_seeded_tickets(

@@ -11,18 +11,23 @@ from tasks.trackers.markdown import MarkdownTracker
 
 
 def suggestion(
-    fp="fix:exports",
+    fp="health:exports",
     rank=1,
     why="Weekly users fell 45%.",
     blocked=None,
     subject="Export fails for jane.doe@example.com, call +1 415 555 0134",
+    kind=None,
 ):
-    kind, feature = fp.split(":")
+    """A row of marts.backlog_suggestions: `fp` canonical (`health:x`, kind fix unless given) or,
+    as the mart wrote before, per kind (`investigate:x`, the kind then taken from it)."""
+    prefix, feature = fp.split(":")
+    kind = kind or (prefix if prefix in ("fix", "investigate", "improve") else None)
+    kind = kind or ("improve" if prefix == "adoption" else "fix")
     return {
         "fingerprint": fp,
         "kind": kind,
         "feature_key": feature,
-        "title": f"Fix: {feature}",
+        "title": f"{kind.title()}: {feature}",
         "why": why,
         "priority_rank": rank,
         "priority_score": 1000.0 / rank,
@@ -93,22 +98,22 @@ def ledger(con):
 def test_creates_once_then_skips_unchanged(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
     first = run(con, tracker, [suggestion()])
-    assert first["fix:exports"][0] == "create"
-    path = tmp_path / "tracker" / "fix-exports.md"
+    assert first["health:exports"][0] == "create"
+    path = tmp_path / "tracker" / "health-exports.md"
     mtime = path.stat().st_mtime_ns
     second = run(con, tracker, [suggestion()], run_id="r2")
-    assert second["fix:exports"] == ("skip", "unchanged")
+    assert second["health:exports"] == ("skip", "unchanged")
     assert path.stat().st_mtime_ns == mtime
     assert len(list((tmp_path / "tracker").glob("*.md"))) == 1
-    assert ledger(con) == [("fix:exports", "open", "fix-exports.md")]
+    assert ledger(con) == [("health:exports", "open", "health-exports.md")]
 
 
 def test_changed_evidence_updates_in_place(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
     run(con, tracker, [suggestion()])
     changed = run(con, tracker, [suggestion(why="Weekly users fell 60%.")], run_id="r2")
-    assert changed["fix:exports"][0] == "update"
-    text = (tmp_path / "tracker" / "fix-exports.md").read_text()
+    assert changed["health:exports"][0] == "update"
+    text = (tmp_path / "tracker" / "health-exports.md").read_text()
     assert "Weekly users fell 60%." in text and "45%" not in text.split("## Why")[1][:40]
     assert len(list((tmp_path / "tracker").glob("*.md"))) == 1
 
@@ -117,7 +122,7 @@ def test_changed_evidence_updates_in_place(con, tmp_path):
 def test_closed_by_a_person_is_never_reopened_or_recreated(con, tmp_path, reason):
     tracker = MarkdownTracker(tmp_path / "tracker")
     run(con, tracker, [suggestion()])
-    path = tmp_path / "tracker" / "fix-exports.md"
+    path = tmp_path / "tracker" / "health-exports.md"
     text = (
         path.read_text()
         .replace("status: open", "status: closed")
@@ -125,10 +130,10 @@ def test_closed_by_a_person_is_never_reopened_or_recreated(con, tmp_path, reason
     )
     path.write_text(text)
     plan = run(con, tracker, [suggestion(why="Weekly users fell 70%.")], run_id="r2")
-    assert plan["fix:exports"][0] == "skip"
-    assert f"closed as {reason}" in plan["fix:exports"][1]
+    assert plan["health:exports"][0] == "skip"
+    assert f"closed as {reason}" in plan["health:exports"][1]
     assert path.read_text() == text
-    assert ledger(con) == [("fix:exports", "closed", "fix-exports.md")]
+    assert ledger(con) == [("health:exports", "closed", "health-exports.md")]
 
 
 def test_crash_between_create_and_ledger_update_heals_without_duplicate(con, tmp_path):
@@ -140,39 +145,39 @@ def test_crash_between_create_and_ledger_update_heals_without_duplicate(con, tmp
     with pytest.raises(KeyboardInterrupt):
         run(con, KilledAfterCreate(tmp_path / "tracker"), [suggestion()])
     # The issue exists in the tracker, the ledger row was left pending.
-    assert ledger(con) == [("fix:exports", "pending", None)]
+    assert ledger(con) == [("health:exports", "pending", None)]
     assert len(list((tmp_path / "tracker").glob("*.md"))) == 1
 
     tracker = MarkdownTracker(tmp_path / "tracker")
     plan = run(con, tracker, [suggestion()], run_id="r2")
-    assert plan["fix:exports"][0] == "adopt"
+    assert plan["health:exports"][0] == "adopt"
     assert len(list((tmp_path / "tracker").glob("*.md"))) == 1
-    assert ledger(con) == [("fix:exports", "open", "fix-exports.md")]
-    assert run(con, tracker, [suggestion()], run_id="r3")["fix:exports"] == ("skip", "unchanged")
+    assert ledger(con) == [("health:exports", "open", "health-exports.md")]
+    assert run(con, tracker, [suggestion()], run_id="r3")["health:exports"] == ("skip", "unchanged")
 
 
 def test_cap_on_new_issues_reports_overflow(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
-    many = [suggestion(f"fix:f{i}", rank=i + 1) for i in range(4)]
+    many = [suggestion(f"health:f{i}", rank=i + 1) for i in range(4)]
     plan = run(con, tracker, many, max_new=2)
-    actions = [plan[f"fix:f{i}"][0] for i in range(4)]
+    actions = [plan[f"health:f{i}"][0] for i in range(4)]
     assert actions == ["create", "create", "skip", "skip"]
-    assert "cap of 2" in plan["fix:f3"][1]
+    assert "cap of 2" in plan["health:f3"][1]
     assert len(list((tmp_path / "tracker").glob("*.md"))) == 2
 
 
 def test_blocked_suggestion_is_not_written(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
     plan = run(con, tracker, [suggestion(blocked="tickets (critical: missing rows)")])
-    assert plan["fix:exports"][0] == "skip"
-    assert "blocked" in plan["fix:exports"][1]
+    assert plan["health:exports"][0] == "skip"
+    assert "blocked" in plan["health:exports"][1]
     assert not (tmp_path / "tracker").exists()
 
 
 def test_dry_run_writes_nothing(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
     plan = run(con, tracker, [suggestion()], dry_run=True)
-    assert plan["fix:exports"][0] == "create"
+    assert plan["health:exports"][0] == "create"
     assert not (tmp_path / "tracker").exists()
     assert ledger(con) == []
 
@@ -180,14 +185,14 @@ def test_dry_run_writes_nothing(con, tmp_path):
 def test_body_is_readable_and_free_of_contact_details(con, tmp_path):
     tracker = MarkdownTracker(tmp_path / "tracker")
     run(con, tracker, [suggestion()])
-    text = (tmp_path / "tracker" / "fix-exports.md").read_text()
-    assert "<!-- feedback-loop:fingerprint=fix:exports -->" in text
+    text = (tmp_path / "tracker" / "health-exports.md").read_text()
+    assert "<!-- feedback-loop:fingerprint=health:exports -->" in text
     for part in (
         "## Why",
         "### Health components",
         "[zendesk:7](https://acme-demo.zendesk.com",
         "CSV export times out",
-        "RICE: reach 100",
+        "reach 100",
     ):
         assert part in text
     assert "jane.doe@example.com" not in text and "415 555 0134" not in text
@@ -211,19 +216,21 @@ def test_material_change_updates_and_comments_once(con, tmp_path):
         }
     )
     plan = run(con, tracker, [bigger], run_id="r2")
-    assert plan["fix:exports"][0] == "update"
-    assert "priority rose" in plan["fix:exports"][1] and "github:I_9" in plan["fix:exports"][1]
-    text = (tmp_path / "tracker" / "fix-exports.md").read_text()
+    assert plan["health:exports"][0] == "update"
+    assert (
+        "priority rose" in plan["health:exports"][1] and "github:I_9" in plan["health:exports"][1]
+    )
+    text = (tmp_path / "tracker" / "health-exports.md").read_text()
     assert text.count("feedback-loop: material change") == 1
     # The comment thread is not part of the body: the same data next night changes nothing.
-    assert run(con, tracker, [bigger], run_id="r3")["fix:exports"] == ("skip", "unchanged")
+    assert run(con, tracker, [bigger], run_id="r3")["health:exports"] == ("skip", "unchanged")
 
 
 @pytest.mark.parametrize("on_recovery", ["comment", "close"])
 def test_recovered_problem_is_commented_or_closed_once(con, tmp_path, on_recovery):
     tracker = MarkdownTracker(tmp_path / "tracker")
     run(con, tracker, [suggestion()])
-    path = tmp_path / "tracker" / "fix-exports.md"
+    path = tmp_path / "tracker" / "health-exports.md"
 
     def recover(run_id, allow=True):
         plan = writeback.plan_writeback(
@@ -233,13 +240,13 @@ def test_recovered_problem_is_commented_or_closed_once(con, tmp_path, on_recover
         return {p.fingerprint: (p.action, p.reason) for p in plan}
 
     held = recover("r2", allow=False)  # degraded data: never act on an absence
-    assert held["fix:exports"][0] == "skip" and "degraded" in held["fix:exports"][1]
+    assert held["health:exports"][0] == "skip" and "degraded" in held["health:exports"][1]
     assert "no longer meets" not in path.read_text()
     plan = recover("r3")
-    assert plan["fix:exports"][0] == on_recovery
+    assert plan["health:exports"][0] == on_recovery
     text = path.read_text()
     assert text.count("no longer meets its suggestion rule") == 1
     is_closed = "\nstatus: closed\n" in text.split("<!--")[0]
     assert is_closed is (on_recovery == "close")
-    assert "fix:exports" not in recover("r4")  # recovered/closed: not acted on again
+    assert "health:exports" not in recover("r4")  # recovered/closed: not acted on again
     assert path.read_text().count("no longer meets its suggestion rule") == 1

@@ -132,8 +132,9 @@ create table if not exists ops.writeback_ledger (
     last_run_id varchar not null
 );
 comment on table ops.writeback_ledger is
-'grain: one row per suggestion fingerprint and tracker; key: (fingerprint, tracker). '
-'Written pending before the tracker call, completed after.';
+'grain: one row per problem fingerprint (health:<feature>, adoption:<feature>) and tracker; '
+'key: (fingerprint, tracker). Written pending before the tracker call, completed after. Rows of '
+'legacy per-kind fingerprints are carried over, or kept with state merged.';
 
 create table if not exists quality.source_status (
     run_id varchar not null,
@@ -150,3 +151,14 @@ comment on table quality.source_status is
 
 -- Added after the first release: what a "material change" (worth a comment) is judged against.
 alter table ops.writeback_ledger add column if not exists summary json;
+
+-- Added with "one problem, one issue": the kind last written (a change retitles the issue with
+-- one comment), a close made by the loop itself (recovery; reopened when the problem returns),
+-- the canonical problem a legacy duplicate was merged into, and the team's effort estimate as
+-- the tracker holds it (label effort:N, front matter, story points, estimate).
+alter table ops.writeback_ledger add column if not exists kind varchar;
+alter table ops.writeback_ledger add column if not exists closed_by varchar;
+alter table ops.writeback_ledger add column if not exists closed_at timestamptz;
+alter table ops.writeback_ledger add column if not exists merged_into varchar;
+alter table ops.writeback_ledger add column if not exists effort double;
+alter table ops.writeback_ledger add column if not exists effort_source varchar;
