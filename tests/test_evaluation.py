@@ -238,3 +238,46 @@ def test_scenario_shapes(worlds: dict[str, tuple[Path, dict[str, Any]]]) -> None
     t = np.array(worlds["short_regression"][1]["tickets_created_per_day"]["exports"])
     assert 30 <= t[-6:].sum() <= 60 and t[-40:-6].mean() * 6 < 10
     assert json.loads((worlds["short_regression"][0] / "truth.json").read_text())["problems"]
+
+
+# --------------------------------------------------------------------------------------------
+# Replay
+# --------------------------------------------------------------------------------------------
+
+
+def test_replay_makes_each_day_visible_once_and_owns_its_directory(
+    worlds: dict[str, tuple[Path, dict[str, Any]]],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks.evaluation.replay import ReplayOptions, fresh_dir, make_visible, prepare_run
+    from tasks.evaluation.worlds import file_day
+
+    world, truth = worlds["new_feature_ramp"]
+    monkeypatch.setenv("FEEDBACK_LOOP_DUCKDB_PATH", str(tmp_path / "elsewhere.duckdb"))
+    settings, notes = prepare_run(world, tmp_path / "run", ReplayOptions())
+    assert settings.duckdb_path == tmp_path / "run" / "feedback.duckdb"
+    assert settings.writeback.tracker_dir == tmp_path / "run" / "tracker"
+    assert not settings.demo.enabled
+    # launched_on is either passed through or named as left out, never silently lost
+    cat = yaml.safe_load((tmp_path / "run" / "features.yaml").read_text())
+    launched = [f for f in cat["features"] if "launched_on" in f]
+    assert len(launched) + len(notes) == 1
+
+    visible = tmp_path / "run" / "visible"
+    first = date.fromisoformat(truth["replay_start"])
+    n = make_visible(world, visible, first)
+    files = [p for p in visible.rglob("*.json*")]
+    assert n == len(files) > 0
+    assert max(file_day(p) for p in files) == first
+    assert len(list((visible / "posthog").iterdir())) == HISTORY_DAYS - REPLAY_NIGHTS + 1
+    assert make_visible(world, visible, first) == 0
+    nxt = make_visible(world, visible, first + timedelta(days=1))
+    day_files = [p for p in world.rglob(f"*-{first + timedelta(days=1)}*.json*")]
+    assert nxt == len(day_files) >= 2
+    # a directory the evaluation did not make is never cleared
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "keep.txt").write_text("x")
+    with pytest.raises(FileExistsError):
+        fresh_dir(tmp_path / "mine")
+    assert fresh_dir(tmp_path / "run").exists() and not (tmp_path / "run" / "visible").exists()
