@@ -361,6 +361,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="print the write-back plan (create/update/skip + reason), write nothing",
     )
     r.add_argument(
+        "--full-refresh",
+        action="store_true",
+        help="rebuild the usage rollups from every event instead of the days that changed",
+    )
+    r.add_argument(
         "--max-new",
         type=int,
         default=None,

@@ -57,6 +57,10 @@ def nightly(
     config_path: Annotated[
         str | None, Field(description="Settings file (TOML); empty = embedded demo defaults.")
     ] = None,
+    full_refresh: Annotated[
+        bool,
+        Field(description="Rebuild the usage rollups from all events, not only changed days."),
+    ] = False,
 ):
     """Pull usage, tickets and bugs; check them; score every feature; write back suggestions.
 
@@ -67,6 +71,8 @@ def nightly(
         dry_run: Plan the tracker write-back (create/update/skip) but write nothing.
         max_new_suggestions: Cap on new tracker issues this run; empty = the config value.
         config_path: Settings file (TOML); empty = the embedded demo defaults.
+        full_refresh: Rebuild the daily usage rollups from every event instead of the days
+            touched by new or changed data (same result, slower).
     """
     logger = get_run_logger()
     settings = load_settings(config_path)
@@ -94,7 +100,7 @@ def nightly(
         loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
         staged = timed("staging", build_staging, settings)
         gate = timed("validate", validate_staging, settings, run_id, started_at, as_of, window_days)
-        scored = timed("score", score_features, settings, as_of, window_days, run_id)
+        scored = timed("score", score_features, settings, as_of, window_days, run_id, full_refresh)
         marts_gate = timed(
             "validate_marts", validate_marts, settings, run_id, scored["as_of"], started_at
         )

@@ -231,7 +231,11 @@ def validate_marts(
 
 @task(name="score-features")
 def score_features(
-    settings: Settings, as_of: date | None, window_days: int, run_id: str
+    settings: Settings,
+    as_of: date | None,
+    window_days: int,
+    run_id: str,
+    full_refresh: bool = False,
 ) -> dict[str, Any]:
     """Catalog -> intermediate -> marts: health per feature and ranked suggestions."""
     logger = get_run_logger()
@@ -246,8 +250,14 @@ def score_features(
             run_id=run_id,
             detection=settings.score.detection,
             reach=settings.score.reach,
+            full_refresh=full_refresh,
         )
         timings = transform.build_marts(con, params)
+        logger.info(
+            "usage rollups: %s, %s day(s) recomputed",
+            "full rebuild" if timings.pop("usage_rollup_full") else "incremental",
+            timings.pop("usage_rollup_days"),
+        )
         coverage = reporting.coverage_rows(con)
     for row in coverage:
         logger.info(

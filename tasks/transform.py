@@ -23,9 +23,9 @@ FORMULA_VERSION = "health-v2"
 STAGING_MODELS = ("stg_usage_events", "stg_support_tickets", "stg_bug_issues", "stg_accounts")
 MATERIALISED_UNIONS = ("stg_support_tickets", "stg_bug_issues")
 # Rebuilt in full each run (they describe the current state of the data).
+# int_event_feature_map and int_feature_user_days (the big usage rollups) are maintained
+# incrementally by build_usage_rollups before these.
 CURRENT_MODELS = (
-    ("intermediate", "int_event_feature_map"),
-    ("intermediate", "int_feature_user_days"),
     ("intermediate", "int_tickets_mapped"),
     ("intermediate", "int_bugs_mapped"),
     ("intermediate", "int_errors_mapped"),
@@ -69,6 +69,7 @@ class ScoreParams:
     run_id: str
     detection: DetectionSettings = field(default_factory=DetectionSettings)
     reach: str = "arr_weighted"
+    full_refresh: bool = False
 
 
 def set_score_variables(con: duckdb.DuckDBPyConnection, p: ScoreParams) -> None:
@@ -132,6 +133,11 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     set_score_variables(con, params)
     _ensure_score_inputs(con)
     timings: dict[str, float] = {}
+    started = time.perf_counter()
+    rollup = build_usage_rollups(con, full_refresh=params.full_refresh)
+    timings["intermediate.usage_rollups"] = round(time.perf_counter() - started, 3)
+    timings["usage_rollup_days"] = rollup["days"]
+    timings["usage_rollup_full"] = rollup["full"]
     for layer, name in CURRENT_MODELS:
         started = time.perf_counter()
         try:
@@ -149,6 +155,119 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     for table, comment in COMMENTS.items():
         con.execute(f"comment on table {table} is '{comment}'")
     return timings
+
+
+ROLLUP_VERSION = "1"  # bump when int_feature_user_days / int_event_feature_map change shape
+
+
+def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> dict:
+    """Maintain the event -> feature map and the feature x user x day rollup incrementally.
+
+    Only the days touched since the last build are recomputed: days of raw events landed after
+    the watermark (late events included, by their event day) and days of events that entered or
+    left the validation quarantine. A changed catalog (feature rules), a new rollup version, a
+    missing table or `full_refresh` rebuilds everything; both paths give identical rows (tested).
+    The watermark and the quarantined keys it saw are committed with the rows.
+    """
+    rules_hash = con.sql(
+        "select coalesce(md5(string_agg(feature_key || '|' || signal || '|' || pattern || '|' "
+        "|| feature_order, ',' order by feature_key, signal, pattern)), '') "
+        "from marts.feature_rules"
+    ).fetchall()[0][0]
+    fingerprint = f"{ROLLUP_VERSION}:{rules_hash}"
+    con.execute(
+        "create table if not exists ops.rollup_state (model varchar primary key, "
+        "fingerprint varchar not null, watermark timestamptz, built_at timestamptz not null)"
+    )
+    con.execute(
+        "create table if not exists ops.rollup_quarantined_keys (record_key varchar not null)"
+    )
+    state = con.execute(
+        "select fingerprint, watermark from ops.rollup_state where model = 'usage'"
+    ).fetchall()
+    tables_exist = (
+        con.execute(
+            "select count(*) from information_schema.tables where table_schema = 'intermediate' "
+            "and table_name in ('int_feature_user_days', 'int_event_feature_map')"
+        ).fetchall()[0][0]
+        == 2
+    )
+    new_mark = con.sql(
+        "select max(ingested_at) from staging.stg_usage_events__unvalidated"
+    ).fetchall()[0][0]
+    quarantined = (
+        "select record_key from quality.quarantine "
+        "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
+    )
+    full = full_refresh or not state or state[0][0] != fingerprint or not tables_exist
+    con.execute("begin transaction")
+    try:
+        if full:
+            con.execute("set variable rollup_days = null")
+            for name in ("int_event_feature_map", "int_feature_user_days"):
+                build_relation(con, "intermediate", name)
+            n_days = con.sql(
+                "select count(distinct activity_date) from intermediate.int_feature_user_days"
+            ).fetchall()[0][0]
+        else:
+            mark = state[0][1]
+            days = [
+                r[0]
+                for r in con.execute(
+                    f"""
+                    select distinct occurred_at::date from staging.stg_usage_events__unvalidated
+                    where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
+                      and occurred_at is not null
+                    union
+                    select distinct u.occurred_at::date
+                    from staging.stg_usage_events__unvalidated as u
+                    inner join (
+                        (select record_key from ops.rollup_quarantined_keys
+                         except select record_key from ({quarantined}))
+                        union all
+                        (select record_key from ({quarantined})
+                         except select record_key from ops.rollup_quarantined_keys)
+                    ) as changed on u.event_id = changed.record_key
+                    where u.occurred_at is not null
+                    order by 1
+                    """,
+                    [mark],
+                ).fetchall()
+            ]
+            n_days = len(days)
+            if days:
+                con.execute("set variable rollup_days = ?::date[]", [days])
+                _insert_new_pairs(con)
+                con.execute(
+                    "delete from intermediate.int_feature_user_days "
+                    "where list_contains(getvariable('rollup_days'), activity_date)"
+                )
+                select = sql_text("intermediate/int_feature_user_days.sql").strip().rstrip(";")
+                con.execute(f"insert into intermediate.int_feature_user_days by name\n{select}")
+        con.execute("delete from ops.rollup_quarantined_keys")
+        con.execute(f"insert into ops.rollup_quarantined_keys {quarantined}")
+        con.execute(
+            "insert or replace into ops.rollup_state values ('usage', ?, ?, now())",
+            [fingerprint, new_mark],
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    finally:
+        con.execute("set variable rollup_days = null")
+    return {"full": full, "days": n_days}
+
+
+def _insert_new_pairs(con: duckdb.DuckDBPyConnection) -> None:
+    """Add the (event_name, url_path) pairs of the changed days that the map does not hold."""
+    select = sql_text("intermediate/int_event_feature_map.sql").strip().rstrip(";")
+    con.execute(
+        f"""insert into intermediate.int_event_feature_map by name
+            select * from ({select}) as fresh
+            anti join intermediate.int_event_feature_map as known
+                using (event_name, url_path)"""
+    )
 
 
 def _ensure_score_inputs(con: duckdb.DuckDBPyConnection) -> None:

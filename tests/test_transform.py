@@ -31,10 +31,14 @@ def _events(rows):
 def stage(con, events: pl.DataFrame, tickets=None, bugs=None, errors=None):
     """Create staging tables directly from frames (what build_staging would produce)."""
     con.register("ev", events)
-    con.execute("""create or replace table staging.stg_usage_events as
+    con.execute("""create or replace table staging.stg_usage_events__unvalidated as
         select event_id, 'posthog' as source, occurred_at::timestamptz as occurred_at,
                now() as ingested_at, user_key, 'acct-' || user_key as account_key, event_name,
                url_path, '{}'::json as properties from ev""")
+    con.execute("""create or replace view staging.stg_usage_events as
+        select * from staging.stg_usage_events__unvalidated where event_id not in (
+            select record_key from quality.quarantine where stage = 'validate'
+            and table_name = 'staging.stg_usage_events')""")
     con.execute("""create or replace table staging.stg_support_tickets (
         ticket_id varchar, source varchar, created_at timestamptz, updated_at timestamptz,
         status varchar, priority varchar, channel varchar, subject varchar, body varchar,
@@ -234,7 +238,9 @@ def test_quiet_drop_on_a_popular_feature_opens_two_nights_after_onset(con):
     (open_after_days = 2), although weekly distinct users would hardly move."""
     base = _noisy(350)
     onset = 4  # days before AS_OF
-    stage(con, _daily(features={"dashboard_viewed": lambda d: base(d) * (0.8 if d <= onset else 1)}))
+    stage(
+        con, _daily(features={"dashboard_viewed": lambda d: base(d) * (0.8 if d <= onset else 1)})
+    )
     night = {n: _problems(con, AS_OF - timedelta(days=onset - n)) for n in range(4)}
     key = ("dashboards", "health")
     assert not night[0][key]["is_open"]
@@ -254,8 +260,9 @@ def test_one_day_blip_and_a_product_wide_dip_are_not_problems(con):
         _daily(
             product=holiday,
             features={
-                "export_started": lambda d: exports(d) * (0.4 if d == 3 else 1)
-                * (0.6 if d in holiday else 1),
+                "export_started": lambda d: (
+                    exports(d) * (0.4 if d == 3 else 1) * (0.6 if d in holiday else 1)
+                ),
                 "search_performed": lambda d: search(d) * (0.6 if d in holiday else 1),
             },
         ),
@@ -267,6 +274,7 @@ def test_one_day_blip_and_a_product_wide_dip_are_not_problems(con):
 
 def test_weekday_seasonality_is_not_a_drop(con):
     """A feature used almost only on Mondays, the product quieter at weekends."""
+
     def product(d):
         return 300 if ts(d).isoweekday() >= 6 else 1000
 
@@ -288,8 +296,15 @@ def _tickets(feature_tag: str, per_day: dict[int, int], prefix: str):
     for days_ago, n in per_day.items():
         for i in range(n):
             out.append(
-                (f"zendesk:{prefix}{days_ago}-{i}", ts(days_ago, 10), ts(days_ago, 10),
-                 "normal", "help", [feature_tag], False)
+                (
+                    f"zendesk:{prefix}{days_ago}-{i}",
+                    ts(days_ago, 10),
+                    ts(days_ago, 10),
+                    "normal",
+                    "help",
+                    [feature_tag],
+                    False,
+                )
             )
     return out
 
@@ -297,7 +312,9 @@ def _tickets(feature_tag: str, per_day: dict[int, int], prefix: str):
 def test_ticket_excess_is_judged_against_exposure_not_volume(con):
     """Search: a steady 6 tickets a day for months. Exports: ~1 a day, then 11x for 5 days."""
     steady = _tickets("search", {d: 6 for d in range(70)}, "s")
-    spike = _tickets("exports", {d: (11 if d <= 4 else (1 if d % 2 else 0)) for d in range(70)}, "e")
+    spike = _tickets(
+        "exports", {d: (11 if d <= 4 else (1 if d % 2 else 0)) for d in range(70)}, "e"
+    )
     stage(
         con,
         _daily(features={"export_started": _noisy(300), "search_performed": _noisy(300, 4)}),
@@ -309,9 +326,7 @@ def test_ticket_excess_is_judged_against_exposure_not_volume(con):
     assert problems[("exports", "health")]["kind"] == "investigate"
     assert problems[("exports", "health")]["had_ticket_excess"]
     support = dict(
-        con.sql(
-            "select feature_key, support_score from marts.feature_health"
-        ).fetchall()
+        con.sql("select feature_key, support_score from marts.feature_health").fetchall()
     )
     assert support["search"] > 60
     assert support["exports"] < 40
@@ -515,3 +530,46 @@ def test_rows_of_the_v1_formula_stay_readable(con):
     assert con.sql(
         "select health_score from marts.feature_health where formula_version = 'health-v1'"
     ).fetchall() == [(71.5,)]
+
+
+def test_usage_rollups_are_incremental_and_equal_a_full_rebuild(con):
+    """Late events, a new day and a newly quarantined event touch 3 days; only those are
+    recomputed, and the rows equal a --full-refresh rebuild."""
+    stage(con, _daily(days=40, features={"export_started": _noisy(50), "search_performed": 30}))
+    con.execute("update staging.stg_usage_events__unvalidated set ingested_at = '2026-11-20'")
+    transform.build_usage_rollups(con, full_refresh=True)
+    late = [
+        ("late-1", "user-900", "export_started", "/", ts(30)),  # a late event of an old day
+        ("late-2", "user-901", "alert_created", "/", ts(30)),  # and a new (event, path) pair
+        ("new-1", "user-1", "search_performed", "/", ts(0, 23)),
+    ]
+    con.register("late", _events(late))
+    con.execute(
+        "insert into staging.stg_usage_events__unvalidated select event_id, 'posthog', "
+        "occurred_at, '2026-11-21'::timestamptz, user_key, 'acct-' || user_key, event_name, "
+        "url_path, '{}'::json from late"
+    )
+    con.execute(
+        "insert into quality.quarantine values ('q1', 'validate', 'posthog', "
+        "'staging.stg_usage_events', 'export_started-12-3', 'r', 'why', null, null, 'r', 'r', "
+        "now())"
+    )
+    out = transform.build_usage_rollups(con)
+    assert out == {"full": False, "days": 3}
+    incremental = con.sql(
+        "select * from intermediate.int_feature_user_days order by all"
+    ).fetchall()
+    pairs = con.sql("select * from intermediate.int_event_feature_map order by all").fetchall()
+    assert ("alert_created", "/", "alerts") in pairs
+    assert transform.build_usage_rollups(con) == {"full": False, "days": 0}  # nothing new
+    assert transform.build_usage_rollups(con, full_refresh=True)["full"]
+    assert (
+        con.sql("select * from intermediate.int_feature_user_days order by all").fetchall()
+        == incremental
+    )
+    assert (
+        con.sql("select * from intermediate.int_event_feature_map order by all").fetchall() == pairs
+    )
+    # A changed catalog rebuilds everything.
+    con.execute("update marts.feature_rules set pattern = 'search*' where pattern = 'search_*'")
+    assert transform.build_usage_rollups(con)["full"]

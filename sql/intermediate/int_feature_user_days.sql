@@ -1,5 +1,7 @@
 -- grain: one row per feature x user x UTC day with activity; key: (feature_key, user_key, activity_date).
 -- feature_key '__product__' holds every active user (the denominator for adoption).
+-- Maintained incrementally (tasks/transform.py build_usage_rollups): with the variable
+-- rollup_days set to a list of dates, only those days are computed; NULL computes every day.
 with
 
 events as (
@@ -10,7 +12,12 @@ events as (
         coalesce(event_name, '') as event_name,
         coalesce(url_path, '') as url_path
     from staging.stg_usage_events
-    where user_key is not null
+    where
+        user_key is not null
+        and (
+            getvariable('rollup_days') is null
+            or list_contains(getvariable('rollup_days'), occurred_at::date)
+        )
 ),
 
 feature_map as (
