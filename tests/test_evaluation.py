@@ -52,7 +52,7 @@ def _hashes(root: Path) -> dict[str, str]:
 def worlds(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, Any]]]:
     """Every world at a modest size (fast, yet large enough for stable shares)."""
     root = tmp_path_factory.mktemp("worlds")
-    return {n: (root / n, generate_world(n, root / n, users=2500)) for n in WORLDS}
+    return {n: (root / n, generate_world(n, root / n, users=1500)) for n in WORLDS}
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,10 +200,14 @@ def test_scenario_shapes(worlds: dict[str, tuple[Path, dict[str, Any]]]) -> None
     dip = range(end - 9, end - 6)
     for day in dip:
         assert 0.5 < dau[day] / same_weekday_median(dau, day) < 0.7
-    for key in truth["daily_users"]:
-        series = users("holiday_dip", key)
+    total = sum(users("holiday_dip", key) for key in truth["daily_users"])
+    for key, series in [
+        *((k, users("holiday_dip", k)) for k in truth["daily_users"]),
+        ("*", total),
+    ]:
         usual = sum(same_weekday_median(series, day) for day in dip)
-        assert 0.4 < series[dip].sum() / usual < 0.8, key
+        if usual >= 150:  # every feature dips; the small ones are too noisy to check alone
+            assert 0.45 < series[dip].sum() / usual < 0.75, key
     assert 0.9 < dau[end - 6] / same_weekday_median(dau, end - 6) < 1.1
     # weekly_seasonality: weekends at ~25% of weekdays; reports nearly only on Mondays
     truth = worlds["weekly_seasonality"][1]
@@ -228,7 +232,9 @@ def test_scenario_shapes(worlds: dict[str, tuple[Path, dict[str, Any]]]) -> None
     n = users("slow_decline", "notebooks")
     weekly = [n[end - 6 - 7 * k : end + 1 - 7 * k].mean() for k in range(8)][::-1]
     assert weekly[-1] < 0.75 * weekly[0]
-    assert all(b < a * 1.04 for a, b in zip(weekly[2:], weekly[3:], strict=False))
+    slope, _ = np.polyfit(np.arange(6), np.array(weekly[2:]) / weekly[0], 1)
+    assert -0.1 < slope < -0.03  # ~-0.067 a week: a steady slide, not a step
+    assert max(weekly[2:]) < 1.08 * weekly[0]
     t = np.array(worlds["slow_decline"][1]["tickets_created_per_day"]["notebooks"], dtype=float)
     assert t[-14:].mean() < 2 * max(t[-56:-14].mean(), 0.25)
     # busy_healthy: ~6 tickets a day on the busy feature, steadily
@@ -281,3 +287,193 @@ def test_replay_makes_each_day_visible_once_and_owns_its_directory(
     with pytest.raises(FileExistsError):
         fresh_dir(tmp_path / "mine")
     assert fresh_dir(tmp_path / "run").exists() and not (tmp_path / "run" / "visible").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics on hand-made night tables
+# --------------------------------------------------------------------------------------------
+
+FIRST = date(2026, 11, 9)
+
+
+def _nights(
+    plan: dict[tuple[str, str, str], str], tracker: dict[str, str] | None = None, n: int = 14
+) -> list[dict[str, Any]]:
+    """plan: (feature, kind, fingerprint) -> 14-char string, one char per night: a digit = the
+    suggestion's rank that night, '.' = absent. tracker: the fingerprint of an issue file -> one
+    char per night, o(pen) / c(losed) / '.' (no file yet)."""
+    nights = []
+    for i in range(n):
+        sugg = [
+            {"feature_key": f, "kind": k, "fingerprint": fp, "priority_rank": int(s[i])}
+            for (f, k, fp), s in plan.items()
+            if s[i] != "."
+        ]
+        files = [
+            {"file": fp.replace(":", "-") + ".md", "fingerprint": fp, "status": st}
+            for fp, states in (tracker or {}).items()
+            for st in [{"o": "open", "c": "closed"}.get(states[i])]
+            if st
+        ]
+        nights.append(
+            {
+                "night": i + 1,
+                "as_of": (FIRST + timedelta(days=i)).isoformat(),
+                "suggestions": sugg,
+                "tracker": files,
+            }
+        )
+    return nights
+
+
+def _truth(*problems: dict[str, Any], silent: bool = False) -> dict[str, Any]:
+    return {"world": "hand", "expected": "-", "silent": silent, "problems": list(problems)}
+
+
+def _problem(
+    feature: str = "exports",
+    kind: str = "fix",
+    onset_night: int = 5,
+    drop: float | None = 0.3,
+    users: float = 300,
+) -> dict[str, Any]:
+    from tasks.evaluation.metrics import family_of
+
+    return {
+        "feature_key": feature,
+        "family": family_of(kind),
+        "expected_kind": kind,
+        "onset": (FIRST + timedelta(days=onset_night - 1)).isoformat(),
+        "relative_drop": drop,
+        "baseline_daily_users": users,
+    }
+
+
+def test_metrics_count_a_late_detection() -> None:
+    from tasks.evaluation.metrics import score_world
+
+    nights = _nights(
+        {("exports", "fix", "health:exports"): ".........11111"},
+        {"health:exports": ".........ooooo"},
+    )
+    s = score_world(_truth(_problem(onset_night=5)), nights)
+    (p,) = s.problems
+    assert (p.onset_night, p.due_night, p.first_detected_night, p.latency) == (5, 8, 10, 5)
+    assert (p.pairs, p.top1, p.top3) == (7, 5, 5)
+    assert s.recall3 == pytest.approx(5 / 7) and s.right_kind == 1.0
+    assert not s.ok
+    assert s.targets == {
+        "recall@3": False,
+        "false_alarms": True,
+        "latency exports": False,
+        "flaps": True,
+        "one_issue": True,
+    }
+    # the same detection on a small feature: latency is reported but not a target
+    small = score_world(_truth(_problem(onset_night=5, users=120)), nights)
+    assert "latency exports" not in small.targets and small.problems[0].latency == 5
+
+
+def test_metrics_count_flaps_and_reopened_issues() -> None:
+    from tasks.evaluation.metrics import flaps, score_world
+
+    nights = _nights(
+        {
+            ("exports", "fix", "health:exports"): "..1111.11.1111",  # back twice
+            ("search", "investigate", "health:search"): "......11111111",  # once, no flap
+        },
+        {"health:exports": "..oooocoooooco", "health:search": "......oooooooo"},
+    )
+    assert flaps(nights) == {"exports/health": 2, "issue:health-exports.md": 2}
+    s = score_world(_truth(_problem(onset_night=1)), nights)
+    assert s.targets["flaps"] is False
+    assert s.false_alarms == ["search/health"] and s.targets["false_alarms"] is True
+
+
+def test_metrics_match_by_feature_and_family_not_fingerprint() -> None:
+    from tasks.evaluation.metrics import score_world
+
+    nights = _nights(
+        {
+            ("exports", "investigate", "investigate:exports"): "....222.......",
+            ("exports", "fix", "fix:exports"): ".......1111111",
+            ("exports", "improve", "adoption:exports"): ".............3",
+            ("billing", "improve", "improve:billing"): "....3333333333",
+        },
+        {
+            "investigate:exports": "....oooooooooo",
+            "fix:exports": ".......ooooooo",
+            "adoption:exports": ".............o",
+            "improve:billing": "....oooooooooo",
+        },
+    )
+    s = score_world(_truth(_problem(onset_night=-20, drop=None)), nights)
+    (p,) = s.problems
+    # onset before the replay: due from night 1, latency counted from night 1
+    assert (p.onset_night, p.due_night, p.first_detected_night, p.latency) == (1, 1, 5, 4)
+    assert (p.pairs, p.top3, p.detected_nights, p.right_kind_nights) == (14, 10, 10, 7)
+    assert s.right_kind == pytest.approx(0.7)
+    # an improve on the planted feature is another problem family: a false alarm
+    assert s.false_alarms == ["billing/adoption", "exports/adoption"]
+    assert s.targets["false_alarms"] is False
+    # two issue files for one feature-problem (the kind changed under a per-kind fingerprint)
+    assert s.issues["exports/health"] == 2 and s.targets["one_issue"] is False
+
+
+def test_metrics_one_issue_per_problem_and_silence() -> None:
+    from tasks.evaluation.metrics import score_world
+
+    two = (_problem("exports", "fix", 8), _problem("alerts", "investigate", 8, drop=None))
+    nights = _nights(
+        {
+            ("exports", "fix", "health:exports"): ".......1111111",
+            ("alerts", "investigate", "health:alerts"): "........222222",
+        },
+        {"health:exports": ".......ooooooo", "health:alerts": "........oooooo"},
+    )
+    s = score_world(_truth(*two), nights)
+    assert s.ok, s.misses
+    assert (s.recall1, s.recall3) == (0.5, 1.0)
+    assert [p.latency for p in s.problems] == [0, 1]
+    # the tracker lost an issue (a write was blocked, or capped): the target is missed
+    nights[-1]["tracker"] = nights[-1]["tracker"][:1]
+    assert score_world(_truth(*two), nights).targets["one_issue"] is False
+    # a silent (noise-only) world: one suggestion on one night is already a miss
+    quiet = _nights({("search", "improve", "adoption:search"): ".......1......"})
+    s = score_world(_truth(silent=True), quiet)
+    assert s.targets == {"silent": False, "flaps": True, "one_issue": True}
+    assert score_world(_truth(silent=True), _nights({})).ok
+
+
+# --------------------------------------------------------------------------------------------
+# Small worlds through the real pipeline: the targets
+# --------------------------------------------------------------------------------------------
+
+# Small enough for the default suite; these problems sit on features under 200 daily users, so
+# the latency target does not apply at this size (`make evaluate` runs the full-size worlds).
+SMALL = {"two_problems": 1500, "noise_only": 1200, "weak_adoption": 1200}
+
+
+@pytest.fixture(scope="module")
+def small_suite(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+    """Two processes, Great Expectations off (it would triple the time of a small night)."""
+    from tasks.evaluation.suite import NIGHTS, REPORT, run_suite
+
+    out = tmp_path_factory.mktemp("evaluation")
+    results = run_suite(list(SMALL), out, users=SMALL, validate=False, jobs=2, verbose=False)
+    report = (out / REPORT).read_text()
+    for name in SMALL:
+        assert f"| {name} |" in report
+    assert {w["world"] for w in json.loads((out / NIGHTS).read_text())["worlds"]} == set(SMALL)
+    return {r["world"]: r for r in results}
+
+
+@pytest.mark.parametrize("world", list(SMALL))
+def test_small_world_meets_the_targets(small_suite: dict[str, dict[str, Any]], world: str) -> None:
+    r = small_suite[world]
+    nights = r["replay"]["nights"]
+    assert [n["night"] for n in nights] == list(range(1, REPLAY_NIGHTS + 1))
+    assert nights[-1]["as_of"] == r["truth"]["end_date"]
+    assert all(n["dq_verdict"] != "degraded" for n in nights)
+    score = r["score"]
+    assert score["ok"], f"{world}: {'; '.join(score['misses'])}"

@@ -189,6 +189,7 @@ class WorldSpec:
     ticket_total: dict[str, tuple[int, int, float]] = field(default_factory=dict)
     bugs: list[PlantedBug] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    silent: bool = False  # nothing at all may be suggested (the noise-only world)
 
 
 def _ones(days: int) -> np.ndarray:
@@ -397,7 +398,7 @@ def _new_feature_ramp(d: int) -> WorldSpec:
 
 
 def _noise_only(d: int) -> WorldSpec:
-    return WorldSpec(
+    w = WorldSpec(
         "noise_only",
         "nothing planted; features of similar magnitude (within 4x of each other's daily share)",
         "nothing",
@@ -411,6 +412,8 @@ def _noise_only(d: int) -> WorldSpec:
         ],
         d,
     )
+    w.silent = True
+    return w
 
 
 def _two_problems(d: int) -> WorldSpec:
@@ -1170,6 +1173,7 @@ def _truth(
         "world": spec.name,
         "challenge": spec.challenge,
         "expected": spec.expected,
+        "silent": spec.silent,
         "seed": seed,
         "users": users,
         "start_date": start.isoformat(),
