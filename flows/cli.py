@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         "sources": args.sources,
         "dry_run": args.dry_run,
         "max_new_suggestions": args.max_new,
+        "full_refresh": args.full_refresh,
         "config_path": str(Path(args.config).resolve()) if args.config else None,
     }
     err.print(f"[bold]feedback-loop[/]: nightly run — warehouse {settings.duckdb_path}")
@@ -234,6 +235,55 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     err.print(f"all {len(checks)} source(s) ok")
     return 0
+
+
+# ----------------------------------------------------------------------------------- evaluate
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Planted-scenario suite: generate worlds, replay 14 nights each, score, check targets."""
+    out, err = _console()
+    from tasks.evaluation.suite import REPORT, markdown_table, run_suite, summary_rows
+    from tasks.evaluation.worlds import WORLDS
+
+    names = [n.strip() for n in args.worlds.split(",") if n.strip()] if args.worlds else []
+    names = names or list(WORLDS)
+    unknown = [n for n in names if n not in WORLDS]
+    if unknown:
+        raise UserError(f"unknown world(s): {', '.join(unknown)}; known: {', '.join(WORLDS)}")
+    if args.users < 500:
+        raise UserError("--users must be at least 500")
+    out_dir = Path(args.out).resolve()
+    err.print(
+        f"[bold]feedback-loop evaluate[/]: {len(names)} world(s), {args.users:,} users each, "
+        f"{args.jobs} process(es), Great Expectations {'OFF' if args.no_validate else 'on'} "
+        f"-> {out_dir}"
+    )
+    started = time.perf_counter()
+
+    def done(result: dict) -> None:
+        s = result["score"]
+        verdict = "[green]PASS[/]" if s["ok"] else "[red]FAIL[/]"
+        err.print(f"{result['world']}: {verdict} {'; '.join(s['misses'])}")
+
+    try:
+        results = run_suite(
+            names,
+            out_dir,
+            users=args.users,
+            seed=args.seed,
+            validate=not args.no_validate,
+            jobs=max(1, args.jobs),
+            on_done=done,
+        )
+    except FileExistsError as exc:
+        raise UserError(str(exc)) from None
+    out.print(markdown_table(summary_rows(results)), markup=False, highlight=False, soft_wrap=True)
+    failed = [r["world"] for r in results if not r["score"]["ok"]]
+    err.print(
+        f"{len(results) - len(failed)} of {len(results)} world(s) meet every target "
+        f"({time.perf_counter() - started:.0f}s); report {out_dir / REPORT}, nights "
+        f"{out_dir / 'nights.json'}"
+    )
+    return 1 if failed else 0
 
 
 # -------------------------------------------------------------------------------------- serve
@@ -417,6 +467,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for a busy warehouse (default 5)",
     )
     q.set_defaults(func=cmd_query)
+
+    ev = sub.add_parser(
+        "evaluate",
+        help="planted-scenario suite: replay worlds night by night, score the suggestions",
+        description="Generate planted worlds in vendor formats, replay each one's last 14 nights "
+        "through the pipeline, score the suggestions against the planted truth and check the "
+        "targets. Exit code 0 when every world meets them, 1 otherwise.",
+    )
+    ev.add_argument("--worlds", metavar="A,B", help="comma-separated world names (default: all)")
+    ev.add_argument(
+        "--out", default="data/evaluation", help="output folder (default data/evaluation)"
+    )
+    ev.add_argument("--users", type=int, default=8000, help="users per world (default 8000)")
+    ev.add_argument(
+        "--no-validate",
+        action="store_true",
+        help="skip the Great Expectations gates each night (faster, for small runs)",
+    )
+    ev.add_argument(
+        "--jobs", type=int, default=1, help="worlds evaluated in parallel processes (default 1)"
+    )
+    ev.add_argument("--seed", type=int, default=20260, help="random seed (default 20260)")
+    ev.set_defaults(func=cmd_evaluate)
 
     dr = sub.add_parser(
         "doctor",
