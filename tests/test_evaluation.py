@@ -477,3 +477,18 @@ def test_small_world_meets_the_targets(small_suite: dict[str, dict[str, Any]], w
     assert all(n["dq_verdict"] != "degraded" for n in nights)
     score = r["score"]
     assert score["ok"], f"{world}: {'; '.join(score['misses'])}"
+
+
+def test_cli_evaluate_arguments(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows.cli import build_parser, main
+    from tasks.evaluation.worlds import DEFAULT_SEED, DEFAULT_USERS
+
+    args = build_parser().parse_args(["evaluate"])
+    assert (args.users, args.seed, args.jobs, args.no_validate) == (
+        DEFAULT_USERS,
+        DEFAULT_SEED,
+        1,
+        False,
+    )
+    assert main(["evaluate", "--worlds", "noise_only,atlantis"]) == 2
+    assert "unknown world(s): atlantis" in capsys.readouterr().err

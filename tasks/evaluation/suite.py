@@ -29,9 +29,10 @@ NIGHTS = "nights.json"
 
 
 def _quiet_logs() -> None:
+    """Warnings and errors only: GX sets its own loggers to INFO when it is imported."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    for name in ("great_expectations", "tasks", "prefect"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        handler.setLevel(logging.WARNING)
 
 
 def evaluate_world(
