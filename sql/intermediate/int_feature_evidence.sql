@@ -16,6 +16,10 @@
 --   weak share:   7-day share of product actives under weak_share_ratio x the reference share
 --                 (the catalog's expected_daily_share, else the median 7-day share of the
 --                 features), outside the launch ramp (launch_ramp_days after launch).
+--   weak stickiness: DAU/MAU of the last 28 days under weak_stickiness_ratio x the reference
+--                 (catalog expected_stickiness, else the median feature); weak frequency: events
+--                 per user-day of the last 7 days under half the catalog's
+--                 expected_events_per_user (only when the catalog gives one).
 with
 
 params as (
@@ -172,6 +176,33 @@ reference_share as (
     group by all
 ),
 
+stickiness as (
+    select
+        days.feature_key,
+        days.day,
+        count(*) / 28.0 / nullif(count(distinct user_days.user_key), 0) as dau_mau,
+        sum(user_days.n_events) filter (where user_days.activity_date > days.day - 7)
+        / nullif(count(*) filter (where user_days.activity_date > days.day - 7), 0)
+            as events_per_user_7d
+    from days
+    inner join intermediate.int_feature_user_days as user_days
+        on
+            days.feature_key = user_days.feature_key
+            and user_days.activity_date between days.day - 27 and days.day
+    group by all
+),
+
+reference_stickiness as (
+    select
+        stickiness.day,
+        median(stickiness.dau_mau) as median_dau_mau
+    from stickiness
+    inner join launch on stickiness.feature_key = launch.feature_key
+    cross join params
+    where stickiness.day - launch.launched_on >= params.launch_ramp_days
+    group by all
+),
+
 bug_load as (
     select
         days.feature_key,
@@ -240,6 +271,11 @@ final as (
         coalesce(features.expected_daily_share, reference_share.median_share_7d)
             as reference_share_7d,
         features.expected_daily_share is not null as is_reference_from_catalog,
+        stickiness.dau_mau,
+        coalesce(features.expected_stickiness, reference_stickiness.median_dau_mau)
+            as reference_dau_mau,
+        stickiness.events_per_user_7d,
+        features.expected_events_per_user,
         launch.launched_on,
         launch.launched_on is null or days.day - launch.launched_on < params.launch_ramp_days
             as is_in_launch_ramp
@@ -253,6 +289,8 @@ final as (
     left join bug_load on days.feature_key = bug_load.feature_key and days.day = bug_load.day
     left join shares on days.feature_key = shares.feature_key and days.day = shares.day
     left join reference_share on days.day = reference_share.day
+    left join stickiness on days.feature_key = stickiness.feature_key and days.day = stickiness.day
+    left join reference_stickiness on days.day = reference_stickiness.day
     left join launch on days.feature_key = launch.feature_key
 )
 
@@ -260,6 +298,11 @@ select
     *,
     bug_load_score < 35 and n_open_s1_bugs + n_open_s2_bugs >= 2 as is_bug_cluster,
     not is_in_launch_ramp
-    and share_7d < getvariable('weak_share_ratio')::double * reference_share_7d as is_weak_share
+    and share_7d < getvariable('weak_share_ratio')::double * reference_share_7d as is_weak_share,
+    not is_in_launch_ramp
+    and dau_mau < getvariable('weak_stickiness_ratio')::double * reference_dau_mau
+        as is_weak_stickiness,
+    not is_in_launch_ramp
+    and events_per_user_7d < 0.5 * expected_events_per_user as is_weak_frequency
 from final
 order by feature_key, day

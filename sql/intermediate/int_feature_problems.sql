@@ -37,7 +37,9 @@ flags as (
         feature_key,
         day,
         'adoption',
-        is_weak_share
+        coalesce(is_weak_share, false)
+        or coalesce(is_weak_stickiness, false)
+        or coalesce(is_weak_frequency, false)
     from evidence
 ),
 
@@ -212,6 +214,13 @@ final as (
         today.ticket_stat,
         today.share_7d,
         today.reference_share_7d,
+        today.dau_mau,
+        today.reference_dau_mau,
+        today.events_per_user_7d,
+        today.expected_events_per_user,
+        coalesce(today.is_weak_share, false) as is_weak_share,
+        coalesce(today.is_weak_stickiness, false) as is_weak_stickiness,
+        coalesce(today.is_weak_frequency, false) as is_weak_frequency,
         today.is_reference_from_catalog,
         today.is_in_launch_ramp,
         today.launched_on,

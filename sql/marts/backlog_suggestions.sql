@@ -57,6 +57,14 @@ candidates as (
         problems.avg_expected_spread as expected_spread_since_onset,
         problems.n_tickets_since_onset,
         problems.expected_tickets_since_onset,
+        problems.is_weak_share,
+        problems.is_weak_stickiness,
+        problems.is_weak_frequency,
+        problems.dau_mau,
+        problems.reference_dau_mau,
+        problems.events_per_user_7d,
+        problems.expected_events_per_user,
+        metrics.is_stickiness_from_catalog,
         metrics.stickiness as feature_stickiness,
         metrics.reference_stickiness as feature_reference_stickiness,
         metrics.is_reference_from_catalog,
@@ -83,19 +91,44 @@ explained as (
         *,
         case
             when problem = 'adoption'
-                then format(
-                    'Only {:.1f}% of daily active users use it on a day (last 7 days), under {:.0f}% '
-                    || 'of the {:.1f}% {}; its users come back on {:.0f}% of days (DAU/MAU) '
-                    || 'against {:.0f}% for the median feature. {}',
-                    100 * coalesce(share_7d, 0), 100 * getvariable('weak_share_ratio')::double,
-                    100 * coalesce(feature_reference_share_7d, 0),
+                then concat_ws(
+                    ' ',
+                    format(
+                        '{} of daily active users use it on a day (last 7 days), against {:.1f}% '
+                        || '{}.',
+                        case
+                            when is_weak_share then format('Only {:.1f}%', 100 * share_7d)
+                            else format('{:.1f}%', 100 * coalesce(share_7d, 0))
+                        end,
+                        100 * coalesce(feature_reference_share_7d, 0),
+                        case
+                            when is_reference_from_catalog then 'expected by the catalog'
+                            else 'for the median feature'
+                        end
+                    ),
+                    format(
+                        'Its users come back on {:.0f}% of days (DAU/MAU over 28 days) against '
+                        || '{:.0f}% {}{}.',
+                        100 * coalesce(dau_mau, 0), 100 * coalesce(reference_dau_mau, 0),
+                        case
+                            when is_stickiness_from_catalog then 'expected by the catalog'
+                            else 'for the median feature'
+                        end,
+                        case when is_weak_stickiness then ', too few to stick' else '' end
+                    ),
                     case
-                        when is_reference_from_catalog then 'the catalog expects'
-                        else 'of the median feature'
+                        when is_weak_frequency
+                            then format(
+                                'They do {:.1f} events a day with it, under half the {:.1f} the '
+                                || 'catalog expects.',
+                                events_per_user_7d, expected_events_per_user
+                            )
                     end,
-                    100 * coalesce(feature_stickiness, 0),
-                    100 * coalesce(feature_reference_stickiness, 0),
                     case
+                        when problem_state = 'recovering'
+                            then 'The evidence eased in the last days; it resolves after '
+                            || getvariable('resolve_after_days')::integer
+                            || ' days in a row without evidence.'
                         when onset_date <= as_of_date - 27 then 'Weak throughout the last 28 days.'
                         else format('Weak since {}.', onset_date)
                     end
