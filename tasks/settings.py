@@ -88,7 +88,7 @@ class DetectionSettings(_Strict):
         0.25, gt=0, le=1, description="Weak adoption: 7-day share under this x the reference."
     )
     weak_stickiness_ratio: float = Field(
-        0.4, gt=0, le=1, description="Weak engagement: DAU/MAU under this x the reference."
+        0.5, gt=0, le=1, description="Weak engagement: DAU/MAU under this x the catalog value."
     )
     launch_ramp_days: int = Field(
         42, ge=0, le=365, description="Days after launch in which a feature is not judged weak."

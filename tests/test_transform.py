@@ -573,3 +573,26 @@ def test_usage_rollups_are_incremental_and_equal_a_full_rebuild(con):
     # A changed catalog rebuilds everything.
     con.execute("update marts.feature_rules set pattern = 'search*' where pattern = 'search_*'")
     assert transform.build_usage_rollups(con)["full"]
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "flag"),
+    [
+        ("expected_stickiness", 2.0, "is_weak_stickiness"),
+        ("expected_events_per_user", 5.0, "is_weak_frequency"),
+    ],
+)
+def test_engagement_is_judged_against_the_catalog_expectation(con, column, value, flag):
+    """Every feature user does 1 event a day on ~90 % of days; a catalog that expects far more
+    makes it an adoption (improve) problem, and the text says which measure is weak."""
+    stage(con, _daily(features={"export_started": _noisy(300), "search_performed": _noisy(280)}))
+    assert not _problems(con)[("exports", "adoption")]["is_open"]
+    con.execute(
+        f"update marts.dim_features set {column} = ? where feature_key = 'exports'", [value]
+    )
+    problems = _problems(con, AS_OF)
+    assert problems[("exports", "adoption")]["is_open"] and problems[("exports", "adoption")][flag]
+    assert not problems[("search", "adoption")]["is_open"]
+    why = con.sql("select why from marts.backlog_suggestions").fetchall()[0][0]
+    assert ("too few to stick" in why) == (flag == "is_weak_stickiness")
+    assert ("catalog expects" in why) == (flag == "is_weak_frequency")

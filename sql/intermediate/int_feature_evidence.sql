@@ -16,8 +16,9 @@
 --   weak share:   7-day share of product actives under weak_share_ratio x the reference share
 --                 (the catalog's expected_daily_share, else the median 7-day share of the
 --                 features), outside the launch ramp (launch_ramp_days after launch).
---   weak stickiness: DAU/MAU of the last 28 days under weak_stickiness_ratio x the reference
---                 (catalog expected_stickiness, else the median feature); weak frequency: events
+--   weak stickiness: DAU/MAU of the last 28 days under weak_stickiness_ratio x the catalog's
+--                 expected_stickiness (only then: a feature used weekly by design would look
+--                 weak next to daily ones; reference_dau_mau is shown); weak frequency: events
 --                 per user-day of the last 7 days under half the catalog's
 --                 expected_events_per_user (only when the catalog gives one).
 with
@@ -275,6 +276,7 @@ final as (
         coalesce(features.expected_stickiness, reference_stickiness.median_dau_mau)
             as reference_dau_mau,
         stickiness.events_per_user_7d,
+        features.expected_stickiness,
         features.expected_events_per_user,
         launch.launched_on,
         launch.launched_on is null or days.day - launch.launched_on < params.launch_ramp_days
@@ -300,7 +302,7 @@ select
     not is_in_launch_ramp
     and share_7d < getvariable('weak_share_ratio')::double * reference_share_7d as is_weak_share,
     not is_in_launch_ramp
-    and dau_mau < getvariable('weak_stickiness_ratio')::double * reference_dau_mau
+    and dau_mau < getvariable('weak_stickiness_ratio')::double * expected_stickiness
         as is_weak_stickiness,
     not is_in_launch_ramp
     and events_per_user_7d < 0.5 * expected_events_per_user as is_weak_frequency
