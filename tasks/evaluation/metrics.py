@@ -228,8 +228,8 @@ def score_world(truth: dict[str, Any], nights: list[dict[str, Any]]) -> WorldSco
     for p in scored:
         if p.latency_target:
             ok = p.latency is not None and p.latency <= DETECT_AFTER_NIGHTS
-            late = "never detected" if p.latency is None else f"{p.latency} nights"
-            check(f"latency {p.feature_key}", ok, f"{p.feature_key}: detection {late} after onset")
+            late = "never" if p.latency is None else f"{p.latency} nights after onset"
+            check(f"latency {p.feature_key}", ok, f"{p.feature_key}: detected {late}")
     check("flaps", not flapped, "flaps: " + ", ".join(f"{k} x{v}" for k, v in flapped.items()))
     planted = {f"{p.feature_key}/{p.family}" for p in scored}
     bad = {k: issues.get(k, 0) for k in planted if issues.get(k, 0) != 1}
