@@ -82,7 +82,7 @@ class DetectionSettings(_Strict):
         0.10, ge=0, lt=1, description="Smallest relative drop of the last 3 days that counts."
     )
     ticket_z: float = Field(3.0, gt=0, description="Poisson excess threshold (Anscombe z).")
-    min_tickets: int = Field(5, ge=1, description="Fewest tickets (busiest day left out).")
+    min_tickets: int = Field(5, ge=1, description="Fewest tickets (busiest day winsorised).")
     ticket_ratio: float = Field(1.5, ge=1, description="Tickets must reach this x expected.")
     weak_share_ratio: float = Field(
         0.25, gt=0, le=1, description="Weak adoption: 7-day share under this x the reference."

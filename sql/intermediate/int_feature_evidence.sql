@@ -1,12 +1,14 @@
 -- grain: one row per catalog feature x day for the 28 days up to as_of; key: (feature_key, day).
 -- Would a nightly run on that day have seen evidence of a problem? Computed from the data up to
 -- that day only, so a backfill or a replay gives the same answer as the night itself.
---   usage drop:   scan statistic over the windows of 2..14 days ending that day: the most
+--   usage drop:   scan statistic over the windows of 2..7 days ending that day (longer windows
+--                 would add up the day-to-day autocorrelation of usage as if it were signal): the most
 --                 negative sum(usage_z) / sqrt(n) at or below -drop_z, and the median usage_rel of
 --                 the last 3 days at or below -min_drop (a drop that is still going on; one odd
 --                 day neither starts nor keeps it). onset = the first day of the best window.
---   ticket excess: Poisson count test over the windows of 3..14 days ending that day, leaving out
---                 the window's busiest day (one burst is not a trend): z = 2(sqrt(O + 3/8) -
+--   ticket excess: Poisson count test over the windows of 3..14 days ending that day, the
+--                 window's busiest day counted as its second busiest (winsorised: one burst is
+--                 not a trend): z = 2(sqrt(O + 3/8) -
 --                 sqrt(E + 3/8)) (Anscombe) at or above ticket_z, with O >= min_tickets and
 --                 O >= ticket_ratio x E; the last 3 days still at or above ticket_ratio x E.
 --   bug load:     open bugs as of that day, weighted by severity (s1 8, s2 4, s3 2, s4 1) and age
@@ -74,8 +76,11 @@ scans as (
         spans.n_days::integer as window_days,
         count(windows.usage_z) as n_z,
         sum(windows.usage_z) / sqrt(spans.n_days) as drop_stat,
-        (sum(windows.n_tickets) - max(windows.n_tickets))::double as tickets_loo,
-        sum(windows.expected_tickets) * (spans.n_days - 1) / spans.n_days as expected_tickets_loo,
+        (
+            sum(windows.n_tickets) - max(windows.n_tickets)
+            + list_sort(list(windows.n_tickets), 'DESC')[2]
+        )::double as tickets_loo,
+        sum(windows.expected_tickets) as expected_tickets_loo,
         count(windows.expected_tickets) as n_expected
     from windows
     inner join (select unnest(range(2, 15)) as n_days) as spans
@@ -90,7 +95,7 @@ drop_best as (
         drop_stat,
         window_days as drop_window_days
     from scans
-    where n_z = window_days
+    where n_z = window_days and window_days <= 7
     qualify row_number() over (partition by feature_key, day order by drop_stat asc) = 1
 ),
 

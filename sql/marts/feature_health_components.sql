@@ -88,7 +88,7 @@ measured as (
             else 100 / (1 + (1000 * n_tickets_weighted_window / n_users) / 50)
         end,
         format(
-            '{:.0f} tickets vs {:.1f} expected at the usual rate (busiest day left out); {} in '
+            '{:.0f} tickets vs {:.1f} expected at the usual rate (busiest day winsorised); {} in '
             || '{} days = {:.1f} weighted per 1k users',
             coalesce(tickets_loo, 0), coalesce(expected_tickets_loo, 0), n_tickets_window,
             window_days, coalesce(1000 * n_tickets_weighted_window / nullif(n_users, 0), 0)
