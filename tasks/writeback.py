@@ -70,6 +70,28 @@ class PlanItem:
     found: bool = False  # an issue was looked at (its effort is recorded)
     forget_loop_close: bool = False  # a person closed it after the loop did: final from now on
 
+    @classmethod
+    def from_ledger(
+        cls, fingerprint: str, row: dict[str, Any], action: str, reason: str, **more: Any
+    ) -> PlanItem:
+        """An item about an issue known only from its ledger row (not suggested tonight)."""
+        fields: dict[str, Any] = {
+            "issue_state": row["state"],
+            "state_reason": row["state_reason"],
+            **more,
+        }
+        return cls(
+            fingerprint=fingerprint,
+            action=action,
+            reason=reason,
+            title=row.get("title") or fingerprint,
+            priority_rank=None,
+            priority_score=None,
+            issue_ref=row["issue_ref"],
+            url=row["url"],
+            **fields,
+        )
+
 
 @dataclass
 class _Problem:
@@ -219,18 +241,11 @@ def _resolve(tracker: Tracker, fp: str, rows: list[dict[str, Any]]) -> _Problem:
             same = keep is not None and row["issue_ref"] == keep.ref
             where = "the same issue" if same else "not in the tracker (left alone)"
             merges.append(
-                PlanItem(
-                    fingerprint=legacy,
-                    action="merge",
-                    reason=f"legacy ledger row folded into {fp}; its issue "
-                    f"{row['issue_ref']} is {where}",
-                    title=row.get("title") or legacy,
-                    priority_rank=None,
-                    priority_score=None,
-                    issue_ref=row["issue_ref"],
-                    url=row["url"],
-                    issue_state=row["state"],
-                    state_reason=row["state_reason"],
+                PlanItem.from_ledger(
+                    legacy,
+                    row,
+                    "merge",
+                    f"legacy ledger row folded into {fp}; its issue {row['issue_ref']} is {where}",
                     merged_into=fp,
                 )
             )
@@ -289,18 +304,12 @@ def _plan_absent(
     if known is not None and known["state"] == "open":
         item = _plan_recovery(lambda: problem.issue, fp, known, on_recovery, allow, as_of)
     elif problem.migrate_from is not None and known is not None:
-        item = PlanItem(
-            fingerprint=fp,
-            action="migrate",
-            reason=f"legacy ledger row {problem.migrate_from} carried over to {fp} "
+        item = PlanItem.from_ledger(
+            fp,
+            known,
+            "migrate",
+            f"legacy ledger row {problem.migrate_from} carried over to {fp} "
             f"({known['state']}; not suggested today, nothing to do in the tracker)",
-            title=known.get("title") or fp,
-            priority_rank=None,
-            priority_score=None,
-            issue_ref=known["issue_ref"],
-            url=known["url"],
-            issue_state=known["state"],
-            state_reason=known["state_reason"],
         )
     else:
         return problem.merges
@@ -346,17 +355,7 @@ def _plan_recovery(
     allow: bool,
     as_of: str | None,
 ) -> PlanItem:
-    item = PlanItem(
-        fingerprint=fp,
-        action="skip",
-        reason="",
-        title=row.get("title") or fp,
-        priority_rank=None,
-        priority_score=None,
-        issue_ref=row["issue_ref"],
-        url=row["url"],
-        issue_state="open",
-    )
+    item = PlanItem.from_ledger(fp, row, "skip", "", issue_state="open", state_reason=None)
     if on_recovery == "none":
         item.reason = "no longer suggested; on_recovery = none"
         return item
