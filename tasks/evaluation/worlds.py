@@ -853,13 +853,20 @@ def _sideloaded_users(page: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _by_update_day(
+    versions: list[dict[str, Any]], order: tuple[str, str]
+) -> dict[str, list[dict[str, Any]]]:
+    """Record versions grouped by the UTC day of their `updated_at`, in `order` within a day."""
+    by_day: dict[str, list[dict[str, Any]]] = {}
+    for v in sorted(versions, key=lambda v: (v[order[0]], v[order[1]])):
+        by_day.setdefault(v["updated_at"][:10], []).append(v)
+    return by_day
+
+
 def _write_zendesk(out: Path, versions: list[dict[str, Any]]) -> int:
     """Cursor-export pages per day of update: a nightly pull reads that day's changes."""
     (out / "zendesk").mkdir(parents=True, exist_ok=True)
-    versions.sort(key=lambda v: (v["generated_timestamp"], v["id"]))
-    by_day: dict[str, list[dict[str, Any]]] = {}
-    for v in versions:
-        by_day.setdefault(v["updated_at"][:10], []).append(v)
+    by_day = _by_update_day(versions, ("generated_timestamp", "id"))
     n_pages = 0
     prev: str | None = None
     for day, items in sorted(by_day.items()):
@@ -1012,10 +1019,7 @@ def _issues(spec: WorldSpec, pop: _Population, seed: int) -> list[dict[str, Any]
 def _write_github(out: Path, versions: list[dict[str, Any]]) -> int:
     """Issue-list pages per day: the issues changed that day, each as it was that day."""
     (out / "github").mkdir(parents=True, exist_ok=True)
-    versions.sort(key=lambda v: (v["updated_at"], v["number"]))
-    by_day: dict[str, list[dict[str, Any]]] = {}
-    for v in versions:
-        by_day.setdefault(v["updated_at"][:10], []).append(v)
+    by_day = _by_update_day(versions, ("updated_at", "number"))
     n_pages = 0
     for day, items in sorted(by_day.items()):
         for p, i in enumerate(range(0, len(items), 100), start=1):
