@@ -28,7 +28,9 @@ LINEAR_KEY = "lin_api_TestKey1234567890"
 GITHUB_TOKEN = "ghp_fakeToken123456"
 SECRETS = (POSTHOG_KEY, ZENDESK_WRONG, SENTRY_TOKEN, LINEAR_KEY, GITHUB_TOKEN)
 OPTS = doctor._Options(timeout=(2.0, 5.0), retry=doctor.DOCTOR_RETRY, sleep=lambda s: None)
-NO_FILES = '[sources]\nposthog_events = ""\nzendesk_tickets = ""\ngithub_issues = ""\naccounts = ""\n'
+NO_FILES = (
+    '[sources]\nposthog_events = ""\nzendesk_tickets = ""\ngithub_issues = ""\naccounts = ""\n'
+)
 
 
 @pytest.fixture

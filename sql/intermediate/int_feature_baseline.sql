@@ -55,7 +55,7 @@ same_weekday as (
             judged.feature_key = history.feature_key
             and history.day between judged.day - 56 and judged.day - 7
             and (judged.day - history.day) % 7 = 0
-            and history.day >= features.launched_on
+            and features.launched_on <= history.day
             and history.n_product_users > 0
     group by all
 ),

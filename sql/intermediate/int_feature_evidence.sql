@@ -54,6 +54,10 @@ days as (
     where baseline.day between params.as_of - 27 and params.as_of
 ),
 
+spans as (
+    select unnest(range(2, 15)) as n_days
+),
+
 windows as (
     select
         days.feature_key,
@@ -83,7 +87,7 @@ scans as (
         sum(windows.expected_tickets) as expected_tickets_loo,
         count(windows.expected_tickets) as n_expected
     from windows
-    inner join (select unnest(range(2, 15)) as n_days) as spans
+    inner join spans
         on windows.n_days <= spans.n_days
     group by windows.feature_key, windows.day, spans.n_days
 ),

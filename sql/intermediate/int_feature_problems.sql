@@ -89,7 +89,7 @@ resets as (
             triggers.feature_key = islands.feature_key
             and triggers.problem = islands.problem
             and not islands.is_evidence
-            and islands.n_days >= params.resolve_after
+            and params.resolve_after <= islands.n_days
     group by all
 ),
 
@@ -123,7 +123,7 @@ episode_evidence as (
     inner join evidence
         on
             episodes.feature_key = evidence.feature_key
-            and evidence.day >= episodes.episode_start
+            and episodes.episode_start <= evidence.day
     inner join flags
         on
             evidence.feature_key = flags.feature_key
@@ -148,7 +148,7 @@ since_onset as (
     inner join baseline
         on
             episode_evidence.feature_key = baseline.feature_key
-            and baseline.day >= episode_evidence.onset_date
+            and episode_evidence.onset_date <= baseline.day
     group by all
 ),
 
@@ -164,6 +164,10 @@ high_sev_bugs as (
             episode_evidence.feature_key = daily.feature_key
             and daily.day between episode_evidence.onset_date - 7 and params.as_of
     group by all
+),
+
+problems as (
+    select unnest(['health', 'adoption']) as problem
 ),
 
 today as (
@@ -230,7 +234,7 @@ final as (
         today.bug_load_score
     from today
     cross join params
-    cross join (select unnest(['health', 'adoption']) as problem) as problems
+    cross join problems
     left join flags
         on
             today.feature_key = flags.feature_key

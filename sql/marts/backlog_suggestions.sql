@@ -126,9 +126,10 @@ explained as (
                     end,
                     case
                         when problem_state = 'recovering'
-                            then 'The evidence eased in the last days; it resolves after '
-                            || getvariable('resolve_after_days')::integer
-                            || ' days in a row without evidence.'
+                            then
+                                'The evidence eased in the last days; it resolves after '
+                                || getvariable('resolve_after_days')::integer
+                                || ' days in a row without evidence.'
                         when onset_date <= as_of_date - 27 then 'Weak throughout the last 28 days.'
                         else format('Weak since {}.', onset_date)
                     end
@@ -190,9 +191,10 @@ explained as (
                 end,
                 case
                     when problem_state = 'recovering'
-                        then 'The evidence eased in the last days; it resolves after '
-                        || getvariable('resolve_after_days')::integer
-                        || ' days in a row without evidence.'
+                        then
+                            'The evidence eased in the last days; it resolves after '
+                            || getvariable('resolve_after_days')::integer
+                            || ' days in a row without evidence.'
                 end
             )
         end as why,
