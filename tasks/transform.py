@@ -182,6 +182,14 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     con.execute(
         "create table if not exists ops.rollup_quarantined_keys (record_key varchar not null)"
     )
+    con.execute(
+        "comment on table ops.rollup_state is 'grain: one row per incremental rollup; key: model. "
+        "Catalog/version fingerprint and the ingested_at watermark of the last build.'"
+    )
+    con.execute(
+        "comment on table ops.rollup_quarantined_keys is 'grain: one row per usage event key "
+        "quarantined at the last rollup build; key: record_key. A change recomputes its day.'"
+    )
     state = con.execute(
         "select fingerprint, watermark from ops.rollup_state where model = 'usage'"
     ).fetchall()
