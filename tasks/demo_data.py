@@ -1176,7 +1176,8 @@ _LOGINS = (
 )
 
 
-def _b62(n: int, width: int = 6) -> str:
+def b62(n: int, width: int = 6) -> str:
+    """n in base 62, zero-padded to `width` digits (GitHub-like node ids)."""
     alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
     chars = []
     for _ in range(width):
@@ -1190,7 +1191,7 @@ def _label(name: str) -> dict[str, Any]:
     color = _LABEL_COLORS.get(name, "c5def5")
     return {
         "id": lid,
-        "node_id": f"LA_kwDOH7qZ{_b62(lid, 8)}",
+        "node_id": f"LA_kwDOH7qZ{b62(lid, 8)}",
         "url": f"https://api.github.com/repos/{_GH_REPO}/labels/{name.replace(':', '%3A')}",
         "name": name,
         "color": color,
@@ -1332,7 +1333,7 @@ def _github(
             "repository_url": f"https://api.github.com/repos/{_GH_REPO}",
             "html_url": f"https://github.com/{_GH_REPO}/{kind}/{n}",
             "id": 2_400_000_000 + n * 7919,
-            "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{_b62(n * 7919 + 1_000_003)}",
+            "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{b62(n * 7919 + 1_000_003)}",
             "number": n,
             "title": it["title"],
             "user": {

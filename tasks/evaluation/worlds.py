@@ -31,6 +31,8 @@ import numpy as np
 import polars as pl
 import yaml
 
+from tasks.demo_data import b62
+
 GENERATOR_VERSION = 1
 DEFAULT_END = date(2026, 11, 22)
 DEFAULT_USERS = 8000
@@ -894,20 +896,11 @@ def _write_zendesk(out: Path, versions: list[dict[str, Any]]) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _b62(n: int, width: int = 8) -> str:
-    alphabet = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-    chars = []
-    for _ in range(width):
-        n, rem = divmod(n, 62)
-        chars.append(alphabet[rem])
-    return "".join(reversed(chars))
-
-
 def _label(name: str) -> dict[str, Any]:
     lid = 5_000_000_000 + zlib.crc32(name.encode()) % 900_000_000
     return {
         "id": lid,
-        "node_id": f"LA_kwDOEval{_b62(lid)}",
+        "node_id": f"LA_kwDOEval{b62(lid, 8)}",
         "url": f"https://api.github.com/repos/{_GH_REPO}/labels/{name.replace(':', '%3A')}",
         "name": name,
         "color": "d73a4a" if name == "bug" else "c5def5",
@@ -965,7 +958,7 @@ def _issues(spec: WorldSpec, pop: _Population, seed: int) -> list[dict[str, Any]
 
     versions: list[dict[str, Any]] = []
     for n, it in enumerate(items, start=300):
-        node = f"I_kwDOEval{_b62(zlib.crc32(spec.name.encode()) * 10_000 + n)}"
+        node = f"I_kwDOEval{b62(zlib.crc32(spec.name.encode()) * 10_000 + n, 8)}"
         created, closed = it["created"], it["closed"]
         if closed is not None and closed > end_ts:
             closed = None
