@@ -175,17 +175,6 @@ launch as (
     group by all
 ),
 
-reference_share as (
-    select
-        shares.day,
-        median(shares.share_7d) as median_share_7d
-    from shares
-    inner join launch on shares.feature_key = launch.feature_key
-    cross join params
-    where shares.day - launch.launched_on >= params.launch_ramp_days
-    group by all
-),
-
 stickiness as (
     select
         days.feature_key,
@@ -202,14 +191,17 @@ stickiness as (
     group by all
 ),
 
-reference_stickiness as (
+reference as (
     select
-        stickiness.day,
+        shares.day,
+        median(shares.share_7d) as median_share_7d,
         median(stickiness.dau_mau) as median_dau_mau
-    from stickiness
-    inner join launch on stickiness.feature_key = launch.feature_key
+    from shares
+    inner join launch on shares.feature_key = launch.feature_key
     cross join params
-    where stickiness.day - launch.launched_on >= params.launch_ramp_days
+    left join stickiness
+        on shares.feature_key = stickiness.feature_key and shares.day = stickiness.day
+    where shares.day - launch.launched_on >= params.launch_ramp_days
     group by all
 ),
 
@@ -278,11 +270,11 @@ final as (
             ) / 80
         ) as bug_load_score,
         shares.share_7d,
-        coalesce(features.expected_daily_share, reference_share.median_share_7d)
+        coalesce(features.expected_daily_share, reference.median_share_7d)
             as reference_share_7d,
         features.expected_daily_share is not null as is_reference_from_catalog,
         stickiness.dau_mau,
-        coalesce(features.expected_stickiness, reference_stickiness.median_dau_mau)
+        coalesce(features.expected_stickiness, reference.median_dau_mau)
             as reference_dau_mau,
         stickiness.events_per_user_7d,
         features.expected_stickiness,
@@ -299,9 +291,8 @@ final as (
     left join recent on days.feature_key = recent.feature_key and days.day = recent.day
     left join bug_load on days.feature_key = bug_load.feature_key and days.day = bug_load.day
     left join shares on days.feature_key = shares.feature_key and days.day = shares.day
-    left join reference_share on days.day = reference_share.day
+    left join reference on days.day = reference.day
     left join stickiness on days.feature_key = stickiness.feature_key and days.day = stickiness.day
-    left join reference_stickiness on days.day = reference_stickiness.day
     left join launch on days.feature_key = launch.feature_key
 )
 

@@ -197,23 +197,14 @@ today as (
 engagement as (
     select
         daily_users.feature_key,
-        daily_users.avg_daily_users / nullif(usage.n_users, 0) as stickiness,
         sum(feature_daily.n_events) / nullif(sum(feature_daily.n_users), 0) as events_per_user
     from daily_users
-    inner join usage on daily_users.feature_key = usage.feature_key
     cross join params
     left join marts.feature_daily
         on
             daily_users.feature_key = feature_daily.feature_key
             and feature_daily.day between params.as_of - params.w + 1 and params.as_of
     group by all
-),
-
-engagement_reference as (
-    select median(engagement.stickiness) as median_stickiness
-    from engagement
-    inner join today on engagement.feature_key = today.feature_key
-    where not today.is_in_launch_ramp
 ),
 
 accounts as (
@@ -272,12 +263,11 @@ final as (
         coalesce(bugs.n_open_high_sev_bugs, 0) as n_open_high_sev_bugs,
         coalesce(bugs.n_bugs_weighted, 0) as n_bugs_weighted,
         coalesce(bugs.n_new_high_sev_bugs_14d, 0) as n_new_high_sev_bugs_14d,
-        engagement.stickiness,
+        today.dau_mau as stickiness,
         engagement.events_per_user,
         last_week_vs_baseline.usage_vs_baseline_7d,
         last_week_vs_baseline.expected_daily_users_7d,
-        coalesce(features.expected_stickiness, engagement_reference.median_stickiness)
-            as reference_stickiness,
+        today.reference_dau_mau as reference_stickiness,
         features.expected_stickiness is not null as is_stickiness_from_catalog,
         features.expected_events_per_user,
         today.share_7d,
@@ -327,7 +317,6 @@ final as (
     left join adoption_problem on features.feature_key = adoption_problem.feature_key
     left join arr on features.feature_key = arr.feature_key
     left join arr_accounts on features.feature_key = arr_accounts.feature_key
-    cross join engagement_reference
     cross join product_arr
 )
 

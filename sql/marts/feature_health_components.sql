@@ -42,7 +42,7 @@ measured as (
         'engagement',
         2,
         stickiness,
-        'stickiness: average daily users / users in the window (DAU/MAU), vs the reference '
+        'stickiness: average daily users / users over the last 28 days (DAU/MAU), vs the reference '
         || '(catalog expected_stickiness, else the median feature)',
         case
             when is_in_launch_ramp or reference_stickiness is null or stickiness is null then 100
