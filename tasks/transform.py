@@ -131,7 +131,7 @@ def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> No
 def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str, float]:
     """Build intermediate and mart models; returns seconds per model."""
     set_score_variables(con, params)
-    _ensure_score_inputs(con)
+    _build_tracker_effort(con)
     timings: dict[str, float] = {}
     started = time.perf_counter()
     rollup = build_usage_rollups(con, full_refresh=params.full_refresh)
@@ -278,13 +278,9 @@ def _insert_new_pairs(con: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-def _ensure_score_inputs(con: duckdb.DuckDBPyConnection) -> None:
-    """Optional inputs the scores left-join: the accounts source (empty when not configured) and
-    the effort each tracker issue carries (ops.writeback_ledger, recorded by the write-back)."""
-    con.execute(
-        "create view if not exists staging.stg_accounts as select null::varchar as account_key, "
-        "null::double as arr, null::varchar as plan, null::varchar as segment where false"
-    )
+def _build_tracker_effort(con: duckdb.DuckDBPyConnection) -> None:
+    """The effort each tracker issue carries (ops.writeback_ledger, recorded by the write-back),
+    as a relation the scores left-join; empty before the ledger has effort columns."""
     ledger_cols = {
         r[0]
         for r in con.execute(

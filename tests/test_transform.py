@@ -72,6 +72,10 @@ def stage(con, events: pl.DataFrame, tickets=None, bugs=None, errors=None):
             "(?, 'sentry', 'u', 't', 'c', 'error', ?, ?, ?, ?, ?, ?, ?, false)",
             e,
         )
+    con.execute(  # what build_staging leaves when no accounts source is configured
+        "create view if not exists staging.stg_accounts as select null::varchar as account_key, "
+        "null::double as arr, null::varchar as plan, null::varchar as segment where false"
+    )
     catalog.publish_catalog(con, catalog.load_catalog(DEFAULT_CATALOG))
     transform.build_marts(
         con, transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "run-1")
