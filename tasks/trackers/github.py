@@ -7,7 +7,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,6 +30,7 @@ from tasks.trackers.base import (
     lookup_order,
     marker_for,
 )
+from tasks.trackers.limits import PoliteClient, TimeBudget
 
 log = logging.getLogger(__name__)
 
@@ -49,18 +50,25 @@ class GitHubIssue(TrackerIssue):
 
 class WritePacer:
     """GitHub's limits for content-creating requests (create, comment, edit): one at a time,
-    >= 1 s apart, <= 80 per minute and <= 500 per hour. Share one per token."""
+    >= 1 s apart, <= 80 per minute and <= 500 per hour. Share one per token.
+
+    The 1 s is kept with a margin (`min_interval_s`, 1.1 s) and measured on the monotonic clock
+    from the *completion* of the previous write, not from when it was sent: GitHub sees the
+    requests arrive, and a send-to-send gap of 1.0 s arrived 0.996 s apart."""
 
     def __init__(
         self,
         *,
-        min_interval_s: float = 1.0,
+        min_interval_s: float = 1.1,
         per_minute: int = 80,
         per_hour: int = 500,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.lock = threading.Lock()
+        self.lock = threading.RLock()
+        self.min_interval_s = float(min_interval_s)
+        self.clock, self.sleep = clock, sleep
+        self._done: float | None = None
         self.budget = RequestBudget(
             per_minute,
             60.0,
@@ -69,6 +77,18 @@ class WritePacer:
             clock=clock,
             sleep=sleep,
         )
+
+    def wait_turn(self) -> None:
+        """Before a write (holding `lock`): min_interval_s after the last one completed."""
+        if self._done is None or not self.min_interval_s:
+            return
+        wait = self._done + self.min_interval_s - self.clock()
+        if wait > 0:
+            self.sleep(wait)
+
+    def completed(self) -> None:
+        """After a write's answer arrived (or it failed): the spacing counts from now."""
+        self._done = self.clock()
 
 
 _PACERS: dict[tuple[str, str, str | None], WritePacer] = {}
@@ -112,7 +132,13 @@ def _merge_labels(existing: tuple[str, ...], wanted: list[str]) -> list[str]:
 
 
 class GitHubTracker:
-    """Issues in one repository. Reads are plain; every write is paced by a `WritePacer`."""
+    """Issues in one repository. Every write is paced by a `WritePacer`; rate-limit answers to
+    reads and writes are waited out per GitHub's rules within a `TimeBudget` (`PoliteClient`).
+
+    Lookup: after `use_ledger(rows)` (plan_writeback calls it each run), a fingerprint the
+    ledger knows is looked up by its issue number (one GET, the marker verified); only a
+    fingerprint the ledger does not know (new, or a create whose outcome was unknown) needs the
+    list of labelled issues, read at most once per run."""
 
     name = "github"
 
@@ -122,11 +148,21 @@ class GitHubTracker:
         *,
         client: HttpClient | None = None,
         pacer: WritePacer | None = None,
+        budget: TimeBudget | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.client = client or make_client(settings, access="Issues read and write")
         self.pacer = pacer or _shared_pacer(settings)
+        # Waits run on the pacer's clock unless told otherwise, so an injected clock covers both.
+        self.budget = budget or TimeBudget(clock=self.pacer.clock, sleep=self.pacer.sleep)
+        inner = client or make_client(
+            settings, access="Issues read and write", sleep=self.budget.sleep
+        )
+        self.client = PoliteClient(inner, self.budget, wall_clock=wall_clock)
         self._writable_checked = False
+        self._known: dict[str, str] | None = None  # fingerprint -> issue number (ledger)
+        self._listing: dict[int, dict[str, Any]] | None = None  # this run's labelled issues
+        self.n_lists = 0  # list requests (pages) sent, for the lookup-cost figures
 
     # -- reading -----------------------------------------------------------------------------
     def check(self) -> dict[str, Any]:
@@ -149,24 +185,82 @@ class GitHubTracker:
         self._writable_checked = True
         return repo
 
+    def use_ledger(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Start a run: the ledger's fingerprint -> issue number, and no cached listing."""
+        known: dict[str, str] = {}
+        for row in rows:
+            ref = row.get("issue_ref")
+            if ref and str(ref).isdigit():
+                known[str(row["fingerprint"])] = str(ref)
+        self._known, self._listing = known, None
+
     def list_issues(self) -> list[dict[str, Any]]:
         """Every issue (open or closed) with our label. The search API lags, so never search."""
         s = self.settings
         params = {"labels": s.label, "state": "all", "per_page": s.per_page}
         out: list[dict[str, Any]] = []
         for i, resp in enumerate(iter_link_pages(self.client, f"{s.repo_path}/issues", params)):
+            self.n_lists += 1
             items = parse_page(resp, f"GET {s.repo_path}/issues?labels={s.label} page {i + 1}")
             out += [it for it in items if isinstance(it, dict) and "pull_request" not in it]
         return out
 
     def find(self, fingerprint: str) -> GitHubIssue | None:
-        """One listing; the fingerprint's marker first, then (canonical) its legacy markers."""
-        issues = self.list_issues()
+        """The fingerprint's marker first, then (canonical) its legacy markers."""
+        if self._known is None:  # not started from a ledger: one listing per call, as before
+            issues = self.list_issues()
+            for fp in lookup_order(fingerprint):
+                found = self._pick(fp, issues)
+                if found is not None:
+                    return found
+            return None
         for fp in lookup_order(fingerprint):
-            found = self._pick(fp, issues)
+            found = self._find_exact(fp)
             if found is not None:
                 return found
         return None
+
+    def _find_exact(self, fingerprint: str) -> GitHubIssue | None:
+        assert self._known is not None
+        ref = self._known.get(fingerprint)
+        if ref is not None:
+            item = self._get_if_ours(ref, fingerprint)
+            if item is not None:
+                return self._issue(item)
+            # The ledger's issue is gone, moved, unlabelled or carries another marker now:
+            # whatever else carries the marker is in the listing.
+        found = self._pick(fingerprint, list(self._cached_listing().values()))
+        if found is not None:
+            self._known[fingerprint] = found.ref  # re-read fresh by number from now on
+        return found
+
+    def _cached_listing(self) -> dict[int, dict[str, Any]]:
+        if self._listing is None:
+            self._listing = {int(it["number"]): it for it in self.list_issues() if "number" in it}
+        return self._listing
+
+    def _get_if_ours(self, ref: str, fingerprint: str) -> dict[str, Any] | None:
+        """GET the issue by number; None unless it is here (not deleted, not transferred),
+        labelled with ours and carrying exactly this fingerprint's marker."""
+        resp = self.client.request(
+            "GET", f"{self.settings.repo_path}/issues/{int(ref)}", ok_statuses=(200, 404, 410)
+        )
+        if resp.status_code != 200 or resp.history:  # gone, or moved to another repository
+            return None
+        item = _json_object(resp)
+        labels = {name.lower() for name in _label_names(item.get("labels"))}
+        if self.settings.label.lower() not in labels or "pull_request" in item:
+            return None
+        if marker_for(fingerprint) not in (item.get("body") or "").replace("\r\n", "\n"):
+            return None
+        return item
+
+    def _remember(self, item: dict[str, Any], fingerprint: str | None = None) -> None:
+        """A write's answer keeps this run's cache true (a second find sees the new issue)."""
+        if self._listing is not None and "number" in item:
+            self._listing[int(item["number"])] = item
+        if self._known is not None and fingerprint is not None and "number" in item:
+            self._known[fingerprint] = str(item["number"])
 
     def _pick(self, fingerprint: str, issues: list[dict[str, Any]]) -> GitHubIssue | None:
         marker = marker_for(fingerprint)
@@ -196,6 +290,7 @@ class GitHubTracker:
         item = self._write(
             "POST", f"{self.settings.repo_path}/issues", payload, 201, idempotent=False
         )
+        self._remember(item, fingerprint)
         issue = self._issue(item)
         self._verify_labels(issue, wanted)
         return issue
@@ -222,6 +317,7 @@ class GitHubTracker:
             return current
         self._ensure_writable()
         item = self._write("PATCH", self._issue_path(current), changes, 200)
+        self._remember(item, fingerprint)
         updated = self._issue(item)
         if "labels" in changes:
             self._verify_labels(updated, changes["labels"])
@@ -266,18 +362,24 @@ class GitHubTracker:
     def _write(
         self, method: str, path: str, payload: dict[str, Any], ok: int, *, idempotent: bool = True
     ) -> dict[str, Any]:
-        # The lock makes writes serial across threads; the budget (also taken by retries, and
-        # paused by a rate-limit answer) spaces them out.
+        # The lock makes writes serial across threads; the pacer spaces them from the previous
+        # write's completion, its budget (also taken by retries) keeps the per-minute/-hour caps.
         with self.pacer.lock:
-            resp = self.client.request(
-                method,
-                path,
-                json=payload,
-                ok_statuses=(ok,),
-                idempotent=idempotent,
-                extra_budget=self.pacer.budget,
-            )
-        return _json_object(resp)
+            self.pacer.wait_turn()
+            try:
+                resp = self.client.request(
+                    method,
+                    path,
+                    json=payload,
+                    ok_statuses=(ok,),
+                    idempotent=idempotent,
+                    extra_budget=self.pacer.budget,
+                )
+            finally:
+                self.pacer.completed()
+        item = _json_object(resp)
+        self._remember(item)
+        return item
 
     def _ensure_writable(self) -> None:
         if not self._writable_checked:
