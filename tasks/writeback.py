@@ -23,6 +23,15 @@ from typing import Any
 
 import duckdb
 
+from tasks.clients.http import (
+    AuthError,
+    ClientRequestError,
+    InvalidResponseError,
+    NotFoundError,
+    PaginationLoopError,
+    RetriesExhaustedError,
+    UncertainWriteError,
+)
 from tasks.suggestion_text import (  # noqa: F401 (load_suggestions, scrub re-exported)
     TRIAGE_NOTE,
     load_suggestions,
@@ -37,6 +46,7 @@ from tasks.trackers.base import (
     legacy_fingerprints,
     legacy_kind,
 )
+from tasks.trackers.limits import BudgetExhausted
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,9 @@ class PlanItem:
     effort_source: str | None = None
     found: bool = False  # an issue was looked at (its effort is recorded)
     forget_loop_close: bool = False  # a person closed it after the loop did: final from now on
+    # Not looked up or not written because write-back stopped (time budget, rate limit, auth):
+    # nothing was sent for it and its ledger row is untouched, so the next run picks it up.
+    not_attempted: bool = False
 
     @classmethod
     def from_ledger(
@@ -134,10 +147,15 @@ def plan_writeback(
 ) -> list[PlanItem]:
     """The exact plan: one item per suggestion, one per recovered problem still open, one per
     legacy duplicate merged or legacy ledger row carried over."""
-    problems = _by_problem(_ledger(con, tracker.name))
+    ledger = _ledger(con, tracker.name)
+    use_ledger = getattr(tracker, "use_ledger", None)
+    if use_ledger is not None:  # look known issues up by their ref, list only for the rest
+        use_ledger(ledger.values())
+    problems = _by_problem(ledger)
     plan: list[PlanItem] = []
     n_new = 0
     seen: dict[str, str] = {}
+    stopped: BudgetExhausted | None = None
     for s in suggestions:
         fp = canonical_fingerprint(s["fingerprint"])
         body = render_body(s, tracker.name)
@@ -161,8 +179,17 @@ def plan_writeback(
         if s["is_blocked"]:
             item.reason = f"blocked by a critical data-quality failure in {s['blocked_by']}"
             continue
+        if stopped is not None:
+            _defer(item, stopped)
+            continue
         # The tracker is the truth: a pending ledger row (crash mid-create) heals by lookup.
-        problem = _resolve(tracker, fp, problems.get(fp, []))
+        try:
+            problem = _resolve(tracker, fp, problems.get(fp, []))
+        except BudgetExhausted as exc:
+            stopped = exc
+            log.warning("write-back planning stopped: %s", exc)
+            _defer(item, stopped)
+            continue
         plan += problem.merges
         item.migrate_from, known = problem.migrate_from, problem.known
         if problem.issue is not None:
@@ -182,9 +209,33 @@ def plan_writeback(
         n_new += 1
         item.action, item.reason = "create", "new problem, no issue carries this fingerprint yet"
     for fp, rows in sorted(problems.items()):
-        if fp not in seen:
-            plan += _plan_absent(tracker, fp, rows, on_recovery, allow_recovery, as_of)
+        if fp in seen:
+            continue
+        if stopped is None or not _absent_needs_lookup(rows, on_recovery, allow_recovery):
+            try:
+                plan += _plan_absent(tracker, fp, rows, on_recovery, allow_recovery, as_of)
+                continue
+            except BudgetExhausted as exc:
+                stopped = exc
+                log.warning("write-back planning stopped: %s", exc)
+        row = max(rows, key=lambda r: r["updated_at"])
+        item = PlanItem.from_ledger(fp, row, "skip", "")
+        _defer(item, stopped)
+        plan.append(item)
     return plan
+
+
+def _defer(item: PlanItem, why: BaseException) -> None:
+    item.action, item.not_attempted = "skip", True
+    item.reason = f"not looked up or written this run ({why}); the next run resumes here"
+
+
+def _absent_needs_lookup(rows: list[dict[str, Any]], on_recovery: str, allow: bool) -> bool:
+    """Would _plan_absent ask the tracker anything for this ledger-only problem?"""
+    fp = canonical_fingerprint(rows[0]["fingerprint"])
+    if all(r["fingerprint"] == fp for r in rows):
+        return rows[0]["state"] == "open" and on_recovery != "none" and allow
+    return True
 
 
 def _found(item: PlanItem, issue: TrackerIssue) -> None:
@@ -483,28 +534,145 @@ def _closed_by_a_person(issue: TrackerIssue, known: dict[str, Any]) -> str | Non
     return None
 
 
+# What each planned action counts as once it is done.
+OUTCOME_OF_ACTION = {
+    "create": "created",
+    "update": "updated",
+    "adopt": "adopted",
+    "reopen": "reopened",
+    "comment": "commented",
+    "close": "closed",
+    "merge": "merged",
+    "migrate": "migrated",
+    "skip": "skipped",
+}
+OUTCOMES = (*OUTCOME_OF_ACTION.values(), "not_attempted", "uncertain", "failed")
+# The tracker definitely did not apply a create that ended with one of these (nothing was sent,
+# or the API refused it), so its fresh pending ledger row is removed again.
+_NOT_APPLIED = (
+    BudgetExhausted,
+    AuthError,
+    ClientRequestError,
+    NotFoundError,
+    RetriesExhaustedError,
+    PaginationLoopError,
+)
+
+
+class ApplyResult(dict[str, Any]):
+    """apply_plan's answer: a dict of counts per outcome (every key of OUTCOMES, zeros too) and
+    `status`:
+
+    - 'ok': everything planned was done;
+    - 'partial': some items were not attempted (time budget, a stop), failed or uncertain, while
+      others were written;
+    - 'uncertain': every write attempted ended with an unknown outcome (re-checked next run);
+    - 'failed': writes were attempted and none succeeded (some failed).
+
+    `fingerprints[outcome]` lists the problems per outcome; `stop_reason` says why write-back
+    stopped early (None when it did not)."""
+
+    def __init__(self) -> None:
+        super().__init__({name: 0 for name in OUTCOMES})
+        self["status"] = "ok"
+        self.fingerprints: dict[str, list[str]] = {name: [] for name in OUTCOMES}
+        self.stop_reason: str | None = None
+        self.written = 0  # items whose tracker writes all succeeded
+
+    def add(self, outcome: str, fingerprint: str) -> None:
+        self[outcome] += 1
+        self.fingerprints[outcome].append(fingerprint)
+
+    @property
+    def status(self) -> str:
+        return str(self["status"])
+
+    def finish(self) -> ApplyResult:
+        done = self.written
+        if done == 0 and self["uncertain"] and not self["failed"]:
+            status = "uncertain"
+        elif done == 0 and self["failed"]:
+            status = "failed"
+        elif self["not_attempted"] or self["failed"] or self["uncertain"]:
+            status = "partial"
+        else:
+            status = "ok"
+        self["status"] = status
+        return self
+
+
+def _needs_tracker(item: PlanItem) -> bool:
+    if item.action == "merge":
+        return bool(item.close_reason)
+    return item.action not in ("skip", "migrate")
+
+
 def apply_plan(
     con: duckdb.DuckDBPyConnection, tracker: Tracker, plan: list[PlanItem], run_id: str
-) -> dict[str, int]:
+) -> ApplyResult:
     """Carry out the plan. The ledger row is written pending before each create, completed after.
 
-    A write whose outcome is unknown (the tracker may have applied it) stops that item only: its
-    ledger row stays pending and the next run finds the issue by its marker instead of creating
-    it again.
+    Returns an ApplyResult (counts per outcome and a status). The ledger only ever records what
+    the tracker really did:
+    - a write whose outcome is unknown (the tracker may have applied it: UncertainWriteError, an
+      unreadable 2xx answer) stops that item only, as `uncertain`: a create's ledger row stays
+      pending and the next run finds the issue by its marker instead of creating it again;
+    - when write-back must stop — a rate-limit wait that does not fit the time budget, a
+      credential refused, a limit that never lifted — no further request is sent: the items left
+      are `not_attempted` (ledger untouched; ledger-only bookkeeping still runs), so the next
+      run resumes without duplicates;
+    - any other error fails that item only (`failed`, with the reason) and the run goes on.
     """
-    from tasks.clients.http import UncertainWriteError
-
-    counts: dict[str, int] = {}
+    result = ApplyResult()
     for item in plan:
-        try:
-            _apply_item(con, tracker, item, run_id)
-        except UncertainWriteError as exc:
-            log.warning("%s: %s; the next run adopts whatever landed", item.fingerprint, exc)
-            item.reason += " (outcome uncertain: re-checked next run)"
-            counts["uncertain"] = counts.get("uncertain", 0) + 1
+        if item.not_attempted or (result.stop_reason is not None and _needs_tracker(item)):
+            if not item.not_attempted:
+                item.not_attempted = True
+                item.reason += f" (not attempted: write-back stopped — {result.stop_reason})"
+            result.add("not_attempted", item.fingerprint)
             continue
-        counts[item.action] = counts.get(item.action, 0) + 1
-    return counts
+        sent: list[str] = []
+        try:
+            _apply_item(con, tracker, item, run_id, sent)
+        except duckdb.Error:
+            raise
+        except (BudgetExhausted, AuthError, RetriesExhaustedError) as exc:
+            result.stop_reason = str(exc)
+            log.warning("write-back stopped at %s: %s", item.fingerprint, exc)
+            if sent:
+                item.reason += f" (stopped after {', '.join(sent)}: {exc})"
+                result.add("failed", item.fingerprint)
+            elif isinstance(exc, BudgetExhausted):
+                item.not_attempted = True
+                item.reason += f" (not attempted: {exc})"
+                result.add("not_attempted", item.fingerprint)
+            else:
+                item.reason += f" (failed: {exc})"
+                result.add("failed", item.fingerprint)
+        except Exception as exc:
+            if _uncertain(exc, item, sent):
+                log.warning("%s: %s; the next run adopts whatever landed", item.fingerprint, exc)
+                item.reason += " (outcome uncertain: re-checked next run)"
+                result.add("uncertain", item.fingerprint)
+            else:
+                log.error("%s: %s failed: %s", item.fingerprint, item.action, exc)
+                item.reason += f" (failed: {exc})"
+                result.add("failed", item.fingerprint)
+        else:
+            result.add(OUTCOME_OF_ACTION[item.action], item.fingerprint)
+            if _needs_tracker(item):
+                result.written += 1
+    return result.finish()
+
+
+def _uncertain(exc: Exception, item: PlanItem, sent: list[str]) -> bool:
+    """Did the tracker perhaps apply the write that raised `exc`?"""
+    if isinstance(exc, UncertainWriteError):
+        return True
+    # An unreadable answer to a create that was sent: the issue may well exist.
+    return (
+        item.action == "create" and "create" not in sent and isinstance(exc, InvalidResponseError)
+    )
 
 
 def _refind(tracker: Tracker, item: PlanItem) -> TrackerIssue:
@@ -516,8 +684,14 @@ def _refind(tracker: Tracker, item: PlanItem) -> TrackerIssue:
 
 
 def _apply_item(
-    con: duckdb.DuckDBPyConnection, tracker: Tracker, item: PlanItem, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    tracker: Tracker,
+    item: PlanItem,
+    run_id: str,
+    sent: list[str] | None = None,
 ) -> None:
+    """Carry out one item; `sent` collects the tracker writes that succeeded, in order."""
+    sent = [] if sent is None else sent
     if item.migrate_from:
         _ledger_carry_over(con, tracker.name, item.migrate_from, item.fingerprint)
     if item.action == "migrate":
@@ -541,14 +715,24 @@ def _apply_item(
             if current.state == "open":
                 if item.comment:
                     tracker.comment(current, item.comment)
+                    sent.append("comment")
                 closed = tracker.close(current, item.close_reason)
+                sent.append("close")
                 item.issue_state, item.state_reason = closed.state, closed.state_reason
         _ledger_upsert(con, tracker.name, item, run_id, state="merged", written=False)
         log.info("merge %s into %s", item.fingerprint, item.merged_into)
         return
     if item.action == "create":
+        fresh = not _ledger_has(con, tracker.name, item.fingerprint)
         _ledger_upsert(con, tracker.name, item, run_id, state="pending")
-        issue = tracker.create(item.fingerprint, item.title, item.body, LABELS)
+        try:
+            issue = tracker.create(item.fingerprint, item.title, item.body, LABELS)
+        except Exception as exc:
+            if fresh and isinstance(exc, _NOT_APPLIED):
+                # Definitely not created: the ledger keeps only what the tracker really did.
+                _ledger_delete(con, tracker.name, item.fingerprint)
+            raise
+        sent.append("create")
         item.found = True
         item.effort, item.effort_source = issue.effort, issue.effort_source
     else:
@@ -556,16 +740,22 @@ def _apply_item(
         issue = current
         if item.action == "reopen":
             issue = tracker.reopen(current)
+            sent.append("reopen")
             issue = tracker.update(issue, item.fingerprint, item.title, item.body, LABELS)
+            sent.append("update")
         elif item.action in ("update", "adopt"):
             # adopt: also rewrites a legacy marker; otherwise nothing differs, nothing is sent
             issue = tracker.update(current, item.fingerprint, item.title, item.body, LABELS)
+            sent.append("update")
         elif item.action == "close":
             if item.comment:
                 tracker.comment(current, item.comment)
+                sent.append("comment")
             issue = tracker.close(current, item.close_reason or "completed")
+            sent.append("close")
         if item.comment and item.action in ("update", "adopt", "comment", "reopen"):
             tracker.comment(issue, item.comment)
+            sent.append("comment")
     item.issue_ref, item.url = issue.ref, issue.url
     item.issue_state, item.state_reason = issue.state, issue.state_reason
     state = "recovered" if item.action == "comment" else issue.state
@@ -582,6 +772,23 @@ def _apply_item(
         closed_at=issue.closed_at,
     )
     log.info("%s %s -> %s", item.action, item.fingerprint, issue.url)
+
+
+def _ledger_has(con: duckdb.DuckDBPyConnection, tracker: str, fingerprint: str) -> bool:
+    return bool(
+        con.execute(
+            "select count(*) from ops.writeback_ledger where fingerprint = ? and tracker = ?",
+            [fingerprint, tracker],
+        ).fetchall()[0][0]
+    )
+
+
+def _ledger_delete(con: duckdb.DuckDBPyConnection, tracker: str, fingerprint: str) -> None:
+    con.execute(
+        "delete from ops.writeback_ledger where fingerprint = ? and tracker = ? "
+        "and state = 'pending'",
+        [fingerprint, tracker],
+    )
 
 
 def _ledger_carry_over(con: duckdb.DuckDBPyConnection, tracker: str, legacy: str, fp: str) -> None:

@@ -10,6 +10,7 @@ before anything more is sent, and `writeback.apply_plan` reports the run as part
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
@@ -84,17 +85,13 @@ class TimeBudget:
             self._sleep(seconds)
 
 
-def _headers_wait(
-    headers: Mapping[str, str], wall_now: float
-) -> tuple[float, str] | None:
+def _headers_wait(headers: Mapping[str, str], wall_now: float) -> tuple[float, str] | None:
     """Retry-After (seconds or HTTP date), else the reset instant when nothing is left."""
     now = wall_now
     date = headers.get("Date")
     if date:  # relative to the server's clock: a skewed local clock must not shorten the wait
-        try:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
             now = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError):
-            pass
     value = (headers.get("Retry-After") or "").strip()
     if value:
         try:
@@ -166,9 +163,7 @@ class PoliteClient:
         wanted = tuple(ok_statuses)
         failures = 0
         while True:
-            resp = self.inner.request(
-                method, path_or_url, ok_statuses=(*wanted, 403, 429), **kw
-            )
+            resp = self.inner.request(method, path_or_url, ok_statuses=(*wanted, 403, 429), **kw)
             if resp.status_code in wanted:
                 return resp
             body = _excerpt(resp)
@@ -177,12 +172,10 @@ class PoliteClient:
                 resp.close()
                 raise AuthError(
                     self.inner.source,
-                    f"HTTP {resp.status_code} on {method.upper()} {shown}: "
-                    f"{self.inner.mask(body)}",
+                    f"HTTP {resp.status_code} on {method.upper()} {shown}: {self.inner.mask(body)}",
                     status=resp.status_code,
                     url=shown,
-                    hint="forbidden: the credentials lack access or scope; "
-                    f"{self.inner.auth_hint}",
+                    hint=f"forbidden: the credentials lack access or scope; {self.inner.auth_hint}",
                 )
             failures += 1
             self.n_limited += 1
