@@ -126,6 +126,12 @@ class WritebackSettings(_Strict):
         "(e.g. https://reports.example.com/feedback/{as_of}.md where you publish the files of "
         "<warehouse dir>/reports/). Empty: the local report file.",
     )
+    time_budget_seconds: float = Field(
+        900.0,
+        gt=0,
+        description="Longest the tracker write-back may take, rate-limit waits included; a wait "
+        "that would overrun it stops write-back as partial and the next run resumes.",
+    )
     github: dict[str, Any] | None = None
     jira: dict[str, Any] | None = None
     linear: dict[str, Any] | None = None

@@ -30,6 +30,7 @@ from tasks.trackers.base import (
     marker_for,
     positive_number,
 )
+from tasks.trackers.limits import NO_CAP_S, TimeBudget
 
 log = logging.getLogger(__name__)
 
@@ -92,9 +93,13 @@ class JiraTracker:
         http: HttpClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy | None = None,
+        budget: TimeBudget | None = None,
     ):
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
+        # Every wait (429 Retry-After, backoff) must fit the write-back time budget, else
+        # BudgetExhausted stops write-back politely; Retry-After is never cut short by a cap.
+        self.budget = budget or TimeBudget(sleep=sleep, source="jira")
         self.http = http or jira_http(
             "jira",
             settings.base_url,
@@ -102,8 +107,8 @@ class JiraTracker:
             token_env=settings.token_env,
             email_block=settings.email_block,
             token_block=settings.token_block,
-            sleep=sleep,
-            retry=retry,
+            sleep=self.budget.sleep,
+            retry=retry or RetryPolicy(max_delay_s=NO_CAP_S),
         )
         # fingerprint -> issue id. Filled by one labelled-issue scan and by our own creates,
         # because JQL search is eventually consistent and lags a fresh create.

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIME_BUDGET_S = 900.0
 SECONDARY_MIN_WAIT_S = 60.0
+# HTTP layers cap a server-requested wait at their max delay; trackers lift the cap to this, so
+# a Retry-After is never cut short: the time budget decides whether to wait or stop instead.
+NO_CAP_S = 24 * 3600.0
 # Past the reset instant by this much, so a clock a little behind GitHub's does not retry early.
 RESET_MARGIN_S = 1.0
 _LIMIT_BODY = re.compile(r"secondary rate limit|rate limit exceeded|abuse detection", re.I)

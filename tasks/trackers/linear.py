@@ -23,6 +23,7 @@ from tasks.trackers.base import (
     lookup_order,
     positive_number,
 )
+from tasks.trackers.limits import NO_CAP_S, TimeBudget
 
 log = logging.getLogger(__name__)
 
@@ -135,17 +136,24 @@ class LinearTracker:
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        budget: TimeBudget | None = None,
     ):
         self.settings = settings
-        self.gql = gql or linear_graphql(
-            settings.base_url,
-            api_key_env=settings.api_key_env,
-            api_key_block=settings.api_key_block,
-            max_waits=settings.max_rate_limit_waits,
-            sleep=sleep,
-            retry=retry,
-            clock=clock,
-        )
+        # Every wait (429 Retry-After, the x-ratelimit-*-reset of a RATELIMITED answer, backoff)
+        # must fit the write-back time budget, else BudgetExhausted stops write-back politely.
+        self.budget = budget or TimeBudget(sleep=sleep, source="linear")
+        if gql is None:
+            gql = linear_graphql(
+                settings.base_url,
+                api_key_env=settings.api_key_env,
+                api_key_block=settings.api_key_block,
+                max_waits=settings.max_rate_limit_waits,
+                sleep=self.budget.sleep,
+                retry=retry or RetryPolicy(max_delay_s=NO_CAP_S),
+                clock=clock,
+            )
+            gql.max_delay_s = NO_CAP_S  # a reset an hour away is waited (or stops), not cut
+        self.gql = gql
         self._team_id: str | None = None
         self._label_ids: dict[str, str] = {}
 
