@@ -7,6 +7,7 @@ import copy
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -278,6 +279,8 @@ class Call:
     query: dict[str, str]
     body: Any
     status: int = 0
+    # When the fake received it (time.monotonic, the same clock as the client's pacer).
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass
