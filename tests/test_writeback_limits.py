@@ -28,8 +28,14 @@ from tasks import db, writeback
 from tasks.clients.github import make_client
 from tasks.trackers.base import marker_for
 from tasks.trackers.github import GitHubTracker, WritePacer
+from tasks.trackers.jira import JiraTracker, JiraTrackerSettings
 from tasks.trackers.limits import BudgetExhausted, TimeBudget, limit_wait
+from tasks.trackers.linear import LinearTracker, LinearTrackerSettings
 from tests.fakes.github import FakeGitHub
+from tests.fakes.jira import ISSUE_PATH as JIRA_CREATE
+from tests.fakes.jira import jira_api
+from tests.fakes.linear import linear_api, ratelimited
+from tests.fakes.server import FakeServer, Response
 from tests.test_github import FakeClock, client_for, settings_for
 from tests.test_writeback import suggestion
 
@@ -142,7 +148,10 @@ def test_limit_wait_rules() -> None:
     header with quota left (a secondary limit) is not a reason to retry early."""
     now = 1_800_000_000.0
     assert limit_wait({"Retry-After": "7"}, 5, now) == (7.0, "Retry-After")
-    assert limit_wait({"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"}, 1, 1_800_000_000.0)[0] > 0
+    assert limit_wait({"Retry-After": "Fri, 15 Jan 2027 08:00:30 GMT"}, 1, now) == (
+        30.0,
+        "Retry-After",
+    )
     reset = {"x-ratelimit-remaining": "0", "x-ratelimit-reset": str(int(now) + 30)}
     assert limit_wait(reset, 1, now) == (31.0, "x-ratelimit-reset")
     quota_left = {"x-ratelimit-remaining": "4999", "x-ratelimit-reset": str(int(now) + 5)}
@@ -215,6 +224,77 @@ def test_time_budget_refuses_a_wait_that_does_not_fit(clock: FakeClock) -> None:
     with pytest.raises(BudgetExhausted, match="40 s left"):
         budget.sleep(41)
     assert clock.sleeps == [60]  # the refused wait was not started
+
+
+# -- Jira and Linear: Retry-After / reset honoured in full, within the budget -----------------
+
+
+@pytest.fixture
+def creds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JIRA_EMAIL", "bot@acme.test")
+    monkeypatch.setenv("JIRA_API_TOKEN", "jira-test-token-123")
+    monkeypatch.setenv("LINEAR_API_KEY", "lin_api_TestKey1234567890")
+
+
+@pytest.fixture
+def srv() -> Iterator[FakeServer]:
+    with FakeServer() as server:
+        yield server
+
+
+@pytest.mark.parametrize(("retry_after", "status"), [(300, "ok"), (1000, "partial")])
+def test_jira_429_retry_after_is_waited_in_full_or_write_back_stops_within_the_budget(
+    srv: FakeServer,
+    creds: None,
+    clock: FakeClock,
+    con: duckdb.DuckDBPyConnection,
+    retry_after: int,
+    status: str,
+) -> None:
+    fake = jira_api(srv)
+    limited = Response(429, {"errorMessages": ["Rate limit"]}, {"Retry-After": str(retry_after)})
+    srv.script("POST", JIRA_CREATE, [limited], then=fake.create_issue)
+    budget = TimeBudget(900, clock=clock, sleep=clock.sleep)
+    settings = JiraTrackerSettings(base_url=srv.url, project="ABC", issue_type="Task")
+    result, plan = run(con, JiraTracker(settings, budget=budget), problems(1))
+    assert result["status"] == status
+    if status == "ok":
+        assert budget.waits == [300.0]  # not cut to the HTTP layer's 120 s cap
+        assert result["created"] == 1 and len(fake.issues) == 1
+    else:
+        assert budget.waits == []  # 1000 s does not fit in 900: not started
+        assert result["not_attempted"] == 1 and "time budget" in (result.stop_reason or "")
+        assert fake.issues == {} and ledger(con) == {}
+
+
+@pytest.mark.parametrize(("reset_s", "status"), [(400, "ok"), (2000, "partial")])
+def test_linear_rate_limit_reset_is_waited_in_full_or_write_back_stops_within_the_budget(
+    srv: FakeServer,
+    creds: None,
+    clock: FakeClock,
+    con: duckdb.DuckDBPyConnection,
+    reset_s: int,
+    status: str,
+) -> None:
+    fake = linear_api(srv)
+    now = 1_800_000_000.0
+    srv.script(
+        "POST",
+        r"/graphql",
+        [ratelimited(200, reset_ms=int((now + reset_s) * 1000))],
+        then=fake.handle,
+    )
+    budget = TimeBudget(900, clock=clock, sleep=clock.sleep)
+    settings = LinearTrackerSettings(base_url=srv.url, team_key="ENG")
+    result, plan = run(con, LinearTracker(settings, clock=lambda: now, budget=budget), problems(1))
+    assert result["status"] == status
+    if status == "ok":
+        assert budget.waits == [400.5]  # until the reset (+0.5 s), not cut to 300 s
+        assert result["created"] == 1 and len(fake.issues) == 1
+    else:
+        assert budget.waits == []
+        assert plan["health:f000"].not_attempted and result["not_attempted"] == 1
+        assert fake.issues == {} and ledger(con) == {}
 
 
 # -- unknown outcomes -------------------------------------------------------------------------
