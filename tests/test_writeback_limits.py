@@ -65,7 +65,7 @@ def tracker(
         settings,
         client=client_for(gh, settings, clock),
         pacer=WritePacer(clock=clock, sleep=clock.sleep),
-        budget=TimeBudget(budget_s, clock=clock, sleep=clock.sleep),
+        time_budget=TimeBudget(budget_s, clock=clock, sleep=clock.sleep),
         wall_clock=lambda: gh.now.timestamp(),
     )
 
@@ -256,7 +256,7 @@ def test_jira_429_retry_after_is_waited_in_full_or_write_back_stops_within_the_b
     srv.script("POST", JIRA_CREATE, [limited], then=fake.create_issue)
     budget = TimeBudget(900, clock=clock, sleep=clock.sleep)
     settings = JiraTrackerSettings(base_url=srv.url, project="ABC", issue_type="Task")
-    result, plan = run(con, JiraTracker(settings, budget=budget), problems(1))
+    result, plan = run(con, JiraTracker(settings, time_budget=budget), problems(1))
     assert result["status"] == status
     if status == "ok":
         assert budget.waits == [300.0]  # not cut to the HTTP layer's 120 s cap
@@ -286,7 +286,9 @@ def test_linear_rate_limit_reset_is_waited_in_full_or_write_back_stops_within_th
     )
     budget = TimeBudget(900, clock=clock, sleep=clock.sleep)
     settings = LinearTrackerSettings(base_url=srv.url, team_key="ENG")
-    result, plan = run(con, LinearTracker(settings, clock=lambda: now, budget=budget), problems(1))
+    result, plan = run(
+        con, LinearTracker(settings, clock=lambda: now, time_budget=budget), problems(1)
+    )
     assert result["status"] == status
     if status == "ok":
         assert budget.waits == [400.5]  # until the reset (+0.5 s), not cut to 300 s

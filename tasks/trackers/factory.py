@@ -23,14 +23,14 @@ def build_tracker(settings: Settings) -> Tracker:
             from tasks.clients.github import GitHubSettings
             from tasks.trackers.github import GitHubTracker
 
-            return GitHubTracker(GitHubSettings.model_validate(options), budget=budget)
+            return GitHubTracker(GitHubSettings.model_validate(options), time_budget=budget)
         if wb.tracker == "jira":
             from tasks.trackers.jira import JiraTracker, JiraTrackerSettings
 
-            return JiraTracker(JiraTrackerSettings.model_validate(options), budget=budget)
+            return JiraTracker(JiraTrackerSettings.model_validate(options), time_budget=budget)
         from tasks.trackers.linear import LinearTracker, LinearTrackerSettings
 
-        return LinearTracker(LinearTrackerSettings.model_validate(options), budget=budget)
+        return LinearTracker(LinearTrackerSettings.model_validate(options), time_budget=budget)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()

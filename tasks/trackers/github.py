@@ -148,17 +148,17 @@ class GitHubTracker:
         *,
         client: HttpClient | None = None,
         pacer: WritePacer | None = None,
-        budget: TimeBudget | None = None,
+        time_budget: TimeBudget | None = None,
         wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.pacer = pacer or _shared_pacer(settings)
         # Waits run on the pacer's clock unless told otherwise, so an injected clock covers both.
-        self.budget = budget or TimeBudget(clock=self.pacer.clock, sleep=self.pacer.sleep)
-        inner = client or make_client(
+        self.budget = time_budget or TimeBudget(clock=self.pacer.clock, sleep=self.pacer.sleep)
+        self.http = client or make_client(
             settings, access="Issues read and write", sleep=self.budget.sleep
         )
-        self.client = PoliteClient(inner, self.budget, wall_clock=wall_clock)
+        self.client = PoliteClient(self.http, self.budget, wall_clock=wall_clock)
         self._writable_checked = False
         self._known: dict[str, str] | None = None  # fingerprint -> issue number (ledger)
         self._listing: dict[int, dict[str, Any]] | None = None  # this run's labelled issues
@@ -166,8 +166,14 @@ class GitHubTracker:
 
     # -- reading -----------------------------------------------------------------------------
     def check(self) -> dict[str, Any]:
-        """The repository exists, has issues, and the token may label (else find() breaks)."""
-        repo = check_repository(self.client, self.settings)
+        """The repository exists, has issues, and the token may label (else find() breaks).
+
+        One call with the HTTP layer's own short retries (what `doctor` needs: an answer in
+        seconds); before the first write the same check waits out rate limits politely."""
+        return self._check(self.http)
+
+    def _check(self, client: Any) -> dict[str, Any]:
+        repo = check_repository(client, self.settings)
         perms = repo.get("permissions")
         if isinstance(perms, dict) and not any(perms.get(role) for role in _LABEL_ROLES):
             raise AuthError(
@@ -383,7 +389,7 @@ class GitHubTracker:
 
     def _ensure_writable(self) -> None:
         if not self._writable_checked:
-            self.check()
+            self._check(self.client)
 
     def _verify_labels(self, issue: GitHubIssue, wanted: list[str]) -> None:
         have = {name.lower() for name in issue.labels}

@@ -93,13 +93,13 @@ class JiraTracker:
         http: HttpClient | None = None,
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy | None = None,
-        budget: TimeBudget | None = None,
+        time_budget: TimeBudget | None = None,
     ):
         self.settings = settings
         self.base_url = settings.base_url.rstrip("/")
         # Every wait (429 Retry-After, backoff) must fit the write-back time budget, else
         # BudgetExhausted stops write-back politely; Retry-After is never cut short by a cap.
-        self.budget = budget or TimeBudget(sleep=sleep, source="jira")
+        self.budget = time_budget or TimeBudget(sleep=sleep, source="jira")
         self.http = http or jira_http(
             "jira",
             settings.base_url,

@@ -136,12 +136,12 @@ class LinearTracker:
         sleep: Callable[[float], None] = time.sleep,
         retry: RetryPolicy | None = None,
         clock: Callable[[], float] = time.time,
-        budget: TimeBudget | None = None,
+        time_budget: TimeBudget | None = None,
     ):
         self.settings = settings
         # Every wait (429 Retry-After, the x-ratelimit-*-reset of a RATELIMITED answer, backoff)
         # must fit the write-back time budget, else BudgetExhausted stops write-back politely.
-        self.budget = budget or TimeBudget(sleep=sleep, source="linear")
+        self.budget = time_budget or TimeBudget(sleep=sleep, source="linear")
         if gql is None:
             gql = linear_graphql(
                 settings.base_url,
