@@ -320,6 +320,33 @@ def test_every_create_with_an_unknown_outcome_says_uncertain_and_the_next_run_ad
     assert len(gh.calls_to("POST", ISSUES)) == 3  # found by marker, never re-created
 
 
+def test_a_create_that_timed_out_after_sending_is_uncertain_and_found_by_marker_next_run(
+    gh: FakeGitHub, clock: FakeClock, con: duckdb.DuckDBPyConnection
+) -> None:
+    """The issue was created, but the answer came after the client's read timeout."""
+    settings = settings_for(gh)
+    client = make_client(settings, token=gh.token, sleep=clock.sleep, timeout=(5.0, 0.3))
+    t = GitHubTracker(
+        settings,
+        client=client,
+        pacer=WritePacer(clock=clock, sleep=clock.sleep),
+        time_budget=TimeBudget(900, clock=clock, sleep=clock.sleep),
+    )
+    real_create = gh._create
+    gh._create = lambda req, params, body: Response.stall(  # type: ignore[method-assign]
+        1.0, real_create(req, params, body)
+    )
+    result, plan = run(con, t, problems(1), run_id="r1")
+    gh._create = real_create  # type: ignore[method-assign]
+    assert result["status"] == "uncertain" and result["uncertain"] == 1
+    assert "outcome uncertain" in plan["health:f000"].reason
+    assert ledger(con) == {"health:f000": ("pending", None)}
+    assert len(gh.issues) == 1 and len(gh.calls_to("POST", ISSUES)) == 1  # not repeated
+    result2, plan2 = run(con, tracker(gh, clock), problems(1), run_id="r2")
+    assert result2["status"] == "ok" and plan2["health:f000"].action == "adopt"
+    assert fingerprints_on_github(gh) == ["health:f000"]
+
+
 def test_some_uncertain_among_successes_is_partial(
     gh: FakeGitHub, clock: FakeClock, con: duckdb.DuckDBPyConnection
 ) -> None:
