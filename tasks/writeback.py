@@ -9,6 +9,11 @@ reopened when its problem returns, one a person closed never is; cap new issues 
 suggestion whose input source failed a critical data-quality check is not written. Legacy per-kind
 fingerprints (`fix:x`, `investigate:x`, `improve:x`) in the ledger and in markers are carried over
 to the problem's, and two legacy issues of one problem are merged (one closed as duplicate).
+
+Rate limits: trackers wait limits out within the write-back time budget
+(`writeback.time_budget_seconds`); a wait that does not fit raises BudgetExhausted, and the
+items left are planned/applied as not attempted — nothing sent, ledger untouched — so the next
+run resumes them. `apply_plan` returns an ApplyResult: counts per outcome and a status.
 """
 
 from __future__ import annotations

@@ -104,6 +104,9 @@ class TrackerIssue:
 
 
 class Tracker(Protocol):
+    """Optional beyond these: `use_ledger(rows)` — plan_writeback hands a tracker that has it the
+    ledger rows at the start of each run, so it can look known issues up by their ref (GitHub)."""
+
     name: str
 
     def find(self, fingerprint: str) -> TrackerIssue | None:
