@@ -626,7 +626,9 @@ def apply_plan(
       credential refused, a limit that never lifted — no further request is sent: the items left
       are `not_attempted` (ledger untouched; ledger-only bookkeeping still runs), so the next
       run resumes without duplicates;
-    - any other error fails that item only (`failed`, with the reason) and the run goes on.
+    - any other HTTP, tracker-workflow or file error fails that item only (`failed`, with the
+      reason) and the run goes on; a programming error (TypeError, ...) or a DuckDB error still
+      raises.
     """
     result = ApplyResult()
     for item in plan:
@@ -654,7 +656,7 @@ def apply_plan(
             else:
                 item.reason += f" (failed: {exc})"
                 result.add("failed", item.fingerprint)
-        except Exception as exc:
+        except (RuntimeError, OSError) as exc:  # HTTP errors, tracker workflow errors, files
             if _uncertain(exc, item, sent):
                 log.warning("%s: %s; the next run adopts whatever landed", item.fingerprint, exc)
                 item.reason += " (outcome uncertain: re-checked next run)"
@@ -670,7 +672,7 @@ def apply_plan(
     return result.finish()
 
 
-def _uncertain(exc: Exception, item: PlanItem, sent: list[str]) -> bool:
+def _uncertain(exc: BaseException, item: PlanItem, sent: list[str]) -> bool:
     """Did the tracker perhaps apply the write that raised `exc`?"""
     if isinstance(exc, UncertainWriteError):
         return True

@@ -365,6 +365,23 @@ def test_some_uncertain_among_successes_is_partial(
     assert result.fingerprints["uncertain"] == ["health:f001"]
 
 
+def test_an_item_that_fails_fails_alone_and_the_run_says_partial(
+    gh: FakeGitHub, clock: FakeClock, con: duckdb.DuckDBPyConnection
+) -> None:
+    t = tracker(gh, clock)
+    run(con, t, problems(2), run_id="r1")
+    changed = [suggestion(fp=f"health:f{i:03d}", rank=i + 1, why="Fell 60%.") for i in range(2)]
+    plan = writeback.plan_writeback(con, t, changed, 5)
+    assert [p.action for p in plan] == ["update", "update"]
+    gh.delete(1)  # a person deletes the first issue between plan and apply
+    result = writeback.apply_plan(con, t, plan, "r2")
+    assert result["status"] == "partial"
+    assert result.fingerprints["failed"] == ["health:f000"]
+    assert result.fingerprints["updated"] == ["health:f001"]
+    assert "failed: health:f000: issue vanished" in plan[0].reason
+    assert ledger(con)["health:f000"] == ("open", "1")  # untouched: nothing was written
+
+
 @pytest.mark.parametrize(
     ("outcomes", "status"),
     [
