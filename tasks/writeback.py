@@ -735,8 +735,12 @@ def _apply_item(
         try:
             issue = tracker.create(item.fingerprint, item.title, item.body, LABELS)
         except Exception as exc:
-            if fresh and isinstance(exc, _NOT_APPLIED):
-                # Definitely not created: the ledger keeps only what the tracker really did.
+            one_request = getattr(tracker, "create_is_one_request", False)
+            if fresh and one_request and isinstance(exc, _NOT_APPLIED):
+                # Definitely not created (the one request was refused or never sent): the
+                # ledger keeps only what the tracker really did. A tracker whose create makes
+                # more requests (Jira's remote link, Linear's attachment) keeps the pending row:
+                # the issue may exist, and the next run finds it.
                 _ledger_delete(con, tracker.name, item.fingerprint)
             raise
         sent.append("create")

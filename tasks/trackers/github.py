@@ -141,6 +141,9 @@ class GitHubTracker:
     list of labelled issues, read at most once per run."""
 
     name = "github"
+    # create() sends one POST (after a read-only check): an error other than an uncertain one
+    # means no issue was made, so apply_plan may drop the pending ledger row it wrote.
+    create_is_one_request = True
 
     def __init__(
         self,
