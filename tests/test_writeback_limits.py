@@ -475,6 +475,7 @@ def lookup_figures(
                 c.method == "GET" and re.fullmatch(ONE_ISSUE, c.path) is not None for c in calls
             ),
             "writes": sum(c.method != "GET" for c in calls),
+            "not_modified": sum(c.status == 304 for c in calls),  # conditional re-reads
         }
 
 
@@ -491,8 +492,10 @@ def test_known_issues_are_looked_up_by_number_not_by_relisting(
         # Only the five nights with a new problem list the labelled issues, once each.
         labelled = [n_old + k for k in range(N_NIGHTS // 2)]  # before each of those nights
         assert figures["list_requests"] == sum(-(-n // per_page) for n in labelled), figures
-        # One GET per known problem looked up, one more right before each update.
+        # One GET per known problem looked up, one more right before each update — that one
+        # conditional, answered 304 (not counted against GitHub's primary limit).
         assert figures["issue_gets"] == N_NIGHTS * 5 + N_NIGHTS, figures
+        assert figures["not_modified"] == N_NIGHTS, figures
     else:
         # Every find lists every labelled issue: 6 finds (5 on odd nights) and a re-find
         # before each update, 3-4 pages each.

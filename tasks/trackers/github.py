@@ -166,6 +166,7 @@ class GitHubTracker:
         self._known: dict[str, str] | None = None  # fingerprint -> issue number (ledger)
         self._listing: dict[int, dict[str, Any]] | None = None  # this run's labelled issues
         self.n_lists = 0  # list requests (pages) sent, for the lookup-cost figures
+        self._etags: dict[int, tuple[str, dict[str, Any]]] = {}  # number -> (ETag, issue)
 
     # -- reading -----------------------------------------------------------------------------
     def check(self) -> dict[str, Any]:
@@ -201,7 +202,7 @@ class GitHubTracker:
             ref = row.get("issue_ref")
             if ref and str(ref).isdigit():
                 known[str(row["fingerprint"])] = str(ref)
-        self._known, self._listing = known, None
+        self._known, self._listing, self._etags = known, None, {}
 
     def list_issues(self) -> list[dict[str, Any]]:
         """Every issue (open or closed) with our label. The search API lags, so never search."""
@@ -251,12 +252,9 @@ class GitHubTracker:
     def _get_if_ours(self, ref: str, fingerprint: str) -> dict[str, Any] | None:
         """GET the issue by number; None unless it is here (not deleted, not transferred),
         labelled with ours and carrying exactly this fingerprint's marker."""
-        resp = self.client.request(
-            "GET", f"{self.settings.repo_path}/issues/{int(ref)}", ok_statuses=(200, 404, 410)
-        )
-        if resp.status_code != 200 or resp.history:  # gone, or moved to another repository
+        item = self._get_item(int(ref), ok_statuses=(200, 404, 410))
+        if item is None:  # gone, or moved to another repository
             return None
-        item = _json_object(resp)
         labels = {name.lower() for name in _label_names(item.get("labels"))}
         if self.settings.label.lower() not in labels or "pull_request" in item:
             return None
@@ -365,8 +363,35 @@ class GitHubTracker:
         return f"{self.settings.repo_path}/issues/{int(issue.ref)}"
 
     def _get(self, ref: str) -> GitHubIssue:
-        resp = self.client.request("GET", f"{self.settings.repo_path}/issues/{int(ref)}")
-        return self._issue(_json_object(resp))
+        item = self._get_item(int(ref), here_only=False)
+        if item is None:  # a 304 to a request that was not conditional: not GitHub's way
+            raise InvalidResponseError("github", f"GET issue #{int(ref)} answered without it")
+        return self._issue(item)
+
+    def _get_item(
+        self, number: int, ok_statuses: tuple[int, ...] = (200,), *, here_only: bool = True
+    ) -> dict[str, Any] | None:
+        """GET one issue; a re-read in the same run is conditional (If-None-Match), and GitHub's
+        304 for an unchanged issue does not count against the primary rate limit. None when
+        the answer is not the issue here (404/410 when allowed, or with `here_only` a redirect
+        to another repository)."""
+        cached = self._etags.get(number)
+        headers = {"If-None-Match": cached[0]} if cached else None
+        resp = self.client.request(
+            "GET",
+            f"{self.settings.repo_path}/issues/{number}",
+            ok_statuses=(*ok_statuses, 304),
+            headers=headers,
+        )
+        if resp.status_code == 304 and cached:
+            return cached[1]
+        if resp.status_code != 200 or (here_only and resp.history):
+            return None
+        item = _json_object(resp)
+        etag = resp.headers.get("ETag")
+        if etag:
+            self._etags[number] = (etag, item)
+        return item
 
     def _write(
         self, method: str, path: str, payload: dict[str, Any], ok: int, *, idempotent: bool = True

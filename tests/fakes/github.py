@@ -4,6 +4,7 @@ against GitHub's own OpenAPI description, trimmed in tests/fakes/github_openapi/
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import re
 import threading
@@ -784,7 +785,14 @@ class FakeGitHub:
 
     def _get(self, req: Request, params: dict[str, str], body: Any) -> Response:
         issue = self._issue_or_error(params)
-        return issue if isinstance(issue, Response) else Response.json(copy.deepcopy(issue))
+        if isinstance(issue, Response):
+            return issue
+        # GitHub answers conditional requests: an unchanged issue is a 304 with no body (and,
+        # per its docs, does not count against the primary rate limit).
+        etag = 'W/"' + hashlib.sha1(json.dumps(issue, sort_keys=True).encode()).hexdigest() + '"'
+        if req.headers.get("If-None-Match") == etag:
+            return Response(304, b"", {"ETag": etag})
+        return Response.json(copy.deepcopy(issue), ETag=etag)
 
     def _get_elsewhere(self, repo_id: int) -> Callable[[Request, dict[str, str], Any], Response]:
         def handler(req: Request, params: dict[str, str], body: Any) -> Response:
