@@ -11,6 +11,8 @@ import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+from rich.markup import escape
+
 import flows  # noqa: F401  (sets offline/telemetry defaults before Prefect is imported)
 from tasks.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
 
@@ -32,27 +34,45 @@ def _console():
 
 
 def _settings(args: argparse.Namespace) -> Settings:
+    """Load the settings and run the checks that need no network or writes (the cross-field
+    settings checks and the feature catalog); ConfigError -> UserError (one line, exit 2)."""
     try:
         settings = load_settings(args.config)
-        from tasks.catalog import load_catalog
+        from tasks.preflight import check_catalog, check_settings
 
-        load_catalog(settings.catalog_path)
+        check_settings(settings)
+        check_catalog(settings)
         return settings
     except ConfigError as exc:
         raise UserError(str(exc)) from None
 
 
+def _one_line(text: str) -> str:
+    """Error text on one line: a multi-line exception message must not become several lines."""
+    return " ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _error_line(err, prefix: str, text: str, style: str = "red") -> None:
+    """`prefix text` on stderr; `text` (exception/user content) is never read as rich markup
+    (`[a-z]` would vanish) and never wrapped."""
+    from rich.text import Text
+
+    err.print(Text.assemble((prefix, style), " ", _one_line(text)), soft_wrap=True)
+
+
 def _print_rows(console, rows: list[dict], title: str | None = None, max_width: int = 60) -> None:
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, show_lines=False, header_style="bold")
     if not rows:
         console.print("(no rows)")
         return
     for col in rows[0]:
-        table.add_column(str(col), overflow="fold", max_width=max_width)
+        # Text: cell values are data, never rich markup ("[a-z]" would disappear).
+        table.add_column(Text(str(col)), overflow="fold", max_width=max_width)
     for row in rows:
-        table.add_row(*["" if v is None else str(v) for v in row.values()])
+        table.add_row(*[Text("" if v is None else str(v)) for v in row.values()])
     console.print(table)
 
 
@@ -60,6 +80,13 @@ def _print_rows(console, rows: list[dict], title: str | None = None, max_width: 
 def cmd_run(args: argparse.Namespace) -> int:
     out, err = _console()
     settings = _settings(args)
+    _check_run_args(args)
+    try:
+        from tasks.preflight import preflight
+
+        preflight(settings, sources=args.sources)
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
     from flows.nightly import nightly
 
     params = {
@@ -71,7 +98,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         "full_refresh": args.full_refresh,
         "config_path": str(Path(args.config).resolve()) if args.config else None,
     }
-    err.print(f"[bold]feedback-loop[/]: nightly run — warehouse {settings.duckdb_path}")
+    err.print(
+        f"[bold]feedback-loop[/]: nightly run — warehouse {escape(str(settings.duckdb_path))}"
+    )
     state = nightly(**params, return_state=True)
     if state.is_failed() or state.is_crashed():
         try:
@@ -79,11 +108,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         except ConfigError as exc:
             raise UserError(str(exc)) from None
         except Exception as exc:  # the flow already logged the traceback
-            err.print(f"[red]run failed:[/] {type(exc).__name__}: {exc}")
+            _error_line(err, "run failed:", f"{type(exc).__name__}: {exc}")
         return 1
     summary = state.result()
     _print_summary(out, err, summary, state.name)
     return 0
+
+
+def _check_run_args(args: argparse.Namespace) -> None:
+    """The flow's parameter bounds, checked before the flow starts (one line, exit 2)."""
+    if args.window_days is not None and not 7 <= args.window_days <= 120:
+        raise UserError(f"--window-days: {args.window_days} is out of range; use 7 to 120")
+    if args.max_new is not None and not 0 <= args.max_new <= 50:
+        raise UserError(f"--max-new: {args.max_new} is out of range; use 0 to 50")
 
 
 def _print_summary(out, err, s: dict, state_name: str) -> None:
@@ -140,7 +177,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         seed=args.seed,
     )
     started = time.perf_counter()
-    manifest = generate_demo_data(cfg, progress=lambda m: err.print(f"  {m}"))
+    manifest = generate_demo_data(cfg, progress=lambda m: err.print(f"  {m}", markup=False))
     err.print(
         f"demo data in {out_dir} ({time.perf_counter() - started:.1f}s): "
         + json.dumps(manifest.get("row_counts", {}))
@@ -192,7 +229,7 @@ def cmd_query(args: argparse.Namespace) -> int:
         _print_rows(out, [dict(zip(cols, r, strict=True)) for r in rows])
     if truncated:
         err.print(f"(first {args.limit} rows; raise --limit for more)")
-    err.print(f"[dim]{path}[/]")
+    err.print(f"[dim]{escape(str(path))}[/]")
     return 0
 
 
@@ -215,7 +252,9 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     out, err = _console()
     settings = _settings(args)
     where = args.config or os.environ.get("FEEDBACK_LOOP_CONFIG") or "the embedded demo defaults"
-    err.print(f"[bold]feedback-loop doctor[/]: checking the sources configured in {where}")
+    err.print(
+        f"[bold]feedback-loop doctor[/]: checking the sources configured in {escape(str(where))}"
+    )
     # Retry warnings would only repeat what the report says, one line per source.
     quiet = logging.getLogger("tasks")
     level = quiet.level
@@ -262,7 +301,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     def done(result: dict) -> None:
         s = result["score"]
         verdict = "[green]PASS[/]" if s["ok"] else "[red]FAIL[/]"
-        err.print(f"{result['world']}: {verdict} {'; '.join(s['misses'])}")
+        err.print(f"{escape(result['world'])}: {verdict} {escape('; '.join(s['misses']))}")
 
     try:
         results = run_suite(
@@ -397,7 +436,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_date,
         help="score as of this day (default: yesterday, or the last day with data)",
     )
-    r.add_argument("--window-days", type=int, default=28, help="scoring window (default 28)")
+    r.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        help="scoring window in days, 7-120 (default: window_days from the settings, 28)",
+    )
     r.add_argument(
         "--sources",
         nargs="+",
@@ -509,7 +553,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except UserError as exc:
         _, err = _console()
-        err.print(f"[red]error:[/] {exc}")
+        _error_line(err, "error:", str(exc))
         return EXIT_USER_ERROR
     except KeyboardInterrupt:
         return 130

@@ -17,6 +17,7 @@ from prefect.states import Completed
 from pydantic import Field
 
 from tasks import quality, reporting
+from tasks.preflight import preflight
 from tasks.settings import load_settings
 from tasks.steps import (
     ALL_SOURCES,
@@ -42,8 +43,9 @@ def nightly(
         Field(description="Score as of this day (UTC). Empty: yesterday, or the last data day."),
     ] = None,
     window_days: Annotated[
-        int, Field(ge=7, le=120, description="Length of the scoring window in days.")
-    ] = 28,
+        int | None,
+        Field(ge=7, le=120, description="Scoring window in days; empty = window_days of config."),
+    ] = None,
     sources: Annotated[
         list[SourceKind],
         Field(description="Sources to pull this run; the others keep what they loaded before."),
@@ -66,7 +68,7 @@ def nightly(
 
     Args:
         as_of: Score as of this day (UTC). Empty: yesterday, or the last day with data.
-        window_days: Length of the scoring window in days.
+        window_days: Length of the scoring window in days; empty = the config value (28).
         sources: Sources to pull this run; the others keep what they loaded before.
         dry_run: Plan the tracker write-back (create/update/skip) but write nothing.
         max_new_suggestions: Cap on new tracker issues this run; empty = the config value.
@@ -76,6 +78,8 @@ def nightly(
     """
     logger = get_run_logger()
     settings = load_settings(config_path)
+    preflight(settings, sources=sources)  # ConfigError before anything is loaded or written
+    window_days = settings.window_days if window_days is None else window_days
     started_at = datetime.now(UTC)
     run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     timings: dict[str, float] = {}

@@ -10,7 +10,7 @@ import polars as pl
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from tasks.settings import ConfigError
+from tasks.settings import ConfigError, describe_errors
 
 SIGNALS = ("events", "paths", "ticket_tags", "ticket_keywords", "bug_labels", "bug_components")
 
@@ -64,13 +64,22 @@ def load_catalog(path: Path) -> Catalog:
         raise ConfigError(f"feature catalog not found: {path} (set catalog_path in the config)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{path}: invalid feature catalog: expected a mapping with version and features"
+            )
         return Catalog.model_validate(data)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: not valid YAML{where} ({problem})") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the feature catalog ({exc})") from None
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = describe_errors(exc, model=Catalog)
         raise ConfigError(f"{path}: invalid feature catalog: {problems}") from None
 
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.settings import ConfigError, Settings
+from tasks.settings import ConfigError, Settings, describe_errors
 
 
 @dataclass(frozen=True)
@@ -82,15 +82,15 @@ def connector_settings(settings: Settings) -> dict[str, Any]:
     for name, raw in settings.connectors.items():
         if name not in CONNECTOR_TYPES:
             known = ", ".join(sorted(CONNECTOR_TYPES))
-            raise ConfigError(f"connectors.{name}: unknown connector (known: {known})")
+            raise ConfigError(
+                f"connectors.{name}: unknown connector; rename the table to one of: {known}"
+            )
         settings_cls, _ = _load(CONNECTOR_TYPES[name])
         try:
             out[name] = settings_cls.model_validate(raw)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
-            raise ConfigError(f"connectors.{name}: {problems}") from None
+            problems = describe_errors(exc, f"connectors.{name}", settings_cls)
+            raise ConfigError(f"{problems} (fix the [connectors.{name}] table)") from None
     return out
 
 

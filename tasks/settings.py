@@ -7,7 +7,15 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SQL_DIR = PROJECT_ROOT / "sql"
@@ -21,7 +29,57 @@ class ConfigError(Exception):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Unknown keys are errors (a typo must not be silently ignored); nan/inf are not numbers.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+def _known_keys(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str] | None:
+    """The keys allowed in the table at `loc` of `model` (None when it is not a model table)."""
+    from typing import get_args
+
+    current: Any = model
+    for part in loc:
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return None
+        field = current.model_fields.get(str(part))
+        if field is None:
+            return None
+        current = field.annotation
+        for arg in get_args(current) or ():
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                current = arg
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return sorted(current.model_fields)
+    return None
+
+
+def describe_errors(
+    exc: ValidationError,
+    prefix: str = "",
+    model: type[BaseModel] | None = None,
+    origins: dict[tuple[str, ...], str] | None = None,
+) -> str:
+    """One line for a pydantic ValidationError: `key: what is wrong` joined by "; ".
+
+    Unknown keys list the allowed ones; `origins` names where a key was set (an environment
+    variable). The offending value is never echoed (it may be a secret typed into the wrong
+    key)."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        origin = (origins or {}).get(tuple(str(p) for p in loc))
+        key = ".".join(str(p) for p in (*([prefix] if prefix else []), *loc)) or "<root>"
+        if err["type"] == "extra_forbidden":
+            known = _known_keys(model, loc[:-1]) if model is not None else None
+            msg = "unknown setting; remove or rename it" + (
+                f" (allowed here: {', '.join(known)})" if known else ""
+            )
+        else:
+            msg = err["msg"]
+            if msg.startswith("Value error, "):
+                msg = msg[len("Value error, ") :]
+        problems.append(f"{key}: {msg}" + (f" (set by {origin})" if origin else ""))
+    return "; ".join(problems)
 
 
 class DemoSettings(_Strict):
@@ -34,8 +92,14 @@ class DemoSettings(_Strict):
     events: int | None = Field(None, ge=1000, description="Target event count; None = default.")
 
 
+FILE_SOURCE_NAMES = ("posthog_events", "zendesk_tickets", "github_issues", "accounts")
+
+
 class FileSources(_Strict):
-    """Where the vendor export files live (globs). Empty string disables a source."""
+    """Where the vendor export files live (globs). Empty string disables a source.
+
+    A glob that matches no file stops the run before loading (preflight), unless the source is
+    listed in `optional`."""
 
     posthog_events: str = "data/demo/posthog/*.jsonl"
     zendesk_tickets: str = "data/demo/zendesk/*.json"
@@ -45,9 +109,22 @@ class FileSources(_Strict):
         description="Optional CSV or Parquet files, one row per account: account_key, arr, plan, "
         "segment (revenue weighting of priorities). README: Accounts.",
     )
-    zendesk_subdomain: str = Field(
-        "acme-demo", description="Used to build agent links to tickets in suggestions."
+    optional: list[str] = Field(
+        default_factory=lambda: ["accounts"],
+        description="Sources whose glob may match no file (the run then goes on without them); "
+        f"any of {', '.join(FILE_SOURCE_NAMES)}.",
     )
+
+    @field_validator("optional")
+    @classmethod
+    def _known_sources(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in FILE_SOURCE_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown source(s) {', '.join(map(repr, unknown))}; "
+                f"known: {', '.join(FILE_SOURCE_NAMES)}"
+            )
+        return names
 
 
 class ScoreWeights(_Strict):
@@ -65,6 +142,12 @@ class ScoreWeights(_Strict):
             raise ValueError("weights must be >= 0")
         return v
 
+    @model_validator(mode="after")
+    def _some_weight(self) -> ScoreWeights:
+        if sum(self.model_dump().values()) <= 0:
+            raise ValueError("every weight is 0; give at least one a value > 0")
+        return self
+
     def normalised(self) -> dict[str, float]:
         raw = self.model_dump()
         total = sum(raw.values())
@@ -77,11 +160,13 @@ class DetectionSettings(_Strict):
     """Change detection and hysteresis (README, "Health score"). Defaults were chosen on the
     planted scenarios of `feedback-loop evaluate`; change one and re-run it."""
 
-    drop_z: float = Field(3.5, gt=0, description="Usage-drop scan statistic threshold (robust z).")
+    drop_z: float = Field(
+        3.5, gt=0, le=50, description="Usage-drop scan statistic threshold (robust z)."
+    )
     min_drop: float = Field(
         0.10, ge=0, lt=1, description="Smallest relative drop of the last 3 days that counts."
     )
-    ticket_z: float = Field(3.0, gt=0, description="Poisson excess threshold (Anscombe z).")
+    ticket_z: float = Field(3.0, gt=0, le=50, description="Poisson excess threshold (Anscombe z).")
     min_tickets: int = Field(5, ge=1, description="Fewest tickets (busiest day winsorised).")
     ticket_ratio: float = Field(1.5, ge=1, description="Tickets must reach this x expected.")
     weak_share_ratio: float = Field(
@@ -145,7 +230,9 @@ class Settings(_Strict):
     )
     duckdb_memory_limit: str = "4GB"
     catalog_path: Path = DEFAULT_CATALOG
-    window_days: int = Field(28, ge=7, le=120)
+    window_days: int = Field(
+        28, ge=7, le=120, description="Default scoring window of a run (flow/CLI may override)."
+    )
     hash_salt: SecretStr = Field(
         SecretStr("feedback-loop-demo-salt"),
         description="Salt for requester hashes. Set FEEDBACK_LOOP_HASH_SALT in production.",
@@ -158,6 +245,13 @@ class Settings(_Strict):
         default_factory=dict,
         description="API connectors, one [connectors.<vendor>] table each (tasks/connectors.py).",
     )
+
+    @field_validator("hash_salt")
+    @classmethod
+    def _salted(cls, v: SecretStr) -> SecretStr:
+        if not v.get_secret_value().strip():
+            raise ValueError("must not be empty (requester hashes would be unsalted); set a secret")
+        return v
 
     @property
     def reports_dir(self) -> Path:
@@ -247,15 +341,19 @@ def load_settings(
             data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: cannot read the config file ({exc})") from None
         base = path.resolve().parent
     data = _merge(data, _env_overrides(environ))
     try:
         settings = Settings.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}"
-            for err in exc.errors()
-        )
         where = f" in {config_path}" if config_path else ""
+        origins = {
+            tuple(name[len(ENV_PREFIX) :].lower().split("__")): name
+            for name in environ
+            if name.startswith(ENV_PREFIX)
+        }
+        problems = describe_errors(exc, model=Settings, origins=origins)
         raise ConfigError(f"invalid settings{where}: {problems}") from None
     return settings.resolve_paths(base)
