@@ -454,6 +454,8 @@ def check_file_sources(settings: Settings) -> list[Check]:
         n = len(glob.glob(os.path.expanduser(pattern), recursive=True))
         if n:
             out.append(Check(name, pattern, OK, f"{n} file(s) match"))
+        elif key in settings.sources.optional:  # preflight lets an optional source be empty
+            out.append(Check(name, pattern, OK, "no files (listed in sources.optional)"))
         elif settings.demo.enabled and os.path.realpath(pattern).startswith(demo_dir):
             out.append(
                 Check(name, pattern, OK, "no files yet: the next run generates the demo data")

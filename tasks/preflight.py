@@ -15,10 +15,11 @@ Checks, in order:
    resolve (environment variable or Prefect Secret block);
 4. the write-back tracker: its `[writeback.<name>]` table exists, validates and its credentials
    resolve;
-5. every path the run writes is creatable and writable: warehouse file, analyst snapshot,
+5. every path the run writes can be created and written: warehouse file, analyst snapshot,
    reports, Data Docs, landing (with connectors), Markdown tracker folder, demo output (when the
-   demo data is still to be generated) — tested by creating and deleting a temporary file, so a
-   read-only mount is caught even when running as root;
+   demo data is still to be generated) — tested by creating and deleting a temporary file in
+   the folder or, when it does not exist yet, in the nearest existing folder above it (so a
+   read-only mount is caught even when running as root, and preflight leaves nothing behind);
 6. export-file globs match at least one file, unless the source is listed in
    `sources.optional` (or its glob is "" = disabled).
 """
@@ -262,21 +263,27 @@ def check_paths(settings: Settings) -> None:
 
 
 def _writable_dir(setting: str, directory: Path) -> None:
-    """Create `directory` if missing, then create and delete a temporary file in it."""
-    blocker = next((p for p in (directory, *directory.parents) if p.exists()), None)
-    if blocker is not None and not blocker.is_dir():
+    """`directory` can be written: it, or the nearest folder above it that exists (the run
+    creates the rest), takes a temporary file that is created and deleted again. Nothing is
+    left behind, so a dry run (which writes no tracker folder) and a failed preflight change
+    nothing on disk."""
+    existing = next((p for p in (directory, *directory.parents) if p.exists()), None)
+    if existing is None:  # pragma: no cover  (the root always exists)
+        raise ConfigError(f"{setting}: {directory} cannot be created; fix the path")
+    if not existing.is_dir():
         raise ConfigError(
-            f"{setting}: cannot create {directory}: {blocker} is a file, not a folder; fix the path"
+            f"{setting}: cannot create {directory}: {existing} is a file, not a folder; "
+            "fix the path"
         )
     try:
-        directory.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=".preflight-", dir=directory)
+        fd, name = tempfile.mkstemp(prefix=".preflight-", dir=existing)
         os.close(fd)
         os.unlink(name)
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
+        where = directory if existing == directory else f"{directory} (in {existing})"
         raise ConfigError(
-            f"{setting}: {directory} is not writable ({reason}); fix the path or its permissions"
+            f"{setting}: {where} is not writable ({reason}); fix the path or its permissions"
         ) from None
 
 

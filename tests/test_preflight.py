@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -343,13 +344,41 @@ def test_bad_setting_is_one_line_exit_2_before_loading(
     assert _outputs(root) == before
 
 
-def test_a_valid_configuration_passes_and_writes_nothing_but_folders(root):
+def test_a_valid_configuration_passes_and_leaves_nothing_behind(root):
     cfg = _config(root, BASE)
     settings = load_settings(cfg, environ={})
+    before = sorted(p for p in root.rglob("*"))
     preflight(settings)
-    assert (root / "wh").is_dir() and (root / "tracker").is_dir()
-    assert not (root / "wh" / "feedback.duckdb").exists()
-    assert not any(p.is_file() for p in (root / "wh").rglob("*"))  # temp files were removed
+    assert sorted(p for p in root.rglob("*")) == before  # no folder made, temp files removed
+
+
+def _root_cannot_write(folder: Path) -> bool:
+    try:
+        fd, name = tempfile.mkstemp(dir=folder)
+    except OSError:
+        return True
+    os.close(fd)
+    os.unlink(name)
+    return False
+
+
+@pytest.mark.skipif(not _root_cannot_write(Path("/sys")), reason="/sys is writable here")
+def test_a_folder_even_root_cannot_write_is_named(root, capsys):
+    """chmod does not stop root: /sys (sysfs) refuses new files to everyone, like a read-only
+    mount; the real create+delete attempt catches it."""
+    body = _with(BASE, writeback='tracker_dir = "/sys/feedback-loop-tracker"')
+    assert main(["run", "--config", str(_config(root, body))]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert "writeback.tracker_dir: /sys/feedback-loop-tracker (in /sys) is not writable" in lines[0]
+    assert not (root / "wh").exists()
+
+
+def test_an_existing_output_folder_is_tested_itself(root):
+    (root / "wh").mkdir()
+    (root / "wh" / "reports").mkdir()
+    preflight(load_settings(_config(root, BASE), environ={}))
+    assert list((root / "wh" / "reports").iterdir()) == []
 
 
 def test_an_optional_source_may_match_nothing(root):
@@ -389,6 +418,7 @@ def test_demo_globs_are_checked_only_once_the_demo_data_exists(root):
     )
     settings = load_settings(_config(root, body), environ={})
     preflight(settings)
+    (root / "demo").mkdir()
     (root / "demo" / "_manifest.json").write_text("{}")
     with pytest.raises(ConfigError, match="sources.posthog_events: no files match"):
         preflight(settings)
@@ -459,3 +489,13 @@ def test_the_flow_itself_fails_fast_on_a_bad_path(root, tmp_path):
     with pytest.raises(ConfigError, match="writeback.tracker_dir"):
         state.result()
     assert not (root / "wh" / "feedback.duckdb").exists()
+
+
+def test_doctor_agrees_that_an_optional_source_may_be_empty(root):
+    from tasks import doctor
+
+    body = BASE.replace('accounts = ""', 'accounts = "nowhere/*.csv"')
+    settings = load_settings(_config(root, body), environ={})
+    checks = {c.name: c for c in doctor.check_file_sources(settings)}
+    assert checks["sources.accounts"].ok
+    assert "sources.optional" in checks["sources.accounts"].detail
