@@ -180,7 +180,8 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     manifest = generate_demo_data(cfg, progress=lambda m: err.print(f"  {m}", markup=False))
     err.print(
         f"demo data in {out_dir} ({time.perf_counter() - started:.1f}s): "
-        + json.dumps(manifest.get("row_counts", {}))
+        + json.dumps(manifest.get("row_counts", {})),
+        markup=False,
     )
     return 0
 
@@ -294,7 +295,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     err.print(
         f"[bold]feedback-loop evaluate[/]: {len(names)} world(s), {args.users:,} users each, "
         f"{args.jobs} process(es), Great Expectations {'OFF' if args.no_validate else 'on'} "
-        f"-> {out_dir}"
+        f"-> {escape(str(out_dir))}"
     )
     started = time.perf_counter()
 
@@ -320,7 +321,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     err.print(
         f"{len(results) - len(failed)} of {len(results)} world(s) meet every target "
         f"({time.perf_counter() - started:.0f}s); report {out_dir / REPORT}, nights "
-        f"{out_dir / 'nights.json'}"
+        f"{out_dir / 'nights.json'}",
+        markup=False,
     )
     return 1 if failed else 0
 
@@ -367,9 +369,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
                     f" on {d['schedules'][0]['cron']} ({d['schedules'][0].get('timezone')})"
                     if d.get("schedules")
                     else " (manual)"
-                )
+                ),
+                markup=False,
             )
-        err.print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}")
+        err.print(f"Prefect UI: {os.environ['PREFECT_API_URL'].removesuffix('/api')}", markup=False)
         serve(*deployments)
     finally:
         if server is not None:

@@ -499,3 +499,19 @@ def test_doctor_agrees_that_an_optional_source_may_be_empty(root):
     checks = {c.name: c for c in doctor.check_file_sources(settings)}
     assert checks["sources.accounts"].ok
     assert "sources.optional" in checks["sources.accounts"].detail
+
+
+def test_bracketed_text_in_query_cells_and_errors_is_not_markup(tmp_path, capsys):
+    """rich would swallow `[a-z]` / `[bold]` as markup: table cells and error lines keep them."""
+    import duckdb
+
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create table t as select '^[a-z]+$ and [bold]x[/bold]' as \"[pattern]\"")
+    con.close()
+    assert main(["query", "select * from t", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    assert "^[a-z]+$ and [bold]x[/bold]" in out and "[pattern]" in out
+    assert main(["query", 'select * from "[nope]"', "--db", str(db)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and "[nope]" in err, err
