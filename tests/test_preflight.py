@@ -10,6 +10,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from flows.cli import main
@@ -475,20 +476,40 @@ def test_error_text_with_brackets_is_printed_verbatim_in_a_subprocess(root):
     assert not (root / "wh").exists()
 
 
-def test_the_flow_itself_fails_fast_on_a_bad_path(root, tmp_path):
+def test_the_flow_fails_fast_and_takes_window_days_from_the_settings(root):
     """A run started from the Prefect UI (not the CLI) stops at preflight: ConfigError, no
-    warehouse, no ops.runs row."""
+    warehouse. A run that passes preflight uses window_days of the settings file unless the
+    parameter is given (recorded in ops.runs at the start of the run)."""
     from prefect.testing.utilities import prefect_test_harness
 
     from flows.nightly import nightly
 
-    cfg = _config(root, _with(BASE, writeback='tracker_dir = "blocker/tracker"'))
+    bad = _config(root, _with(BASE, writeback='tracker_dir = "blocker/tracker"'))
+    empty = root / "empty.toml"  # no sources at all: the run records itself, then has no data
+    empty.write_text(
+        _with(BASE, top="window_days = 14")
+        .replace("exports/posthog/*.jsonl", "")
+        .replace("exports/zendesk/*.json", "")
+        .replace("exports/github/*.json", ""),
+        encoding="utf-8",
+    )
     with prefect_test_harness(server_startup_timeout=120):
-        state = nightly(config_path=str(cfg), return_state=True)
-    assert state.is_failed()
-    with pytest.raises(ConfigError, match="writeback.tracker_dir"):
-        state.result()
-    assert not (root / "wh" / "feedback.duckdb").exists()
+        state = nightly(config_path=str(bad), return_state=True)
+        assert state.is_failed()
+        with pytest.raises(ConfigError, match="writeback.tracker_dir"):
+            state.result()
+        assert not (root / "wh" / "feedback.duckdb").exists()
+
+        nightly(config_path=str(empty), return_state=True)
+        nightly(config_path=str(empty), window_days=21, return_state=True)
+    con = duckdb.connect(str(root / "wh" / "feedback.duckdb"), read_only=True)
+    try:
+        windows = [
+            r[0] for r in con.sql("select window_days from ops.runs order by started_at").fetchall()
+        ]
+    finally:
+        con.close()
+    assert windows == [14, 21]
 
 
 def test_doctor_agrees_that_an_optional_source_may_be_empty(root):
@@ -503,8 +524,6 @@ def test_doctor_agrees_that_an_optional_source_may_be_empty(root):
 
 def test_bracketed_text_in_query_cells_and_errors_is_not_markup(tmp_path, capsys):
     """rich would swallow `[a-z]` / `[bold]` as markup: table cells and error lines keep them."""
-    import duckdb
-
     db = tmp_path / "w.duckdb"
     con = duckdb.connect(str(db))
     con.execute("create table t as select '^[a-z]+$ and [bold]x[/bold]' as \"[pattern]\"")
