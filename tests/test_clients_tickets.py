@@ -16,7 +16,7 @@ from tasks.clients.base import LandedPage
 from tasks.clients.freshdesk import FreshdeskSettings, FreshdeskTickets
 from tasks.clients.http import (
     AuthError,
-    InvalidResponseError,
+    InvalidBodyError,
     PaginationLoopError,
     RequestBudget,
     RetryPolicy,
@@ -350,17 +350,31 @@ def _wrong_shape(vendor: Vendor) -> Response:
 
 @by_name
 @pytest.mark.parametrize("bad", ["truncated", "wrong_shape"])
+def test_a_page_broken_once_is_retried(vendor, bad, srv, wh, tmp_path, monkeypatch):
+    fake = setup(vendor, srv, monkeypatch, [vendor.record(100 + i, T0 + i) for i in range(7)])
+    handler = vendor.handler(fake)
+    broken = _truncated(handler) if bad == "truncated" else _wrong_shape(vendor)
+    srv.script(vendor.method, vendor.path, [handler, broken], then=handler)
+    clock = FakeClock()
+    stats = land(wh, vendor.connector(srv, clock), tmp_path)
+    assert stats.n_inserted == 7 and clock.sleeps == [RETRY.base_delay_s]
+
+
+@by_name
+@pytest.mark.parametrize("bad", ["truncated", "wrong_shape"])
 def test_invalid_page_raises_and_keeps_the_committed_state(
     vendor, bad, srv, wh, tmp_path, monkeypatch
 ):
     fake = setup(vendor, srv, monkeypatch, [vendor.record(100 + i, T0 + i) for i in range(7)])
     handler = vendor.handler(fake)
     broken = _truncated(handler) if bad == "truncated" else _wrong_shape(vendor)
-    srv.script(vendor.method, vendor.path, [handler, broken], then=handler)
+    # broken on every attempt of the retry policy: InvalidBodyError, loud and one line
+    srv.script(vendor.method, vendor.path, [handler] + [broken] * RETRY.max_attempts, then=handler)
     conn = vendor.connector(srv, FakeClock())
 
-    with pytest.raises(InvalidResponseError):
+    with pytest.raises(InvalidBodyError) as err:
         land(wh, conn, tmp_path)
+    assert str(err.value).startswith(f"{conn.source}: ") and "\n" not in str(err.value)
 
     # page 1 was committed with its state; page 2 never landed
     assert raw_count(wh, conn) == 3
@@ -517,9 +531,10 @@ def test_intercom_overlap_catches_a_late_indexed_conversation(srv, wh, tmp_path,
 
 def test_intercom_resumes_the_interrupted_query_with_its_cursor(srv, wh, tmp_path, monkeypatch):
     fake = setup(INTERCOM, srv, monkeypatch, [ic.conversation(str(i), T0 + i) for i in range(7)])
-    srv.script("POST", ic.SEARCH_PATH, [fake.search, Response(200, "{")], then=fake.search)
+    broken = [Response(200, "{")] * RETRY.max_attempts
+    srv.script("POST", ic.SEARCH_PATH, [fake.search, *broken], then=fake.search)
     conn = _ic_connector(srv, FakeClock())
-    with pytest.raises(InvalidResponseError):
+    with pytest.raises(InvalidBodyError):
         land(wh, conn, tmp_path)
     state = stored_state(wh, conn)
     start = int(datetime(2026, 11, 1, tzinfo=UTC).timestamp())

@@ -16,7 +16,13 @@ import pytest
 from tasks import db, load
 from tasks.clients.amplitude import AmplitudeConnector, AmplitudeSettings
 from tasks.clients.base import LandedPage
-from tasks.clients.http import AuthError, InvalidResponseError, RequestBudget, RetryPolicy
+from tasks.clients.http import (
+    AuthError,
+    InvalidBodyError,
+    InvalidResponseError,
+    RequestBudget,
+    RetryPolicy,
+)
 from tasks.clients.mixpanel import MixpanelConnector, MixpanelSettings
 from tasks.clients.posthog import PostHogConnector, PostHogSettings
 from tests.conftest import posthog_event
@@ -284,14 +290,28 @@ def _broken_body(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_invalid_or_truncated_page_fails_the_batch(name, srv, sleeps, wh, tmp_path):
+def test_a_page_broken_once_is_retried(name, srv, sleeps, wh, tmp_path):
     case = CASES[name]
     handler = case.install(srv, case.events(4))
     srv.script(case.method, case.path, [Response(200, _broken_body(name))], then=handler)
     conn = case.make(srv, sleeps)
+    load.load_pages(wh, conn.spec, conn.pages(None, WINDOW_END), "r1", tmp_path / "land")
+    assert load.read_state(wh, conn.source, conn.stream) is not None
+    n = wh.execute(f"select count(*) from {conn.spec.raw_table}").fetchone()[0]
+    assert n == 4
 
-    with pytest.raises(InvalidResponseError):
+
+@pytest.mark.parametrize("name", CASES)
+def test_invalid_or_truncated_page_fails_the_batch(name, srv, sleeps, wh, tmp_path):
+    case = CASES[name]
+    handler = case.install(srv, case.events(4))
+    broken = [Response(200, _broken_body(name))] * FAST_RETRY.max_attempts
+    srv.script(case.method, case.path, broken, then=handler)
+    conn = case.make(srv, sleeps)
+
+    with pytest.raises(InvalidBodyError) as err:
         load.load_pages(wh, conn.spec, conn.pages(None, WINDOW_END), "r1", tmp_path / "land")
+    assert str(err.value).startswith(f"{conn.source}: ")
 
     assert load.read_state(wh, conn.source, conn.stream) is None  # cursor not advanced
     assert list((tmp_path / "land").iterdir()) == []

@@ -20,9 +20,10 @@ from tasks.clients.http import (
     AuthError,
     ClientRequestError,
     HttpClient,
-    InvalidResponseError,
+    InvalidBodyError,
     NotFoundError,
     RequestBudget,
+    RetryPolicy,
 )
 from tasks.settings import ConfigError
 from tasks.trackers.base import TrackerIssue, marker_for
@@ -578,9 +579,22 @@ def test_invalid_or_truncated_page_fails_the_batch(
         gh.add_issue(f"bug {i}")
     pages = reader(gh, clock, per_page=2).pages(None, WINDOW_END)
     assert next(pages).state["since"] is None  # the watermark has not moved
-    gh.corrupt.append(mode)
-    with pytest.raises(InvalidResponseError):
+    # broken on every attempt of the (default) retry policy: InvalidBodyError
+    gh.corrupt += [mode] * RetryPolicy().max_attempts
+    with pytest.raises(InvalidBodyError) as err:
         next(pages)
+    assert str(err.value).startswith("github: ") and gh.token not in str(err.value)
+
+
+@pytest.mark.parametrize("mode", ["truncated", "object"])
+def test_a_page_broken_once_is_retried(gh: FakeGitHub, clock: FakeClock, mode: str) -> None:
+    for i in range(4):
+        gh.add_issue(f"bug {i}")
+    pages = reader(gh, clock, per_page=2).pages(None, WINDOW_END)
+    first = next(pages)
+    gh.corrupt.append(mode)
+    assert numbers([first, *pages]) == [1, 2, 3, 4]
+    assert len(clock.sleeps) == 1
 
 
 def test_token_comes_from_env_or_a_secret_block(

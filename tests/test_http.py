@@ -19,6 +19,7 @@ from tasks.clients.http import (
     CursorGuard,
     HttpClient,
     HttpError,
+    InvalidBodyError,
     InvalidResponseError,
     NotFoundError,
     PaginationLoopError,
@@ -376,15 +377,32 @@ def test_a_token_with_a_trailing_newline_fails_without_echoing_it(srv):
 @pytest.mark.parametrize(
     "body", [b'{"tickets": [1, 2', b"<html>502 Bad Gateway</html>", b"", b"\xff\xfe{"]
 )
-def test_invalid_or_truncated_json_is_an_invalid_response(srv, body):
+def test_invalid_or_truncated_json_is_retried_then_an_invalid_body(srv, body):
+    # A broken 2xx body on a read is transient, like a 5xx: every attempt of the policy is used,
+    # then InvalidBodyError (an InvalidResponseError) names the source and the masked URL.
     srv.route("GET", "/api/v2/tickets.json", Response(body=body))
-    client = client_for(srv)
-    with pytest.raises(InvalidResponseError) as err:
+    waits: list[float] = []
+    client = client_for(srv, waits)
+    with pytest.raises(InvalidBodyError) as err:
         client.get_json("/api/v2/tickets.json", params={"api_key": "k-123456789"})
+    assert isinstance(err.value, InvalidResponseError)
     message = str(err.value)
     assert message.startswith("github: ") and "/api/v2/tickets.json?api_key=***" in message
-    assert "k-123456789" not in message
-    assert client.n_requests == 1
+    assert "k-123456789" not in message and "\n" not in message
+    assert client.n_requests == NO_JITTER.max_attempts
+    assert waits == [1.0, 2.0, 4.0, 8.0, 16.0]
+
+
+def test_a_body_broken_once_is_retried_to_success(srv):
+    srv.script(
+        "GET",
+        "/api/v2/tickets.json",
+        [Response(body=b'{"tickets": [1, 2'), Response(body={"tickets": [1, 2]})],
+    )
+    waits: list[float] = []
+    client = client_for(srv, waits)
+    assert client.get_json("/api/v2/tickets.json") == {"tickets": [1, 2]}
+    assert client.n_requests == 2 and waits == [1.0]
 
 
 # -- budget -----------------------------------------------------------------------------------

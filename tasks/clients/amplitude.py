@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import logging
@@ -224,8 +225,10 @@ class AmplitudeConnector:
                 EXPORT_PATH,
                 params={"start": _fmt(hour), "end": _fmt(chunk_last)},
                 ok_statuses=(200, 404),  # 404 = no data in the range
+                # a cut or corrupt zip is retried, then fails loudly (InvalidBodyError)
+                expect=functools.partial(ndjson_by_hour, fallback_hour=chunk_last),
             )
-            groups = [] if resp.status_code == 404 else ndjson_by_hour(resp.content, chunk_last)
+            groups = [] if resp.status_code == 404 else resp.parsed
             if not groups:
                 log.info("amplitude: no events uploaded %s..%s", _fmt(hour), _fmt(chunk_last))
                 yield LandedPage(body=b"", state={"last_hour": _fmt(chunk_last)}, n_records=0)

@@ -155,6 +155,10 @@ def parse_ticket_page(body: bytes, url: str | None = None) -> list[Any]:
     return doc
 
 
+def _ticket_page(body: bytes) -> list[Any]:
+    return parse_ticket_page(body, TICKETS_PATH)
+
+
 def _newest(tickets: list[Any]) -> datetime | None:
     stamps = [
         ts for t in tickets if isinstance(t, dict) and (ts := parse_time(t.get("updated_at")))
@@ -243,8 +247,8 @@ class FreshdeskTickets:
                 "page": page,
                 "include": "requester,description",
             }
-            resp = client.request("GET", TICKETS_PATH, params=params)
-            tickets = parse_ticket_page(resp.content, TICKETS_PATH)
+            resp = client.request("GET", TICKETS_PATH, params=params, expect=_ticket_page)
+            tickets = resp.parsed
             newest = _newest(tickets)
             if newest is not None and (watermark is None or newest > watermark):
                 watermark = newest

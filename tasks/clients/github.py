@@ -21,6 +21,7 @@ from tasks.clients.http import (
     InvalidResponseError,
     NotFoundError,
     RequestBudget,
+    expect_json,
     iter_link_pages,
     parse_link_header,
 )
@@ -176,7 +177,9 @@ def parse_page(resp: requests.Response, what: str) -> list[Any]:
 
 def check_repository(client: HttpClient, settings: GitHubSettings) -> dict[str, Any]:
     """`GET /repos/{o}/{r}`: the repository, with `permissions` when GitHub tells them."""
-    resp = client.request("GET", settings.repo_path, ok_statuses=(200, 404))
+    resp = client.request(
+        "GET", settings.repo_path, ok_statuses=(200, 404), expect=expect_json(dict)
+    )
     if resp.status_code == 404:
         # GitHub answers 404, not 403, for private repositories the token cannot see.
         raise NotFoundError(
@@ -303,9 +306,12 @@ class GitHubIssuesConnector:
         log.info("github: reading %s issues updated since %s", s.full_name, params.get("since"))
         mark = _Watermark()
         run_since = github_ts(since) if since is not None else None
-        pages = iter_link_pages(self.client, f"{s.repo_path}/issues", params)
-        for n_pages, resp in enumerate(pages, start=1):
-            items = parse_page(resp, f"GET {s.repo_path}/issues page {n_pages}")
+        # A cut or garbled page is retried (InvalidBodyError when it stays broken).
+        pages = iter_link_pages(
+            self.client, f"{s.repo_path}/issues", params, expect=expect_json(list)
+        )
+        for resp in pages:
+            items = resp.parsed
             mark.add(items)
             last = "next" not in parse_link_header(resp.headers.get("Link"))
             page_state: dict[str, Any] = {"since": run_since}
@@ -328,7 +334,9 @@ class GitHubIssuesConnector:
     def check_issue(self, number: int) -> IssueCheck:
         """301 = transferred to another repository, 410 = deleted, 404 = gone or hidden."""
         path = f"{self.settings.repo_path}/issues/{int(number)}"
-        resp = self.client.request("GET", path, ok_statuses=(200, 301, 404, 410))
+        resp = self.client.request(
+            "GET", path, ok_statuses=(200, 301, 404, 410), expect=expect_json(dict)
+        )
         redirect = next((r for r in (*resp.history, resp) if r.status_code in (301, 308)), None)
         if redirect is not None:
             location = redirect.headers.get("Location") or ""
@@ -343,7 +351,9 @@ class GitHubIssuesConnector:
                 location,
             )
             if resp.status_code in (301, 308):
-                resp = self.client.request("GET", location, ok_statuses=(200, 404, 410))
+                resp = self.client.request(
+                    "GET", location, ok_statuses=(200, 404, 410), expect=expect_json(dict)
+                )
         if resp.status_code == 410:
             return IssueCheck(number, "deleted")
         if resp.status_code == 404:

@@ -89,6 +89,18 @@ class HttpError(RuntimeError):
             text += f" — {hint}"
         super().__init__(text)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Prefect pickles task exceptions; the default (cls(*args)) would call __init__ with
+        # the formatted text as `source` and no message. Rebuild from the text and the fields.
+        return (_restore_http_error, (type(self), str(self), dict(self.__dict__)))
+
+
+def _restore_http_error(cls: type[HttpError], text: str, fields: dict[str, Any]) -> HttpError:
+    exc = cls.__new__(cls)
+    RuntimeError.__init__(exc, text)
+    exc.__dict__.update(fields)
+    return exc
+
 
 class AuthError(HttpError):
     """401, or 403 that is not a rate limit: bad or under-scoped credentials."""
@@ -118,6 +130,11 @@ class PaginationLoopError(HttpError):
 
 class InvalidResponseError(HttpError):
     """The body is not what the vendor documents (invalid/truncated JSON, missing keys)."""
+
+
+class InvalidBodyError(InvalidResponseError):
+    """A read's 2xx body stayed invalid (not JSON, truncated, not the expected shape) through
+    every retry of the RetryPolicy: a cut or garbled body is treated as transient, like a 5xx."""
 
 
 def is_transient(exc: object, task_run: object = None, state: object = None) -> bool:
@@ -505,6 +522,8 @@ class HttpClient:
         stream: bool = False,
         idempotent: bool = True,
         extra_budget: RequestBudget | None = None,
+        expect: Callable[[bytes], Any] | None = None,
+        read: bool | None = None,
     ) -> requests.Response:
         """Send with retries; returns the response when its status is in ok_statuses (a
         connector that treats 404 as 'no data', like Amplitude, passes ok_statuses=(200, 404)).
@@ -515,6 +534,13 @@ class HttpClient:
         raises UncertainWriteError instead of repeating it; 429/503/connect errors still retry.
         `extra_budget` is acquired too (e.g. a per-token write budget on top of the client's).
         `data` must be replayable (bytes/str/dict), not a stream, because retries resend it.
+
+        `expect(body) -> value` checks a 2xx body (parse it, check its shape; raise
+        InvalidResponseError or ValueError when it is wrong) and its value is kept as
+        `resp.parsed`. A read (GET/HEAD, or `read=True` for a search/GraphQL query POST) whose
+        body fails the check — truncated, garbled, HTML, wrong shape — is retried like a 5xx
+        and, when it stays broken, raises InvalidBodyError. For a write the outcome is then
+        unknown: UncertainWriteError, never repeated.
         """
         method = method.upper()
         url = self.url_for(path_or_url)
@@ -523,7 +549,9 @@ class HttpClient:
         shown = self._shown(url, params, call_secrets)
         budgets = [b for b in (self.budget, extra_budget) if b is not None]
         policy = self.retry
+        is_read = read if read is not None else method in ("GET", "HEAD", "OPTIONS")
         failures: list[str] = []
+        body_problem = ""
         for attempt in range(1, policy.max_attempts + 1):
             for budget in budgets:
                 budget.acquire()
@@ -569,7 +597,40 @@ class HttpClient:
             else:
                 hook_limited = self._rate_limited is not None and self._rate_limited(resp)
                 if resp.status_code in ok_statuses and not hook_limited:
-                    return resp
+                    if expect is None or not 200 <= resp.status_code < 300:
+                        return resp
+                    problem = self._check_body(resp, expect, call_secrets)
+                    if problem is None:
+                        return resp
+                    resp.close()
+                    if not is_read:
+                        raise UncertainWriteError(
+                            self.source,
+                            f"{method} {shown} answered HTTP {resp.status_code} with {problem} "
+                            "(may have been applied; not repeated)",
+                            status=resp.status_code,
+                            url=shown,
+                        )
+                    body_problem = problem
+                    what = f"HTTP {resp.status_code} with an invalid body"
+                    failures.append(what)
+                    if attempt == policy.max_attempts:
+                        break
+                    wait = policy.backoff(attempt, self._rng)
+                    log.warning(
+                        "%s: %s on %s %s (%s) — retry %d/%d in %.1f s",
+                        self.source,
+                        what,
+                        method,
+                        shown,
+                        problem,
+                        attempt,
+                        policy.max_attempts - 1,
+                        wait,
+                    )
+                    if wait > 0:
+                        self._sleep(wait)
+                    continue
                 try:
                     what, wait, why, rate_limited = self._classify(
                         resp, method, shown, attempt, call_secrets, hook_limited, idempotent
@@ -601,6 +662,14 @@ class HttpClient:
         else:
             summary = ", ".join(f"{w} ×{n}" if n > 1 else w for w, n in counts.items())
             summary += f"; last: {failures[-1]}"
+        if failures[-1].endswith("invalid body"):
+            raise InvalidBodyError(
+                self.source,
+                f"{method} {shown} failed {len(failures)} times ({summary}): {body_problem}",
+                status=_status_of(failures[-1]),
+                url=shown,
+                hint="the API kept sending a truncated or garbled body: try again later",
+            )
         limited = any("rate limit" in f for f in failures)
         raise RetriesExhaustedError(
             self.source,
@@ -685,6 +754,28 @@ class HttpClient:
             raise InvalidResponseError(self.source, f"unexpected {text}", status=status, url=shown)
         raise HttpError(self.source, text, status=status, url=shown)
 
+    def _check_body(
+        self, resp: requests.Response, expect: Callable[[bytes], Any], secrets: set[str]
+    ) -> str | None:
+        """None when `expect` accepts the body (its value is kept as resp.parsed), else what is
+        wrong with it, masked, with a short masked excerpt of its start."""
+        try:
+            raw = resp.content
+        except _TRANSPORT_ERRORS as exc:  # stream=True: the body broke off mid-way
+            return f"a body that broke off ({self._describe(exc, secrets)})"
+        try:
+            resp.parsed = expect(raw)  # type: ignore[attr-defined]
+            return None
+        except HttpError as exc:  # a connector's own parser: InvalidResponseError
+            detail = str(exc)
+            prefix = f"{exc.source}: "
+            detail = detail[len(prefix) :] if detail.startswith(prefix) else detail
+        except (ValueError, TypeError, KeyError, IndexError) as exc:
+            detail = _body_problem(raw, exc)
+        head = " ".join(raw[:60].decode("utf-8", "replace").split())
+        excerpt = f"; starts {self.mask(head, secrets)!r}" if head else "; empty"
+        return self.mask(f"{detail} ({len(raw)} bytes{excerpt})", secrets)
+
     def _describe(self, exc: Exception, secrets: set[str]) -> str:
         # str(exc) repeats the URL (with its query) and object reprs: keep only the reason.
         text = self.mask(str(exc), secrets)
@@ -703,14 +794,30 @@ class HttpClient:
     # -- JSON and downloads ------------------------------------------------------------------
     def request_json(self, method: str, path_or_url: str, **kwargs: Any) -> Any:
         """request(...) then parse the JSON body. Writes (non-GET) accept 200/201/202/204 unless
-        told otherwise, and a 204 or empty body on a write gives None."""
-        if method.upper() != "GET":
+        told otherwise, and a 204 or empty body on a write gives None. `expect(doc)` may check
+        the parsed document's shape (raise InvalidResponseError/ValueError when it is wrong);
+        a broken 2xx body is retried for reads (GET, or `read=True`) and InvalidBodyError when
+        it stays broken, UncertainWriteError for writes."""
+        method = method.upper()
+        if method != "GET":
             kwargs.setdefault("ok_statuses", (200, 201, 202, 204))
-        resp = self.request(method, path_or_url, **kwargs)
-        return self._parse_json(resp, method.upper())
+        check = kwargs.pop("expect", None)
+
+        def expect(raw: bytes) -> Any:
+            if not raw.strip():
+                if method != "GET":
+                    return None
+                raise ValueError("empty body")
+            doc = jsonlib.loads(raw)
+            return check(doc) if check is not None else doc
+
+        resp = self.request(method, path_or_url, expect=expect, **kwargs)
+        if 200 <= resp.status_code < 300:
+            return resp.parsed  # type: ignore[attr-defined]
+        return self._parse_json(resp, method)
 
     def get_json(self, path_or_url: str, **kwargs: Any) -> Any:
-        """request('GET', ...) then parse JSON; invalid JSON -> InvalidResponseError."""
+        """request('GET', ...) then parse JSON; invalid JSON on every retry -> InvalidBodyError."""
         return self.request_json("GET", path_or_url, **kwargs)
 
     def post_json(self, path_or_url: str, body: Any, **kwargs: Any) -> Any:
@@ -810,6 +917,38 @@ def _never_sent(exc: Exception) -> bool:
     return isinstance(reason, urllib3.exceptions.NewConnectionError)
 
 
+def _body_problem(raw: bytes, exc: Exception) -> str:
+    if isinstance(exc, jsonlib.JSONDecodeError):
+        return f"invalid or truncated JSON ({exc.msg} at char {exc.pos})"
+    if isinstance(exc, UnicodeDecodeError):
+        return "a body that is not UTF-8 text"
+    if type(exc) is ValueError:  # an `expect` hook's own words
+        return str(exc)[:120]
+    return f"an unexpected body ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def expect_json(
+    kind: type = dict, *, lists: Iterable[str] = (), dicts: Iterable[str] = ()
+) -> Callable[[bytes], Any]:
+    """An `expect` hook for HttpClient.request: the body is JSON of type `kind` (dict or list)
+    and, for a dict, holds a list under each of `lists` and an object under each of `dicts`."""
+    list_keys, dict_keys = tuple(lists), tuple(dicts)
+
+    def check(raw: bytes) -> Any:
+        doc = jsonlib.loads(raw)
+        if not isinstance(doc, kind):
+            raise ValueError(f"expected a JSON {kind.__name__}, got {type(doc).__name__}")
+        for key in list_keys:
+            if not isinstance(doc.get(key), list):
+                raise ValueError(f"no {key!r} list in the JSON object")
+        for key in dict_keys:
+            if not isinstance(doc.get(key), dict):
+                raise ValueError(f"no {key!r} object in the JSON object")
+        return doc
+
+    return check
+
+
 def _status_of(what: str) -> int | None:
     match = re.match(r"HTTP (\d{3})", what)
     return int(match[1]) if match else None
@@ -900,14 +1039,16 @@ def iter_link_pages(
     *,
     headers: Mapping[str, str] | None = None,
     max_pages: int = 100_000,
+    expect: Callable[[bytes], Any] | None = None,
 ) -> Iterator[requests.Response]:
-    """Follow `Link: rel="next"` verbatim until there is none (GitHub, Sentry)."""
+    """Follow `Link: rel="next"` verbatim until there is none (GitHub, Sentry); `expect` checks
+    each page's body as in HttpClient.request (the value is `resp.parsed`)."""
     guard = CursorGuard(client.source, max_pages=max_pages)
     url: str = path
     page_params = params
     first = True
     while True:
-        resp = client.request("GET", url, params=page_params, headers=headers)
+        resp = client.request("GET", url, params=page_params, headers=headers, expect=expect)
         if first:
             guard.check(resp.url)  # page 1 by its full URL, so a link back to it is caught
             first = False

@@ -197,6 +197,10 @@ def parse_search_page(body: bytes, url: str | None = None) -> tuple[list[Any], s
     return doc["conversations"], cursor
 
 
+def _search_page(body: bytes) -> tuple[list[Any], str | None]:
+    return parse_search_page(body, SEARCH_PATH)
+
+
 def _newest(conversations: list[Any]) -> int | None:
     stamps = [
         c["updated_at"]
@@ -313,8 +317,9 @@ class IntercomConversations:
             if cursor:
                 guard.check(cursor)
             body = search_body(after, before, self.settings.page_size, cursor)
-            resp = client.request("POST", SEARCH_PATH, json=body)
-            conversations, cursor = parse_search_page(resp.content, SEARCH_PATH)
+            # The search is a read: a cut or garbled page is retried like a 5xx.
+            resp = client.request("POST", SEARCH_PATH, json=body, read=True, expect=_search_page)
+            conversations, cursor = resp.parsed
             seen = max(seen, _newest(conversations) or seen)
             if cursor:
                 state: dict[str, Any] = {

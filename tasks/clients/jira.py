@@ -223,8 +223,10 @@ class JiraConnector:
             }
             if token:
                 body["nextPageToken"] = token
-            resp = self.http.request("POST", SEARCH_PATH, json=body)
-            issues, token, is_last = _parse_search_page(resp.content)
+            resp = self.http.request(
+                "POST", SEARCH_PATH, json=body, read=True, expect=_parse_search_page
+            )
+            issues, token, is_last = resp.parsed
             # Pages come oldest first, so everything up to this page's newest `updated` is
             # landed once the page commits: a crash resumes from there (minus the overlap).
             for issue in issues:

@@ -134,12 +134,21 @@ class LinearGraphQL:
         `idempotent=False` for mutations that create something each time they run (comments):
         the HTTP layer then does not repeat them after an answer that may hide a success."""
         body = {"query": query, "variables": dict(variables or {})}
+        # A query is a read: a cut or garbled 200 is retried (InvalidBodyError when it stays
+        # broken); after a mutation it means the outcome is unknown (UncertainWriteError).
+        is_read = not query.lstrip().startswith("mutation")
         for attempt in range(1, self.max_waits + 2):
             resp = self.http.request(
-                "POST", GRAPHQL_PATH, json=body, ok_statuses=(200, 400), idempotent=idempotent
+                "POST",
+                GRAPHQL_PATH,
+                json=body,
+                ok_statuses=(200, 400),
+                idempotent=idempotent,
+                read=is_read,
+                expect=json.loads,
             )
             try:
-                doc = json.loads(resp.content)
+                doc = resp.parsed if resp.status_code == 200 else json.loads(resp.content)
             except ValueError:
                 raise InvalidResponseError(
                     "linear", f"HTTP {resp.status_code} answer is not valid JSON (truncated?)"

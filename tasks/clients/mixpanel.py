@@ -195,8 +195,9 @@ class MixpanelConnector:
 
     def check(self) -> None:
         day = self.last_complete_day(datetime.now(ZoneInfo("UTC")))
-        resp = self.client.request("GET", EXPORT_PATH, params=self._params(day, day, limit=1))
-        check_lines(resp.content)
+        self.client.request(
+            "GET", EXPORT_PATH, params=self._params(day, day, limit=1), expect=check_lines
+        )
 
     def pages(self, state: dict[str, Any] | None, window_end: datetime) -> Iterator[LandedPage]:
         """One page per request (days_per_request days); the state is the last day landed.
@@ -210,8 +211,10 @@ class MixpanelConnector:
         n_records = 0
         while day <= last:
             to = min(day + timedelta(days=s.days_per_request - 1), last)
-            resp = self.client.request("GET", EXPORT_PATH, params=self._params(day, to))
-            n = check_lines(resp.content)
+            resp = self.client.request(
+                "GET", EXPORT_PATH, params=self._params(day, to), expect=check_lines
+            )
+            n = resp.parsed
             # Re-exported days lie behind the stored day: never move the state backwards.
             done = to if done is None else max(done, to)
             n_records += n

@@ -232,9 +232,13 @@ class PostHogConnector:
                 query = build_query(lo, hi, s.page_size, after)
                 # No `refresh` mode: every query text is unique (exact bounds), so never cached.
                 resp = self.client.request(
-                    "POST", path, json={"query": {"kind": "HogQLQuery", "query": query}}
+                    "POST",
+                    path,
+                    json={"query": {"kind": "HogQLQuery", "query": query}},
+                    read=True,
+                    expect=parse_page,
                 )
-                rows, more = parse_page(resp.content)
+                rows, more = resp.parsed
                 if not rows:
                     break
                 ts, uuid = self._keyset(rows[-1], lo, hi, after)

@@ -143,8 +143,8 @@ class SentryConnector:
         url: str = f"{self._org_path}/issues/"
         params: dict[str, Any] | None = self.params(since, window_end)
         while True:
-            resp = self.http.request("GET", url, params=params)
-            n = _count_issues(resp.content)
+            resp = self.http.request("GET", url, params=params, expect=_count_issues)
+            n = resp.parsed
             links = parse_link_header(resp.headers.get("Link"))
             # Sentry always sends a next link; results="false" says it leads nowhere.
             next_url = links.get("next") if links.get("next:results") == "true" else None

@@ -172,6 +172,10 @@ def parse_export_page(body: bytes, url: str | None = None) -> dict[str, Any]:
     return doc
 
 
+def _export_page(body: bytes) -> dict[str, Any]:
+    return parse_export_page(body, EXPORT_PATH)
+
+
 def _newest_ts(tickets: list[Any]) -> float | None:
     """Newest change on the page: generated_timestamp (epoch), else updated_at."""
     newest: float | None = None
@@ -298,8 +302,8 @@ class ZendeskTickets:
         client = self._client("export")
         end_ts = window_end.timestamp()
         while True:
-            resp = client.request("GET", EXPORT_PATH, params=params)
-            doc = parse_export_page(resp.content, EXPORT_PATH)
+            resp = client.request("GET", EXPORT_PATH, params=params, expect=_export_page)
+            doc = resp.parsed
             if doc.get("after_cursor"):
                 resume = {"cursor": doc["after_cursor"]}
             tickets = doc["tickets"]

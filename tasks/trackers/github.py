@@ -14,12 +14,13 @@ from typing import Any
 
 import requests
 
-from tasks.clients.github import GitHubSettings, check_repository, make_client, parse_page
+from tasks.clients.github import GitHubSettings, check_repository, make_client
 from tasks.clients.http import (
     AuthError,
     HttpClient,
     InvalidResponseError,
     RequestBudget,
+    expect_json,
     iter_link_pages,
 )
 from tasks.trackers.base import (
@@ -209,9 +210,12 @@ class GitHubTracker:
         s = self.settings
         params = {"labels": s.label, "state": "all", "per_page": s.per_page}
         out: list[dict[str, Any]] = []
-        for i, resp in enumerate(iter_link_pages(self.client, f"{s.repo_path}/issues", params)):
+        pages = iter_link_pages(
+            self.client, f"{s.repo_path}/issues", params, expect=expect_json(list)
+        )
+        for resp in pages:
             self.n_lists += 1
-            items = parse_page(resp, f"GET {s.repo_path}/issues?labels={s.label} page {i + 1}")
+            items = resp.parsed
             out += [it for it in items if isinstance(it, dict) and "pull_request" not in it]
         return out
 
@@ -382,6 +386,7 @@ class GitHubTracker:
             f"{self.settings.repo_path}/issues/{number}",
             ok_statuses=(*ok_statuses, 304),
             headers=headers,
+            expect=expect_json(dict),
         )
         if resp.status_code == 304 and cached:
             return cached[1]
@@ -408,6 +413,8 @@ class GitHubTracker:
                     ok_statuses=(ok,),
                     idempotent=idempotent,
                     extra_budget=self.pacer.budget,
+                    # a garbled answer to a write: UncertainWriteError (it may have applied)
+                    expect=expect_json(dict),
                 )
             finally:
                 self.pacer.completed()

@@ -158,7 +158,7 @@ class JiraTracker:
             }
             if token:
                 body["nextPageToken"] = token
-            page = self.http.post_json("/rest/api/3/search/jql", body)
+            page = self.http.post_json("/rest/api/3/search/jql", body, read=True)
             if not isinstance(page, dict) or not isinstance(page.get("issues"), list):
                 raise InvalidResponseError("jira", "search page has no 'issues' list")
             for doc in page["issues"]:
