@@ -32,6 +32,8 @@ import requests
 import urllib3
 from requests.adapters import HTTPAdapter
 
+from tasks.secrets import GRAM, register_secret, registered_forms, secret_forms
+
 log = logging.getLogger(__name__)
 
 USER_AGENT = f"feedback-loop/0.1 python-requests/{requests.__version__}"
@@ -173,28 +175,77 @@ def _exception_of_state(state: object) -> BaseException | None:
 
 def _is_secret_name(name: str) -> bool:
     key = unquote(name).strip().lower()
-    if re.search(r"token|secret|passw|signature|api[_\-.]?key|apikey|credential|private", key):
+    if re.search(
+        r"token|secret|passw|signature|api[_\-.]?key|apikey|credential|private|authorization|"
+        r"cookie",
+        key,
+    ):
         return True
     return re.fullmatch(r"(.*[_\-.])?(key|sig|auth|pwd|code|session|jwt)", key) is not None
 
 
-_QUERY_PARAM = re.compile(r"([?&;])([^=&;#\s?]+)=([^&;#\s'\"<>]*)")
+# name=value in URLs, and in echoed query strings / form bodies inside response text
+_QUERY_PARAM = re.compile(r"(^|[?&;\s,(\[{\"'])([^=&;#\s?,(\[{\"']+)=([^&;#\s'\"<>]*)")
 _USERINFO = re.compile(r"(//[^/@:\s]+:)[^/@\s]+@")
 _JSON_SECRET = re.compile(r'("([^"\\]{1,64})"\s*:\s*")((?:[^"\\]|\\.)*)(")')
+# "Bearer <token>", "Basic <base64>", "token <pat>" (GitHub): values that look like credentials
+_AUTH_SCHEME = re.compile(
+    r"(?i)\b(bearer|basic|digest|token)(\s+)(?=\S*[\d+/=_-]|\S{16})([\w.~+/=:-]{8,})"
+)
+# an echoed request header: `Authorization: ...`, `'X-Api-Key': '...'`, `Cookie: a=b; c=d`
+_HEADER_ECHO = re.compile(
+    r"(?i)\b((?:proxy-)?authorization|x-api-key|api-key|apikey|x-auth-token|x-access-token|"
+    r"private-token|x-csrf-token)(['\"]?\s*[:=]\s*['\"]?)((?:[a-z]+\s+)?[^\s'\",;}]+)?"
+)
+_COOKIE_ECHO = re.compile(r"(?i)\b((?:set-)?cookie)(['\"]?\s*[:=]\s*['\"]?)([^\r\n'\"]+)?")
 
 
 def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
-    """`text` with credential-looking query values, URL passwords, JSON secret fields and the
-    given secret values replaced by `***`."""
-    for secret in sorted({s for s in secrets if s and len(s) >= _MIN_SECRET_LEN}, key=len)[::-1]:
-        text = text.replace(secret, "***")
+    """`text` with credentials replaced by `***`: every form of the given and the registered
+    secrets (tasks.secrets.register_secret: as is, URL-encoded, base64 in any alignment, and
+    any 12-character run of those, so a cut excerpt is masked too), credential-looking query
+    values and `name=value` pairs, URL passwords, JSON secret fields, `Bearer`/`Basic`/`token`
+    values and echoed `Authorization`/`X-Api-Key`/`Cookie` headers."""
+    forms, grams = registered_forms()
+    for secret in secrets:
+        if secret and len(secret) >= _MIN_SECRET_LEN:
+            more_forms, more_grams = secret_forms(secret)
+            forms, grams = forms | more_forms, grams | more_grams
+    for secret in sorted(forms, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
+    if grams and len(text) >= GRAM:
+        text = _mask_runs(text, grams)
+    for echo in (_COOKIE_ECHO, _HEADER_ECHO):
+        text = echo.sub(lambda m: f"{m[1]}{m[2]}***" if m[3] else m[0], text)
+    text = _AUTH_SCHEME.sub(r"\1\2***", text)
     text = _USERINFO.sub(r"\1***@", text)
     text = _QUERY_PARAM.sub(
-        lambda m: f"{m[1]}{m[2]}=***" if _is_secret_name(m[2]) and m[3] else m[0], text
+        lambda m: f"{m[1]}{m[2]}=***" if _is_secret_name(m[2]) and m[3] and m[3] != "***" else m[0],
+        text,
     )
     return _JSON_SECRET.sub(
         lambda m: f"{m[1]}***{m[4]}" if _is_secret_name(m[2]) and m[3] else m[0], text
     )
+
+
+def _mask_runs(text: str, grams: frozenset[str]) -> str:
+    """Replace every run of text covered by GRAM-long pieces of a secret's forms by `***`."""
+    masked = [False] * len(text)
+    hit = False
+    for i in range(len(text) - GRAM + 1):
+        if text[i : i + GRAM] in grams:
+            masked[i : i + GRAM] = [True] * GRAM
+            hit = True
+    if not hit:
+        return text
+    out: list[str] = []
+    for i, ch in enumerate(text):
+        if not masked[i]:
+            out.append(ch)
+        elif i == 0 or not masked[i - 1]:
+            out.append("***")
+    return "".join(out)
 
 
 def mask_url(url: str) -> str:
@@ -213,9 +264,9 @@ class _MaskingFilter(logging.Filter):
         return True
 
 
-_urllib3_log = logging.getLogger("urllib3.connectionpool")
-if not any(isinstance(f, _MaskingFilter) for f in _urllib3_log.filters):
-    _urllib3_log.addFilter(_MaskingFilter())
+for _logger in (logging.getLogger("urllib3.connectionpool"), log):
+    if not any(isinstance(f, _MaskingFilter) for f in _logger.filters):
+        _logger.addFilter(_MaskingFilter())
 
 
 def _secret_values(headers: Mapping[str, str] | None, auth: Any) -> set[str]:
@@ -229,9 +280,15 @@ def _secret_values(headers: Mapping[str, str] | None, auth: Any) -> set[str]:
             values.update({text, text.strip(), bare, bare.strip()})
     if isinstance(auth, tuple | list):
         values.update(str(v).strip() for v in auth if v)
+        pair = [str(v) for v in auth]
     elif auth is not None:
         attrs = getattr(auth, "__dict__", {})
         values.update(v.strip() for v in attrs.values() if isinstance(v, str) and v)
+        pair = [str(attrs[k]) for k in ("username", "password") if attrs.get(k) is not None]
+    else:
+        pair = []
+    if len(pair) == 2:  # Basic auth: the decoded `user:password` (its base64 via the registry)
+        values.add(":".join(pair))
     return values
 
 
@@ -405,6 +462,7 @@ class HttpClient:
         if base.hostname:
             self._trusted.add(_host_port(base))
         self._auth_secrets = _secret_values(None, auth)
+        register_secret(*self._auth_secrets, *_secret_values(self.headers, None))
         self._count = 0
         self._count_lock = threading.Lock()
 
@@ -546,6 +604,8 @@ class HttpClient:
         url = self.url_for(path_or_url)
         send_headers = {**self.headers, **(headers or {})}
         call_secrets = self._auth_secrets | _secret_values(send_headers, None)
+        if headers:
+            register_secret(*_secret_values(headers, None))
         shown = self._shown(url, params, call_secrets)
         budgets = [b for b in (self.budget, extra_budget) if b is not None]
         policy = self.retry

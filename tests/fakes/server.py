@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json as jsonlib
 import re
@@ -28,7 +29,9 @@ class Response:
     Faults, for testing the client's error handling:
     - `delay_s`: stall this long before answering (read timeouts);
     - `disconnect='close'`: close the connection without answering; `'reset'`: send a TCP RST;
-    - `truncate_to=n`: announce the full Content-Length, send only n body bytes, then close.
+    - `truncate_to=n`: announce the full Content-Length, send only n body bytes, then close;
+    - `Response.cut_short(obj)`: a well-formed 200 whose body is the first part of a JSON document
+      (Content-Length matches what is sent), as a proxy or a crashed backend may answer.
     """
 
     status: int = 200
@@ -49,6 +52,15 @@ class Response:
     @classmethod
     def reset(cls) -> Response:
         return cls(disconnect="reset")
+
+    @classmethod
+    def cut_short(cls, obj: Any, keep: float = 0.5, status: int = 200) -> Response:
+        """`obj` as JSON, cut after `keep` (a fraction) of its bytes, with a consistent
+        Content-Length: only the body's content says it is broken."""
+        payload = obj if isinstance(obj, bytes) else jsonlib.dumps(obj).encode()
+        return cls(
+            status, payload[: int(len(payload) * keep)], {"Content-Type": "application/json"}
+        )
 
     @classmethod
     def stall(cls, seconds: float, then: Response | None = None) -> Response:
@@ -94,6 +106,34 @@ class Request:
 
 Handler = Callable[[Request], Response]
 Answer = Response | Handler
+
+
+def echo(status: int = 401, *, style: str = "text", pad: int = 0) -> Handler:
+    """A handler that answers `status` echoing what the client sent, as careless servers do:
+    the Authorization header (whole, without its scheme, and Basic credentials decoded), the
+    X-Api-Key header and the query string. `style="json"` echoes every request header in a JSON
+    object; `pad` filler characters come first, so an echo can straddle an excerpt's cut."""
+
+    def answer(req: Request) -> Response:
+        auth = req.headers.get("Authorization", "")
+        scheme, _, bare = auth.partition(" ") if " " in auth else ("", "", auth)
+        decoded = ""
+        if scheme.lower() == "basic":
+            with contextlib.suppress(ValueError):
+                decoded = base64.b64decode(bare).decode("utf-8", "replace")
+        query = req.target.partition("?")[2]
+        if style == "json":
+            return Response.json(
+                {"error": "echo", "headers": dict(req.headers), "query": query, "user": decoded},
+                status=status,
+            )
+        text = (
+            f"{'.' * pad}rejected {bare} decoded {decoded} | Authorization: {auth} | "
+            f"X-Api-Key: {req.headers.get('X-Api-Key', '-')} | query {query}"
+        )
+        return Response(status, text)
+
+    return answer
 
 
 def _answer(item: Answer, req: Request) -> Response:
