@@ -124,7 +124,12 @@ def echo(status: int = 401, *, style: str = "text", pad: int = 0) -> Handler:
         query = req.target.partition("?")[2]
         if style == "json":
             return Response.json(
-                {"error": "echo", "headers": dict(req.headers), "query": query, "user": decoded},
+                {
+                    "authorization": auth,
+                    "user": decoded,
+                    "query": query,
+                    "headers": dict(req.headers),
+                },
                 status=status,
             )
         text = (
