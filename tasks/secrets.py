@@ -48,8 +48,8 @@ def resolve_secret(env_name: str, block: str | None = None, *, required: bool = 
 _MIN_LEN = 6  # shorter values would shred ordinary words
 GRAM = 12  # any run of this many characters of a long form is masked (cut excerpts)
 _lock = threading.Lock()
-_forms: set[str] = set()
-_grams: set[str] = set()
+# Copy-on-write, so masking (every log line, every error) reads it without a lock or a copy.
+_registry: tuple[frozenset[str], frozenset[str]] = (frozenset(), frozenset())
 
 
 def _b64_cores(raw: bytes) -> set[str]:
@@ -84,16 +84,17 @@ def secret_forms(value: str) -> tuple[frozenset[str], frozenset[str]]:
 def register_secret(*values: str | None) -> None:
     """Remember credentials (a token, a password, a `user:password` pair) so every masked log
     line and error text hides them in any form. Values shorter than 6 characters are ignored."""
+    global _registry
     for value in values:
         if not value or len(value.strip()) < _MIN_LEN:
             continue
         forms, grams = secret_forms(value)
         with _lock:
-            _forms.update(forms)
-            _grams.update(grams)
+            have_forms, have_grams = _registry
+            if not forms <= have_forms:
+                _registry = (have_forms | forms, have_grams | grams)
 
 
 def registered_forms() -> tuple[frozenset[str], frozenset[str]]:
     """(whole forms, GRAM-long runs) of every registered secret."""
-    with _lock:
-        return frozenset(_forms), frozenset(_grams)
+    return _registry

@@ -29,6 +29,7 @@ from tasks.settings import ConfigError
 from tasks.trackers.base import TrackerIssue, marker_for
 from tasks.trackers.github import GitHubIssue, GitHubTracker, WritePacer
 from tests.fakes.github import SPEC_PATH, Call, FakeGitHub, ts
+from tests.fakes.server import Request, Response
 from tests.test_writeback import suggestion
 
 WINDOW_END = datetime(2026, 12, 31, tzinfo=UTC)
@@ -706,4 +707,21 @@ def test_create_that_may_have_landed_is_not_repeated_and_the_next_run_adopts_it(
     assert len(gh.issues) == 1 and len(gh.calls_to("POST", ISSUES)) == 1
     assert write_back(con, t, "r2")[0] == "adopt"  # found by its marker, body unchanged
     assert write_back(con, t, "r3") == ("skip", "unchanged")
+    assert len(gh.issues) == 1
+
+
+def test_a_garbled_answer_to_a_create_is_uncertain_and_the_next_run_adopts_it(
+    gh: FakeGitHub, clock: FakeClock, con: duckdb.DuckDBPyConnection
+) -> None:
+    def cut(req: Request) -> Response:  # created, but the 201 body arrives cut short
+        payload, _ = gh._handle(req).encoded()
+        return Response.cut_short(payload, status=201)
+
+    gh.server.route("POST", ISSUES, cut)
+    t = tracker(gh, clock)
+    action, reason = write_back(con, t, "r1")
+    assert action == "create" and "outcome uncertain" in reason
+    assert len(gh.issues) == 1 and len(gh.calls_to("POST", ISSUES)) == 1  # not repeated
+    assert con.sql("select state from ops.writeback_ledger").fetchall() == [("pending",)]
+    assert write_back(con, t, "r2")[0] == "adopt"
     assert len(gh.issues) == 1

@@ -208,7 +208,7 @@ def mask_text(text: str, secrets: Iterable[str] = ()) -> str:
     values and echoed `Authorization`/`X-Api-Key`/`Cookie` headers."""
     forms, grams = registered_forms()
     for secret in secrets:
-        if secret and len(secret) >= _MIN_SECRET_LEN:
+        if secret and len(secret) >= _MIN_SECRET_LEN and secret not in forms:
             more_forms, more_grams = secret_forms(secret)
             forms, grams = forms | more_forms, grams | more_grams
     for secret in sorted(forms, key=len, reverse=True):
