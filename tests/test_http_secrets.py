@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import logging
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -356,3 +357,99 @@ def test_cursor_stays_at_the_last_committed_page_when_a_read_keeps_failing(
     load.load_pages(con, _zendesk(srv).spec, resumed, "r2", tmp_path / "land", batch_bytes=1)
     n = con.sql("select count(*) from raw.zendesk__tickets").fetchall()[0][0]
     assert n == 5
+
+
+# -- the real connectors, each with its own auth, against a server that echoes it ------------
+
+
+def _connectors() -> dict[str, tuple[dict[str, str], Callable[[str], Any], AuthStyle]]:
+    from tasks.clients.amplitude import AmplitudeConnector, AmplitudeSettings
+    from tasks.clients.freshdesk import FreshdeskSettings, FreshdeskTickets
+    from tasks.clients.github import GitHubIssuesConnector, GitHubSettings, make_client
+    from tasks.clients.intercom import IntercomConversations, IntercomSettings
+    from tasks.clients.jira import JiraConnector, JiraSettings
+    from tasks.clients.linear import LinearConnector, LinearSettings
+    from tasks.clients.mixpanel import MixpanelConnector, MixpanelSettings
+    from tasks.clients.posthog import PostHogConnector, PostHogSettings
+    from tasks.clients.sentry import SentryConnector, SentrySettings
+
+    kw: dict[str, Any] = {"retry": FAST, "sleep": lambda s: None}
+    by = {s.name: s for s in STYLES}
+
+    def github(url: str) -> Any:
+        settings = GitHubSettings(base_url=url, owner="acme", repo="analytics")
+        return GitHubIssuesConnector(settings, client=make_client(settings, retry=FAST))
+
+    return {
+        "zendesk": (
+            {"ZENDESK_API_TOKEN": ZD_TOKEN},
+            lambda url: ZendeskTickets(
+                ZendeskSettings(base_url=url, email="agent@acme.test"), **kw
+            ),
+            by["zendesk"],
+        ),
+        "freshdesk": (
+            {"FRESHDESK_API_KEY": FD_KEY},
+            lambda url: FreshdeskTickets(FreshdeskSettings(base_url=url), **kw),
+            by["freshdesk"],
+        ),
+        "intercom": (
+            {"INTERCOM_ACCESS_TOKEN": by["intercom"].secrets[0]},
+            lambda url: IntercomConversations(IntercomSettings(base_url=url), **kw),
+            by["intercom"],
+        ),
+        "jira": (
+            {"JIRA_EMAIL": JIRA_USER, "JIRA_API_TOKEN": JIRA_TOKEN},
+            lambda url: JiraConnector(JiraSettings(base_url=url, project="ABC"), **kw),
+            by["jira"],
+        ),
+        "linear": (
+            {"LINEAR_API_KEY": by["linear"].secrets[0]},
+            lambda url: LinearConnector(LinearSettings(base_url=url, team_key="ENG"), **kw),
+            by["linear"],
+        ),
+        "sentry": (
+            {"SENTRY_AUTH_TOKEN": by["sentry"].secrets[0]},
+            lambda url: SentryConnector(SentrySettings(base_url=url, org="acme"), **kw),
+            by["sentry"],
+        ),
+        "github": ({"GITHUB_TOKEN": by["github"].secrets[0]}, github, by["github"]),
+        "posthog": (
+            {"POSTHOG_PERSONAL_API_KEY": by["posthog"].secrets[0]},
+            lambda url: PostHogConnector(PostHogSettings(base_url=url, project_id="1"), **kw),
+            by["posthog"],
+        ),
+        "amplitude": (
+            {"AMPLITUDE_API_KEY": AMP_KEY, "AMPLITUDE_SECRET_KEY": AMP_SECRET},
+            lambda url: AmplitudeConnector(AmplitudeSettings(base_url=url), **kw),
+            by["amplitude"],
+        ),
+        "mixpanel": (
+            {
+                "MIXPANEL_SERVICE_ACCOUNT_USERNAME": MP_USER,
+                "MIXPANEL_SERVICE_ACCOUNT_SECRET": MP_SECRET,
+            },
+            lambda url: MixpanelConnector(MixpanelSettings(base_url=url, project_id="42"), **kw),
+            by["mixpanel"],
+        ),
+    }
+
+
+CONNECTORS = _connectors()
+
+
+@pytest.mark.parametrize("status", [401, 500])
+@pytest.mark.parametrize("name", sorted(CONNECTORS))
+def test_a_connector_check_against_an_echoing_server_leaks_nothing(
+    srv, caplog, monkeypatch, name, status
+):
+    env, make, style = CONNECTORS[name]
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    srv.route("*", r"/.*", echo(status))
+    with pytest.raises(HttpError) as err:
+        make(srv.url).check()
+    assert srv.requests, "the check sent nothing"
+    echoed = srv.requests[0].headers.get("Authorization", "")
+    assert echoed and leaks(echo(status)(srv.requests[0]).body, style)  # the echo is real
+    assert_no_secret(err.value, caplog, style)
