@@ -5,7 +5,9 @@ jitter, honouring `Retry-After` (seconds or HTTP date) and reset headers
 (`x-ratelimit-reset` epoch seconds, `ratelimit-reset` delta seconds); GitHub's 403 with
 `x-ratelimit-remaining: 0` or a secondary-rate-limit message is a rate limit too. Never retry
 400/401/403(non-rate-limit)/404: fail at once with a message naming the source and the setting
-to fix. Secrets never appear in exceptions or logs (headers are not echoed).
+to fix. A read's 2xx body that is truncated, not JSON or not the expected shape (`expect=`) is
+retried like a 5xx, then InvalidBodyError; for a write it is UncertainWriteError. Secrets never
+appear in exceptions or logs in any form (mask_text + the registry in tasks.secrets).
 """
 
 from __future__ import annotations
@@ -834,7 +836,7 @@ class HttpClient:
             detail = _body_problem(raw, exc)
         head = " ".join(raw[:60].decode("utf-8", "replace").split())
         excerpt = f"; starts {self.mask(head, secrets)!r}" if head else "; empty"
-        return self.mask(f"{detail} ({len(raw)} bytes{excerpt})", secrets)
+        return self.mask(" ".join(f"{detail} ({len(raw)} bytes{excerpt})".split()), secrets)
 
     def _describe(self, exc: Exception, secrets: set[str]) -> str:
         # str(exc) repeats the URL (with its query) and object reprs: keep only the reason.
