@@ -232,7 +232,9 @@ WHOLE_FILE_RULES = (
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
 _HTML_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
-_ERROR_KEYS = ("message", "error", "errors")
+# Top-level keys of vendor error bodies (GitHub/Zendesk message or error, GraphQL and Freshdesk
+# errors, Jira errorMessages, Sentry/PostHog detail).
+_ERROR_KEYS = ("message", "error", "errors", "errorMessages", "detail")
 # Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy): copy -> original.
 # Set for the duration of one batch (_load_batch); the SQL reports the original as source_file.
 _ALIASES: dict[str, str] = {}
@@ -763,8 +765,6 @@ def load_source(
         _refresh_file_cursor(con, spec)
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("loaded %s: %s", spec.source, stats.as_dict())
-    for message in stats.warnings:
-        log.warning("%s", message)
     return stats
 
 
@@ -1887,6 +1887,4 @@ def load_pages(
         shutil.rmtree(work, ignore_errors=True)
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("loaded %s pages: %s", spec.source, stats.as_dict())
-    for message in stats.warnings:
-        log.warning("%s", message)
     return stats
