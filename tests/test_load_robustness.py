@@ -256,7 +256,9 @@ def _zendesk_files(folder: Path) -> list[Path]:
             folder / "p1.json",
             zendesk_page(
                 [
-                    zendesk_ticket(1, t, "open"),  # deleted at the same time in p2: deleted wins
+                    zendesk_ticket(1, t, "deleted"),  # open at the same time in p2: deleted wins
+                    zendesk_ticket(6, t, "deleted"),  # open later in this file: deleted wins
+                    zendesk_ticket(6, t, "open"),
                     zendesk_ticket(2, t, subject="first file"),  # same time in p3: p3 wins
                     zendesk_ticket(3, t, subject="first copy"),  # later copy in p1 wins
                     zendesk_ticket(3, t, subject="second copy"),
@@ -271,7 +273,7 @@ def _zendesk_files(folder: Path) -> list[Path]:
             folder / "p2.json",
             zendesk_page(
                 [
-                    zendesk_ticket(1, t, "deleted"),
+                    zendesk_ticket(1, t, "open"),
                     zendesk_ticket(4, t, subject="readable"),
                     zendesk_ticket(5, later, "solved"),
                     {"subject": "no id"},
@@ -368,6 +370,7 @@ def test_newest_wins_gives_identical_tables_in_any_file_order_and_batch_split(
         assert subject[3] == "second copy"  # then the later position in the file
         assert subject[4] == "readable"  # an unreadable timestamp loses to any readable one
         assert status[5] == "solved"  # a newer timestamp beats everything
+        assert status[6] == "deleted"  # deleted wins over a later position too
     else:
         extras = sorted(json.loads(r[2])["properties"]["extra"] for r in raw.values())
         assert extras == ["m2", "m2"]  # x: the later file's copy; y: its only copy
