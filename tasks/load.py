@@ -204,17 +204,20 @@ def _list_files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
 
 
-def _safe_error(exc: BaseException) -> str:
-    """An exception as one line without the data it quotes: DuckDB repeats the offending input
-    ("Original Line: …", quoted values), which may hold personal data."""
+def _safe_text(exc: BaseException) -> str:
+    """An exception's message in one line without the data it quotes: DuckDB repeats the
+    offending input ("Original Line: …", quoted values), which may hold personal data."""
     lines = [
         ln.strip()
         for ln in str(exc).strip().splitlines()
         if ln.strip() and not ln.strip().lower().startswith(("original line", "line "))
     ]
     text = "; ".join(lines[:2]) or type(exc).__name__
-    text = re.sub(r"'[^']*'", "'…'", re.sub(r'"[^"]*"', '"…"', text))
-    return f"{type(exc).__name__}: {text[:300]}"
+    return re.sub(r"'[^']*'", "'…'", re.sub(r'"[^"]*"', '"…"', text))[:300]
+
+
+def _safe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_safe_text(exc)}"
 
 
 # --- screening: files and pages set aside before DuckDB reads a batch ----------------------------
@@ -1074,10 +1077,9 @@ def _read_tables(
                 from {reader}
             """)
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()
             set_aside[str(path)] = (
                 f"could not be read as {'Parquet' if 'parquet' in path.name.lower() else 'CSV'} "
-                f"({'; '.join(first[:2])[:300]}); fix or replace the file (CSV: a header row, "
+                f"({_safe_text(exc)}); fix or replace the file (CSV: a header row, "
                 "and every row with as many fields as the header). It was set aside and is read "
                 "again next run"
             )

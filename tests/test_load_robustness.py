@@ -473,3 +473,17 @@ def test_quality_gate_warns_about_files_set_aside_in_this_run(con, tmp_path):
     later = [quality.TableVerdict("raw_github__issues", "bugs", "pass", 1, 1, 0, layer="raw")]
     assert quality.flag_load_rejections(con, "run-8", later) == {}
     assert later[0].verdict == "pass"
+
+
+def test_an_unreadable_table_file_is_reported_without_its_rows(con, tmp_path):
+    folder = tmp_path / "acc"
+    folder.mkdir()
+    (folder / "ragged.csv").write_text(
+        f"account_key,arr,name\nacct-1,1,A\nacct-2,2,{SECRET},extra\n", encoding="utf-8"
+    )
+    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    assert stats.quarantine_reasons == {"unreadable_file": 1}
+    (error,) = stats.errors
+    assert "could not be read as CSV" in error and SECRET not in error
+    reason = con.sql("select reason from quality.quarantine").fetchall()[0][0]
+    assert SECRET not in reason
