@@ -10,13 +10,19 @@ half-advanced state. Typed JSON lines (PostHog events) land straight in the raw 
 
 from __future__ import annotations
 
+import codecs
 import glob
+import gzip
+import hashlib
 import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 import time
 import uuid
+import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -51,6 +57,9 @@ class SourceSpec:
     repeats: str = "newest"
     # "lines": one JSON record per line; otherwise a JSONPath to the record list in each file.
     layout: str = "lines"
+    # SQL predicate over `j`: the record is a deletion marker (tombstone). On a cursor tie the
+    # deleted version wins (see _VERSION_ORDER).
+    deleted_expr: str = "false"
     # SQL over `j` giving the JSON stored as raw payload: reshape records, redact ticket text.
     record_sql: str = "j"
     # High-volume streams keep typed columns instead of one payload JSON: raw column ->
@@ -115,6 +124,7 @@ ZENDESK_TICKETS = SourceSpec(
     ),
     cursor_expr="j ->> 'updated_at'",
     layout="$.tickets[*]",
+    deleted_expr="j ->> 'status' = 'deleted'",
     sideload=("users", "$.users[*]", "id", "requester_id"),
 )
 GITHUB_ISSUES = SourceSpec(
@@ -161,6 +171,9 @@ class LoadStats:
     files_seen: int = 0
     files_loaded: int = 0
     files_skipped: int = 0
+    # Files/pages set aside whole (undecodable, HTML, invalid JSON, not the vendor's page shape):
+    # quarantined, recorded in ops.loaded_files as rejected, not read again until they change.
+    files_rejected: int = 0
     records_read: int = 0
     n_inserted: int = 0
     n_updated: int = 0
@@ -172,6 +185,8 @@ class LoadStats:
     quarantine_reasons: dict[str, int] = field(default_factory=dict)
     # What to fix, one message per file set aside whole (a table file without a required column).
     errors: list[str] = field(default_factory=list)
+    # One line per file/page rejected whole: file, rule, byte offset, sha256 (never its text).
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def n_landed(self) -> int:
@@ -189,21 +204,331 @@ def _list_files(pattern: str) -> list[Path]:
     return sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern), recursive=True))
 
 
+def _safe_text(exc: BaseException) -> str:
+    """An exception's message in one line without the data it quotes: DuckDB repeats the
+    offending input ("Original Line: …", quoted values), which may hold personal data."""
+    lines = [
+        ln.strip()
+        for ln in str(exc).strip().splitlines()
+        if ln.strip() and not ln.strip().lower().startswith(("original line", "line "))
+    ]
+    text = "; ".join(lines[:2]) or type(exc).__name__
+    return re.sub(r"'[^']*'", "'…'", re.sub(r'"[^"]*"', '"…"', text))[:300]
+
+
+def _safe_error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {_safe_text(exc)}"
+
+
+# --- screening: files and pages set aside before DuckDB reads a batch ----------------------------
+
+# Rules that set a whole file/page aside: it is quarantined without its text (it may hold
+# personal data; the row carries its sha256 and size), recorded in ops.loaded_files as rejected
+# and not read again until its size, mtime and hash change.
+WHOLE_FILE_RULES = (
+    "undecodable_file",
+    "html_file",
+    "invalid_json_file",
+    "unexpected_page_shape",
+    "error_page",
+)
+_GZIP_MAGIC = b"\x1f\x8b"
+_CHUNK = 1 << 20
+_HTML_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
+# Top-level keys of vendor error bodies (GitHub/Zendesk message or error, GraphQL and Freshdesk
+# errors, Jira errorMessages, Sentry/PostHog detail).
+_ERROR_KEYS = ("message", "error", "errors", "errorMessages", "detail")
+# Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy): copy -> original.
+# Set for the duration of one batch (_load_batch); the SQL reports the original as source_file.
+_ALIASES: dict[str, str] = {}
+
+
+def _source_file_sql(col: str = "filename") -> str:
+    if not _ALIASES:
+        return col
+    whens = " ".join(f"when {sql_literal(a)} then {sql_literal(o)}" for a, o in _ALIASES.items())
+    return f"(case {col} {whens} else {col} end)"
+
+
+def _readable(path: str) -> Path:
+    """The file DuckDB reads for an original path (its copy, if it has one)."""
+    return Path(next((a for a, o in _ALIASES.items() if o == path), path))
+
+
+@dataclass
+class _Reject:
+    """A file/page or line set aside by the screen; never holds a whole file's text."""
+
+    path: str  # the original file
+    rule: str
+    detail: str  # what is wrong and where
+    pos: int | None = None  # line number (line rejects)
+    payload: str | None = None  # line rejects: the line, undecodable bytes escaped
+    sha256: str | None = None
+    size: int | None = None
+
+    @property
+    def whole(self) -> bool:
+        return self.rule in WHOLE_FILE_RULES
+
+
+@dataclass
+class _Screen:
+    """A batch after screening: the files DuckDB reads (copies where needed) and the rejects."""
+
+    paths: list[Path] = field(default_factory=list)
+    aliases: dict[str, str] = field(default_factory=dict)
+    rejects: list[_Reject] = field(default_factory=list)
+
+    @property
+    def rejected_files(self) -> dict[str, _Reject]:
+        return {r.path: r for r in self.rejects if r.whole}
+
+    def extend(self, other: _Screen) -> None:
+        self.paths += other.paths
+        self.aliases.update(other.aliases)
+        self.rejects += other.rejects
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _whole_reject(path: Path, rule: str, detail: str) -> _Reject:
+    return _Reject(str(path), rule, detail, sha256=_sha256(path), size=path.stat().st_size)
+
+
+def _first_invalid_utf8(path: Path) -> int | None:
+    """Byte offset of the first byte that is not valid UTF-8, or None (ASCII chunks skip the
+    decoder: nearly every export is ASCII)."""
+    dec = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    with path.open("rb") as f:
+        while chunk := f.read(_CHUNK):
+            pending = len(dec.getstate()[0])
+            if not pending and chunk.isascii():
+                done += len(chunk)
+                continue
+            try:
+                dec.decode(chunk)
+            except UnicodeDecodeError as e:
+                return done - pending + e.start
+            done += len(chunk)
+    try:
+        dec.decode(b"", final=True)
+    except UnicodeDecodeError:
+        return done - len(dec.getstate()[0])
+    return None
+
+
+def _drop_undecodable_lines(
+    original: Path, readable: Path, copy: Path
+) -> tuple[Path, list[_Reject]]:
+    """A copy of a JSON-lines file with each line that is not valid UTF-8 blanked (so line
+    numbers stay), and one reject per such line. Only files that failed the UTF-8 check."""
+    rejects = []
+    offset = 0
+    with readable.open("rb") as src, copy.open("wb") as dst:
+        for n, line in enumerate(src, start=1):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError as e:
+                rejects.append(
+                    _Reject(
+                        str(original),
+                        "invalid_utf8",
+                        f"line {n} is not valid UTF-8 (byte {offset + e.start} of the file)",
+                        pos=n,
+                        payload=line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"),
+                    )
+                )
+                dst.write(b"\n")
+            else:
+                dst.write(line)
+            offset += len(line)
+    return copy, rejects
+
+
+def _screen_file(
+    spec: SourceSpec, path: Path, work: Path
+) -> tuple[_Reject | None, Path | None, list[_Reject]]:
+    """(whole-file reject, or the file DuckDB should read and the lines it must not)."""
+    with path.open("rb") as f:
+        magic = f.read(2)
+    readable = path
+    if magic == _GZIP_MAGIC:  # gzip whatever the name says
+        readable = work / f"{uuid.uuid4().hex}.gunzipped"
+        try:
+            with gzip.open(path, "rb") as src, readable.open("wb") as dst:
+                shutil.copyfileobj(src, dst, _CHUNK)
+        except (OSError, EOFError, zlib.error) as exc:
+            readable.unlink(missing_ok=True)
+            detail = f"gzip data cannot be decompressed ({type(exc).__name__})"
+            return _whole_reject(path, "undecodable_file", detail), None, []
+    with readable.open("rb") as f:
+        head = f.read(8192)
+    nul = head.find(b"\x00")
+    if nul >= 0:
+        detail = f"binary data, not text (a NUL byte at byte {nul})"
+        return _whole_reject(path, "undecodable_file", detail), None, []
+    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:16].lower()
+    if start.startswith(_HTML_STARTS) or (spec.layout != "lines" and start.startswith(b"<")):
+        detail = "an HTML/XML document, not JSON (an error or login page?)"
+        return _whole_reject(path, "html_file", detail), None, []
+    bad_at = _first_invalid_utf8(readable)
+    if bad_at is None:
+        return None, readable, []
+    if spec.layout != "lines":
+        detail = f"not valid UTF-8 (first bad byte at {bad_at})"
+        return _whole_reject(path, "undecodable_file", detail), None, []
+    copy, rejects = _drop_undecodable_lines(path, readable, work / f"{uuid.uuid4().hex}.utf8")
+    return None, copy, rejects
+
+
+def _page_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> dict:
+    """{readable path: (rule, detail)} for pages that are not the vendor's documented shape:
+    invalid JSON, the record list (spec.layout without [*]) missing or not a list, or an error
+    body ({"message": …}, {"error": …}, {"errors": […]}) in place of the page."""
+    container = spec.layout.removesuffix("[*]")
+    name = "the page" if container == "$" else f"`{container.removeprefix('$.')}`"
+    rows = con.execute(f"""
+        select filename, ok,
+               case when ok then json_type(content, {sql_literal(container)}) end,
+               case when ok then json_type(content) end,
+               case when ok and json_type(content) = 'OBJECT' then json_keys(content) end
+        from (select filename, content, json_valid(content) as ok
+              from read_text({_file_list(paths)}))
+    """).fetchall()
+    out = {}
+    for filename, ok, list_type, page_type, keys in rows:
+        if not ok:
+            out[filename] = ("invalid_json_file", "not valid JSON")
+        elif list_type != "ARRAY":
+            shown = ", ".join(sorted(k[:30] for k in keys or [])[:8])
+            found = f"{page_type.lower()}" + (f" with keys {shown}" if keys else "")
+            if keys and any(k in _ERROR_KEYS for k in keys):
+                out[filename] = (
+                    "error_page",
+                    f"an error body ({found}) instead of {name}; the request failed",
+                )
+            else:
+                got = "missing" if list_type is None else f"a {list_type.lower()}"
+                out[filename] = (
+                    "unexpected_page_shape",
+                    f"{name} is {got}, expected a list (page: {found})",
+                )
+    return out
+
+
+def _screen_files(
+    con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path], work: Path
+) -> _Screen:
+    """Screen files before DuckDB reads them: gzip is decompressed by its magic bytes; binary,
+    HTML and (pages) non-UTF-8 or off-shape files are rejected whole; JSON-lines files lose only
+    their non-UTF-8 lines (to a cleaned copy). Cheap on good input: a byte scan per file and,
+    for pages, one JSON validity/type pass."""
+    out = _Screen()
+    for path in paths:
+        whole, readable, lines = _screen_file(spec, path, work)
+        if whole is not None:
+            out.rejects.append(whole)
+            continue
+        assert readable is not None
+        out.rejects += lines
+        out.paths.append(readable)
+        if readable != path:
+            out.aliases[str(readable)] = str(path)
+    if spec.layout not in ("lines", "table") and out.paths:
+        bad = _page_rejects(con, spec, out.paths)
+        for readable in [p for p in out.paths if str(p) in bad]:
+            original = Path(out.aliases.pop(str(readable), str(readable)))
+            out.paths.remove(readable)
+            out.rejects.append(_whole_reject(original, *bad[str(readable)]))
+    return out
+
+
+def _quarantine_screened(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    run_id: str,
+    rejects: list[_Reject],
+    pages: bool = False,
+) -> int:
+    """Quarantine the screen's rejects (inside the batch's transaction); returns how many.
+    Whole files are keyed by path (a page: by its position) and content hash, lines by file and
+    line number, so each rejected file and line is its own row."""
+    if not rejects:
+        return 0
+    con.execute(
+        "create or replace temp table _screened (source_file varchar, file_key varchar, "
+        "pos bigint, rule varchar, detail varchar, payload varchar, sha256 varchar)"
+    )
+    con.executemany(
+        "insert into _screened values (?, ?, ?, ?, ?, ?, ?)",
+        [
+            [
+                r.path,
+                "page" if pages else r.path,
+                r.pos,
+                r.rule,
+                r.detail,
+                json.dumps({"sha256": r.sha256, "size_bytes": r.size}) if r.whole else r.payload,
+                r.sha256,
+            ]
+            for r in rejects
+        ],
+    )
+    table = sql_literal(spec.raw_table)
+    con.execute(f"""
+        create or replace temp table _rejects as
+        select md5(concat_ws('|', 'load', {table}, rule, file_key, coalesce(pos::varchar, ''),
+                             coalesce(sha256, payload, ''))) as quarantine_id,
+               'load' as stage, {sql_literal(spec.source)} as source, {table} as table_name,
+               null::varchar as record_key, rule,
+               detail || ' (' || regexp_extract(source_file, '[^/]+$')
+                   || coalesce(' #' || pos, '') || ')' as reason,
+               payload, source_file
+        from _screened
+    """)
+    record_quarantine(con, "_rejects", "load", [spec.raw_table], run_id)
+    return len(rejects)
+
+
 def _pending_files(
     con: duckdb.DuckDBPyConnection, source: str, files: list[Path]
 ) -> list[tuple[Path, int, int]]:
-    """Files never loaded, or changed (size/mtime) since they were loaded."""
+    """Files never loaded, or changed (size/mtime) since they were loaded. A rejected file whose
+    mtime changed but whose content (sha256) did not stays rejected: its mtime is updated."""
     known = {
         (p, size, mtime)
         for p, size, mtime in con.execute(
             "select path, size_bytes, mtime_ns from ops.loaded_files where source = ?", [source]
         ).fetchall()
     }
+    rejected = dict(
+        con.execute(
+            "select path, sha256 from ops.loaded_files where source = ? and status = 'rejected' "
+            "and sha256 is not null",
+            [source],
+        ).fetchall()
+    )
     out = []
     for f in files:
         st = f.stat()
-        if (str(f), st.st_size, st.st_mtime_ns) not in known:
-            out.append((f, st.st_size, st.st_mtime_ns))
+        if (str(f), st.st_size, st.st_mtime_ns) in known:
+            continue
+        if str(f) in rejected and _sha256(f) == rejected[str(f)]:
+            con.execute(
+                "update ops.loaded_files set size_bytes = ?, mtime_ns = ? "
+                "where source = ? and path = ?",
+                [st.st_size, st.st_mtime_ns, source, str(f)],
+            )
+            continue
+        out.append((f, st.st_size, st.st_mtime_ns))
     return out
 
 
@@ -243,7 +568,7 @@ def _read_pages(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Pa
     try:
         con.execute(f"""
             create or replace temp table _pages as
-            select filename as source_file, "{m[1]}" as records
+            select {_source_file_sql()} as source_file, "{m[1]}" as records
             from read_json({_file_list(paths)}, format = 'unstructured', records = true,
                            filename = true, columns = {{'{m[1]}': 'JSON[]'}},
                            maximum_object_size = {max(largest + 1, 16 * 1024 * 1024)})
@@ -280,17 +605,15 @@ def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) 
         """
     elif spec.layout == "lines":
         # Each line is one opaque string, so a single bad line is quarantined instead of failing
-        # the file; delimiter/quote are characters valid JSON text never holds raw.
+        # the file; delimiter/quote are characters valid JSON text never holds raw. pos is the
+        # line number (the scan's ordinality; blank lines count).
         recs = f"""
-            select filename as source_file,
-                   row_number() over (partition by filename) as pos,
+            select {_source_file_sql()} as source_file, pos,
                    case when not json_valid(line) then line end as text,
                    case when json_valid(line) then line::json end as j,
                    case when not json_valid(line) then 'invalid_json' end as parse_error,
                    null::json as page
-            from read_csv({files}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
-                          quote = '', escape = '', header = false, auto_detect = false,
-                          filename = true, strict_mode = false)
+            from ({_numbered_lines_sql(paths)})
             where line is not null and trim(line) <> ''
         """
     else:
@@ -300,15 +623,15 @@ def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) 
                 from read_text({files})
             ),
             records as (
-                select filename, unnest(json_extract(content::json, '{spec.layout}')) as j
-                from files where ok
+                select filename, unnest(l) as j, generate_subscripts(l, 1) as pos
+                from (select filename, json_extract(content::json, '{spec.layout}') as l
+                      from files where ok)
             ){_sideload_sql(spec)}
-            select filename as source_file,
-                   row_number() over (partition by filename) as pos,
+            select {_source_file_sql()} as source_file, pos,
                    null as text, j, null as parse_error, page
             from with_page
             union all
-            select filename, 0, left(content, 100000), null, 'invalid_json_file', null::json
+            select {_source_file_sql()}, 0, null, null, 'invalid_json_file', null::json
             from files where not ok
         """
     # Text and JSON fields come out of one json_transform (one parse of the record instead of
@@ -384,7 +707,7 @@ def _fast_lines_sql(spec: SourceSpec, paths: list[Path]) -> str:
     select = ", ".join(f'"{key}" as {col}' for col, key, _ in spec.fields)
     all_null = " and ".join(f'"{key}" is null' for _, key, _ in spec.fields)
     return f"""
-        select filename as source_file, null::bigint as pos, null::varchar as text,
+        select {_source_file_sql()} as source_file, null::bigint as pos, null::varchar as text,
                null::json as j, case when {all_null} then 'unparsed' end as parse_error,
                {select}
         from read_json({_file_list(paths)}, format = 'newline_delimited', ignore_errors = true,
@@ -392,15 +715,26 @@ def _fast_lines_sql(spec: SourceSpec, paths: list[Path]) -> str:
     """
 
 
-def _bad_lines_sql(paths: list[Path]) -> str:
-    """Lines that are not JSON objects, with their text (cheap: validity only, no parse)."""
+def _numbered_lines_sql(paths: list[Path]) -> str:
+    """Every line of the files as (filename, line, pos = line number). The scan's ordinality is
+    deterministic and contiguous per file (files are read in list order), unlike a row_number()
+    without ORDER BY; blank lines are rows (line NULL), so numbers match the file."""
     return f"""
-        select filename as source_file, null::bigint as pos, line as text,
-               case when not json_valid(line) then 'invalid_json' else 'not_an_object' end
-                   as reject_rule
+        select filename, line, o - min(o) over (partition by filename) + 1 as pos
         from read_csv({_file_list(paths)}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
                       quote = '', escape = '', header = false, auto_detect = false,
-                      filename = true, strict_mode = false)
+                      filename = true, strict_mode = false) with ordinality as t(line, filename, o)
+    """
+
+
+def _bad_lines_sql(paths: list[Path]) -> str:
+    """Lines that are not JSON objects, with their text and line number (cheap: validity only,
+    no parse; only files with such lines are read)."""
+    return f"""
+        select {_source_file_sql()} as source_file, pos, line as text,
+               case when not json_valid(line) then 'invalid_json' else 'not_an_object' end
+                   as reject_rule
+        from ({_numbered_lines_sql(paths)})
         where line is not null and trim(line) <> ''
           and (not json_valid(line) or left(ltrim(line), 1) <> '{{')
     """
@@ -425,8 +759,9 @@ def load_source(
         for i, batch in enumerate(_batches(pending), start=1):
             if progress:
                 progress(f"{spec.source}: batch {i}, {len(batch)} file(s)")
+            rejected_before = stats.files_rejected
             _load_batch(con, spec, batch, run_id, stats)
-            stats.files_loaded += len(batch)
+            stats.files_loaded += len(batch) - (stats.files_rejected - rejected_before)
     finally:
         _forget_seen_keys(con)
     if stats.files_loaded:
@@ -449,18 +784,56 @@ def _load_batch(
     run_id: str,
     stats: LoadStats,
     state: dict[str, Any] | None = None,
+    screen: _Screen | None = None,
+    keep_cursor: bool = False,
 ) -> None:
     """Load files as one transaction. File sources record the files in ops.loaded_files;
-    connector pages (state given) store the connector's cursor state instead."""
+    connector pages (state given) store the connector's cursor state instead. `screen`: the
+    batch already screened (load_pages screens each page as it arrives)."""
+    with tempfile.TemporaryDirectory(prefix="feedback-load-") as work:
+        if screen is None:
+            paths = [p for p, _, _ in batch]
+            screen = (
+                _Screen(paths=paths)
+                if spec.layout == "table"
+                else _screen_files(con, spec, paths, Path(work))
+            )
+        _ALIASES.clear()
+        _ALIASES.update(screen.aliases)
+        try:
+            _load_screened(con, spec, batch, run_id, stats, state, screen, keep_cursor)
+        finally:
+            _ALIASES.clear()
+
+
+def _load_screened(
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    batch: list[tuple[Path, int, int]],
+    run_id: str,
+    stats: LoadStats,
+    state: dict[str, Any] | None,
+    screen: _Screen,
+    keep_cursor: bool = False,
+) -> None:
+    """_load_batch after screening. keep_cursor: a connector page rejected by the screen —
+    only its quarantine row commits; no file is recorded and the cursor does not move."""
     batch_id = f"{spec.source}-{uuid.uuid4().hex[:12]}"
-    paths = [p for p, _, _ in batch]
+    paths = screen.paths
     tabular = spec.layout == "table"
     # Table files are read before the transaction: a file DuckDB cannot read is set aside.
     set_aside = _read_tables(con, spec, batch) if tabular else {}
-    pages_read = not tabular and not _lands_direct(spec) and _read_pages(con, spec, paths)
+    pages_read = (
+        bool(paths) and not tabular and not _lands_direct(spec) and _read_pages(con, spec, paths)
+    )
     con.execute("begin transaction")
     try:
-        if _lands_direct(spec):
+        if not paths and not tabular:  # every file of the batch was rejected by the screen
+            counts: dict = {}
+            merged = {"inserted": 0, "updated": 0, "unchanged": 0}
+            per_file: dict[str, tuple[int, int]] = {}
+            rejects = ""
+        elif _lands_direct(spec):
             try:
                 counts, merged, per_file = _land_direct(con, spec, paths, batch_id)
             except _RepeatsWithinFile:
@@ -477,18 +850,29 @@ def _load_batch(
             merged = _merge_raw(con, spec, batch_id)
             per_file = _staged_file_counts(con) if state is None else {}
             rejects = "_batch_v"
-        n_quarantined = _quarantine_load_rejects(con, spec, run_id, rejects)
-        if state is None:
-            # A file set aside whole is not recorded: it is read (and reported) again next run.
+        n_quarantined = _quarantine_load_rejects(con, spec, run_id, rejects) if rejects else 0
+        pages = state is not None or keep_cursor
+        n_quarantined += _quarantine_screened(con, spec, run_id, screen.rejects, pages)
+        for r in screen.rejects:
+            counts[r.rule] = counts.get(r.rule, 0) + 1
+            n, bad = per_file.get(r.path, (0, 0))
+            per_file[r.path] = (n + 1, bad + 1)
+        if not pages:
+            # A table file set aside whole is not recorded: it is read (and reported) again next
+            # run. A file the screen rejected is recorded as rejected: not read until it changes.
             kept = [f for f in batch if str(f[0]) not in set_aside]
             if kept:
-                _record_files(con, spec, kept, batch_id, per_file)
-        _advance_cursor(con, spec, run_id, state)
+                _record_files(con, spec, kept, batch_id, per_file, screen.rejected_files)
+        if not keep_cursor:
+            _advance_cursor(con, spec, run_id, state)
         con.execute("commit")
     except Exception as exc:
         con.execute("rollback")
-        names = ", ".join(p.name for p in paths[:3]) + ("…" if len(paths) > 3 else "")
-        raise LoadError(f"{spec.source}: loading {names} failed, nothing committed: {exc}") from exc
+        names = ", ".join(p.name for p, _, _ in batch[:3]) + ("…" if len(batch) > 3 else "")
+        message = f"{spec.source}: loading {names} failed, nothing committed: {_safe_error(exc)}"
+        if isinstance(exc, duckdb.Error):  # its text may quote the input: not chained
+            raise LoadError(message) from None
+        raise LoadError(message) from exc
     finally:
         for t in _TEMP_TABLES:
             con.execute(f"drop table if exists {t}")
@@ -496,9 +880,16 @@ def _load_batch(
         con.execute("drop table if exists _batch")
     _account(stats, counts, merged, n_quarantined, spec)
     stats.errors.extend(f"{spec.source}: {path}: {message}" for path, message in set_aside.items())
+    for r in screen.rejected_files.values():
+        stats.files_rejected += 1
+        stats.warnings.append(
+            f"{spec.source}: {Path(r.path).name} set aside whole ({r.rule}: {r.detail}; "
+            f"sha256 {r.sha256})"
+        )
 
 
 _TEMP_TABLES = (
+    "_screened",
     "_recs",
     "_bad",
     "_rank",
@@ -513,6 +904,16 @@ _TEMP_TABLES = (
     "_bh_rep",
     "_tab",
     "_dups",
+)
+
+
+# Which version of a record wins (newest first): the vendor's timestamp (unreadable = oldest),
+# then a deletion marker over a live version with the same timestamp (the tombstone wins), then
+# the later file by name, then the later position in the file. Independent of load order and
+# batch split; _merge_raw applies the same order against the stored row.
+_VERSION_ORDER = (
+    "try_cast(cursor_at as timestamptz) desc nulls last, is_deleted desc, source_file desc, "
+    "pos desc nulls last, rid desc"
 )
 
 
@@ -544,15 +945,12 @@ def _stage_batch(
                    as cursor_at,
                coalesce(parse_error is null and not ({not_object}) and ({spec.drop_expr}), false)
                    as is_dropped,
+               coalesce(parse_error is null and not ({not_object}) and ({spec.deleted_expr}),
+                        false) as is_deleted,
                coalesce({not_object}, false) as not_object
         from ({recs}) as recs
     """)
-    order = (
-        "source_file, pos, rid"
-        if spec.repeats == "first"
-        else "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, "
-        "rid desc"
-    )
+    order = "source_file, pos, rid" if spec.repeats == "first" else _VERSION_ORDER
     # Rank only ids that occur more than once: a window over every row would cost a full sort.
     con.execute(f"""
         create or replace temp table _rank as
@@ -679,10 +1077,9 @@ def _read_tables(
                 from {reader}
             """)
         except duckdb.Error as exc:
-            first = str(exc).strip().splitlines()
             set_aside[str(path)] = (
                 f"could not be read as {'Parquet' if 'parquet' in path.name.lower() else 'CSV'} "
-                f"({'; '.join(first[:2])[:300]}); fix or replace the file (CSV: a header row, "
+                f"({_safe_text(exc)}); fix or replace the file (CSV: a header row, "
                 "and every row with as many fields as the header). It was set aside and is read "
                 "again next run"
             )
@@ -709,7 +1106,7 @@ def _stage_tables(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> dict:
     con.execute(f"""
         create or replace temp table _batch as
         select source_file, pos, cursor_at, text, parse_error, detail, rec_id, check_rule,
-               false as is_dropped,
+               false as is_dropped, false as is_deleted,
                case when parse_error is null then ({spec.record_sql}) end as j
         from (
             select *,
@@ -990,7 +1387,7 @@ def _land_direct(
     counts = {c: n for c, n in counts.items() if n}
     # Bad lines are unparsed rows; only files with such rows are read again for their text.
     unparsed_files = [
-        Path(f)
+        _readable(f)
         for (f,) in con.sql(
             "select distinct source_file from _irr_out where reject_rule = 'unparsed'"
         ).fetchall()
@@ -1126,15 +1523,31 @@ def _record_files(
     batch: list[tuple[Path, int, int]],
     batch_id: str,
     per_file: dict[str, tuple[int, int]],
+    rejected: dict[str, _Reject] | None = None,
 ) -> None:
+    rejected = rejected or {}
+    rows = []
+    for p, size, mtime in batch:
+        r = rejected.get(str(p))
+        rows.append(
+            [
+                spec.source,
+                str(p),
+                size,
+                mtime,
+                *per_file.get(str(p), (0, 0)),
+                batch_id,
+                "rejected" if r else "loaded",
+                r.rule if r else None,
+                r.sha256 if r else None,
+            ]
+        )
     con.executemany(
         """insert into ops.loaded_files by name
                select ? as source, ? as path, ? as size_bytes, ? as mtime_ns, ? as n_records,
-                      ? as n_quarantined, ? as batch_id, now() as loaded_at""",
-        [
-            [spec.source, str(p), size, mtime, *per_file.get(str(p), (0, 0)), batch_id]
-            for p, size, mtime in batch
-        ],
+                      ? as n_quarantined, ? as batch_id, now() as loaded_at, ? as status,
+                      ? as reject_rule, ? as sha256""",
+        rows,
     )
     con.execute(
         "delete from ops.loaded_files a using ops.loaded_files b "
@@ -1202,15 +1615,29 @@ def _merge_raw(con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str) 
         if spec.fields
         else "b.j::varchar = r.payload::varchar"
     )
+    # The stored row loses only to a later version in _VERSION_ORDER (timestamp, deleted, file):
+    # the same outcome whatever order or batches the files came in.
+    deleted = "false" if spec.fields else spec.deleted_expr
+    bt, rt = "try_cast(b.cursor_at as timestamptz)", "try_cast(r.cursor_at as timestamptz)"
+    older = f"""(
+        coalesce({bt} < {rt}, {bt} is null and {rt} is not null)
+        or ({bt} is not distinct from {rt}
+            and (b.is_deleted::int < r._is_deleted::int
+                 or (b.is_deleted = r._is_deleted and b.source_file < r._source_file)))
+    )"""
     con.execute(f"""
         create or replace temp table _accepted as
         select b.*,
                case when r.{k} is null then 'inserted'
                     when {same} then 'unchanged'
-                    when try_cast(b.cursor_at as timestamptz) < try_cast(r.cursor_at as timestamptz)
-                        then 'unchanged'
+                    when {older} then 'unchanged'
                     else 'updated' end as outcome
-        from (select * {accepted}) b left join {t} r on r.{k} = b.rec_id
+        from (select * {accepted}) b
+        left join (
+            select * exclude (j), coalesce({deleted}, false) as _is_deleted
+            from (select *, {"null::json" if spec.fields else "payload"} as j from {t}
+                  where {k} in (select rec_id {accepted}))
+        ) r on r.{k} = b.rec_id
     """)
     assign = ", ".join(f"{c} = a.{s}" for s, c in zip(src, cols, strict=True) if c != k)
     con.execute(
@@ -1246,6 +1673,12 @@ REJECT_REASONS = {
     "duplicate_row": "the same row appears again in this file; the first copy was kept",
     "missing_column": "a required column is missing; the file was set aside",
     "unreadable_file": "the file could not be read; it was set aside",
+    # Set by the screen (_screen_files), with what is wrong and where in the reason:
+    "invalid_utf8": "line is not valid UTF-8",
+    "undecodable_file": "file is binary, corrupt gzip or (a page) not UTF-8; set aside whole",
+    "html_file": "file is an HTML/XML document; set aside whole",
+    "unexpected_page_shape": "page lacks the vendor's record list; set aside whole",
+    "error_page": "page is an error body, not data; set aside whole",
 }
 
 
@@ -1270,8 +1703,17 @@ def _quarantine_load_rejects(
             union all
             select source_file, pos, null, reject_rule, text, null from _bad
         )
+        -- One row per rejected record: the key holds the file and the line/position, and for
+        -- identical rejects without a position (copies of one line) the copy's index.
+        , numbered as (
+            select *, row_number() over (
+                       partition by source_file, pos, reject_rule, rec_id::varchar, payload
+                   ) as copy_no
+            from rejected
+        )
         select md5(concat_ws('|', 'load', {sql_literal(spec.raw_table)}, reject_rule,
-                             coalesce(rec_id::varchar, ''), payload)) as quarantine_id,
+                             coalesce(rec_id::varchar, ''), payload, source_file,
+                             coalesce(pos::varchar, ''), copy_no::varchar)) as quarantine_id,
                'load' as stage, {sql_literal(spec.source)} as source,
                {sql_literal(spec.raw_table)} as table_name, rec_id::varchar as record_key,
                reject_rule as rule,
@@ -1279,8 +1721,7 @@ def _quarantine_load_rejects(
                    || ' (' || regexp_extract(source_file, '[^/]+$')
                    || coalesce(' #' || pos, '') || ')' as reason,
                payload, source_file
-        from rejected
-        qualify row_number() over (partition by quarantine_id order by source_file, pos) = 1
+        from numbered
     """)
     record_quarantine(con, "_rejects", "load", [spec.raw_table], run_id)
     return (
@@ -1378,6 +1819,11 @@ def load_pages(
     commits together with the state of its last page, so a crash (or a failing page) leaves the
     cursor at the last committed batch and a rerun re-fetches from there — the merge on the
     stable id absorbs anything fetched twice. Landing files are removed once committed.
+
+    Each page is screened as it arrives (see _screen_files): a page that is not the vendor's
+    documented shape (an error body, HTML, invalid JSON, the record list missing) is quarantined
+    without its text and the load stops before it — the pages before it commit, the cursor stays
+    before it, and the next run fetches it again.
     """
     started = time.perf_counter()
     stats = LoadStats(source=spec.source)
@@ -1391,26 +1837,47 @@ def load_pages(
     size = 0
     last_state: dict[str, Any] | None = None
 
+    work = Path(tempfile.mkdtemp(prefix="feedback-pages-"))  # gunzipped/cleaned copies
+    screened = _Screen()
+
     def flush() -> None:
-        nonlocal pending, size
+        nonlocal pending, size, screened
         if not pending:
             return
-        _load_batch(con, spec, pending, run_id, stats, state=last_state)
+        _load_batch(con, spec, pending, run_id, stats, state=last_state, screen=screened)
         stats.files_loaded += len(pending)
         if progress:
             progress(f"{spec.source}: committed {stats.records_read:,} records so far")
         for p, _, _ in pending:
             p.unlink(missing_ok=True)
-        pending, size = [], 0
+        for copy in screened.aliases:
+            Path(copy).unlink(missing_ok=True)
+        pending, size, screened = [], 0, _Screen()
 
     _forget_seen_keys(con)
     try:
         for i, page in enumerate(pages):
             path = landing_dir / f"{spec.source}-{spec.stream}-{run_id}-{i:06d}.{suffix}"
             path.write_bytes(page.body)
-            pending.append((path, len(page.body), 0))
-            size += len(page.body)
             stats.files_seen += 1
+            screen = _screen_files(con, spec, [path], work)
+            if screen.rejected_files:
+                flush()  # the pages before it, with their cursor
+                try:
+                    _load_batch(
+                        con, spec, [(path, len(page.body), 0)], run_id, stats,
+                        state=None, screen=screen, keep_cursor=True,
+                    )
+                finally:
+                    path.unlink(missing_ok=True)
+                stats.warnings.append(
+                    f"{spec.source}: stopped before page {i + 1}; the cursor stays before it and "
+                    "the next run fetches it again"
+                )
+                break
+            pending.append((path, len(page.body), 0))
+            screened.extend(screen)
+            size += len(page.body)
             last_state = page.state
             if size >= batch_bytes:
                 flush()
@@ -1419,6 +1886,7 @@ def load_pages(
         _forget_seen_keys(con)
         for p, _, _ in pending:
             p.unlink(missing_ok=True)
+        shutil.rmtree(work, ignore_errors=True)
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("loaded %s pages: %s", spec.source, stats.as_dict())
     return stats

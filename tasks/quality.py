@@ -189,6 +189,7 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
     kinds.update({name: kind for name, _, kind in COVERAGE_TABLES})
     with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
         verdicts = [_plain_verdict(con, r, "raw", kinds[r.suite_name]) for r in raw_results]
+        flag_load_rejections(con, p.run_id, verdicts)
         verdicts += staging_verdicts
         verdicts += [
             _plain_verdict(con, r, "intermediate", kinds[r.suite_name]) for r in coverage_results
@@ -677,6 +678,39 @@ def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:
     ).fetchall()[0][0]
     if missing:
         raise RuntimeError(f"staging.{t.table}: {missing} failing row(s) have no raw record")
+
+
+def flag_load_rejections(
+    con: duckdb.DuckDBPyConnection, run_id: str, verdicts: list[TableVerdict]
+) -> dict[str, int]:
+    """A warning on a raw table whose loader set files or pages aside whole in this run
+    (undecodable, HTML, invalid JSON, error bodies, not the vendor's page shape): the data may
+    be incomplete, so confidence drops and the run report says so. Returns {source: count}."""
+    from tasks.load import WHOLE_FILE_RULES
+    from tasks.sources import BY_SOURCE
+
+    rules = ", ".join(sql_literal(r) for r in WHOLE_FILE_RULES)
+    counts = dict(
+        con.execute(
+            f"""select source, count(*) from quality.quarantine
+                where stage = 'load' and rule in ({rules}) and last_run_id = ?
+                group by source""",
+            [run_id],
+        ).fetchall()
+    )
+    suites = {f"raw_{v}__{BY_SOURCE[v].stream}": v for v in counts if v in BY_SOURCE}
+    for v in verdicts:
+        n = counts.get(suites.get(v.table, ""), 0)
+        if not n:
+            continue
+        note = (
+            f"warning: {n} file(s)/page(s) set aside whole at load "
+            "(see quality.quarantine, stage load)"
+        )
+        v.verdict = "warn" if v.verdict == "pass" else v.verdict
+        v.failed = [*v.failed, "load: files set aside"]
+        v.reason = f"{v.reason}; {note}" if v.reason else note
+    return counts
 
 
 def _plain_verdict(con: duckdb.DuckDBPyConnection, res, layer: str, kind: str | None):

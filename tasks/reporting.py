@@ -82,13 +82,14 @@ def summary_markdown(s: dict[str, Any]) -> str:
         "",
         "## Loads",
         "",
-        "| source | files loaded | skipped | read | new | updated | superseded | dropped "
-        "| quarantined |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| source | files loaded | skipped | rejected | read | new | updated | superseded "
+        "| dropped | quarantined |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for src, st in s["loads"].items():
         lines.append(
-            f"| {src} | {st['files_loaded']} | {st['files_skipped']} | {st['records_read']:,} "
+            f"| {src} | {st['files_loaded']} | {st['files_skipped']} "
+            f"| {st.get('files_rejected', 0)} | {st['records_read']:,} "
             f"| {st['n_inserted']:,} | {st['n_updated']:,} | {st['n_superseded']:,} "
             f"| {st['n_dropped']:,} | {st['n_quarantined']:,} |"
         )

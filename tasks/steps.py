@@ -121,12 +121,15 @@ def _load_accounts(con, pattern: str, run_id: str, logger) -> dict:
 
 
 def _log_stats(logger, name: str, stats: load.LoadStats) -> None:
+    for message in stats.warnings:  # files/pages set aside whole: what, where, sha256; no text
+        logger.warning("%s", message)
     logger.info(
-        "%s: %d file(s)/page(s) loaded, %d skipped as unchanged; %d records read -> %d new, "
-        "%d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
+        "%s: %d file(s)/page(s) loaded, %d skipped as unchanged, %d rejected whole; %d records "
+        "read -> %d new, %d updated, %d unchanged, %d superseded, %d dropped, %d quarantined",
         name,
         stats.files_loaded,
         stats.files_skipped,
+        stats.files_rejected,
         stats.records_read,
         stats.n_inserted,
         stats.n_updated,

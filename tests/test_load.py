@@ -235,7 +235,14 @@ def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con
     ]
     stats = load.load_pages(con, POSTHOG_QUERY_EVENTS, pages, "r1", tmp_path / "land")
     assert stats.n_inserted == 2
-    assert stats.quarantine_reasons == {"missing_id": 1, "duplicate": 1, "invalid_json_file": 2}
+    # A page it cannot read stops the load before it (the cursor stays after page 1, so the
+    # next run fetches page 2 again); the page after it is not read this run.
+    assert stats.quarantine_reasons == {"missing_id": 1, "duplicate": 1, "invalid_json_file": 1}
+    assert stats.files_rejected == 1
+    assert load.read_state(con, "posthog", "events") == {"n": 1}
+    bom = load.load_pages(con, POSTHOG_QUERY_EVENTS, pages[2:], "r1b", tmp_path / "land")
+    assert (bom.files_rejected, bom.quarantine_reasons) == (1, {"invalid_json_file": 1})
+    assert load.read_state(con, "posthog", "events") == {"n": 1}
     reasons = [r[0] for r in con.sql("select reason from quality.quarantine order by 1").fetchall()]
     assert any(r.endswith("000000.json #2)") for r in reasons)  # the null row, page position 2
     assert any(r.endswith("000000.json #4)") for r in reasons)  # the later copy of a

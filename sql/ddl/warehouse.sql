@@ -162,3 +162,9 @@ alter table ops.writeback_ledger add column if not exists closed_at timestamptz;
 alter table ops.writeback_ledger add column if not exists merged_into varchar;
 alter table ops.writeback_ledger add column if not exists effort double;
 alter table ops.writeback_ledger add column if not exists effort_source varchar;
+
+-- Added with screening of bad input (tasks/load.py): a file set aside whole is recorded as
+-- rejected (with the rule and its sha256) so it is not read again until it changes.
+alter table ops.loaded_files add column if not exists status varchar default 'loaded';
+alter table ops.loaded_files add column if not exists reject_rule varchar;
+alter table ops.loaded_files add column if not exists sha256 varchar;
