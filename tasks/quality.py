@@ -618,10 +618,18 @@ def apply_staging_validation(
                 rule = o.expectation_type + (f"({o.column})" if o.column else "")
                 # Set-based, inside DuckDB: a mass failure quarantines millions of rows without
                 # pulling their keys into Python.
+                reason = "$2"
+                source = f"(select #1 as k from ({o.failing_keys_query}) as failing)"
+                if o.reason_column:  # each row's own reason, e.g. wrong_type:updated_at
+                    reason = f'coalesce(t."{o.reason_column}"::varchar, $2)'
+                    source = (
+                        f'(select failing.k, t."{o.reason_column}" from {source} as failing '
+                        f'join "{res.table}" as t on t."{t.key}"::varchar = failing.k::varchar)'
+                    )
                 con.execute(
                     f"""insert into _failing
-                        select distinct k::varchar, $1, $2
-                        from (select #1 as k from ({o.failing_keys_query}) as failing)
+                        select distinct k::varchar, $1, {reason}
+                        from {source} as t
                         where k is not null""",
                     [rule, o.quarantine_reason or rule],
                 )

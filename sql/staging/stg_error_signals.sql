@@ -17,7 +17,8 @@ sentry as (
         last_seen_at,
         url_path,
         components,
-        is_deleted
+        is_deleted,
+        type_error
     from staging.stg_sentry__issues
 )
 

@@ -31,7 +31,17 @@ fields as (
                 '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)',
                 1
             )
-        ) as page_path
+        ) as page_path,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.event_type', ['VARCHAR'], 'event_type'),
+            type_check(payload, '$.user_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'user_id'),
+            type_check(payload, '$.device_id', ['VARCHAR'], 'device_id'),
+            type_check_ts(payload, '$.event_time', 'event_time'),
+            type_check(payload, '$.event_properties', ['OBJECT'], 'event_properties'),
+            type_check(payload, '$.groups', ['OBJECT'], 'groups'),
+            type_check(payload, '$.groups.company', ['VARCHAR', 'BIGINT', 'UBIGINT', 'ARRAY'], 'groups.company')
+        ), '') as type_error
     from source
 ),
 
@@ -52,7 +62,8 @@ renamed as (
         nullif(trim(company), '') as account_key,
         nullif(trim(payload ->> 'event_type'), '') as event_name,
         nullif(page_path, '') as url_path,
-        payload -> 'event_properties' as properties
+        payload -> 'event_properties' as properties,
+        type_error
     from fields
 )
 

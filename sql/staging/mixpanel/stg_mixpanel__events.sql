@@ -33,7 +33,15 @@ renamed as (
             ),
             ''
         ) as url_path,
-        payload -> 'properties' as properties
+        payload -> 'properties' as properties,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.event', ['VARCHAR'], 'event'),
+            type_check(payload, '$.properties', ['OBJECT'], 'properties'),
+            type_check_epoch(payload, '$.properties.time', ['BIGINT', 'UBIGINT', 'DOUBLE'], 'properties.time'),
+            type_check(payload, '$.properties.distinct_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.distinct_id'),
+            type_check(payload, '$.properties.company_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.company_id')
+        ), '') as type_error
     from source
 )
 

@@ -1,7 +1,8 @@
 -- grain: one row per PostHog event; key: event_id ('posthog:' || the event uuid).
 -- Renames, casts and normalises raw.posthog__events (file exports and the query API land the
--- same record shape there) to the stg_usage_events columns; a wrongly typed value becomes null
--- here and is quarantined by the stg_usage_events suite.
+-- same record shape there) to the stg_usage_events columns. A wrongly typed value (an object as
+-- the event name, text as properties, a number or unparseable text as the time) is named in
+-- type_error, and the stg_usage_events suite quarantines the row with that reason.
 with
 
 source as (
@@ -21,7 +22,17 @@ renamed as (
         json_extract_string(properties, '$."$groups".company') as account_key,
         nullif(trim(event), '') as event_name,
         json_extract_string(properties, '$."$pathname"') as url_path,
-        properties
+        properties,
+        nullif(concat_ws(
+            ',',
+            type_check_text(event, 'event'),
+            type_check_text(distinct_id, 'distinct_id'),
+            type_check_ts(event_time, '$', 'timestamp'),
+            type_check(properties, '$', ['OBJECT'], 'properties'),
+            type_check(properties, '$."$groups"', ['OBJECT'], '$groups'),
+            type_check(properties, '$."$groups".company', ['VARCHAR', 'BIGINT', 'UBIGINT'], '$groups.company'),
+            type_check(properties, '$."$pathname"', ['VARCHAR'], '$pathname')
+        ), '') as type_error
     from source
 )
 
