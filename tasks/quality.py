@@ -53,6 +53,7 @@ STAGING_TABLES = (
     StagingTable("stg_support_tickets", "ticket_id", "tickets"),
     StagingTable("stg_bug_issues", "issue_id", "bugs"),
     StagingTable("stg_accounts", "account_key", "accounts"),
+    StagingTable("stg_error_signals", "issue_id", "errors"),
 )
 # Catalog mapping coverage, validated before scoring: (relation, key, source kind).
 COVERAGE_TABLES = (
@@ -75,6 +76,11 @@ ADVISORY_KINDS = {
     "accounts": (
         {"fail": WARNING_CONFIDENCE, "warn": 0.9, "pass": 1.0},
         "ARR weighting is off (priorities are not revenue-weighted)",
+    ),
+    # Error signals (Sentry) are context beside the scores, not evidence they are built from.
+    "errors": (
+        {"fail": 0.9, "warn": 1.0, "pass": 1.0},
+        "error signals (Sentry) are incomplete (feature_errors may undercount)",
     ),
 }
 # Raw records profiled per table and run for schema drift (a reservoir sample).

@@ -210,8 +210,7 @@ def _union(vendor: str) -> tuple[str, str]:
     table = v.canonical
     key = {"usage": "event_id", "tickets": "ticket_id", "bugs": "issue_id"}.get(v.kind)
     key = key or ("account_key" if v.kind == "accounts" else "issue_id")
-    union = f"{table}__unvalidated" if v.kind != "errors" else table
-    return f"staging.{union}", key
+    return f"staging.{table}__unvalidated", key
 
 
 @pytest.fixture
@@ -285,8 +284,6 @@ def test_wrong_types_are_quarantined_with_their_reason_and_rows_add_up(wh):
         per_vendor[vendor] = 1
     n = 100
     for vendor, path, value, field in WRONG:
-        if vendor == "sentry":  # error signals have no suite yet: checked by type_error above
-            continue
         key = str(n)
         n += 1
         _insert(con, vendor, key, _with(GOOD[vendor], path, value))
@@ -305,8 +302,6 @@ def test_wrong_types_are_quarantined_with_their_reason_and_rows_add_up(wh):
     )
     assert got == expected
     for vendor, rows_in in per_vendor.items():
-        if vendor == "sentry":
-            continue
         relation, key = _union(vendor)
         staged = con.sql(
             f"select count(*) from {relation.removesuffix('__unvalidated')} "
@@ -329,6 +324,8 @@ def test_unknown_enum_values_keep_the_row_as_unknown_with_a_warning(wh):
     _insert(con, "zendesk", "3", {**GOOD["zendesk"], "status": "escalated-tier-3"})
     _insert(con, "github", "1", GOOD["github"])
     _insert(con, "github", "2", {**GOOD["github"], "state": "triage"})
+    _insert(con, "sentry", "1", GOOD["sentry"])
+    _insert(con, "sentry", "2", {**GOOD["sentry"], "level": "catastrophic"})
     for vendor in ("posthog", "accounts"):
         _insert(con, vendor, "1", GOOD[vendor])
     transform.build_staging(con, SALT)
@@ -345,6 +342,8 @@ def test_unknown_enum_values_keep_the_row_as_unknown_with_a_warning(wh):
     }
     bugs = dict(con.sql("select issue_id, state from staging.stg_bug_issues").fetchall())
     assert bugs == {"github:1": "open", "github:2": "unknown"}
+    errors = dict(con.sql("select issue_id, level from staging.stg_error_signals").fetchall())
+    assert errors == {"sentry:1": "error", "sentry:2": "unknown"}
     assert con.sql("select count(*) from quality.quarantine").fetchall() == [(0,)]
 
     warnings = {
@@ -353,7 +352,7 @@ def test_unknown_enum_values_keep_the_row_as_unknown_with_a_warning(wh):
         for o in r.outcomes
         if o.expectation_type == "unexpected_rows_expectation" and not o.success
     }
-    assert set(warnings) == {"unknown status", "unknown priority", "unknown state"}
+    assert set(warnings) == {"unknown status", "unknown priority", "unknown state", "unknown level"}
     assert all(o.severity == "warning" for o in warnings.values())
     detail = warnings["unknown priority"].details[0]
     assert detail.startswith("priority: 1 row(s)")
@@ -364,7 +363,7 @@ def test_unknown_enum_values_keep_the_row_as_unknown_with_a_warning(wh):
     assert "unknown priority" in verdicts["stg_support_tickets"].reason
 
 
-@pytest.mark.parametrize("suite", ["stg_support_tickets", "stg_bug_issues"])
+@pytest.mark.parametrize("suite", ["stg_support_tickets", "stg_bug_issues", "stg_error_signals"])
 def test_suites_accept_unknown_where_they_enumerate_values(suite):
     for exp in load_suite(Path("expectations") / f"{suite}.json")["expectations"]:
         if exp["type"] == "expect_column_values_to_be_in_set" and exp["kwargs"]["column"] != (
