@@ -45,11 +45,14 @@ replace(replace(replace(g, '%', '\%'), '_', '\_'), '*', '%');
 -- type the model cannot read, else NULL (an absent field or JSON null is not a type error; the
 -- suites' not-null rules judge those). The staging unions carry them in `type_error`, and the
 -- suites quarantine such rows with that reason instead of letting the value become NULL.
-create or replace macro type_check(j, path, accepted, name) as
+create or replace macro type_is(json_type_name, accepted, name) as
 case
-    when not list_contains(list_append(accepted, 'NULL'), json_type(j, path))
+    when not list_contains(list_append(accepted, 'NULL'), json_type_name)
         then 'wrong_type:' || name
 end;
+
+create or replace macro type_check(j, path, accepted, name) as
+type_is(json_type(j, path), accepted, name);
 
 -- A timestamp given as text: any other type, or text that does not parse, is a type error.
 create or replace macro type_check_ts(j, path, name) as

@@ -13,6 +13,14 @@ fields as (
         event_id,
         payload,
         _loaded_at,
+        -- one parse of the payload for all its type checks (the high-volume path)
+        json_type(
+            payload,
+            [
+                '$.event_type', '$.user_id', '$.device_id', '$.event_time',
+                '$.event_properties', '$.groups', '$.groups.company'
+            ]
+        ) as payload_types,
         case
             when json_type(payload, '$.event_time') = 'VARCHAR' then payload ->> 'event_time'
         end as event_time_text,
@@ -34,13 +42,19 @@ fields as (
         ) as page_path,
         nullif(concat_ws(
             ',',
-            type_check(payload, '$.event_type', ['VARCHAR'], 'event_type'),
-            type_check(payload, '$.user_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'user_id'),
-            type_check(payload, '$.device_id', ['VARCHAR'], 'device_id'),
-            type_check_ts(payload, '$.event_time', 'event_time'),
-            type_check(payload, '$.event_properties', ['OBJECT'], 'event_properties'),
-            type_check(payload, '$.groups', ['OBJECT'], 'groups'),
-            type_check(payload, '$.groups.company', ['VARCHAR', 'BIGINT', 'UBIGINT', 'ARRAY'], 'groups.company')
+            type_is(payload_types[1], ['VARCHAR'], 'event_type'),
+            type_is(payload_types[2], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'user_id'),
+            type_is(payload_types[3], ['VARCHAR'], 'device_id'),
+            type_is(payload_types[4], ['VARCHAR'], 'event_time'),
+            case
+                when payload_types[4] = 'VARCHAR'
+                    and nullif(trim(event_time_text), '') is not null
+                    and try_cast(event_time_text as timestamptz) is null
+                    then 'wrong_type:event_time'
+            end,
+            type_is(payload_types[5], ['OBJECT'], 'event_properties'),
+            type_is(payload_types[6], ['OBJECT'], 'groups'),
+            type_is(payload_types[7], ['VARCHAR', 'BIGINT', 'UBIGINT', 'ARRAY'], 'groups.company')
         ), '') as type_error
     from source
 ),

@@ -9,6 +9,20 @@ source as (
     select * from raw.mixpanel__events
 ),
 
+typed as (
+    -- one parse of the payload for all its type checks (the high-volume path)
+    select
+        *,
+        json_type(
+            payload,
+            [
+                '$.event', '$.properties', '$.properties.time', '$.properties.distinct_id',
+                '$.properties.company_id'
+            ]
+        ) as payload_types
+    from source
+),
+
 renamed as (
     select
         'mixpanel:' || event_id as event_id,
@@ -36,13 +50,21 @@ renamed as (
         payload -> 'properties' as properties,
         nullif(concat_ws(
             ',',
-            type_check(payload, '$.event', ['VARCHAR'], 'event'),
-            type_check(payload, '$.properties', ['OBJECT'], 'properties'),
-            type_check_epoch(payload, '$.properties.time', ['BIGINT', 'UBIGINT', 'DOUBLE'], 'properties.time'),
-            type_check(payload, '$.properties.distinct_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.distinct_id'),
-            type_check(payload, '$.properties.company_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.company_id')
+            type_is(payload_types[1], ['VARCHAR'], 'event'),
+            type_is(payload_types[2], ['OBJECT'], 'properties'),
+            case
+                when not list_contains(['BIGINT', 'UBIGINT', 'DOUBLE', 'NULL'], payload_types[3])
+                    or (
+                        payload_types[3] <> 'NULL'
+                        and try(to_timestamp(json_extract(payload, '$.properties.time')::double))
+                        is null
+                    )
+                    then 'wrong_type:properties.time'
+            end,
+            type_is(payload_types[4], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.distinct_id'),
+            type_is(payload_types[5], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.company_id')
         ), '') as type_error
-    from source
+    from typed
 )
 
 select * from renamed

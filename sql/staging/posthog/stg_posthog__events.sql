@@ -9,6 +9,16 @@ source as (
     select * from raw.posthog__events
 ),
 
+typed as (
+    -- one parse of properties for all its type checks (the high-volume path)
+    select
+        *,
+        json_type(
+            properties, ['$', '$."$groups"', '$."$groups".company', '$."$pathname"']
+        ) as property_types
+    from source
+),
+
 renamed as (
     select
         'posthog:' || event_id as event_id,
@@ -28,12 +38,12 @@ renamed as (
             type_check_text(event, 'event'),
             type_check_text(distinct_id, 'distinct_id'),
             type_check_ts(event_time, '$', 'timestamp'),
-            type_check(properties, '$', ['OBJECT'], 'properties'),
-            type_check(properties, '$."$groups"', ['OBJECT'], '$groups'),
-            type_check(properties, '$."$groups".company', ['VARCHAR', 'BIGINT', 'UBIGINT'], '$groups.company'),
-            type_check(properties, '$."$pathname"', ['VARCHAR'], '$pathname')
+            type_is(property_types[1], ['OBJECT'], 'properties'),
+            type_is(property_types[2], ['OBJECT'], '$groups'),
+            type_is(property_types[3], ['VARCHAR', 'BIGINT', 'UBIGINT'], '$groups.company'),
+            type_is(property_types[4], ['VARCHAR'], '$pathname')
         ), '') as type_error
-    from source
+    from typed
 )
 
 select * from renamed
