@@ -370,3 +370,34 @@ def test_suites_accept_unknown_where_they_enumerate_values(suite):
             "source"
         ):
             assert "unknown" in exp["kwargs"]["value_set"], exp["kwargs"]["column"]
+
+
+def test_a_few_unknown_values_are_logged_without_failing_the_rule(wh, caplog):
+    """Below 1% of the rows the warning rule passes (like the row rules' mostly: 0.99); the
+    unknown values are still reported, as a logged warning with the count and examples."""
+    con, _ = wh
+    for i in range(1, 201):
+        _insert(con, "zendesk", str(i), GOOD["zendesk"])
+    _insert(con, "zendesk", "999", {**GOOD["zendesk"], "priority": "P0 call +1 415 555 0100"})
+    transform.build_staging(con, SALT)
+    suite = load_suite(Path("expectations") / "stg_support_tickets.json")
+    (rule,) = [
+        e
+        for e in suite["expectations"]
+        if "priority_unknown" in e["kwargs"].get("unexpected_rows_query", "")
+    ]
+    query = rule["kwargs"]["unexpected_rows_query"].replace(
+        "{batch}", "(select * from staging.stg_support_tickets__unvalidated) as subselect"
+    )
+    assert con.sql(query).fetchall() == []  # 1 of 201 rows: under the 1% bound
+    with caplog.at_level("WARNING", logger="tasks.quality"):
+        messages = quality.log_unknown_enums(con, "stg_support_tickets")
+    assert messages == [
+        "staging.stg_support_tickets: 1 row(s) with an unknown priority, kept as 'unknown' "
+        "(e.g. p0 call [phone])"
+    ]
+    assert messages[0] in caplog.text and "555" not in caplog.text
+    assert con.sql(
+        "select priority from staging.stg_support_tickets__unvalidated "
+        "where ticket_id = 'zendesk:999'"
+    ).fetchall() == [("unknown",)]
