@@ -53,6 +53,7 @@ STAGING_TABLES = (
     StagingTable("stg_support_tickets", "ticket_id", "tickets"),
     StagingTable("stg_bug_issues", "issue_id", "bugs"),
     StagingTable("stg_accounts", "account_key", "accounts"),
+    StagingTable("stg_error_signals", "issue_id", "errors"),
 )
 # Catalog mapping coverage, validated before scoring: (relation, key, source kind).
 COVERAGE_TABLES = (
@@ -75,6 +76,11 @@ ADVISORY_KINDS = {
     "accounts": (
         {"fail": WARNING_CONFIDENCE, "warn": 0.9, "pass": 1.0},
         "ARR weighting is off (priorities are not revenue-weighted)",
+    ),
+    # Error signals (Sentry) are context beside the scores, not evidence they are built from.
+    "errors": (
+        {"fail": 0.9, "warn": 1.0, "pass": 1.0},
+        "error signals (Sentry) are incomplete (feature_errors may undercount)",
     ),
 }
 # Raw records profiled per table and run for schema drift (a reservoir sample).
@@ -619,10 +625,18 @@ def apply_staging_validation(
                 rule = o.expectation_type + (f"({o.column})" if o.column else "")
                 # Set-based, inside DuckDB: a mass failure quarantines millions of rows without
                 # pulling their keys into Python.
+                reason = "$2"
+                source = f"(select #1 as k from ({o.failing_keys_query}) as failing)"
+                if o.reason_column:  # each row's own reason, e.g. wrong_type:updated_at
+                    reason = f'coalesce(t."{o.reason_column}"::varchar, $2)'
+                    source = (
+                        f'(select failing.k, t."{o.reason_column}" from {source} as failing '
+                        f'join "{res.table}" as t on t."{t.key}"::varchar = failing.k::varchar)'
+                    )
                 con.execute(
                     f"""insert into _failing
-                        select distinct k::varchar, $1, $2
-                        from (select #1 as k from ({o.failing_keys_query}) as failing)
+                        select distinct k::varchar, $1, {reason}
+                        from {source} as t
                         where k is not null""",
                     [rule, o.quarantine_reason or rule],
                 )
@@ -640,9 +654,41 @@ def apply_staging_validation(
         verdicts.append(
             _verdict(res, "staging", t.source_kind, rows_in, rows_accepted, n_quarantined)
         )
+        log_unknown_enums(con, t.table)
     con.execute("drop table if exists _failing")
     con.execute("drop table if exists _rejects")
     return verdicts
+
+
+def log_unknown_enums(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    """Log (and return) one warning per enum column of `staging.<table>__unvalidated` holding
+    values outside its canonical set: the field, the count and up to three examples (redacted and
+    cut short at staging, in `<field>_unknown`). The rows stay, with the value 'unknown'; the
+    suite's warning rule fails (lowering confidence) only above 1% of the rows."""
+    columns = [
+        r[0]
+        for r in con.execute(
+            "select column_name from information_schema.columns where table_schema = 'staging' "
+            "and table_name = ? and column_name like '%\\_unknown' escape '\\' "
+            "order by ordinal_position",
+            [f"{table}__unvalidated"],
+        ).fetchall()
+    ]
+    out = []
+    for col in columns:
+        field_name = col.removesuffix("_unknown")
+        n, examples = con.sql(
+            f"select count(*), list_slice(list_sort(list_distinct(list({col}))), 1, 3) "
+            f"from staging.{table}__unvalidated where {col} is not null"
+        ).fetchall()[0]
+        if n:
+            message = (
+                f"staging.{table}: {n} row(s) with an unknown {field_name}, kept as 'unknown' "
+                f"(e.g. {', '.join(examples)})"
+            )
+            log.warning(message)
+            out.append(message)
+    return out
 
 
 def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:

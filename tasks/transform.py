@@ -20,7 +20,13 @@ FORMULA_VERSION = "health-v2"
 # the vendors ("__unvalidated", what the GX suite checks) is a view for the high-volume events
 # (no second copy of every event) and a table for tickets and bugs (materialised while the hash
 # salt is set); the canonical relation is a view leaving out quarantined rows.
-STAGING_MODELS = ("stg_usage_events", "stg_support_tickets", "stg_bug_issues", "stg_accounts")
+STAGING_MODELS = (
+    "stg_usage_events",
+    "stg_support_tickets",
+    "stg_bug_issues",
+    "stg_accounts",
+    "stg_error_signals",
+)
 MATERIALISED_UNIONS = ("stg_support_tickets", "stg_bug_issues")
 # Rebuilt in full each run (they describe the current state of the data).
 # int_event_feature_map and int_feature_user_days (the big usage rollups) are maintained
@@ -110,9 +116,6 @@ def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, i
             con.execute(f"create or replace view staging.{name} as\n{select}")
             n = con.sql(f"select count(*) from staging.{name}__unvalidated").fetchall()
             counts[name] = n[0][0]
-        # Error signals (Sentry) are context, not scored: a plain view, no suite yet.
-        select = sql_text("staging/stg_error_signals.sql").strip().rstrip(";")
-        con.execute(f"create or replace view staging.stg_error_signals as\n{select}")
         return counts
     finally:
         con.execute("reset variable hash_salt")
@@ -157,7 +160,7 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     return timings
 
 
-ROLLUP_VERSION = "1"  # bump when int_feature_user_days / int_event_feature_map change shape
+ROLLUP_VERSION = "2"  # bump when int_feature_user_days / int_event_feature_map change (2: tie-break)
 
 
 def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> dict:

@@ -107,6 +107,9 @@ class ExpectationOutcome:
     description: str | None = None  # what the rule means, from the suite
     # Evidence of a failing unexpected-rows rule: the `detail` column of its first rows.
     details: list[str] = field(default_factory=list)
+    # meta.reason_column: a column of the validated table whose value is each failing row's
+    # quarantine reason (e.g. type_error = 'wrong_type:updated_at'), else quarantine_reason.
+    reason_column: str | None = None
 
     @property
     def label(self) -> str:
@@ -168,6 +171,11 @@ def load_suite(path: Path) -> dict[str, Any]:
             raise SuiteError(f"{where}: uniqueness failures are reported, not quarantined")
         if meta["row_level"] and not meta.get("quarantine_reason"):
             raise SuiteError(f"{where}: a row-level rule needs meta.quarantine_reason")
+        reason_column = meta.get("reason_column")
+        if reason_column is not None and not (
+            meta["row_level"] and isinstance(reason_column, str) and _IDENTIFIER.match(reason_column)
+        ):
+            raise SuiteError(f"{where}: meta.reason_column must name a column of a row-level rule")
         if exp.get("description") is not None and not isinstance(exp["description"], str):
             raise SuiteError(f"{where}: description must be a string")
         if exp["type"] == UNEXPECTED_ROWS:
@@ -511,6 +519,7 @@ def _outcome(
         row_level=row_level,
         quarantine_reason=meta.get("quarantine_reason") if row_level else None,
         description=config.description,
+        reason_column=meta.get("reason_column") if row_level else None,
     )
     if config.type == UNEXPECTED_ROWS and not outcome.success:
         outcome.details = _unexpected_rows_details(engine, config.kwargs, table)

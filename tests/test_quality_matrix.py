@@ -241,9 +241,12 @@ def test_clean_exports_pass_and_write_everything(clean):
         "backlog_suggestions",
     }
     # The demo's own malformed records: 3 posthog lines and 1 zendesk ticket at load (the
-    # duplicate line, bad JSON, no id), the wrong-typed ones in validation.
+    # duplicate line, bad JSON, no id), the wrong-typed ones in validation (named by their
+    # field); the unknown enum values (a zendesk priority, a github state) stay, as 'unknown'.
     assert run.load_quarantined == {"posthog": 3, "zendesk": 1, "github": 1}
-    assert sum(run.validate_quarantined.values()) == 4
+    assert sum(run.validate_quarantined.values()) == 2
+    assert run.validate_reasons["wrong_type:timestamp"] == 1
+    assert run.validate_reasons["wrong_type:created_at"] == 1
     assert_confidence(run, run, {"usage": 1.0, "tickets": 1.0, "bugs": 1.0})
     assert run.suggestions and not blocked(run)
     assert all(p.action == "create" for p in run.plan.values())

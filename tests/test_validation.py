@@ -77,8 +77,30 @@ def make_db(path: Path, build) -> Path:
     db.ensure_schema(con)  # the warehouse contract, and the (empty) quality.* relations the
     quality.ensure_quality_tables(con)  # table-level rules read
     build(con)
+    _add_staging_check_columns(con)
     con.close()  # the caller closes its connection before validating (the documented contract)
     return path
+
+
+def _add_staging_check_columns(con: duckdb.DuckDBPyConnection) -> None:
+    """The staging unions' check columns (type_error; the vendor value of an unknown enum),
+    NULL unless a test sets them, added after the test's own columns so its inserts stay
+    positional."""
+    extra = {
+        "stg_usage_events": ["type_error"],
+        "stg_support_tickets": ["type_error", "status_unknown", "priority_unknown"],
+        "stg_bug_issues": ["type_error", "state_unknown", "severity_unknown"],
+    }
+    have = {
+        r[0]
+        for r in con.execute(
+            "select table_name from information_schema.tables where table_schema = 'staging'"
+        ).fetchall()
+    }
+    for table, cols in extra.items():
+        if table in have:
+            for col in cols:
+                con.execute(f"alter table staging.{table} add column if not exists {col} varchar")
 
 
 def validate(path: Path, table: str, key: str, params=PARAMS) -> v.TableValidation:

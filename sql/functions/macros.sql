@@ -40,3 +40,50 @@ end;
 -- Catalog globs use * for "anything"; LIKE needs % (and literal % / _ escaped).
 create or replace macro glob_to_like(g) as
 replace(replace(replace(g, '%', '\%'), '_', '\_'), '*', '%');
+
+-- Type checks for the staging models: 'wrong_type:<name>' when the JSON value at `path` has a
+-- type the model cannot read, else NULL (an absent field or JSON null is not a type error; the
+-- suites' not-null rules judge those). The staging unions carry them in `type_error`, and the
+-- suites quarantine such rows with that reason instead of letting the value become NULL.
+create or replace macro type_is(json_type_name, accepted, name) as
+case
+    when not list_contains(list_append(accepted, 'NULL'), json_type_name)
+        then 'wrong_type:' || name
+end;
+
+create or replace macro type_check(j, path, accepted, name) as
+type_is(json_type(j, path), accepted, name);
+
+-- A timestamp given as text: any other type, or text that does not parse, is a type error.
+create or replace macro type_check_ts(j, path, name) as
+case
+    when json_type(j, path) not in ('VARCHAR', 'NULL')
+        or (
+            json_type(j, path) = 'VARCHAR'
+            and nullif(trim(j ->> path), '') is not null
+            and try_cast(j ->> path as timestamptz) is null
+        )
+        then 'wrong_type:' || name
+end;
+
+-- A timestamp given as epoch seconds: any other type, or a number out of range.
+create or replace macro type_check_epoch(j, path, accepted, name) as
+case
+    when not list_contains(list_append(accepted, 'NULL'), json_type(j, path))
+        or (
+            json_type(j, path) <> 'NULL'
+            and try(to_timestamp(json_extract(j, path)::double)) is null
+        )
+        then 'wrong_type:' || name
+end;
+
+-- A text column landed from a JSON value (the typed raw columns of high-volume streams): an
+-- object or an array arrives as its JSON text.
+create or replace macro type_check_text(t, name) as
+case
+    when left(ltrim(t), 1) in ('{', '[') and json_valid(t) then 'wrong_type:' || name
+end;
+
+-- A vendor's enum value outside the canonical set, as kept for the quality warning's examples:
+-- redacted and cut to 24 characters.
+create or replace macro enum_example(v) as left(redact_text(v), 24);

@@ -30,7 +30,7 @@ first_match as (
         issue_id,
         feature_key
     from matches
-    qualify row_number() over (partition by issue_id order by feature_order) = 1
+    qualify row_number() over (partition by issue_id order by feature_order, feature_key) = 1
 ),
 
 final as (

@@ -37,7 +37,7 @@ first_match as (
         feature_key
     from matches
     qualify row_number() over (
-        partition by issue_id order by signal_rank, feature_order
+        partition by issue_id order by signal_rank, feature_order, feature_key
     ) = 1
 ),
 

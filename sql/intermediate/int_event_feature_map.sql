@@ -45,7 +45,7 @@ first_match as (
         feature_key
     from matches
     qualify row_number() over (
-        partition by event_name, url_path order by feature_order, signal_rank
+        partition by event_name, url_path order by feature_order, signal_rank, feature_key
     ) = 1
 ),
 

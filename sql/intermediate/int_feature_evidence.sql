@@ -79,12 +79,12 @@ scans as (
         windows.day,
         spans.n_days::integer as window_days,
         count(windows.usage_z) as n_z,
-        sum(windows.usage_z) / sqrt(spans.n_days) as drop_stat,
+        sum(windows.usage_z::decimal(38, 10))::double / sqrt(spans.n_days) as drop_stat,
         (
             sum(windows.n_tickets) - max(windows.n_tickets)
             + list_sort(list(windows.n_tickets), 'DESC')[2]
         )::double as tickets_loo,
-        sum(windows.expected_tickets) as expected_tickets_loo,
+        sum(windows.expected_tickets::decimal(38, 10))::double as expected_tickets_loo,
         count(windows.expected_tickets) as n_expected
     from windows
     inner join spans
@@ -100,7 +100,7 @@ drop_best as (
         window_days as drop_window_days
     from scans
     where n_z = window_days and window_days <= 7
-    qualify row_number() over (partition by feature_key, day order by drop_stat asc) = 1
+    qualify row_number() over (partition by feature_key, day order by drop_stat asc, window_days asc) = 1
 ),
 
 ticket_scored as (
@@ -127,7 +127,8 @@ ticket_best as (
     cross join params
     qualify row_number() over (
         partition by ticket_scored.feature_key, ticket_scored.day
-        order by is_ticket_significant desc, ticket_scored.ticket_stat desc
+        order by is_ticket_significant desc, ticket_scored.ticket_stat desc,
+            ticket_scored.window_days asc
     ) = 1
 ),
 
@@ -137,7 +138,7 @@ recent as (
         days.day,
         median(history.usage_rel) as recent_usage_rel,
         sum(history.n_tickets) as recent_tickets,
-        sum(history.expected_tickets) as recent_expected_tickets
+        sum(history.expected_tickets::decimal(38, 10))::double as recent_expected_tickets
     from days
     inner join baseline as history
         on
@@ -213,7 +214,7 @@ bug_load as (
         count(bugs.issue_id) filter (where bugs.severity = 's1') as n_open_s1_bugs,
         count(bugs.issue_id) filter (where bugs.severity = 's2') as n_open_s2_bugs,
         coalesce(
-            sum(bugs.severity_weight * (1 + least(days.day - bugs.created_at::date, 90) / 90.0)),
+            sum((bugs.severity_weight * (1 + least(days.day - bugs.created_at::date, 90) / 90.0))::decimal(38, 10))::double,
             0
         ) as bugs_weighted
     from days

@@ -148,8 +148,8 @@ bugs as (
         count(*) filter (where is_open_as_of and severity in ('s1', 's2'))
             as n_open_high_sev_bugs,
         coalesce(
-            sum(severity_weight * (1 + least(as_of - created_at::date, 90) / 90.0))
-            filter (where is_open_as_of),
+            (sum((severity_weight * (1 + least(as_of - created_at::date, 90) / 90.0))::decimal(38, 10))
+            filter (where is_open_as_of))::double,
             0
         ) as n_bugs_weighted,
         count(*) filter (
@@ -168,8 +168,9 @@ product as (
 last_week_vs_baseline as (
     select
         baseline.feature_key,
-        sum(baseline.n_users) / nullif(sum(baseline.expected_users), 0) - 1 as usage_vs_baseline_7d,
-        sum(baseline.expected_users) / 7 as expected_daily_users_7d
+        sum(baseline.n_users) / nullif(sum(baseline.expected_users::decimal(38, 10))::double, 0) - 1
+            as usage_vs_baseline_7d,
+        sum(baseline.expected_users::decimal(38, 10))::double / 7 as expected_daily_users_7d
     from intermediate.int_feature_baseline as baseline
     cross join params
     where baseline.day between params.as_of - 6 and params.as_of
@@ -214,7 +215,7 @@ accounts as (
 arr as (
     select
         current_users.feature_key,
-        avg(accounts.arr) as avg_user_arr
+        avg(accounts.arr::decimal(38, 10))::double as avg_user_arr
     from current_users
     inner join accounts on current_users.account_key = accounts.account_key
     group by all
@@ -224,7 +225,7 @@ arr_accounts as (
     select
         feature_accounts.feature_key,
         count(*) as n_accounts_with_arr,
-        sum(accounts.arr) as arr_of_accounts
+        sum(accounts.arr::decimal(38, 10))::double as arr_of_accounts
     from (select distinct
         feature_key,
         account_key
@@ -234,7 +235,7 @@ arr_accounts as (
 ),
 
 product_arr as (
-    select avg(accounts.arr) as avg_account_arr
+    select avg(accounts.arr::decimal(38, 10))::double as avg_account_arr
     from current_users
     inner join accounts on current_users.account_key = accounts.account_key
     where current_users.feature_key = '__product__'

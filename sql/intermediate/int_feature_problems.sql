@@ -137,11 +137,11 @@ since_onset as (
         episode_evidence.feature_key,
         episode_evidence.problem,
         count(*) as n_days_since_onset,
-        avg(baseline.n_users) as avg_daily_users,
-        avg(baseline.expected_users) as avg_expected_users,
-        avg(baseline.expected_users_spread) as avg_expected_spread,
+        avg(baseline.n_users::decimal(38, 10))::double as avg_daily_users,
+        avg(baseline.expected_users::decimal(38, 10))::double as avg_expected_users,
+        avg(baseline.expected_users_spread::decimal(38, 10))::double as avg_expected_spread,
         sum(baseline.n_tickets) as n_tickets,
-        sum(baseline.expected_tickets) as expected_tickets,
+        sum(baseline.expected_tickets::decimal(38, 10))::double as expected_tickets,
         sum(baseline.n_s1_bugs_opened) as n_s1_bugs_opened,
         sum(baseline.n_s2_bugs_opened) as n_s2_bugs_opened
     from episode_evidence

@@ -32,7 +32,7 @@ first_match as (
         ticket_id,
         feature_key
     from matches
-    qualify row_number() over (partition by ticket_id order by signal_rank, feature_order) = 1
+    qualify row_number() over (partition by ticket_id order by signal_rank, feature_order, feature_key) = 1
 ),
 
 final as (

@@ -67,7 +67,7 @@ final as (
         'events' as signal,
         count(*) as n_records,
         count(feature_key) as n_mapped,
-        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_events)
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc, cluster asc) from unmapped_events)
             as top_unmapped
     from events
     union all
@@ -75,14 +75,14 @@ final as (
         'tickets',
         count(*),
         count(feature_key),
-        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_tickets)
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc, cluster asc) from unmapped_tickets)
     from tickets
     union all
     select
         'bugs',
         count(*),
         count(feature_key),
-        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc) from unmapped_bugs)
+        (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc, cluster asc) from unmapped_bugs)
     from bugs
 )
 

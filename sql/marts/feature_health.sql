@@ -20,7 +20,7 @@ source_status as (
 scored as (
     select
         feature_key,
-        round(sum(contribution), 2) as health_score,
+        round(sum(contribution::decimal(38, 10))::double, 2) as health_score,
         max(score) filter (where component = 'adoption') as adoption_score,
         max(score) filter (where component = 'engagement') as engagement_score,
         max(score) filter (where component = 'retention') as retention_score,
@@ -37,12 +37,14 @@ explained as (
         feature_key,
         string_agg(
             format('{} -{:.0f} pts ({})', component, points_lost, detail),
-            '; ' order by points_lost desc
+            '; ' order by points_lost desc, component asc
         ) filter (where lost_rank <= 3 and points_lost >= 1) as explanation
     from (
         select
             *,
-            row_number() over (partition by feature_key order by points_lost desc) as lost_rank
+            row_number() over (
+                partition by feature_key order by points_lost desc, component asc
+            ) as lost_rank
         from components
     ) as ranked_components
     group by all
@@ -50,7 +52,9 @@ explained as (
 
 data_quality as (
     select
-        coalesce(exp(sum(ln(greatest(confidence_factor, 1e-9)))), 1.0) as dq_factor,
+        coalesce(
+            exp(sum(ln(greatest(confidence_factor, 1e-9))::decimal(38, 10))::double), 1.0
+        ) as dq_factor,
         string_agg(source_kind || ': ' || reason, '; ' order by source_kind)
         filter (where confidence_factor < 1) as dq_reasons
     from source_status

@@ -12,7 +12,8 @@ accounts_file as (
         plan,
         segment,
         updated_at,
-        source
+        source,
+        type_error
     from staging.stg_accounts__accounts
 ),
 

@@ -13,7 +13,7 @@ quarantined as (
 ),
 
 final as (
-    select candidates.*
+    select candidates.* exclude (type_error, state_unknown, severity_unknown)
     from candidates
     where not exists (
         select 1 from quarantined

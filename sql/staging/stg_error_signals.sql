@@ -1,24 +1,24 @@
--- grain: one row per error-tracker issue (Sentry); key: issue_id ('sentry:<id>').
--- The error signal per feature: counts of events and affected users, where it happens.
+-- grain: one row per error-tracker issue (Sentry) that passed validation; key: issue_id.
+-- Rows quarantined by the stg_error_signals suite in the latest validation are left out; they
+-- stay in raw.* and quality.quarantine (with the reason) and come back when a newer version passes.
 with
 
-sentry as (
-    select
-        issue_id,
-        source,
-        url,
-        title,
-        culprit,
-        level,
-        status,
-        n_events,
-        n_users,
-        first_seen_at,
-        last_seen_at,
-        url_path,
-        components,
-        is_deleted
-    from staging.stg_sentry__issues
+candidates as (
+    select * from staging.stg_error_signals__unvalidated
+),
+
+quarantined as (
+    select record_key from quality.quarantine
+    where stage = 'validate' and table_name = 'staging.stg_error_signals'
+),
+
+final as (
+    select candidates.* exclude (type_error, status_unknown, level_unknown)
+    from candidates
+    where not exists (
+        select 1 from quarantined
+        where quarantined.record_key = candidates.issue_id
+    )
 )
 
-select * from sentry
+select * from final

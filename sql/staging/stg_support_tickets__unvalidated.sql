@@ -1,5 +1,8 @@
 -- grain: one row per support ticket or conversation from every help desk, before validation; key: ticket_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.
+-- type_error names the fields of a wrong JSON type (the suite quarantines those rows). A status or
+-- priority outside the canonical sets becomes 'unknown' (the row is kept); the vendor's value,
+-- redacted and cut short, stays in status_unknown / priority_unknown for the suite's warning.
 with
 
 zendesk as (
@@ -17,7 +20,8 @@ zendesk as (
         requester_key,
         account_key,
         is_deleted,
-        url
+        url,
+        type_error
     from staging.stg_zendesk__tickets
 ),
 
@@ -36,7 +40,8 @@ intercom as (
         requester_key,
         account_key,
         is_deleted,
-        url
+        url,
+        type_error
     from staging.stg_intercom__conversations
 ),
 
@@ -55,7 +60,8 @@ freshdesk as (
         requester_key,
         account_key,
         is_deleted,
-        url
+        url,
+        type_error
     from staging.stg_freshdesk__tickets
 ),
 
@@ -65,6 +71,31 @@ unioned as (
     select * from intercom
     union all
     select * from freshdesk
+),
+
+normalised as (
+    select
+        * replace (
+            case
+                when status is null or status in (
+                    'new', 'open', 'pending', 'hold', 'solved', 'closed', 'deleted'
+                ) then status
+                else 'unknown'
+            end as status,
+            case
+                when priority is null or priority in ('urgent', 'high', 'normal', 'low')
+                    then priority
+                else 'unknown'
+            end as priority
+        ),
+        case
+            when status not in ('new', 'open', 'pending', 'hold', 'solved', 'closed', 'deleted')
+                then enum_example(status)
+        end as status_unknown,
+        case
+            when priority not in ('urgent', 'high', 'normal', 'low') then enum_example(priority)
+        end as priority_unknown
+    from unioned
 )
 
-select * from unioned
+select * from normalised

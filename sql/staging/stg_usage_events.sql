@@ -13,7 +13,7 @@ quarantined as (
 ),
 
 final as (
-    select candidates.*
+    select candidates.* exclude (type_error)
     from candidates
     where not exists (
         select 1 from quarantined

@@ -12,7 +12,8 @@ posthog as (
         account_key,
         event_name,
         url_path,
-        properties
+        properties,
+        type_error
     from staging.stg_posthog__events
 ),
 
@@ -26,7 +27,8 @@ amplitude as (
         account_key,
         event_name,
         url_path,
-        properties
+        properties,
+        type_error
     from staging.stg_amplitude__events
 ),
 
@@ -40,7 +42,8 @@ mixpanel as (
         account_key,
         event_name,
         url_path,
-        properties
+        properties,
+        type_error
     from staging.stg_mixpanel__events
 ),
 

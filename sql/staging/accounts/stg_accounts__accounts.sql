@@ -20,7 +20,12 @@ renamed as (
         try_cast(nullif(trim(payload ->> 'updated_at'), '') as timestamptz) as updated_at,
         nullif(trim(payload ->> 'name'), '') as name,
         _source_file as source_file,
-        _loaded_at as ingested_at
+        _loaded_at as ingested_at,
+        nullif(concat_ws(
+            ',',
+            case when nullif(trim(payload ->> 'arr'), '') is not null and try_cast(payload ->> 'arr' as double) is null then 'wrong_type:arr' end,
+            type_check_ts(payload, '$.updated_at', 'updated_at')
+        ), '') as type_error
     from source
 )
 

@@ -13,6 +13,14 @@ fields as (
         event_id,
         payload,
         _loaded_at,
+        -- one parse of the payload for all its type checks (the high-volume path)
+        json_type(
+            payload,
+            [
+                '$.event_type', '$.user_id', '$.device_id', '$.event_time',
+                '$.event_properties', '$.groups', '$.groups.company'
+            ]
+        ) as payload_types,
         case
             when json_type(payload, '$.event_time') = 'VARCHAR' then payload ->> 'event_time'
         end as event_time_text,
@@ -31,7 +39,23 @@ fields as (
                 '^[a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*([^?#]*)',
                 1
             )
-        ) as page_path
+        ) as page_path,
+        nullif(concat_ws(
+            ',',
+            type_is(payload_types[1], ['VARCHAR'], 'event_type'),
+            type_is(payload_types[2], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'user_id'),
+            type_is(payload_types[3], ['VARCHAR'], 'device_id'),
+            type_is(payload_types[4], ['VARCHAR'], 'event_time'),
+            case
+                when payload_types[4] = 'VARCHAR'
+                    and nullif(trim(event_time_text), '') is not null
+                    and try_cast(event_time_text as timestamptz) is null
+                    then 'wrong_type:event_time'
+            end,
+            type_is(payload_types[5], ['OBJECT'], 'event_properties'),
+            type_is(payload_types[6], ['OBJECT'], 'groups'),
+            type_is(payload_types[7], ['VARCHAR', 'BIGINT', 'UBIGINT', 'ARRAY'], 'groups.company')
+        ), '') as type_error
     from source
 ),
 
@@ -52,7 +76,8 @@ renamed as (
         nullif(trim(company), '') as account_key,
         nullif(trim(payload ->> 'event_type'), '') as event_name,
         nullif(page_path, '') as url_path,
-        payload -> 'event_properties' as properties
+        payload -> 'event_properties' as properties,
+        type_error
     from fields
 )
 

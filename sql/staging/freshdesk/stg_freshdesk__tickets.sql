@@ -63,7 +63,23 @@ renamed as (
         coalesce(
             try_cast(payload ->> 'deleted' as boolean), false
         ) or coalesce(try_cast(payload ->> 'spam' as boolean), false) as is_deleted,
-        getvariable('freshdesk_agent_url') || '/a/tickets/' || ticket_id as url
+        getvariable('freshdesk_agent_url') || '/a/tickets/' || ticket_id as url,
+        nullif(concat_ws(
+            ',',
+            type_check_ts(payload, '$.created_at', 'created_at'),
+            type_check_ts(payload, '$.updated_at', 'updated_at'),
+            type_check(payload, '$.status', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'status'),
+            type_check(payload, '$.priority', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'priority'),
+            type_check(payload, '$.source', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'source'),
+            type_check(payload, '$.subject', ['VARCHAR'], 'subject'),
+            type_check(payload, '$.description_text', ['VARCHAR'], 'description_text'),
+            type_check(payload, '$.description', ['VARCHAR'], 'description'),
+            type_check(payload, '$.tags', ['ARRAY'], 'tags'),
+            type_check(payload, '$.requester_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'requester_id'),
+            type_check(payload, '$.company_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'company_id'),
+            type_check(payload, '$.deleted', ['BOOLEAN'], 'deleted'),
+            type_check(payload, '$.spam', ['BOOLEAN'], 'spam')
+        ), '') as type_error
     from source
 )
 

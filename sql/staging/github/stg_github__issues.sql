@@ -32,7 +32,19 @@ renamed as (
         end as updated_at,
         try_cast(payload ->> 'closed_at' as timestamptz) as closed_at,
         coalesce(try_cast(payload ->> '$.reactions."+1"' as integer), 0) as votes,
-        false as is_deleted
+        false as is_deleted,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.html_url', ['VARCHAR'], 'html_url'),
+            type_check(payload, '$.title', ['VARCHAR'], 'title'),
+            type_check(payload, '$.state', ['VARCHAR'], 'state'),
+            type_check(payload, '$.state_reason', ['VARCHAR'], 'state_reason'),
+            type_check(payload, '$.labels', ['ARRAY'], 'labels'),
+            type_check_ts(payload, '$.created_at', 'created_at'),
+            type_check_ts(payload, '$.updated_at', 'updated_at'),
+            type_check_ts(payload, '$.closed_at', 'closed_at'),
+            type_check(payload, '$.reactions', ['OBJECT'], 'reactions')
+        ), '') as type_error
     from source
 ),
 
@@ -62,7 +74,8 @@ normalised as (
         closed_at,
         votes,
         is_deleted,
-        state_reason
+        state_reason,
+        type_error
     from renamed
 )
 

@@ -50,7 +50,22 @@ renamed as (
                 payload ->> '$.contacts.contacts[0].id'
             )
         ) as requester_key,
-        getvariable('intercom_inbox_url') || '/conversation/' || conversation_id as url
+        getvariable('intercom_inbox_url') || '/conversation/' || conversation_id as url,
+        nullif(concat_ws(
+            ',',
+            type_check_epoch(payload, '$.created_at', ['BIGINT', 'UBIGINT'], 'created_at'),
+            type_check_epoch(payload, '$.updated_at', ['BIGINT', 'UBIGINT'], 'updated_at'),
+            type_check(payload, '$.state', ['VARCHAR'], 'state'),
+            type_check(payload, '$.open', ['BOOLEAN'], 'open'),
+            type_check(payload, '$.priority', ['VARCHAR'], 'priority'),
+            type_check(payload, '$.title', ['VARCHAR'], 'title'),
+            type_check(payload, '$.source', ['OBJECT'], 'source'),
+            type_check(payload, '$.source.type', ['VARCHAR'], 'source.type'),
+            type_check(payload, '$.source.subject', ['VARCHAR'], 'source.subject'),
+            type_check(payload, '$.source.body', ['VARCHAR'], 'source.body'),
+            type_check(payload, '$.tags', ['OBJECT'], 'tags'),
+            type_check(payload, '$.tags.tags', ['ARRAY'], 'tags.tags')
+        ), '') as type_error
     from source
 ),
 
@@ -74,7 +89,8 @@ normalised as (
         requester_key,
         null::varchar as account_key,
         false as is_deleted,
-        url
+        url,
+        type_error
     from renamed
 )
 

@@ -41,7 +41,22 @@ renamed as (
                 then try_cast(payload -> 'fields' ->> 'updated' as timestamptz)
         end as updated_at,
         try_cast(payload -> 'fields' ->> 'resolutiondate' as timestamptz) as resolved_at,
-        coalesce(try_cast(payload -> 'fields' -> 'votes' ->> 'votes' as integer), 0) as votes
+        coalesce(try_cast(payload -> 'fields' -> 'votes' ->> 'votes' as integer), 0) as votes,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.self', ['VARCHAR'], 'self'),
+            type_check(payload, '$.key', ['VARCHAR'], 'key'),
+            type_check(payload, '$.fields', ['OBJECT'], 'fields'),
+            type_check(payload, '$.fields.summary', ['VARCHAR'], 'fields.summary'),
+            type_check(payload, '$.fields.status', ['OBJECT'], 'fields.status'),
+            type_check(payload, '$.fields.priority', ['OBJECT'], 'fields.priority'),
+            type_check(payload, '$.fields.resolution', ['OBJECT'], 'fields.resolution'),
+            type_check(payload, '$.fields.labels', ['ARRAY'], 'fields.labels'),
+            type_check(payload, '$.fields.components', ['ARRAY'], 'fields.components'),
+            type_check_ts(payload, '$.fields.created', 'fields.created'),
+            type_check_ts(payload, '$.fields.updated', 'fields.updated'),
+            type_check_ts(payload, '$.fields.resolutiondate', 'fields.resolutiondate')
+        ), '') as type_error
     from source
 ),
 
@@ -74,7 +89,8 @@ normalised as (
             ) then 'not_planned'
             when resolution_name = 'duplicate' then 'duplicate'
             else 'completed'
-        end as state_reason
+        end as state_reason,
+        type_error
     from renamed
 )
 

@@ -45,7 +45,20 @@ renamed as (
         end as updated_at,
         try_cast(coalesce(payload ->> 'completedAt', payload ->> 'canceledAt') as timestamptz)
             as finished_at,
-        try_cast(payload ->> 'archivedAt' as timestamptz) as archived_at
+        try_cast(payload ->> 'archivedAt' as timestamptz) as archived_at,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.url', ['VARCHAR'], 'url'),
+            type_check(payload, '$.title', ['VARCHAR'], 'title'),
+            type_check(payload, '$.state', ['OBJECT'], 'state'),
+            type_check(payload, '$.priority', ['BIGINT', 'UBIGINT', 'DOUBLE'], 'priority'),
+            type_check(payload, '$.labels', ['OBJECT'], 'labels'),
+            type_check_ts(payload, '$.createdAt', 'createdAt'),
+            type_check_ts(payload, '$.updatedAt', 'updatedAt'),
+            type_check_ts(payload, '$.completedAt', 'completedAt'),
+            type_check_ts(payload, '$.canceledAt', 'canceledAt'),
+            type_check_ts(payload, '$.archivedAt', 'archivedAt')
+        ), '') as type_error
     from source
 ),
 
@@ -88,7 +101,8 @@ normalised as (
             when state_type = 'duplicate' or state_name = 'duplicate' then 'duplicate'
             when state_type = 'completed' then 'completed'
             when state_type = 'canceled' then 'not_planned'
-        end as state_reason
+        end as state_reason,
+        type_error
     from renamed
 )
 

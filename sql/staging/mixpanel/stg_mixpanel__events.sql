@@ -9,6 +9,20 @@ source as (
     select * from raw.mixpanel__events
 ),
 
+typed as (
+    -- one parse of the payload for all its type checks (the high-volume path)
+    select
+        *,
+        json_type(
+            payload,
+            [
+                '$.event', '$.properties', '$.properties.time', '$.properties.distinct_id',
+                '$.properties.company_id'
+            ]
+        ) as payload_types
+    from source
+),
+
 renamed as (
     select
         'mixpanel:' || event_id as event_id,
@@ -33,8 +47,24 @@ renamed as (
             ),
             ''
         ) as url_path,
-        payload -> 'properties' as properties
-    from source
+        payload -> 'properties' as properties,
+        nullif(concat_ws(
+            ',',
+            type_is(payload_types[1], ['VARCHAR'], 'event'),
+            type_is(payload_types[2], ['OBJECT'], 'properties'),
+            case
+                when not list_contains(['BIGINT', 'UBIGINT', 'DOUBLE', 'NULL'], payload_types[3])
+                    or (
+                        payload_types[3] <> 'NULL'
+                        and try(to_timestamp(json_extract(payload, '$.properties.time')::double))
+                        is null
+                    )
+                    then 'wrong_type:properties.time'
+            end,
+            type_is(payload_types[4], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.distinct_id'),
+            type_is(payload_types[5], ['VARCHAR', 'BIGINT', 'UBIGINT'], 'properties.company_id')
+        ), '') as type_error
+    from typed
 )
 
 select * from renamed

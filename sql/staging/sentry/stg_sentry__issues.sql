@@ -33,7 +33,20 @@ renamed as (
         lower(payload ->> 'platform') as platform,
         lower(coalesce(payload ->> 'issueCategory', payload ->> 'type')) as issue_category,
         try_cast(payload ->> 'isUnhandled' as boolean) as is_unhandled,
-        _loaded_at as counted_at
+        _loaded_at as counted_at,
+        nullif(concat_ws(
+            ',',
+            type_check(payload, '$.permalink', ['VARCHAR'], 'permalink'),
+            type_check(payload, '$.title', ['VARCHAR'], 'title'),
+            type_check(payload, '$.culprit', ['VARCHAR'], 'culprit'),
+            type_check(payload, '$.level', ['VARCHAR'], 'level'),
+            type_check(payload, '$.status', ['VARCHAR'], 'status'),
+            type_check(payload, '$.count', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'count'),
+            type_check(payload, '$.userCount', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'userCount'),
+            type_check_ts(payload, '$.firstSeen', 'firstSeen'),
+            type_check_ts(payload, '$.lastSeen', 'lastSeen'),
+            type_check(payload, '$.project', ['OBJECT'], 'project')
+        ), '') as type_error
     from source
 ),
 
@@ -59,7 +72,8 @@ normalised as (
         nullif(regexp_extract(culprit, '(/[^\s?#]*)', 1), '') as url_path,
         case when project is not null then [lower(project)] else [] end as components,
         counted_at,
-        false as is_deleted
+        false as is_deleted,
+        type_error
     from renamed
 )
 

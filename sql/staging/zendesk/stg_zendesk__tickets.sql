@@ -41,7 +41,21 @@ renamed as (
             payload ->> 'url',
             '^(https?://[^/]+)/api/v2/tickets/(\d+)\.json$',
             '\1/agent/tickets/\2'
-        ) as url
+        ) as url,
+        nullif(concat_ws(
+            ',',
+            type_check_ts(payload, '$.created_at', 'created_at'),
+            type_check_ts(payload, '$.updated_at', 'updated_at'),
+            type_check(payload, '$.status', ['VARCHAR'], 'status'),
+            type_check(payload, '$.priority', ['VARCHAR'], 'priority'),
+            type_check(payload, '$.via', ['OBJECT'], 'via'),
+            type_check(payload, '$.via.channel', ['VARCHAR'], 'via.channel'),
+            type_check(payload, '$.subject', ['VARCHAR'], 'subject'),
+            type_check(payload, '$.description', ['VARCHAR'], 'description'),
+            type_check(payload, '$.tags', ['ARRAY'], 'tags'),
+            type_check(payload, '$.requester_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'requester_id'),
+            type_check(payload, '$.organization_id', ['VARCHAR', 'BIGINT', 'UBIGINT'], 'organization_id')
+        ), '') as type_error
     from source
 )
 
