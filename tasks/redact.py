@@ -388,8 +388,13 @@ def _term_pattern(term: str) -> re.Pattern[str]:
 
 
 def _word_hit(word: str, plan: _KnownPlan) -> bool:
+    # A known name part matches in any case ("chen"), except one that is also a common word
+    # ("Will" but not "will", "Rose" but not "rose"), which must be capitalised.
     folded = word.casefold()
-    return folded in plan.anycase or (word[0].isupper() and folded in plan.caps)
+    return folded in plan.anycase or (
+        folded in plan.caps
+        and (word[0].isupper() or (folded not in _COMMON_WORDS and folded not in _AMBIGUOUS))
+    )
 
 
 def _full_name_end(text: str, start: int, rest: tuple[str, ...]) -> int:
@@ -478,6 +483,201 @@ def _known_terms(known: Iterable[str | None] | str | None) -> tuple[str, ...]:
     return tuple(sorted(terms))
 
 
+# ------------------------------------------------------------------------- names in context
+# A customer's name is usually not the side-loaded requester's ("Hi, this is Chen Tanaka from
+# Acme", "ask my colleague ..."), so names are also found by the forms people introduce and sign
+# with: "my name is ...", "this is ..." / "I'm ..." / "I am ..." (capitalised names only: "I am
+# unable" stays), greetings ("Hi Chen,", "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best
+# regards,\nChen Tanaka") and signature lines after "-- ". Up to three name-like words are taken;
+# common words, product and UI words end the run, so "Thanks, Export works now" keeps "Export".
+# A lower-case run counts only where the form makes it a name: after "my name is", or when the
+# run ends its clause ("hi chen,", "thanks,\nchen").
+
+# Lower-case words that are never names here (function words, words that follow the forms above,
+# product / UI vocabulary). Compared casefolded; possessive "'s" stripped first.
+_COMMON_WORDS = frozenset(
+    """
+    a about above account accounts actually admin admins after again against all almost also
+    always am an and another any anyone anything api app apps are around as asap at away back
+    bad be because been before being best better between billing both broken bug bugs busy but
+    by can cannot card cc change chart charts chat check colleague colleagues company confused
+    contact contacting cs csv currently customer customers dashboard dashboards data day days
+    dear desk did do does doing done down during each either else email emails error errors
+    even ever every everyone everybody everything export exports failing feature features few
+    file files finally finance fine first folks for frustrated from further get getting glad
+    go going good great guys had happy has have having he hello help her here hey hi him his
+    hope how however i if import imports in in-app info integration integrations into invoice
+    invoices is it its it's just last late later let like link log login logged looking lot
+    madam many maybe me mobile more morning afternoon evening most much must my myself need new
+    next no none nor not nothing now of off ok okay on once one only or other our out over
+    page pdf people please plan pretty problem problems quick quickly quite rather re really
+    regards report reports request sales same search see seeing seems settings she should
+    since sir so some someone something soon sorry still stuck success such support sure sync
+    syncing team teams than thank thanks that the their them then there these they thing this
+    those though through till to today too trying ui unable under until up upload urgent us
+    use used user users using very via wanted was we well were what when where which while
+    who why will with within without working would writing yes yet you your yours
+    again anyway also although reaching following experiencing facing attaching sending
+    calling emailing responding replying apologies assistant alert alerts notification
+    notifications sharing invite invites ai settings workspace project projects
+    onboarding tab tabs button buttons menu widget widgets filter filters view views
+    mr mrs ms miss dr prof
+    monday tuesday wednesday thursday friday saturday sunday january february march april
+    june july august september october november december
+    critical important annoying blocking serious weird strange odd ridiculous unacceptable
+    frustrating impossible available aware new old sorry curious concerned worried unsure
+    afraid excited interested here's that's there's what's we're they're you're i've i'd
+    """.split()
+)
+# Words that are also first or last names: names when capitalised, words when not.
+_AMBIGUOUS = frozenset(
+    """
+    may rose grace mark bill joy faith frank grant long young king rich bell brown green white
+    black stone wood hill park field ford hunter will hope summer sky art dawn april june
+    august crystal ruby pearl amber iris lily ivy hazel heath rob pat sue dean drew chase
+    cooper smith baker miller taylor carter mason fisher porter turner walker butler cook potter
+    weaver shepherd gardener marshall clay gray grey lane reed wolf fox
+    """.split()
+)
+_COMMON_WORDS -= _AMBIGUOUS
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "mx", "sir", "madam"})
+
+_NAME_TOKEN = re.compile(r"(?<![\w\[@./])[^\W\d_]+(?:['’-][^\W\d_]+)*\.?")
+_GAP = re.compile(r"[ \t]+")
+_TERMINATOR = re.compile(r"[ \t]*(?:[,.!:;)]|\r?\n|$)")
+_PLACEHOLDER_START = re.compile(rf"[ \t]*(?:{_PLACEHOLDER_ALT})")
+
+# Each form: (kind, pattern). The match ends where the name would start.
+_CONTEXT_RE = re.compile(
+    r"""
+    (?P<strong>\bmy[ \t]+name(?:[ \t]+is|'s|’s)[ \t]*[:,-]?[ \t]*)
+  | (?P<intro>\b(?:this[ \t]+is|i[ \t]+am|i['’]m|it['’]s)[ \t]+)
+  | (?P<greet>\b(?:hi|hello|hey|dear|greetings|good[ \t]+(?:morning|afternoon|evening))
+        [ \t]*[,!]?[ \t]+)
+  | (?P<signoff>\b(?:(?:best|kind|warm|warmest|many)[ \t]+(?:regards|wishes|thanks)|regards
+        |thanks(?:[ \t]+(?:again|so[ \t]+much|a[ \t]+lot))?|thank[ \t]+you(?:[ \t]+(?:so|very)
+        [ \t]+much)?|many[ \t]+thanks|cheers|sincerely|yours(?:[ \t]+(?:truly|sincerely))?|thx)
+        (?:[ \t]*[,!.:;-]+[ \t]*(?:\r?\n[ \t]*)?|[ \t]*\r?\n[ \t]*|[ \t]+))
+  | (?P<best>\bbest[ \t]*(?:[,!.:-]+[ \t]*(?:\r?\n[ \t]*)?|\r?\n[ \t]*))
+  | (?P<sig>(?m:^)[ \t]*(?:--|—|–)[ \t]*(?:\r?\n[ \t]*)?)
+    """,
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _name_word(tok: str) -> str | None:
+    """The name part of a token ("Chen's" -> "Chen"), or None when it is a common word."""
+    word = tok.rstrip(".")
+    if word[-2:] in ("'s", "’s", "'S", "’S"):
+        word = word[:-2]
+    folded = word.casefold()
+    if not word or folded in _COMMON_WORDS or folded in _PLACEHOLDER_WORDS:
+        return None
+    if folded in _AMBIGUOUS and not word[0].isupper():
+        return None
+    return word
+
+
+def _name_run(text: str, pos: int, any_case: bool) -> list[tuple[int, int]]:
+    """Spans (start, end of the name part) of up to three name words from `pos`, one space or
+    tab apart; titles ("Ms", "Dr.") are skipped over and kept."""
+    spans: list[tuple[int, int]] = []
+    titles = 0
+    while len(spans) < 3 and titles < 2:
+        m = _NAME_TOKEN.match(text, pos)
+        if m is None:
+            break
+        tok = m.group(0)
+        bare = tok.rstrip(".")
+        if not spans and bare.casefold() in _TITLES:
+            titles += 1
+        else:
+            if tok.endswith(".") and len(bare) > 1:
+                tok = bare  # a sentence end, not an initial
+            word = _name_word(tok)
+            if word is None or not (any_case or word[0].isupper()):
+                break
+            spans.append((m.start(), m.start() + len(word)))
+            # A possessive ("Chen's team") or a sentence end ("... Chen.") ends the run.
+            if len(tok) != len(word) and not tok.endswith(".") or len(tok) != len(m.group(0)):
+                break
+        pos = m.start() + len(tok)
+        gap = _GAP.match(text, pos)
+        if gap is None:
+            break
+        pos = gap.end()
+    return spans
+
+
+_FROM_HERE = re.compile(r"[ \t]+(?i:from|here)\b")
+
+
+def _intro_run(text: str, pos: int, any_case: bool) -> list[tuple[int, int]]:
+    run = _name_run(text, pos, any_case)
+    if run:
+        first = text[run[0][0] : run[0][1]].casefold()
+        if len(first) >= 5 and first.endswith(("ing", "ly", "ed")):  # "I am Getting", "Really"
+            return []
+    return run
+
+
+def _terminated(text: str, end: int) -> bool:
+    return _TERMINATOR.match(text, end) is not None
+
+
+def _ends_possessive(text: str, end: int) -> bool:
+    return text[end : end + 2] in ("'s", "’s")
+
+
+def _context_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _CONTEXT_RE.finditer(text):
+        kind = m.lastgroup
+        pos = m.end()
+        if kind == "strong":
+            run = _name_run(text, pos, any_case=True)
+        elif kind == "intro":
+            run = _intro_run(text, pos, any_case=False)
+            # "I AM UNABLE": a shouted phrase is not a capitalised name.
+            if run and text[run[0][0] : run[0][1]].isupper() and not m.group(0).isupper():
+                run = []
+            if not run:
+                low = _intro_run(text, pos, any_case=True)
+                # "hi, this is chen tanaka from acme": a lower-case run needs "from"/"here" next.
+                if low and _FROM_HERE.match(text, low[-1][1]):
+                    run = low
+        else:  # greet, signoff, best, sig: a lower-case run must end its clause
+            run = _name_run(text, pos, any_case=True)
+            if run and not (_terminated(text, run[-1][1]) or _ends_possessive(text, run[-1][1])):
+                run = _name_run(text, pos, any_case=False)
+        if run:  # one placeholder for the whole run: "Chen Tanaka" -> "[name]"
+            spans.append((run[0][0], run[-1][1]))
+    return spans
+
+
+def _redact_context(text: str) -> str:
+    spans = _context_spans(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(NAME)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def redact_names(text: str | None) -> str | None:
+    """Only the names found by their context (see above); e-mails etc. are left alone."""
+    if text is None:
+        return None
+    return _redact_context(text)
+
+
 # ------------------------------------------------------------------------------------------ API
 def _apply(text: str, patterns: Iterable[tuple[re.Pattern[str], Replacement]]) -> str:
     for pattern, repl in patterns:
@@ -521,6 +721,7 @@ def _one_pass(text: str, plan: _KnownPlan) -> str:
     text = _apply(text, PATTERNS[:_KNOWN_AT])
     if plan:
         text = _redact_known(text, plan)
+    text = _redact_context(text)
     return _apply(text, PATTERNS[_KNOWN_AT:])
 
 
