@@ -487,7 +487,7 @@ def _known_terms(known: Iterable[str | None] | str | None) -> tuple[str, ...]:
 # A customer's name is usually not the side-loaded requester's ("Hi, this is Chen Tanaka from
 # Acme", "ask my colleague ..."), so names are also found by the forms people introduce and sign
 # with: "my name is ...", "this is ..." / "I'm ..." / "I am ..." (capitalised names only: "I am
-# unable" stays), greetings ("Hi Chen,", "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best
+# unable" stays), "my colleague ..." / "our admin ..." (capitalised), greetings ("Hi Chen,", "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best
 # regards,\nChen Tanaka") and signature lines after "-- ". Up to three name-like words are taken;
 # common words, product and UI words end the run, so "Thanks, Export works now" keeps "Export".
 # A lower-case run counts only where the form makes it a name: after "my name is", or when the
@@ -552,6 +552,8 @@ _CONTEXT_RE = re.compile(
     r"""
     (?P<strong>\bmy[ \t]+name(?:[ \t]+is|'s|’s)[ \t]*[:,-]?[ \t]*)
   | (?P<intro>\b(?:this[ \t]+is|i[ \t]+am|i['’]m|it['’]s)[ \t]+)
+  | (?P<role>\b(?:my|our|your)[ \t]+(?:colleague|co-?worker|manager|boss|teammate|admin
+        |administrator|assistant|accountant|developer|engineer|cto|ceo|cfo|coo)s?[ \t,]+)
   | (?P<greet>\b(?:hi|hello|hey|dear|greetings|good[ \t]+(?:morning|afternoon|evening))
         [ \t]*[,!]?[ \t]+)
   | (?P<signoff>\b(?:(?:best|kind|warm|warmest|many)[ \t]+(?:regards|wishes|thanks)|regards
@@ -636,6 +638,8 @@ def _context_spans(text: str) -> list[tuple[int, int]]:
         pos = m.end()
         if kind == "strong":
             run = _name_run(text, pos, any_case=True)
+        elif kind == "role":  # "my colleague Johan Sebastiansson": capitalised names only
+            run = _intro_run(text, pos, any_case=False)
         elif kind == "intro":
             run = _intro_run(text, pos, any_case=False)
             # "I AM UNABLE": a shouted phrase is not a capitalised name.
