@@ -5,8 +5,11 @@
 1. e-mail addresses                         -> ``[email]``
 2. API tokens and secrets (vendor prefixes, ``Bearer <token>``, JWTs, long
    high-entropy hex / base64 runs)          -> ``[token]``
-3. the requester's own known terms: the full name / e-mail / id case-insensitively, and each
-   part of a name (>= 3 letters) when it appears as a capitalised word -> ``[name]`` / ``[email]``
+3. the known terms (every person the vendor side-loads for the record): the full name / e-mail /
+   id case-insensitively, and each part of a name (>= 3 letters) in any case, or only when
+   capitalised if it is also a common word ("Will", "Rose", "Cooper") -> ``[name]`` / ``[email]``;
+   then names found by their context: "my name is ...", "this is ..." / "I'm ...", "my colleague
+   ...", greetings, sign-offs and signature lines (see "names in context") -> ``[name]``
 4. IBANs that pass the mod-97 check         -> ``[iban]``
 5. card numbers (13-19 digits, optionally grouped by spaces or dashes) that pass Luhn
                                             -> ``[card]``
@@ -29,7 +32,9 @@ is a string or a callable, so ``pattern.sub(replacement, text)`` works for every
 ``tasks.writeback.scrub`` already loops over). One loop over them is a single pass without known
 terms; ``redact_text(text)`` is the same plus the fixed-point repeat, and is the better drop-in.
 
-stdlib only (``re``, ``hashlib``, ``ipaddress``, ``math``); no models, no network.
+stdlib only (``re``, ``hashlib``, ``ipaddress``, ``math``); no models, no network. Optionally
+(FEEDBACK_LOOP_PRESIDIO=1 with the ``presidio`` extra installed) Presidio's PERSON recogniser runs
+after the rules as a second opinion; without the package it is a logged no-op.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -567,20 +573,23 @@ _CONTEXT_RE = re.compile(
 )
 
 
-def _name_word(tok: str) -> str | None:
-    """The name part of a token ("Chen's" -> "Chen"), or None when it is a common word."""
+def _name_word(tok: str, ambiguous_ok: bool = False) -> str | None:
+    """The name part of a token ("Chen's" -> "Chen"), or None when it is a common word (a word
+    that is also a name, "smith", counts in lower case only where `ambiguous_ok`)."""
     word = tok.rstrip(".")
     if word[-2:] in ("'s", "’s", "'S", "’S"):
         word = word[:-2]
     folded = word.casefold()
     if not word or folded in _COMMON_WORDS or folded in _PLACEHOLDER_WORDS:
         return None
-    if folded in _AMBIGUOUS and not word[0].isupper():
+    if folded in _AMBIGUOUS and not (ambiguous_ok or word[0].isupper()):
         return None
     return word
 
 
-def _name_run(text: str, pos: int, any_case: bool) -> list[tuple[int, int]]:
+def _name_run(
+    text: str, pos: int, any_case: bool, ambiguous_ok: bool = False
+) -> list[tuple[int, int]]:
     """Spans (start, end of the name part) of up to three name words from `pos`, one space or
     tab apart; titles ("Ms", "Dr.") are skipped over and kept."""
     spans: list[tuple[int, int]] = []
@@ -596,7 +605,7 @@ def _name_run(text: str, pos: int, any_case: bool) -> list[tuple[int, int]]:
         else:
             if tok.endswith(".") and len(bare) > 1:
                 tok = bare  # a sentence end, not an initial
-            word = _name_word(tok)
+            word = _name_word(tok, ambiguous_ok)
             if word is None or not (any_case or word[0].isupper()):
                 break
             spans.append((m.start(), m.start() + len(word)))
@@ -636,8 +645,8 @@ def _context_spans(text: str) -> list[tuple[int, int]]:
     for m in _CONTEXT_RE.finditer(text):
         kind = m.lastgroup
         pos = m.end()
-        if kind == "strong":
-            run = _name_run(text, pos, any_case=True)
+        if kind == "strong":  # "my name is will smith"
+            run = _name_run(text, pos, any_case=True, ambiguous_ok=True)
         elif kind == "role":  # "my colleague Johan Sebastiansson": capitalised names only
             run = _intro_run(text, pos, any_case=False)
         elif kind == "intro":
@@ -682,6 +691,58 @@ def redact_names(text: str | None) -> str | None:
     return _redact_context(text)
 
 
+# ------------------------------------------------------------------------------ Presidio (opt)
+# Optional second opinion on names: Microsoft Presidio's PERSON recogniser (a spaCy model), used
+# only when FEEDBACK_LOOP_PRESIDIO=1 and `presidio-analyzer` is importable (the `presidio` extra).
+# Enabled without the package (or without a spaCy model), the rules above still run and one
+# warning says why Presidio is not used: redaction never stops a load.
+PRESIDIO_ENV = "FEEDBACK_LOOP_PRESIDIO"
+
+
+def presidio_enabled() -> bool:
+    return os.environ.get(PRESIDIO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@lru_cache(maxsize=1)
+def presidio_analyzer() -> Any | None:
+    """The Presidio AnalyzerEngine, or None (with one logged warning) when it cannot be used."""
+    try:
+        from presidio_analyzer import AnalyzerEngine  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning(
+            "%s=1 but presidio-analyzer is not installed; names are found by the built-in rules "
+            "only (install it with: pip install 'feedback-loop[presidio]')",
+            PRESIDIO_ENV,
+        )
+        return None
+    try:
+        return AnalyzerEngine()
+    except Exception as exc:  # e.g. no spaCy model downloaded
+        log.warning(
+            "%s=1 but Presidio could not start (%s); names are found by the built-in rules only",
+            PRESIDIO_ENV,
+            type(exc).__name__,
+        )
+        return None
+
+
+def _redact_presidio(text: str) -> str:
+    analyzer = presidio_analyzer()
+    if analyzer is None or not text.strip():
+        return text
+    hits = analyzer.analyze(text=text, entities=["PERSON"], language="en")
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted((h.start, h.end) for h in hits):
+        if start < pos or any(p in text[start:end] for p in PLACEHOLDERS):
+            continue
+        out.append(text[pos:start])
+        out.append(NAME)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 # ------------------------------------------------------------------------------------------ API
 def _apply(text: str, patterns: Iterable[tuple[re.Pattern[str], Replacement]]) -> str:
     for pattern, repl in patterns:
@@ -712,6 +773,10 @@ def redact_text(text: Any, known: Iterable[str | None] | str | None = ()) -> str
             if new == text:
                 break
             text = new
+        if presidio_enabled():
+            new = _redact_presidio(text)
+            if new != text:
+                text = _one_pass(new, plan)
         return text
     except Exception:  # pragma: no cover - defensive: never leak, never break a load
         log.warning("redact_text failed; returning a fully redacted value", exc_info=True)
