@@ -548,14 +548,21 @@ _AMBIGUOUS = frozenset(
 _COMMON_WORDS -= _AMBIGUOUS
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "mx", "sir", "madam"})
 
-_NAME_TOKEN = re.compile(r"(?<![\w\[@./])[^\W\d_]+(?:['’-][^\W\d_]+)*\.?")
+# A name-like word; "[name]" counts as one, so a run a known term already cut ("My name is
+# [name] Sebastiansson", "[name]-[name] Garcia") is still taken whole.
+_NAME_TOKEN = re.compile(
+    r"(?<![\w\[@./])(?:\[name\]|[^\W\d_]+)(?:['’-](?:\[name\]|[^\W\d_]+))*\.?"
+)
 _GAP = re.compile(r"[ \t]+")
 _TERMINATOR = re.compile(r"[ \t]*(?:[,.!:;)]|\r?\n|$)")
 _PLACEHOLDER_START = re.compile(rf"[ \t]*(?:{_PLACEHOLDER_ALT})")
 
 # Each form: (kind, pattern). The match ends where the name would start.
+# The lookahead (the first letters of every form) lets the scanner skip most positions at once:
+# it more than halves the cost of this pass.
 _CONTEXT_RE = re.compile(
     r"""
+    (?=[bcdghikmorstwy\-—–])(?:
     (?P<strong>\bmy[ \t]+name(?:[ \t]+is|'s|’s)[ \t]*[:,-]?[ \t]*)
   | (?P<intro>\b(?:this[ \t]+is|i[ \t]+am|i['’]m|it['’]s)[ \t]+)
   | (?P<role>\b(?:my|our|your)[ \t]+(?:colleague|co-?worker|manager|boss|teammate|admin
@@ -567,8 +574,8 @@ _CONTEXT_RE = re.compile(
         [ \t]+much)?|many[ \t]+thanks|cheers|sincerely|yours(?:[ \t]+(?:truly|sincerely))?|thx)
         (?:[ \t]*[,!.:;-]+[ \t]*(?:\r?\n[ \t]*)?|[ \t]*\r?\n[ \t]*|[ \t]+))
   | (?P<best>\bbest[ \t]*(?:[,!.:-]+[ \t]*(?:\r?\n[ \t]*)?|\r?\n[ \t]*))
-  | (?P<sig>(?m:^)[ \t]*(?:--|—|–)[ \t]*(?:\r?\n[ \t]*)?)
-    """,
+  | (?P<sig>(?<![^\n])(?:--|—|–)[ \t]*(?:\r?\n[ \t]*)?)
+    )""",
     re.IGNORECASE | re.VERBOSE,
 )
 
@@ -579,6 +586,8 @@ def _name_word(tok: str, ambiguous_ok: bool = False) -> str | None:
     word = tok.rstrip(".")
     if word[-2:] in ("'s", "’s", "'S", "’S"):
         word = word[:-2]
+    if NAME in word:  # already (partly) a placeholder: the rest goes with it
+        return word
     folded = word.casefold()
     if not word or folded in _COMMON_WORDS or folded in _PLACEHOLDER_WORDS:
         return None
@@ -606,7 +615,7 @@ def _name_run(
             if tok.endswith(".") and len(bare) > 1:
                 tok = bare  # a sentence end, not an initial
             word = _name_word(tok, ambiguous_ok)
-            if word is None or not (any_case or word[0].isupper()):
+            if word is None or not (any_case or word[0].isupper() or word.startswith(NAME)):
                 break
             spans.append((m.start(), m.start() + len(word)))
             # A possessive ("Chen's team") or a sentence end ("... Chen.") ends the run.
@@ -623,11 +632,16 @@ def _name_run(
 _FROM_HERE = re.compile(r"[ \t]+(?i:from|here)\b")
 
 
-def _intro_run(text: str, pos: int, any_case: bool) -> list[tuple[int, int]]:
-    run = _name_run(text, pos, any_case)
+def _intro_run(
+    text: str, pos: int, any_case: bool, ambiguous_ok: bool = False
+) -> list[tuple[int, int]]:
+    run = _name_run(text, pos, any_case, ambiguous_ok)
     if run:
         first = text[run[0][0] : run[0][1]].casefold()
-        if len(first) >= 5 and first.endswith(("ing", "ly", "ed")):  # "I am Getting", "Really"
+        # "I am Getting", "Really", "i am confused" (but "Ahmed", "AHMED" are names)
+        if len(first) >= 5 and (
+            first.endswith(("ing", "ly")) or (first.endswith("ed") and text[run[0][0]].islower())
+        ):
             return []
     return run
 
@@ -651,16 +665,24 @@ def _context_spans(text: str) -> list[tuple[int, int]]:
             run = _intro_run(text, pos, any_case=False)
         elif kind == "intro":
             run = _intro_run(text, pos, any_case=False)
+            if all(text.startswith(NAME, a) for a, _ in run):  # only what is already redacted
+                run = []
             # "I AM UNABLE": a shouted phrase is not a capitalised name.
             if run and text[run[0][0] : run[0][1]].isupper() and not m.group(0).isupper():
                 run = []
             if not run:
-                low = _intro_run(text, pos, any_case=True)
-                # "hi, this is chen tanaka from acme": a lower-case run needs "from"/"here" next.
-                if low and _FROM_HERE.match(text, low[-1][1]):
+                low = _name_run(text, pos, any_case=True, ambiguous_ok=True)
+                # "hi, this is chen tanaka from acme": a lower-case run needs "from"/"here" next
+                # ("ahmed" is a name there; "this is happening from" is not).
+                if (
+                    low
+                    and _FROM_HERE.match(text, low[-1][1])
+                    and not text[low[0][0] : low[0][1]].casefold().endswith(("ing", "ly"))
+                ):
                     run = low
         else:  # greet, signoff, best, sig: a lower-case run must end its clause
-            run = _name_run(text, pos, any_case=True)
+            # ("thanks,\njane cooper": "cooper" is a name here, as it ends the clause)
+            run = _name_run(text, pos, any_case=True, ambiguous_ok=True)
             if run and not (_terminated(text, run[-1][1]) or _ends_possessive(text, run[-1][1])):
                 run = _name_run(text, pos, any_case=False)
         if run:  # one placeholder for the whole run: "Chen Tanaka" -> "[name]"
