@@ -398,6 +398,7 @@ def time_load(code_root: Path, pages: Path, repeat: int) -> dict[str, float]:
 
 
 def extract(ref: str, dest: Path) -> Path:
+    dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(
         ["git", "-C", str(ROOT), "archive", ref, "tasks", "sql", "features.yaml"],
         capture_output=True, check=True,
