@@ -16,6 +16,7 @@ help:
 	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
+	@echo "make bench-names  name redaction: recall, product words kept, tickets/s, load slowdown"
 	@echo "make evaluate    scenario suite: 11 planted worlds replayed 14 nights each, targets checked"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
 	@echo "make clean-data  delete data/ (demo files, DuckDB, tracker)"
@@ -69,6 +70,14 @@ REPEAT ?= 1
 bench-ingest: $(STAMP)
 	$(BIN)/python benchmarks/bench_ingest.py --events $(EVENTS) --http-events $(HTTP_EVENTS) \
 		--repeat $(REPEAT)
+
+.PHONY: bench-names
+TICKETS ?= 2000
+LOAD_TICKETS ?= 20000
+BASELINE ?=
+bench-names: $(STAMP)
+	$(BIN)/python benchmarks/bench_names.py --tickets $(TICKETS) --load-tickets $(LOAD_TICKETS) \
+		$(if $(BASELINE),--baseline $(BASELINE))
 
 .PHONY: evaluate
 EVAL_JOBS ?= 2

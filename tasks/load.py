@@ -68,8 +68,9 @@ class SourceSpec:
     # column names instead of `j`.
     fields: tuple[tuple[str, str, str], ...] = ()
     # A list beside the records in each page that record_sql may consult, as `page`:
-    # (name, JSONPath of the list, the item's key field, the record field holding that key).
-    sideload: tuple[str, str, str, str] | None = None
+    # (name, JSONPath of the list, the item's key field, the record field(s) holding keys: each
+    # a scalar key or a list of keys).
+    sideload: tuple[str, str, str, str | tuple[str, ...]] | None = None
     # layout "table": CSV or Parquet files, one record per row, read by _read_tables into `j`
     # (an object of the row's known `columns`, as text; names matched case-insensitively, other
     # columns ignored). A file without a `required` column, or one DuckDB cannot read, is set
@@ -125,7 +126,20 @@ ZENDESK_TICKETS = SourceSpec(
     cursor_expr="j ->> 'updated_at'",
     layout="$.tickets[*]",
     deleted_expr="j ->> 'status' = 'deleted'",
-    sideload=("users", "$.users[*]", "id", "requester_id"),
+    # Every person the page side-loads for a ticket, so their names can be redacted.
+    sideload=(
+        "users",
+        "$.users[*]",
+        "id",
+        (
+            "requester_id",
+            "submitter_id",
+            "assignee_id",
+            "collaborator_ids",
+            "follower_ids",
+            "email_cc_ids",
+        ),
+    ),
 )
 GITHUB_ISSUES = SourceSpec(
     source="github",
@@ -674,11 +688,19 @@ def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) 
 
 
 def _sideload_sql(spec: SourceSpec) -> str:
-    """CTE `with_page`: each record with `page` = {<name>: [the side-loaded item it refers to]}
-    (e.g. Zendesk's include=users), so record_sql can use it without copying whole pages."""
+    """CTE `with_page`: each record with `page` = {<name>: [the side-loaded items it refers to]}
+    (e.g. Zendesk's include=users: requester, submitter, assignee, CCs, followers), so
+    record_sql can use them without copying whole pages. The record fields holding the keys are
+    scalars or lists of keys."""
     if not spec.sideload:
         return ",\n            with_page as (select *, null::json as page from records)"
-    name, path, item_key, record_field = spec.sideload
+    name, path, item_key, record_fields = spec.sideload
+    fields = (record_fields,) if isinstance(record_fields, str) else tuple(record_fields)
+    refs = ", ".join(
+        f"case when json_type(j, '$.{f}') = 'ARRAY' then json_extract_string(j, '$.{f}[*]') "
+        f"else [j ->> '{f}'] end"
+        for f in fields
+    )
     return f""",
             side as (
                 select filename, unnest(json_extract(content::json, '{path}')) as item
@@ -688,14 +710,23 @@ def _sideload_sql(spec: SourceSpec) -> str:
                 select filename, item ->> '{item_key}' as side_key, any_value(item) as item
                 from side group by all
             ),
+            records_refs as (
+                select *, list_sort(list_distinct(flatten([{refs}]))) as _refs from records
+            ),
+            ref_items as (
+                select r.filename, r._refs, list(s.item order by s.side_key) as items
+                from (select distinct filename, _refs, unnest(_refs) as ref from records_refs) r
+                join side_keyed s on r.filename = s.filename and r.ref = s.side_key
+                group by all
+            ),
             with_page as (
-                select records.*,
-                       case when side_keyed.item is not null
-                            then json_object('{name}', json_array(side_keyed.item)) end as page
-                from records
-                left join side_keyed
-                    on records.filename = side_keyed.filename
-                    and records.j ->> '{record_field}' = side_keyed.side_key
+                select records_refs.* exclude (_refs),
+                       case when ref_items.items is not null
+                            then json_object('{name}', to_json(ref_items.items)) end as page
+                from records_refs
+                left join ref_items
+                    on records_refs.filename = ref_items.filename
+                    and records_refs._refs = ref_items._refs
             )"""
 
 

@@ -5,8 +5,11 @@
 1. e-mail addresses                         -> ``[email]``
 2. API tokens and secrets (vendor prefixes, ``Bearer <token>``, JWTs, long
    high-entropy hex / base64 runs)          -> ``[token]``
-3. the requester's own known terms: the full name / e-mail / id case-insensitively, and each
-   part of a name (>= 3 letters) when it appears as a capitalised word -> ``[name]`` / ``[email]``
+3. the known terms (every person the vendor side-loads for the record): the full name / e-mail /
+   id case-insensitively, and each part of a name (>= 3 letters) in any case, or only when
+   capitalised if it is also a common word ("Will", "Rose", "Cooper") -> ``[name]`` / ``[email]``;
+   then names found by their context: "my name is ...", "this is ..." / "I'm ...", "my colleague
+   ...", greetings, sign-offs and signature lines (see "names in context") -> ``[name]``
 4. IBANs that pass the mod-97 check         -> ``[iban]``
 5. card numbers (13-19 digits, optionally grouped by spaces or dashes) that pass Luhn
                                             -> ``[card]``
@@ -29,7 +32,9 @@ is a string or a callable, so ``pattern.sub(replacement, text)`` works for every
 ``tasks.writeback.scrub`` already loops over). One loop over them is a single pass without known
 terms; ``redact_text(text)`` is the same plus the fixed-point repeat, and is the better drop-in.
 
-stdlib only (``re``, ``hashlib``, ``ipaddress``, ``math``); no models, no network.
+stdlib only (``re``, ``hashlib``, ``ipaddress``, ``math``); no models, no network. Optionally
+(FEEDBACK_LOOP_PRESIDIO=1 with the ``presidio`` extra installed) Presidio's PERSON recogniser runs
+after the rules as a second opinion; without the package it is a logged no-op.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import hashlib
 import ipaddress
 import logging
 import math
+import os
 import re
 from collections import Counter
 from collections.abc import Callable, Iterable
@@ -388,8 +394,13 @@ def _term_pattern(term: str) -> re.Pattern[str]:
 
 
 def _word_hit(word: str, plan: _KnownPlan) -> bool:
+    # A known name part matches in any case ("chen"), except one that is also a common word
+    # ("Will" but not "will", "Rose" but not "rose"), which must be capitalised.
     folded = word.casefold()
-    return folded in plan.anycase or (word[0].isupper() and folded in plan.caps)
+    return folded in plan.anycase or (
+        folded in plan.caps
+        and (word[0].isupper() or (folded not in _COMMON_WORDS and folded not in _AMBIGUOUS))
+    )
 
 
 def _full_name_end(text: str, start: int, rest: tuple[str, ...]) -> int:
@@ -478,6 +489,282 @@ def _known_terms(known: Iterable[str | None] | str | None) -> tuple[str, ...]:
     return tuple(sorted(terms))
 
 
+# ------------------------------------------------------------------------- names in context
+# A customer's name is usually not the side-loaded requester's ("Hi, this is Chen Tanaka from
+# Acme", "ask my colleague ..."), so names are also found by the forms people introduce and sign
+# with: "my name is ...", "this is ..." / "I'm ..." / "I am ..." (capitalised names only: "I am
+# unable" stays), "my colleague ..." / "our admin ..." (capitalised), greetings ("Hi Chen,", "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best
+# regards,\nChen Tanaka") and signature lines after "-- ". Up to three name-like words are taken;
+# common words, product and UI words end the run, so "Thanks, Export works now" keeps "Export".
+# A lower-case run counts only where the form makes it a name: after "my name is", or when the
+# run ends its clause ("hi chen,", "thanks,\nchen").
+
+# Lower-case words that are never names here (function words, words that follow the forms above,
+# product / UI vocabulary). Compared casefolded; possessive "'s" stripped first.
+_COMMON_WORDS = frozenset(
+    """
+    a about above account accounts actually admin admins after again against all almost also
+    always am an and another any anyone anything api app apps are around as asap at away back
+    bad be because been before being best better between billing both broken bug bugs busy but
+    by can cannot card cc change chart charts chat check colleague colleagues company confused
+    contact contacting cs csv currently customer customers dashboard dashboards data day days
+    dear desk did do does doing done down during each either else email emails error errors
+    even ever every everyone everybody everything export exports failing feature features few
+    file files finally finance fine first folks for frustrated from further get getting glad
+    go going good great guys had happy has have having he hello help her here hey hi him his
+    hope how however i if import imports in in-app info integration integrations into invoice
+    invoices is it its it's just last late later let like link log login logged looking lot
+    madam many maybe me mobile more morning afternoon evening most much must my myself need new
+    next no none nor not nothing now of off ok okay on once one only or other our out over
+    page pdf people please plan pretty problem problems quick quickly quite rather re really
+    regards report reports request sales same search see seeing seems settings she should
+    since sir so some someone something soon sorry still stuck success such support sure sync
+    syncing team teams than thank thanks that the their them then there these they thing this
+    those though through till to today too trying ui unable under until up upload urgent us
+    use used user users using very via wanted was we well were what when where which while
+    who why will with within without working would writing yes yet you your yours
+    again anyway also although reaching following experiencing facing attaching sending
+    calling emailing responding replying apologies assistant alert alerts notification
+    notifications sharing invite invites ai settings workspace project projects
+    onboarding tab tabs button buttons menu widget widgets filter filters view views
+    mr mrs ms miss dr prof
+    monday tuesday wednesday thursday friday saturday sunday january february march april
+    june july august september october november december
+    critical important annoying blocking serious weird strange odd ridiculous unacceptable
+    frustrating impossible available aware new old sorry curious concerned worried unsure
+    afraid excited interested here's that's there's what's we're they're you're i've i'd
+    """.split()
+)
+# Words that are also first or last names: names when capitalised, words when not.
+_AMBIGUOUS = frozenset(
+    """
+    may rose grace mark bill joy faith frank grant long young king rich bell brown green white
+    black stone wood hill park field ford hunter will hope summer sky art dawn april june
+    august crystal ruby pearl amber iris lily ivy hazel heath rob pat sue dean drew chase
+    cooper smith baker miller taylor carter mason fisher porter turner walker butler cook potter
+    weaver shepherd gardener marshall clay gray grey lane reed wolf fox
+    """.split()
+)
+_COMMON_WORDS -= _AMBIGUOUS
+_TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "mx", "sir", "madam"})
+
+# A name-like word; "[name]" counts as one, so a run a known term already cut ("My name is
+# [name] Sebastiansson", "[name]-[name] Garcia") is still taken whole.
+_NAME_TOKEN = re.compile(
+    r"(?<![\w\[@./])(?:\[name\]|[^\W\d_]+)(?:['’-](?:\[name\]|[^\W\d_]+))*\.?"
+)
+_GAP = re.compile(r"[ \t]+")
+_TERMINATOR = re.compile(r"[ \t]*(?:[,.!:;)]|\r?\n|$)")
+_PLACEHOLDER_START = re.compile(rf"[ \t]*(?:{_PLACEHOLDER_ALT})")
+
+# Each form: (kind, pattern). The match ends where the name would start.
+# The lookahead (a word start with the first letter of a form, or a dash at a line start) lets
+# the scanner skip most positions at once: it more than halves the cost of this pass.
+_CONTEXT_RE = re.compile(
+    r"""
+    (?:\b(?=[bcdghikmorstwy])|(?<![^\n])(?=[-—–]))(?:
+    (?P<strong>\bmy[ \t]+name(?:[ \t]+is|'s|’s)[ \t]*[:,-]?[ \t]*)
+  | (?P<intro>\b(?:this[ \t]+is|i[ \t]+am|i['’]m|it['’]s)[ \t]+)
+  | (?P<role>\b(?:my|our|your)[ \t]+(?:colleague|co-?worker|manager|boss|teammate|admin
+        |administrator|assistant|accountant|developer|engineer|cto|ceo|cfo|coo)s?[ \t,]+)
+  | (?P<greet>\b(?:hi|hello|hey|dear|greetings|good[ \t]+(?:morning|afternoon|evening))
+        [ \t]*[,!]?[ \t]+)
+  | (?P<signoff>\b(?:(?:best|kind|warm|warmest|many)[ \t]+(?:regards|wishes|thanks)|regards
+        |thanks(?:[ \t]+(?:again|so[ \t]+much|a[ \t]+lot))?|thank[ \t]+you(?:[ \t]+(?:so|very)
+        [ \t]+much)?|many[ \t]+thanks|cheers|sincerely|yours(?:[ \t]+(?:truly|sincerely))?|thx)
+        (?:[ \t]*[,!.:;-]+[ \t]*(?:\r?\n[ \t]*)?|[ \t]*\r?\n[ \t]*|[ \t]+))
+  | (?P<best>\bbest[ \t]*(?:[,!.:-]+[ \t]*(?:\r?\n[ \t]*)?|\r?\n[ \t]*))
+  | (?P<sig>(?<![^\n])(?:--|—|–)[ \t]*(?:\r?\n[ \t]*)?)
+    )""",
+    re.IGNORECASE | re.VERBOSE,
+)
+
+
+def _name_word(tok: str, ambiguous_ok: bool = False) -> str | None:
+    """The name part of a token ("Chen's" -> "Chen"), or None when it is a common word (a word
+    that is also a name, "smith", counts in lower case only where `ambiguous_ok`)."""
+    word = tok.rstrip(".")
+    if word[-2:] in ("'s", "’s", "'S", "’S"):
+        word = word[:-2]
+    if NAME in word:  # already (partly) a placeholder: the rest goes with it
+        return word
+    folded = word.casefold()
+    if not word or folded in _COMMON_WORDS or folded in _PLACEHOLDER_WORDS:
+        return None
+    if folded in _AMBIGUOUS and not (ambiguous_ok or word[0].isupper()):
+        return None
+    return word
+
+
+def _name_run(
+    text: str, pos: int, any_case: bool, ambiguous_ok: bool = False
+) -> list[tuple[int, int]]:
+    """Spans (start, end of the name part) of up to three name words from `pos`, one space or
+    tab apart; titles ("Ms", "Dr.") are skipped over and kept."""
+    spans: list[tuple[int, int]] = []
+    titles = 0
+    while len(spans) < 3 and titles < 2:
+        m = _NAME_TOKEN.match(text, pos)
+        if m is None:
+            break
+        tok = m.group(0)
+        bare = tok.rstrip(".")
+        if not spans and bare.casefold() in _TITLES:
+            titles += 1
+        else:
+            if tok.endswith(".") and len(bare) > 1:
+                tok = bare  # a sentence end, not an initial
+            word = _name_word(tok, ambiguous_ok)
+            if word is None or not (any_case or word[0].isupper() or word.startswith(NAME)):
+                break
+            spans.append((m.start(), m.start() + len(word)))
+            # A possessive ("Chen's team") or a sentence end ("... Chen.") ends the run.
+            if len(tok) != len(word) and not tok.endswith(".") or len(tok) != len(m.group(0)):
+                break
+        pos = m.start() + len(tok)
+        gap = _GAP.match(text, pos)
+        if gap is None:
+            break
+        pos = gap.end()
+    return spans
+
+
+_FROM_HERE = re.compile(r"[ \t]+(?i:from|here)\b")
+
+
+def _intro_run(
+    text: str, pos: int, any_case: bool, ambiguous_ok: bool = False
+) -> list[tuple[int, int]]:
+    run = _name_run(text, pos, any_case, ambiguous_ok)
+    if run:
+        first = text[run[0][0] : run[0][1]].casefold()
+        # "I am Getting", "Really", "i am confused" (but "Ahmed", "AHMED" are names)
+        if len(first) >= 5 and (
+            first.endswith(("ing", "ly")) or (first.endswith("ed") and text[run[0][0]].islower())
+        ):
+            return []
+    return run
+
+
+def _terminated(text: str, end: int) -> bool:
+    return _TERMINATOR.match(text, end) is not None
+
+
+def _ends_possessive(text: str, end: int) -> bool:
+    return text[end : end + 2] in ("'s", "’s")
+
+
+def _context_spans(text: str) -> list[tuple[int, int]]:
+    spans: list[tuple[int, int]] = []
+    for m in _CONTEXT_RE.finditer(text):
+        kind = m.lastgroup
+        pos = m.end()
+        if kind == "strong":  # "my name is will smith"
+            run = _name_run(text, pos, any_case=True, ambiguous_ok=True)
+        elif kind == "role":  # "my colleague Johan Sebastiansson": capitalised names only
+            run = _intro_run(text, pos, any_case=False)
+        elif kind == "intro":
+            run = _intro_run(text, pos, any_case=False)
+            if all(text.startswith(NAME, a) for a, _ in run):  # only what is already redacted
+                run = []
+            # "I AM UNABLE": a shouted phrase is not a capitalised name.
+            if run and text[run[0][0] : run[0][1]].isupper() and not m.group(0).isupper():
+                run = []
+            if not run:
+                low = _name_run(text, pos, any_case=True, ambiguous_ok=True)
+                # "hi, this is chen tanaka from acme": a lower-case run needs "from"/"here" next
+                # ("ahmed" is a name there; "this is happening from" is not).
+                if (
+                    low
+                    and _FROM_HERE.match(text, low[-1][1])
+                    and not text[low[0][0] : low[0][1]].casefold().endswith(("ing", "ly"))
+                ):
+                    run = low
+        else:  # greet, signoff, best, sig: a lower-case run must end its clause
+            # ("thanks,\njane cooper": "cooper" is a name here, as it ends the clause)
+            run = _name_run(text, pos, any_case=True, ambiguous_ok=True)
+            if run and not (_terminated(text, run[-1][1]) or _ends_possessive(text, run[-1][1])):
+                run = _name_run(text, pos, any_case=False)
+        if run:  # one placeholder for the whole run: "Chen Tanaka" -> "[name]"
+            spans.append((run[0][0], run[-1][1]))
+    return spans
+
+
+def _redact_context(text: str) -> str:
+    spans = _context_spans(text)
+    if not spans:
+        return text
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted(spans):
+        if start < pos:
+            continue
+        out.append(text[pos:start])
+        out.append(NAME)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def redact_names(text: str | None) -> str | None:
+    """Only the names found by their context (see above); e-mails etc. are left alone."""
+    if text is None:
+        return None
+    return _redact_context(text)
+
+
+# ------------------------------------------------------------------------------ Presidio (opt)
+# Optional second opinion on names: Microsoft Presidio's PERSON recogniser (a spaCy model), used
+# only when FEEDBACK_LOOP_PRESIDIO=1 and `presidio-analyzer` is importable (the `presidio` extra).
+# Enabled without the package (or without a spaCy model), the rules above still run and one
+# warning says why Presidio is not used: redaction never stops a load.
+PRESIDIO_ENV = "FEEDBACK_LOOP_PRESIDIO"
+
+
+def presidio_enabled() -> bool:
+    return os.environ.get(PRESIDIO_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@lru_cache(maxsize=1)
+def presidio_analyzer() -> Any | None:
+    """The Presidio AnalyzerEngine, or None (with one logged warning) when it cannot be used."""
+    try:
+        from presidio_analyzer import AnalyzerEngine  # type: ignore[import-not-found]
+    except ImportError:
+        log.warning(
+            "%s=1 but presidio-analyzer is not installed; names are found by the built-in rules "
+            "only (install it with: pip install 'feedback-loop[presidio]')",
+            PRESIDIO_ENV,
+        )
+        return None
+    try:
+        return AnalyzerEngine()
+    except Exception as exc:  # e.g. no spaCy model downloaded
+        log.warning(
+            "%s=1 but Presidio could not start (%s); names are found by the built-in rules only",
+            PRESIDIO_ENV,
+            type(exc).__name__,
+        )
+        return None
+
+
+def _redact_presidio(text: str) -> str:
+    analyzer = presidio_analyzer()
+    if analyzer is None or not text.strip():
+        return text
+    hits = analyzer.analyze(text=text, entities=["PERSON"], language="en")
+    out: list[str] = []
+    pos = 0
+    for start, end in sorted((h.start, h.end) for h in hits):
+        if start < pos or any(p in text[start:end] for p in PLACEHOLDERS):
+            continue
+        out.append(text[pos:start])
+        out.append(NAME)
+        pos = end
+    out.append(text[pos:])
+    return "".join(out)
+
+
 # ------------------------------------------------------------------------------------------ API
 def _apply(text: str, patterns: Iterable[tuple[re.Pattern[str], Replacement]]) -> str:
     for pattern, repl in patterns:
@@ -508,6 +795,10 @@ def redact_text(text: Any, known: Iterable[str | None] | str | None = ()) -> str
             if new == text:
                 break
             text = new
+        if presidio_enabled():
+            new = _redact_presidio(text)
+            if new != text:
+                text = _one_pass(new, plan)
         return text
     except Exception:  # pragma: no cover - defensive: never leak, never break a load
         log.warning("redact_text failed; returning a fully redacted value", exc_info=True)
@@ -521,6 +812,7 @@ def _one_pass(text: str, plan: _KnownPlan) -> str:
     text = _apply(text, PATTERNS[:_KNOWN_AT])
     if plan:
         text = _redact_known(text, plan)
+    text = _redact_context(text)
     return _apply(text, PATTERNS[_KNOWN_AT:])
 
 

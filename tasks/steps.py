@@ -56,6 +56,7 @@ def load_sources(
     No Prefect retries: the HTTP layer already retried what is transient, and a rerun resumes
     from the last committed cursor.
     """
+    from tasks.clients.github import GITHUB_ISSUES_SPEC
     from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
     from tasks.connectors import build_connectors
     from tasks.redact import register_duckdb
@@ -68,7 +69,8 @@ def load_sources(
         SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
         # Zendesk export pages get the same landing redaction as the API pages.
         SourceKind.tickets: (ZENDESK_TICKETS_SPEC, "zendesk_tickets"),
-        SourceKind.bugs: (load.GITHUB_ISSUES, "github_issues"),
+        # GitHub issue files too: titles and bodies are redacted at landing.
+        SourceKind.bugs: (GITHUB_ISSUES_SPEC, "github_issues"),
     }
     out = {}
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:

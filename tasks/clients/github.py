@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -267,13 +268,56 @@ class IssueCheck:
         return self.status != "present"
 
 
+# --------------------------------------------------------------------------------------------
+# Record shaping (SQL run by the loader; `j` = one issue): customers write issue titles and
+# bodies, so they are redacted at landing with the people on the issue as known terms, and the
+# people objects keep no name or e-mail (ids and logins stay).
+# --------------------------------------------------------------------------------------------
+_PEOPLE = ("user", "assignee", "closed_by")
+_KNOWN = (
+    "list_filter(flatten(["
+    + ", ".join(f"[j ->> '$.{p}.login', j ->> '$.{p}.name', j ->> '$.{p}.email']" for p in _PEOPLE)
+    + ", coalesce(json_extract_string(j, '$.assignees[*].login'), [])"
+    + ", coalesce(json_extract_string(j, '$.assignees[*].name'), [])"
+    + "]), lambda t: coalesce(trim(t), '') <> '')"
+)
+_NO_NAME = """'{"name": null, "email": null}'::json"""
+
+
+def _person_patch(p: str) -> str:
+    return (
+        f"case when json_type(j, '$.{p}') = 'OBJECT' then json_object('{p}', {_NO_NAME}) "
+        "else '{}'::json end"
+    )
+
+
+_PATCH = f"""json_merge_patch(
+    j,
+    json_object(
+        'title', to_json(fl_redact(j ->> 'title', known)),
+        'body', to_json(fl_redact(j ->> 'body', known))
+    ),
+    {", ".join(_person_patch(p) for p in _PEOPLE)},
+    case when json_type(j, '$.assignees') = 'ARRAY'
+        then json_object('assignees', to_json(list_transform(
+            json_extract(j, '$.assignees[*]'),
+            lambda a: case when json_type(a) = 'OBJECT'
+                then json_merge_patch(a, {_NO_NAME}) else a end)))
+        else '{{}}'::json end
+)"""
+RECORD_SQL = f"list_transform([{_KNOWN}], lambda known: {_PATCH})[1]"
+# Same raw table, key and drops as the export-file loader; redaction added (needs fl_redact:
+# tasks.redact.register_duckdb).
+GITHUB_ISSUES_SPEC: SourceSpec = dataclasses.replace(GITHUB_ISSUES, record_sql=RECORD_SQL)
+
+
 class GitHubIssuesConnector:
     """Issues (and pull requests, which the loader drops) of one repository, oldest update first."""
 
     source = SOURCE
     stream = "issues"
     kind = "bugs"
-    spec: SourceSpec = GITHUB_ISSUES
+    spec: SourceSpec = GITHUB_ISSUES_SPEC
 
     def __init__(self, settings: GitHubSettings, *, client: HttpClient | None = None) -> None:
         self.settings = settings

@@ -91,10 +91,16 @@ def redact_object_strings_sql(path: str) -> str:
     )
 
 
-_KNOWN = (
-    "list_filter([j ->> '$.source.author.name', j ->> '$.source.author.email'], "
-    "lambda t: coalesce(trim(t), '') <> '')"
+# People objects a conversation can carry: the author, the contacts and the teammates (real
+# search results give only ids for the last two, but a name or e-mail there is a known term too).
+_PEOPLE_NAMES = (
+    "flatten([[j ->> '$.source.author.name', j ->> '$.source.author.email'], "
+    "coalesce(json_extract_string(j, '$.contacts.contacts[*].name'), []), "
+    "coalesce(json_extract_string(j, '$.contacts.contacts[*].email'), []), "
+    "coalesce(json_extract_string(j, '$.teammates.admins[*].name'), []), "
+    "coalesce(json_extract_string(j, '$.teammates.admins[*].email'), [])])"
 )
+_KNOWN = f"list_filter({_PEOPLE_NAMES}, lambda t: coalesce(trim(t), '') <> '')"
 
 # The author's name and e-mail become salted keys; free text is redacted with them as known
 # terms. source.body is stored as redacted plain text: stripping HTML first lets the redactor
@@ -124,7 +130,13 @@ _PATCH = f"""json_merge_patch(
         then json_object('contacts', json_object('contacts', to_json(list_transform(
             json_extract(j, '$.contacts.contacts[*]'),
             lambda c: json_merge_patch(c, json_object(
-                'external_id', fl_person_key('intercom', c ->> 'external_id')))))))
+                'external_id', fl_person_key('intercom', c ->> 'external_id'),
+                'name', null, 'email', null))))))
+        else '{{}}'::json end,
+    case when json_type(j, '$.teammates.admins') = 'ARRAY'
+        then json_object('teammates', json_object('admins', to_json(list_transform(
+            json_extract(j, '$.teammates.admins[*]'),
+            lambda a: json_merge_patch(a, '{{"name": null, "email": null}}'::json)))))
         else '{{}}'::json end
 )"""
 

@@ -83,12 +83,16 @@ class ZendeskSettings(BaseModel):
 # Record shaping (SQL run by the loader; `j` = one ticket, `page` = the whole export page)
 # --------------------------------------------------------------------------------------------
 
-# The page sideloads `users` (include=users); demo export pages have none, so the lookup is NULL.
-_REQUESTER = (
-    "list_filter(coalesce(json_extract(page, '$.users[*]'), []::json[]), "
-    "lambda u: (u ->> 'id') = (j ->> 'requester_id'))[1]"
+# The page sideloads `users` (include=users); `page.users` holds the ones this ticket refers to
+# (requester, submitter, assignee, CCs, followers: see ZENDESK_TICKETS.sideload), NULL if none.
+_PEOPLE = "coalesce(json_extract(page, '$.users[*]'), []::json[])"
+_REQUESTER = f"list_filter({_PEOPLE}, lambda u: (u ->> 'id') = (j ->> 'requester_id'))[1]"
+# Every side-loaded person's name, alias and e-mail are known terms for the ticket's text.
+_KNOWN = (
+    f"list_filter(flatten(list_transform({_PEOPLE}, "
+    "lambda u: [u ->> 'name', u ->> 'alias', u ->> 'email'])), "
+    "lambda t: coalesce(trim(t), '') <> '')"
 )
-_KNOWN = "list_filter([req ->> 'name', req ->> 'email'], lambda t: coalesce(trim(t), '') <> '')"
 
 
 def _redacted(path: str) -> str:

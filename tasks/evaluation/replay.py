@@ -128,6 +128,7 @@ def _score_params(settings: Any, as_of: date, window_days: int, run_id: str) -> 
 def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -> dict[str, Any]:
     """One nightly run over what is visible, as plain calls in the flow's order."""
     from tasks import catalog, db, load, quality, transform, writeback
+    from tasks.clients.github import GITHUB_ISSUES_SPEC
     from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
     from tasks.redact import register_duckdb
     from tasks.steps import finish_run, start_run
@@ -151,7 +152,7 @@ def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -
         specs = (
             (load.POSTHOG_EVENTS, settings.sources.posthog_events),
             (ZENDESK_TICKETS_SPEC, settings.sources.zendesk_tickets),
-            (load.GITHUB_ISSUES, settings.sources.github_issues),
+            (GITHUB_ISSUES_SPEC, settings.sources.github_issues),
         )
         with db.warehouse(path, memory_limit=mem) as con:
             db.ensure_schema(con)
