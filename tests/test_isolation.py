@@ -361,3 +361,44 @@ def test_run_help_documents_the_exit_codes():
         assert code in text
     readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
     assert "exit code 3" in readme.lower() or "| 3 |" in readme
+
+
+def test_a_failing_file_source_does_not_stop_the_others(tmp_path, monkeypatch):
+    """Export files too: PostHog's batch fails, GitHub's files still load; the failure carries
+    its kind and a one-line reason without the contact details the message held."""
+    import logging
+
+    from tasks import load, steps
+    from tasks.settings import FileSources, Settings
+    from tests.conftest import github_issue, write_json
+
+    write_json(tmp_path / "gh" / "issues-1.json", [github_issue(1)])
+    (tmp_path / "ph").mkdir()
+    (tmp_path / "ph" / "events.jsonl").write_text("{}\n", encoding="utf-8")
+    settings = Settings(
+        duckdb_path=tmp_path / "w.duckdb",
+        sources=FileSources(
+            posthog_events=str(tmp_path / "ph" / "*.jsonl"),
+            zendesk_tickets="",
+            github_issues=str(tmp_path / "gh" / "*.json"),
+            accounts="",
+        ),
+    )
+    real = load.load_source
+
+    def posthog_breaks(con, spec, *a, **kw):
+        if spec.source == "posthog":
+            raise load.LoadError("posthog: loading events.jsonl failed:\nrow of jane@example.com")
+        return real(con, spec, *a, **kw)
+
+    monkeypatch.setattr(load, "load_source", posthog_breaks)
+    monkeypatch.setattr(steps, "get_run_logger", lambda: logging.getLogger("test-isolation"))
+    kinds = [steps.SourceKind.usage, steps.SourceKind.bugs]
+    out = steps.load_sources.fn(settings, kinds, "r1", datetime.now(UTC))
+    assert out["github"]["n_inserted"] == 1 and not out["github"].get("failed")
+    failed = steps.failed_loads(out)
+    assert failed == {
+        "posthog": {"kind": "usage", "reason": "LoadError: posthog: loading events.jsonl failed:"}
+    }
+    assert out["posthog"]["errors"] == [failed["posthog"]["reason"]]
+    assert "jane@example.com" not in steps.failure_reason(RuntimeError("mail jane@example.com"))
