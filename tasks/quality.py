@@ -7,6 +7,8 @@ reason flows into marts.feature_health.confidence_reasons). Advisory kinds (acco
 weighting) never block and never degrade the run: a failure only lowers confidence, saying why.
 Failing staging rows are quarantined with their reason and original payload; rows in = accepted +
 quarantined is checked every run.
+A source that failed to load this run (GateParams.failed_loads: a connector whose credentials
+were refused, say) fails its kind as a critical load-layer verdict, like a failed critical check.
 
 Two gates, both plain functions (the Prefect tasks in tasks/steps.py wrap them):
 - `check_inputs` (before scoring): profile the raw payloads against their schema baseline,
