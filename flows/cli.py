@@ -16,7 +16,17 @@ from rich.markup import escape
 import flows  # noqa: F401  (sets offline/telemetry defaults before Prefect is imported)
 from tasks.settings import PROJECT_ROOT, ConfigError, Settings, load_settings
 
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
+EXIT_DEGRADED = 3
+RUN_EXIT_CODES = """exit codes:
+  0  completed clean: every source loaded, no blocked suggestion, write-back ok (or dry run)
+  1  the run failed (see the error line and the Prefect logs)
+  2  settings error found before anything was loaded (one line on stderr)
+  3  Degraded: the run completed and published its snapshot, but a source failed to load, a
+     critical data-quality check blocked suggestions, or write-back was partial, uncertain or
+     failed (the reasons are printed, and listed at the top of the run report)"""
 
 
 class UserError(Exception):
@@ -109,10 +119,15 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise UserError(str(exc)) from None
         except Exception as exc:  # the flow already logged the traceback
             _error_line(err, "run failed:", f"{type(exc).__name__}: {exc}")
-        return 1
+        return EXIT_RUN_FAILED
     summary = state.result()
     _print_summary(out, err, summary, state.name)
-    return 0
+    reasons = summary.get("degraded_reasons") or []
+    if state.name == "Degraded" or reasons:
+        for reason in reasons:
+            _error_line(err, "degraded:", reason, style="bold red")
+        return EXIT_DEGRADED
+    return EXIT_OK
 
 
 def _check_run_args(args: argparse.Namespace) -> None:
@@ -138,6 +153,10 @@ def _print_summary(out, err, s: dict, state_name: str) -> None:
         )
     if s.get("data_docs"):
         err.print(f"  Great Expectations Data Docs: {s['data_docs']}")
+    if s.get("writeback"):
+        from tasks.reporting import writeback_line
+
+        _error_line(err, "  write-back:", writeback_line(s["writeback"]), style="")
     rows = [
         {
             "#": r["rank"],
@@ -433,6 +452,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the nightly flow once, now",
         description="Run the nightly flow in-process (Prefect's ephemeral API "
         "unless PREFECT_API_URL is set) and print the ranked suggestions.",
+        epilog=RUN_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument(
         "--as-of",

@@ -24,6 +24,7 @@ from tasks.steps import (
     SourceKind,
     build_staging,
     collect_results,
+    failed_loads,
     finish_run,
     load_sources,
     prepare_demo_data,
@@ -95,21 +96,33 @@ def nightly(
         timings[name] = round(time.perf_counter() - t0, 3)
         return result
 
-    start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
+    crashed = start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
+    if crashed:
+        logger.warning("runs left 'running' by a killed process, now 'crashed': %s", crashed)
     logger.info(
         "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
     )
     try:
         timed("demo_data", prepare_demo_data, settings)
         loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
+        failed = failed_loads(loads)  # isolated failures: the other sources loaded
         staged = timed("staging", build_staging, settings)
-        gate = timed("validate", validate_staging, settings, run_id, started_at, as_of, window_days)
+        gate = timed(
+            "validate",
+            validate_staging,
+            settings,
+            run_id,
+            started_at,
+            as_of,
+            window_days,
+            failed,
+        )
         scored = timed("score", score_features, settings, as_of, window_days, run_id, full_refresh)
         marts_gate = timed(
             "validate_marts", validate_marts, settings, run_id, scored["as_of"], started_at
         )
         verdicts = gate.verdicts + marts_gate.verdicts
-        plan = timed(
+        wb = timed(
             "write_back",
             write_back,
             settings,
@@ -119,12 +132,13 @@ def nightly(
             max_new,
             quality.run_verdict(verdicts),
         )
-        timed("snapshot", publish_snapshot, settings)
+        timed("snapshot", publish_snapshot, settings)  # published whatever write-back did
     except Exception:
         finish_run(settings, run_id, "failed", None, None, {})
         raise
 
     dq_verdict = quality.run_verdict(verdicts)
+    plan = wb["plan"]
     summary = {
         "run_id": run_id,
         "as_of": scored["as_of"],
@@ -140,6 +154,8 @@ def nightly(
         "catalog_version": scored["catalog_version"],
         "timings": timings,
         "plan": plan,
+        "writeback": {k: v for k, v in wb.items() if k != "plan"},
+        "failed_sources": failed,
         "db_path": str(settings.duckdb_path),
         "snapshot_path": str(settings.snapshot_path),
         "tracker_dir": str(settings.writeback.tracker_dir),
@@ -147,10 +163,13 @@ def nightly(
     health, suggestions = collect_results(settings, scored["as_of"], plan)
     summary["health"] = health
     summary["suggestions"] = suggestions
+    summary["n_blocked"] = sum(1 for r in suggestions if r.get("is_blocked"))
+    reasons = degraded_reasons(summary, verdicts, gate.sources)
+    summary["degraded_reasons"] = reasons
     finish_run(
         settings,
         run_id,
-        "degraded" if dq_verdict == "degraded" else "completed",
+        "degraded" if reasons else "completed",
         scored["as_of"],
         dq_verdict,
         summary,
@@ -173,13 +192,39 @@ def nightly(
         table=health,
         description="Health score per feature, least healthy first",
     )
-    if dq_verdict == "degraded":
-        blocked = [v.table for v in verdicts if v.verdict == "fail"]
-        sources = [s["source_kind"] for s in gate.sources if s["is_writeback_blocked"]]
-        return Completed(
-            name="Degraded",
-            data=summary,
-            message=f"critical data-quality failure in {', '.join(blocked)}; suggestions "
-            f"depending on {', '.join(sources) or 'the marts'} were not written back",
-        )
+    if reasons:
+        return Completed(name="Degraded", data=summary, message="; ".join(reasons))
     return summary
+
+
+def degraded_reasons(
+    summary: dict, verdicts: list[quality.TableVerdict], sources: list[dict]
+) -> list[str]:
+    """Why a completed run is Degraded, one line each (empty: a clean run): sources that failed
+    to load, critical data-quality failures and the suggestions they blocked, and a write-back
+    that did not end ok. Shown in the run state's message, the summary, the report and ops.runs."""
+    out = [f"{name} failed to load: {f['reason']}" for name, f in summary["failed_sources"].items()]
+    blocked = [
+        v.table
+        for v in verdicts
+        if v.verdict == "fail" and v.layer != "load" and v.source_kind not in quality.ADVISORY_KINDS
+    ]
+    kinds = [s["source_kind"] for s in sources if s["is_writeback_blocked"]]
+    if blocked:
+        out.append(
+            f"critical data-quality failure in {', '.join(blocked)}; suggestions depending on "
+            f"{', '.join(kinds) or 'the marts'} were not written back"
+        )
+    if summary["n_blocked"]:
+        out.append(
+            f"{summary['n_blocked']} suggestion(s) blocked from write-back "
+            f"(source kinds failing: {', '.join(kinds) or 'the marts'})"
+        )
+    wb = summary["writeback"]
+    if wb["status"] not in ("ok", "dry_run"):
+        counts = ", ".join(f"{k} {v}" for k, v in wb["counts"].items())
+        detail = "; ".join(x for x in (wb["stop_reason"], wb["error"], counts) if x)
+        out.append(
+            f"write-back to {wb['tracker']} {wb['status']}" + (f": {detail}" if detail else "")
+        )
+    return out

@@ -7,6 +7,8 @@ reason flows into marts.feature_health.confidence_reasons). Advisory kinds (acco
 weighting) never block and never degrade the run: a failure only lowers confidence, saying why.
 Failing staging rows are quarantined with their reason and original payload; rows in = accepted +
 quarantined is checked every run.
+A source that failed to load this run (GateParams.failed_loads: a connector whose credentials
+were refused, say) fails its kind as a critical load-layer verdict, like a failed critical check.
 
 Two gates, both plain functions (the Prefect tasks in tasks/steps.py wrap them):
 - `check_inputs` (before scoring): profile the raw payloads against their schema baseline,
@@ -119,6 +121,9 @@ class GateParams:
     catalog_path: Path | None = None  # None: no mapping-coverage check
     docs_dir: Path | None = None  # None: no Data Docs
     memory_limit: str | None = None
+    # Sources whose load failed this run (load-layer verdicts): (source, kind, one-line reason).
+    # Each fails its source kind critically: dependent suggestions are blocked, the run Degraded.
+    failed_loads: tuple[tuple[str, str, str], ...] = ()
 
 
 @dataclass
@@ -200,8 +205,9 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         verdicts += [
             _plain_verdict(con, r, "intermediate", kinds[r.suite_name]) for r in coverage_results
         ]
+        verdicts += load_verdicts(p.failed_loads)
         results = raw_results + staging_results + coverage_results
-        store_results(con, p.run_id, results, verdicts, ("raw", "staging", "intermediate"))
+        store_results(con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate"))
         sources = record_source_status(con, p.run_id, verdicts)
         update_schema_baseline(con, p.run_id, raw_results)
     docs = _data_docs(results, p.docs_dir, p.run_id)
@@ -259,6 +265,30 @@ def check_marts(
         data_docs=docs,
         seconds=round(_time.perf_counter() - started, 3),
     )
+
+
+def load_verdicts(failed_loads: tuple[tuple[str, str, str], ...]) -> list[TableVerdict]:
+    """One critical load-layer verdict per source that failed to load this run."""
+    from tasks.sources import BY_SOURCE
+
+    out = []
+    for source, kind, reason in failed_loads:
+        vendor = BY_SOURCE.get(source.removesuffix(" (api)"))
+        out.append(
+            TableVerdict(
+                table=f"load_{source.removesuffix(' (api)')}",
+                source_kind=kind,
+                verdict="fail",
+                rows_in=0,
+                rows_accepted=0,
+                rows_quarantined=0,
+                failed=["load failed"],
+                layer="load",
+                relation=vendor.raw_table if vendor else f"load.{source}",
+                reason=f"critical: {source} failed to load: {reason}",
+            )
+        )
+    return out
 
 
 def run_verdict(verdicts: list[TableVerdict]) -> str:

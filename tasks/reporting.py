@@ -47,7 +47,7 @@ def suggestion_rows(
         """
         select priority_rank as rank, fingerprint, title, round(priority_score, 1) as priority,
                reach, impact, round(confidence, 2) as confidence,
-               round(health_score, 1) as health, why
+               round(health_score, 1) as health, why, is_blocked
         from marts.backlog_suggestions where as_of_date = ?::date order by priority_rank
         """,
         [as_of],
@@ -60,15 +60,37 @@ def suggestion_rows(
     return rows
 
 
+def _cell(text: str) -> str:
+    """Text safe inside a Markdown table cell (one line, no column breaks)."""
+    return " ".join(str(text).split()).replace("|", "\\|")
+
+
+def writeback_line(wb: dict[str, Any]) -> str:
+    """Write-back status with its counts: 'ok (created 2, skipped 3)', 'partial (...): why'."""
+    status = {"ok": "ok", "dry_run": "dry run"}.get(wb["status"], str(wb["status"]).upper())
+    counts = ", ".join(f"{k} {v}" for k, v in (wb.get("counts") or {}).items())
+    why = wb.get("stop_reason") or wb.get("error")
+    return status + (f" ({counts})" if counts else "") + (f": {_cell(why)}" if why else "")
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
     verdict = {
         "pass": "PASS",
         "warn": "WARN (confidence lowered)",
         "degraded": "DEGRADED (write-back blocked for affected sources)",
     }[s["dq_verdict"]]
-    lines = [
-        f"# Nightly run `{s['run_id']}`",
-        "",
+    reasons = s.get("degraded_reasons") or []
+    lines = [f"# Nightly run `{s['run_id']}`" + (" — DEGRADED" if reasons else ""), ""]
+    if reasons:  # first thing on the page: what is missing or was not written
+        lines += [
+            "> **⚠ DEGRADED — this run completed, but not everything was loaded, checked or "
+            "written:**",
+            ">",
+            *[f"> - {_cell(r)}" for r in reasons],
+            "",
+        ]
+    wb = s.get("writeback")
+    lines += [
         f"- As of **{s['as_of']}**, window {s['window_days']} days"
         + (" — **dry run** (nothing written to the tracker)" if s["dry_run"] else ""),
         f"- Data quality: **{verdict}**"
@@ -78,7 +100,8 @@ def summary_markdown(s: dict[str, Any]) -> str:
             else ""
         ),
         f"- Warehouse: `{s['db_path']}`; analyst snapshot: `{s['snapshot_path']}`",
-        f"- Tracker: `{s['tracker_dir']}`",
+        f"- Tracker: `{s['tracker_dir']}`"
+        + (f"; write-back: **{writeback_line(wb)}**" if wb else ""),
         "",
         "## Loads",
         "",
@@ -87,6 +110,9 @@ def summary_markdown(s: dict[str, Any]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for src, st in s["loads"].items():
+        if st.get("failed"):
+            lines.append(f"| {src} | **FAILED**: {_cell(st['reason'])} | | | | | | | |")
+            continue
         lines.append(
             f"| {src} | {st['files_loaded']} | {st['files_skipped']} "
             f"| {st.get('files_rejected', 0)} | {st['records_read']:,} "

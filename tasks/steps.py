@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -22,6 +23,7 @@ class SourceKind(StrEnum):
 
 
 ALL_SOURCES = [SourceKind.usage, SourceKind.tickets, SourceKind.bugs]
+log = logging.getLogger(__name__)
 
 
 @task(name="prepare-demo-data")
@@ -53,6 +55,11 @@ def load_sources(
 ) -> dict[str, dict]:
     """Export files, then API connectors; each batch commits with its cursor.
 
+    Each file source and each connector is isolated: one that fails (credentials refused,
+    retries exhausted, an unreadable batch) is recorded with a one-line masked reason
+    (`failed`, and its source kind in `kind`), its cursor stays at its last committed batch, and
+    the others still load. The quality gate turns the failures into load-layer verdicts.
+
     No Prefect retries: the HTTP layer already retried what is transient, and a rerun resumes
     from the last committed cursor.
     """
@@ -72,6 +79,7 @@ def load_sources(
         # GitHub issue files too: titles and bodies are redacted at landing.
         SourceKind.bugs: (GITHUB_ISSUES_SPEC, "github_issues"),
     }
+    secrets = _credential_values(settings)
     out = {}
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
@@ -81,28 +89,83 @@ def load_sources(
             pattern = getattr(settings.sources, attr)
             if not pattern:
                 continue
-            stats = load.load_source(con, spec, pattern, run_id, progress=logger.info)
+            try:
+                stats = load.load_source(con, spec, pattern, run_id, progress=logger.info)
+            except Exception as exc:  # isolated: the other sources still load
+                out[spec.source] = _failed_load(logger, spec.source, str(kind), exc, secrets)
+                continue
             if stats.files_seen == 0:
                 logger.warning("%s: no files match %r", spec.source, pattern)
             out[spec.source] = stats.as_dict()
             _log_stats(logger, spec.source, stats)
         for connector in build_connectors(settings, kinds):
-            state = load.read_state(con, connector.source, connector.stream)
-            logger.info("%s: pulling from %s", connector.source, state or "the configured start")
-            stats = load.load_pages(
-                con,
-                connector.spec,
-                connector.pages(state, window_end),
-                run_id,
-                settings.landing_dir,
-                progress=logger.info,
-            )
             key = f"{connector.source} (api)" if connector.source in out else connector.source
+            kind = "bugs" if connector.kind == "errors" else connector.kind
+            try:
+                state = load.read_state(con, connector.source, connector.stream)
+                logger.info(
+                    "%s: pulling from %s", connector.source, state or "the configured start"
+                )
+                stats = load.load_pages(
+                    con,
+                    connector.spec,
+                    connector.pages(state, window_end),
+                    run_id,
+                    settings.landing_dir,
+                    progress=logger.info,
+                )
+            except Exception as exc:  # isolated: the connectors after it are still pulled
+                out[key] = _failed_load(logger, key, kind, exc, secrets)
+                continue
             out[key] = stats.as_dict()
             _log_stats(logger, key, stats)
         if settings.sources.accounts:
             out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
     return out
+
+
+def failure_reason(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:
+    """An exception as one short line without credentials or customer contact details: the
+    exception type and the first line of its message, masked and redacted, at most 300 chars."""
+    from tasks.clients.http import mask_text
+    from tasks.redact import redact_text
+
+    lines = [part.strip() for part in str(exc).splitlines() if part.strip()]
+    text = f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+    text = redact_text(mask_text(text, secrets)) or type(exc).__name__
+    return text if len(text) <= 300 else text[:299] + "…"
+
+
+def _credential_values(settings: Settings) -> tuple[str, ...]:
+    """Values of the credential variables a run may use (scrubbed from failure reasons)."""
+    import os
+
+    from tasks.connectors import CONNECTOR_TYPES
+
+    names = {n for t in CONNECTOR_TYPES.values() for n in t.env_vars}
+    values = [os.environ.get(n, "") for n in sorted(names)]
+    return tuple(v for v in [*values, settings.hash_salt.get_secret_value()] if v)
+
+
+def _failed_load(logger, key: str, kind: str, exc: BaseException, secrets) -> dict:
+    """A load that failed: nothing of its batch in flight was committed (its cursor stays at the
+    last committed batch); the row carries the source kind and the masked one-line reason."""
+    reason = failure_reason(exc, secrets)
+    logger.error("%s: load failed, the other sources go on: %s", key, reason)
+    return load.LoadStats(source=key, errors=[reason]).as_dict() | {
+        "failed": True,
+        "kind": kind,
+        "reason": reason,
+    }
+
+
+def failed_loads(loads: dict[str, dict]) -> dict[str, dict[str, str]]:
+    """{source: {"kind": usage|tickets|bugs, "reason": one line}} of the loads that failed."""
+    return {
+        name: {"kind": st["kind"], "reason": st["reason"]}
+        for name, st in loads.items()
+        if st.get("failed")
+    }
 
 
 def _load_accounts(con, pattern: str, run_id: str, logger) -> dict:
@@ -157,9 +220,11 @@ def validate_staging(
     started_at: datetime,
     as_of: date | None = None,
     window_days: int = 28,
+    failed_loads: dict[str, dict[str, str]] | None = None,
 ) -> quality.GateResult:
     """Great Expectations on the inputs: raw payloads (freshness, schema drift), staging (keys,
     enums, ranges, volume, duplicates; failing rows quarantined) and catalog mapping coverage.
+    Sources that failed to load (`failed_loads(loads)`) fail their kind as load-layer verdicts.
     Sets the per-source verdicts that scores and write-back depend on."""
     from prefect.artifacts import create_table_artifact
 
@@ -175,6 +240,9 @@ def validate_staging(
             catalog_path=settings.catalog_path,
             docs_dir=settings.duckdb_path.parent / "data_docs",
             memory_limit=settings.duckdb_memory_limit,
+            failed_loads=tuple(
+                (name, f["kind"], f["reason"]) for name, f in (failed_loads or {}).items()
+            ),
         ),
     )
     for v in gate.verdicts:
@@ -288,35 +356,82 @@ def write_back(
     dry_run: bool,
     max_new: int,
     dq_verdict: str = "pass",
-) -> list[dict[str, Any]]:
-    """Plan (and unless dry run, apply) the tracker write-back; returns the plan rows."""
-    from tasks.trackers.factory import build_tracker
+) -> dict[str, Any]:
+    """Plan (and unless dry run, apply) the tracker write-back. Returns the plan rows and the
+    write-back status (see `run_write_back`); a tracker failure never fails the data run."""
+    return run_write_back(settings, as_of, run_id, dry_run, max_new, dq_verdict, get_run_logger())
 
-    logger = get_run_logger()
-    tracker = build_tracker(settings)
-    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
-        suggestions = writeback.load_suggestions(con, as_of, settings.report_link(as_of))
-        plan = writeback.plan_writeback(
-            con,
-            tracker,
-            suggestions,
-            max_new,
-            on_recovery=settings.writeback.on_recovery,
-            allow_recovery=dq_verdict != "degraded",
-            as_of=as_of,
-        )
-        for item in plan:
-            logger.info(
-                "%s %s [%s]: %s",
-                "PLAN" if dry_run else "DO",
-                item.action.upper(),
-                item.fingerprint,
-                item.reason,
+
+def run_write_back(
+    settings: Settings,
+    as_of: str,
+    run_id: str,
+    dry_run: bool,
+    max_new: int,
+    dq_verdict: str,
+    logger,
+) -> dict[str, Any]:
+    """The write-back step as a plain function: {"plan": rows, "status", "counts",
+    "stop_reason", "error", "tracker"}.
+
+    `status` is apply_plan's (ok | partial | uncertain | failed), or `dry_run`. An HTTP, tracker
+    or file error that escapes planning or applying (a refused credential at the tracker's
+    check, say) ends write-back as `failed` with a one-line masked `error`; the plan made so far
+    is kept. Programming errors still raise."""
+    from tasks.settings import ConfigError
+    from tasks.trackers.factory import build_tracker
+    from tasks.trackers.limits import BudgetExhausted
+
+    out: dict[str, Any] = {
+        "tracker": settings.writeback.tracker,
+        "plan": [],
+        "status": "dry_run" if dry_run else "ok",
+        "counts": {},
+        "stop_reason": None,
+        "error": None,
+    }
+    plan: list[writeback.PlanItem] = []
+    try:
+        tracker = build_tracker(settings)
+        with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+            suggestions = writeback.load_suggestions(con, as_of, settings.report_link(as_of))
+            plan = writeback.plan_writeback(
+                con,
+                tracker,
+                suggestions,
+                max_new,
+                on_recovery=settings.writeback.on_recovery,
+                allow_recovery=dq_verdict != "degraded",
+                as_of=as_of,
             )
-        if not dry_run:
-            counts = writeback.apply_plan(con, tracker, plan, run_id)
-            logger.info("write-back to %s: %s", tracker.name, counts)
-    return writeback.plan_as_rows(plan)
+            for item in plan:
+                logger.info(
+                    "%s %s [%s]: %s",
+                    "PLAN" if dry_run else "DO",
+                    item.action.upper(),
+                    item.fingerprint,
+                    item.reason,
+                )
+            if not dry_run:
+                result = writeback.apply_plan(con, tracker, plan, run_id)
+                out["status"] = result.status
+                out["counts"] = {k: v for k, v in result.items() if k != "status" and v}
+                out["stop_reason"] = result.stop_reason
+                logger.info("write-back to %s: %s", tracker.name, dict(result))
+    except (RuntimeError, OSError, ConfigError, BudgetExhausted) as exc:
+        out["status"] = "failed"
+        out["error"] = failure_reason(exc, _credential_values(settings))
+        logger.error(
+            "write-back to %s failed; the data run goes on: %s",
+            settings.writeback.tracker,
+            out["error"],
+        )
+    if out["status"] not in ("ok", "dry_run"):
+        logger.warning(
+            "write-back %s: %s", out["status"].upper(), out["stop_reason"] or out["error"] or ""
+        )
+    out["plan"] = writeback.plan_as_rows(plan)
+    return out
 
 
 @task(name="publish-snapshot")
@@ -329,6 +444,11 @@ def publish_snapshot(settings: Settings) -> float:
     return seconds
 
 
+# A `running` row older than this is a run that was killed: the flow's own timeout is 3 h.
+STALE_RUN_AGE = timedelta(hours=3, minutes=30)
+_TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+
 def start_run(
     settings: Settings,
     run_id: str,
@@ -336,14 +456,70 @@ def start_run(
     started_at: datetime,
     window_days: int,
     dry_run: bool,
-) -> None:
+) -> list[str]:
+    """Record this run as `running`; first mark runs that were killed as `crashed` (returns
+    their run ids): see `mark_stale_runs`."""
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
+        crashed = mark_stale_runs(con, started_at, flow_run_id)
         con.execute(
             "insert into ops.runs (run_id, flow_run_id, started_at, status, window_days, "
             "is_dry_run) values (?, ?, ?, 'running', ?, ?)",
             [run_id, flow_run_id, started_at, window_days, dry_run],
         )
+    return crashed
+
+
+def mark_stale_runs(
+    con: duckdb.DuckDBPyConnection,
+    now: datetime,
+    own_flow_run_id: str | None = None,
+    *,
+    max_age: timedelta = STALE_RUN_AGE,
+    flow_run_state=None,
+) -> list[str]:
+    """`running` rows of ops.runs that can no longer be running become `crashed`: those started
+    more than `max_age` ago (longer than the flow's timeout), and younger ones whose Prefect flow
+    run is in a terminal state (the process was killed and Prefect noticed, or the run ended
+    without recording it). A fresh row whose flow run is still running, or cannot be looked up,
+    is left alone: it may be a run going on right now. Returns the run ids marked."""
+    rows = con.execute(
+        "select run_id, flow_run_id, started_at from ops.runs where status = 'running'"
+    ).fetchall()
+    lookup = flow_run_state or _flow_run_state
+    crashed = []
+    for run_id, fr_id, started in rows:
+        if started is not None and started < now - max_age:
+            crashed.append((run_id, f"still running after {max_age}; the run was killed"))
+        elif fr_id and fr_id != own_flow_run_id:
+            state = lookup(fr_id)
+            if state in _TERMINAL_STATES:
+                crashed.append((run_id, f"its Prefect flow run is {state.lower()}"))
+    for run_id, why in crashed:
+        con.execute(
+            "update ops.runs set status = 'crashed', finished_at = coalesce(finished_at, ?), "
+            "summary = coalesce(summary, json_object('crashed', ?)) "
+            "where run_id = ? and status = 'running'",
+            [now, why, run_id],
+        )
+        log.warning("run %s marked crashed: %s", run_id, why)
+    return [r for r, _ in crashed]
+
+
+def _flow_run_state(flow_run_id: str) -> str | None:
+    """The state type of a Prefect flow run (COMPLETED, RUNNING, ...), None when it cannot be
+    read (no API, unknown id): the caller then leaves the row alone."""
+    from uuid import UUID
+
+    try:
+        from prefect.client.orchestration import get_client
+
+        with get_client(sync_client=True) as client:
+            fr = client.read_flow_run(UUID(str(flow_run_id)))
+        return fr.state.type.value if fr.state else None
+    except Exception:  # an unreachable API or an unknown id proves nothing
+        log.debug("flow run %s: state not readable", flow_run_id, exc_info=True)
+        return None
 
 
 def finish_run(
