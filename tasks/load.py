@@ -1865,8 +1865,14 @@ def load_pages(
                 flush()  # the pages before it, with their cursor
                 try:
                     _load_batch(
-                        con, spec, [(path, len(page.body), 0)], run_id, stats,
-                        state=None, screen=screen, keep_cursor=True,
+                        con,
+                        spec,
+                        [(path, len(page.body), 0)],
+                        run_id,
+                        stats,
+                        state=None,
+                        screen=screen,
+                        keep_cursor=True,
                     )
                 finally:
                     path.unlink(missing_ok=True)
