@@ -6,6 +6,11 @@ with DuckDB's JSON functions and merged on the stable id in one transaction per 
 together with the quarantine rows and the file/cursor bookkeeping — so a crash never leaves a
 half-advanced state. Typed JSON lines (PostHog events) land straight in the raw table
 (_land_direct); everything else is staged in temp tables first (_stage_batch, _merge_raw).
+
+Before a batch is read, each file is screened (_screen_files): gzip is decompressed by its magic
+bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside whole
+(quarantined without their text, recorded as rejected), and JSON-lines files lose only their
+non-UTF-8 lines. Which version of a record wins is fixed by _VERSION_ORDER, whatever the load order.
 """
 
 from __future__ import annotations
@@ -1896,8 +1901,14 @@ def load_pages(
                 flush()  # the pages before it, with their cursor
                 try:
                     _load_batch(
-                        con, spec, [(path, len(page.body), 0)], run_id, stats,
-                        state=None, screen=screen, keep_cursor=True,
+                        con,
+                        spec,
+                        [(path, len(page.body), 0)],
+                        run_id,
+                        stats,
+                        state=None,
+                        screen=screen,
+                        keep_cursor=True,
                     )
                 finally:
                     path.unlink(missing_ok=True)

@@ -55,10 +55,16 @@ def loaded_files(con, source: str) -> dict[str, tuple]:
 def test_invalid_utf8_line_is_quarantined_alone_and_the_rest_of_the_batch_loads(con, tmp_path):
     ph = tmp_path / "ph"
     write_jsonl(ph / "a.jsonl", [posthog_event("a1"), posthog_event("a2")])
-    bad_line = json.dumps(posthog_event("b2", user=SECRET)).encode().replace(b"Firefox", b"Fire\xff")
+    bad_line = (
+        json.dumps(posthog_event("b2", user=SECRET)).encode().replace(b"Firefox", b"Fire\xff")
+    )
     (ph / "b.jsonl").write_bytes(
-        json.dumps(posthog_event("b1")).encode() + b"\n" + bad_line + b"\n"
-        + json.dumps(posthog_event("b3")).encode() + b"\n"
+        json.dumps(posthog_event("b1")).encode()
+        + b"\n"
+        + bad_line
+        + b"\n"
+        + json.dumps(posthog_event("b3")).encode()
+        + b"\n"
     )
     write_jsonl(ph / "c.jsonl", [posthog_event("c1")])
 
@@ -126,7 +132,7 @@ def test_binary_html_and_corrupt_gzip_files_are_rejected_whole_once(con, tmp_pat
     assert stats.n_inserted == 1 and conserved(stats)
     rows = quarantine_rows(con, "posthog")
     assert len(rows) == 3
-    for rule, reason, payload, source_file in rows:
+    for _rule, reason, payload, source_file in rows:
         assert SECRET not in reason and SECRET not in payload  # no raw text is kept
         sha = hashlib.sha256(Path(source_file).read_bytes()).hexdigest()
         assert json.loads(payload)["sha256"] == sha
@@ -157,8 +163,12 @@ def test_binary_html_and_corrupt_gzip_files_are_rejected_whole_once(con, tmp_pat
     ("spec", "name", "body", "rule"),
     [
         (load.GITHUB_ISSUES, "rate.json", {"message": "API rate limit exceeded"}, "error_page"),
-        (load.ZENDESK_TICKETS, "no-list.json", {"count": 0, "end_of_stream": True},
-         "unexpected_page_shape"),
+        (
+            load.ZENDESK_TICKETS,
+            "no-list.json",
+            {"count": 0, "end_of_stream": True},
+            "unexpected_page_shape",
+        ),
         (load.ZENDESK_TICKETS, "object.json", {"tickets": {"id": 1}}, "unexpected_page_shape"),
         (load.ZENDESK_TICKETS, "err.json", {"error": "RecordNotFound"}, "error_page"),
         (load.GITHUB_ISSUES, "html.json", "<html><body>Bad gateway</body></html>", "html_file"),
@@ -206,12 +216,18 @@ def _vendor_specs():
     return [
         (ZENDESK_TICKETS_SPEC, {"tickets": [], "end_of_stream": True}, {"error": "Unavailable"}),
         (load.GITHUB_ISSUES, [], {"message": "API rate limit exceeded"}),
-        (INTERCOM_CONVERSATIONS, {"type": "conversation.list", "conversations": []},
-         {"type": "error.list", "errors": [{"code": "rate_limit_exceeded"}]}),
+        (
+            INTERCOM_CONVERSATIONS,
+            {"type": "conversation.list", "conversations": []},
+            {"type": "error.list", "errors": [{"code": "rate_limit_exceeded"}]},
+        ),
         (FRESHDESK_TICKETS, [], {"code": "access_denied", "message": "You are not authorized"}),
         (JIRA_ISSUES, {"issues": [], "isLast": True}, {"errorMessages": ["Bad JQL"], "errors": {}}),
-        (LINEAR_ISSUES, {"data": {"issues": {"nodes": [], "pageInfo": {}}}},
-         {"data": None, "errors": [{"message": "ratelimited"}]}),
+        (
+            LINEAR_ISSUES,
+            {"data": {"issues": {"nodes": [], "pageInfo": {}}}},
+            {"data": None, "errors": [{"message": "ratelimited"}]},
+        ),
         (SENTRY_ISSUES, [], {"detail": "Invalid token"}),
         (POSTHOG_QUERY_EVENTS, {"results": [], "columns": []}, {"detail": "Throttled"}),
     ]
@@ -402,7 +418,9 @@ def test_load_error_never_quotes_the_input(con, tmp_path, monkeypatch):
     ph = tmp_path / "ph"
     ph.mkdir()
     (ph / "e.jsonl").write_bytes(
-        json.dumps(posthog_event("a")).encode() + b'\n{"distinct_id": "' + SECRET.encode()
+        json.dumps(posthog_event("a")).encode()
+        + b'\n{"distinct_id": "'
+        + SECRET.encode()
         + b'\xff"}\n'
     )
     monkeypatch.setattr(load, "_screen_files", lambda con, spec, paths, work: load._Screen(paths))
