@@ -234,7 +234,9 @@ def score(tickets: list[dict[str, Any]], outputs: list[str]) -> dict[str, Any]:
         "name_words_planted": planted_total,
         "name_words_left": left_total,
         "name_recall": 1 - left_total / planted_total if planted_total else 1.0,
-        "recall_by_form": {f: round(1 - s[1] / s[0], 4) if s[0] else 1.0 for f, s in by_form.items()},
+        "recall_by_form": {
+            f: round(1 - s[1] / s[0], 4) if s[0] else 1.0 for f, s in by_form.items()
+        },
         "contacts_planted": contacts_total,
         "contacts_left": contacts_left,
         "product_tokens": prod_total,
@@ -268,7 +270,10 @@ def run_duckdb(tickets: list[dict[str, Any]]) -> tuple[list[str], float]:
     con.execute("create table t (i integer, body varchar, known varchar[])")
     con.executemany(
         "insert into t values (?, ?, ?)",
-        [(i, t["subject"] + "\n" + t["description"], known_terms(t)) for i, t in enumerate(tickets)],
+        [
+            (i, t["subject"] + "\n" + t["description"], known_terms(t))
+            for i, t in enumerate(tickets)
+        ],
     )
     t0 = time.perf_counter()
     rows = con.sql("select i, fl_redact(body, known) from t").fetchall()
@@ -366,10 +371,14 @@ def child_load(pages: Path) -> dict[str, float]:
         con = duckdb.connect(str(Path(tmp) / "w.duckdb"))
         db.ensure_schema(con)
         register_duckdb(con, "bench-salt")
-        for name, spec in (("zendesk", ZENDESK_TICKETS_SPEC), ("intercom", IntercomConversations.spec)):
+        for name, spec in (
+            ("zendesk", ZENDESK_TICKETS_SPEC),
+            ("intercom", IntercomConversations.spec),
+        ):
             files = sorted((pages / name).glob("*.json"))
             landed = (
-                LandedPage(body=f.read_bytes(), state={"cursor": f.stem}, n_records=0) for f in files
+                LandedPage(body=f.read_bytes(), state={"cursor": f.stem}, n_records=0)
+                for f in files
             )
             t0 = time.perf_counter()
             stats = load.load_pages(con, spec, landed, "bench", Path(tmp) / "landing")

@@ -493,16 +493,16 @@ def _known_terms(known: Iterable[str | None] | str | None) -> tuple[str, ...]:
 # A customer's name is usually not the side-loaded requester's ("Hi, this is Chen Tanaka from
 # Acme", "ask my colleague ..."), so names are also found by the forms people introduce and sign
 # with: "my name is ...", "this is ..." / "I'm ..." / "I am ..." (capitalised names only: "I am
-# unable" stays), "my colleague ..." / "our admin ..." (capitalised), greetings ("Hi Chen,", "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best
-# regards,\nChen Tanaka") and signature lines after "-- ". Up to three name-like words are taken;
+# unable" stays), "my colleague ..." / "our admin ..." (capitalised), greetings ("Hi Chen,",
+# "Dear Ms Tanaka"), sign-offs ("Thanks, Chen", "Best regards,\nChen Tanaka") and signature
+# lines after "-- ". Up to three name-like words are taken;
 # common words, product and UI words end the run, so "Thanks, Export works now" keeps "Export".
 # A lower-case run counts only where the form makes it a name: after "my name is", or when the
 # run ends its clause ("hi chen,", "thanks,\nchen").
 
 # Lower-case words that are never names here (function words, words that follow the forms above,
 # product / UI vocabulary). Compared casefolded; possessive "'s" stripped first.
-_COMMON_WORDS = frozenset(
-    """
+_COMMON_TEXT = """
     a about above account accounts actually admin admins after again against all almost also
     always am an and another any anyone anything api app apps are around as asap at away back
     bad be because been before being best better between billing both broken bug bugs busy but
@@ -533,25 +533,25 @@ _COMMON_WORDS = frozenset(
     critical important annoying blocking serious weird strange odd ridiculous unacceptable
     frustrating impossible available aware new old sorry curious concerned worried unsure
     afraid excited interested here's that's there's what's we're they're you're i've i'd
-    """.split()
-)
-# Words that are also first or last names: names when capitalised, words when not.
-_AMBIGUOUS = frozenset(
     """
+_COMMON_WORDS = frozenset(_COMMON_TEXT.split())
+# Words that are also first or last names: names when capitalised, words when not.
+_AMBIGUOUS_TEXT = """
     may rose grace mark bill joy faith frank grant long young king rich bell brown green white
     black stone wood hill park field ford hunter will hope summer sky art dawn april june
     august crystal ruby pearl amber iris lily ivy hazel heath rob pat sue dean drew chase
     cooper smith baker miller taylor carter mason fisher porter turner walker butler cook potter
     weaver shepherd gardener marshall clay gray grey lane reed wolf fox
-    """.split()
-)
+    """
+_AMBIGUOUS = frozenset(_AMBIGUOUS_TEXT.split())
 _COMMON_WORDS -= _AMBIGUOUS
 _TITLES = frozenset({"mr", "mrs", "ms", "miss", "dr", "prof", "mx", "sir", "madam"})
 
 # A name-like word; "[name]" counts as one, so a run a known term already cut ("My name is
 # [name] Sebastiansson", "[name]-[name] Garcia") is still taken whole.
 _NAME_TOKEN = re.compile(
-    r"(?<![\w\[@./])(?:\[name\]|[^\W\d_]+)(?:['’-](?:\[name\]|[^\W\d_]+))*\.?"
+    r"(?<![\w\[@./])(?:\[name\]|[^\W\d_]+)"  # a word or a placeholder
+    r"(?:['’-](?:\[name\]|[^\W\d_]+))*\.?"  # joined by ' or -, then maybe a dot
 )
 _GAP = re.compile(r"[ \t]+")
 _TERMINATOR = re.compile(r"[ \t]*(?:[,.!:;)]|\r?\n|$)")

@@ -198,10 +198,16 @@ def _intercom_page() -> tuple[dict[str, Any], list[str], list[str]]:
         author={"type": "user", "id": "u1", "name": "Zara Lindqvist", "email": "z@ex.org"},
     )
     conv["contacts"]["contacts"][0].update(name="Zara Lindqvist", email="z@ex.org")
-    conv["teammates"] = {"type": "admin.list", "admins": [{"type": "admin", "id": "7",
-                                                          "name": "Tomasz Wierzbicki"}]}
-    doc = {"type": "conversation.list", "conversations": [conv], "total_count": 1,
-           "pages": {"type": "pages", "page": 1, "per_page": 20, "total_pages": 1}}
+    conv["teammates"] = {
+        "type": "admin.list",
+        "admins": [{"type": "admin", "id": "7", "name": "Tomasz Wierzbicki"}],
+    }
+    doc = {
+        "type": "conversation.list",
+        "conversations": [conv],
+        "total_count": 1,
+        "pages": {"type": "pages", "page": 1, "per_page": 20, "total_pages": 1},
+    }
     return doc, ["Zara", "zara", "Lindqvist", "lindqvist", "Tomasz", "Wierzbicki"], ["u1", "7"]
 
 
@@ -252,9 +258,7 @@ def test_side_loaded_people_and_named_forms_leave_no_name_in_raw(wh, tmp_path, s
 
 
 # ------------------------------------------------------------- end to end: raw .. tracker
-def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(
-    wh, tmp_path, monkeypatch
-):
+def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(wh, tmp_path, monkeypatch):
     planted = ("Ingrid", "Vasquez-Holm")
     tickets = [
         zd.ticket(
@@ -273,7 +277,9 @@ def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(
         for i in range(7)
     ]
     with FakeServer() as srv:
-        fake = zd.zendesk_api(srv, tickets, page_size=2, users=[zd.user(9100, "Ola Berg", "o@x.org")])
+        fake = zd.zendesk_api(
+            srv, tickets, page_size=2, users=[zd.user(9100, "Ola Berg", "o@x.org")]
+        )
         monkeypatch.setenv("ZENDESK_API_TOKEN", fake.token)
         connector = ZendeskTickets(
             ZendeskSettings(base_url=srv.url, email=fake.email, start_date="2026-11-01"),
@@ -295,8 +301,9 @@ def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(
     db.publish_snapshot(wh, tmp_path / "w.duckdb", snapshot)
 
     raw = wh.sql("select string_agg(payload::varchar, '\n') from raw.zendesk__tickets")
-    staged = wh.sql("select string_agg(concat_ws('\n', subject, body), '\n') "
-                    "from staging.stg_support_tickets")
+    staged = wh.sql(
+        "select string_agg(concat_ws('\n', subject, body), '\n') from staging.stg_support_tickets"
+    )
     texts = {"raw": raw.fetchall()[0][0], "staging": staged.fetchall()[0][0]}
     assert "[name]" in texts["raw"] and "[name]" in texts["staging"]
     snap = duckdb.connect(str(snapshot), read_only=True)

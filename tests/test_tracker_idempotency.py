@@ -605,7 +605,9 @@ def test_tickets_without_any_usage_data_still_render(
         ),
     ],
 )
-def test_names_in_lower_case_or_of_third_parties_never_reach_an_issue_body(subject: str, leak: str) -> None:
+def test_names_in_lower_case_or_of_third_parties_never_reach_an_issue_body(
+    subject: str, leak: str
+) -> None:
     from tasks.redact import redact_text
 
     s = versioned("investigate:exports", 1, 1)
