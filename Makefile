@@ -17,6 +17,7 @@ help:
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
 	@echo "make evaluate    scenario suite: 11 planted worlds replayed 14 nights each, targets checked"
+	@echo "make drill       robustness/privacy drill: crashes, faulty APIs, bad inputs/settings, secret scan"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
 	@echo "make clean-data  delete data/ (demo files, DuckDB, tracker)"
 
@@ -74,6 +75,11 @@ bench-ingest: $(STAMP)
 EVAL_JOBS ?= 2
 evaluate: $(STAMP)
 	$(BIN)/feedback-loop evaluate --jobs $(EVAL_JOBS)
+
+.PHONY: drill
+DRILL_JOBS ?= 2
+drill: $(STAMP)
+	$(BIN)/python -m benchmarks.drill --jobs $(DRILL_JOBS)
 
 clean-data:
 	rm -rf data
