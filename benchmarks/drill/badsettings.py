@@ -109,6 +109,6 @@ def trial(spec: dict) -> Trial:
     if _duckdb_files(d) != before:
         problems.append("a warehouse file was created or changed")
     detail = "; ".join(problems)
-    if problems and lines:
-        detail += f" — first line: {lines[0][:140]}"
+    if lines:
+        detail += f"{' — ' if problems else ''}stderr: {lines[0][:160]}"
     return Trial(SECTION, case.name, not problems, detail, run.seconds)

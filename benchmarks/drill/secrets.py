@@ -144,30 +144,33 @@ def trial(spec: dict) -> Trial:
     from tests.fakes.server import FakeServer
     from tests.fakes.zendesk import zendesk_api
 
+    from tests.fakes.intercom import conversation
+
     d = new_trial_dir(Path(spec["work"]), "secrets", Path(spec["world"]))
     tickets, users = _tickets()
+    convs = [conversation(f"ic-{i}", T_OFFSET + 60 * i, subject="Export broken") for i in range(5)]
+    runs = []
     with FakeServer() as zd, FakeServer() as ic, FakeServer() as echo:
         zendesk_api(zd, tickets, page_size=3, users=users, token=CANARIES["ZENDESK_API_TOKEN"])
-        intercom_api(ic, [], token="not-the-canary")  # 401 for the canary token
+        intercom_api(ic, convs, page_size=3, token=CANARIES["INTERCOM_ACCESS_TOKEN"])
         echo.route("*", r"/.*", _echo_401)  # freshdesk: 401 echoing what it was sent
-        tables = "\n".join(
-            [
-                "[connectors.zendesk]",
-                f'base_url = "{zd.url}"',
-                f'email = "{ZD_EMAIL}"',
-                "start_date = 2026-11-01",
-                "page_size = 3",
-                "[connectors.intercom]",
-                f'base_url = "{ic.url}"',
-                "start_date = 2026-11-01",
-                "[connectors.freshdesk]",
-                f'base_url = "{echo.url}"',
-                "start_date = 2026-11-01",
-            ]
-        )
+        working = [
+            "[connectors.zendesk]",
+            f'base_url = "{zd.url}"',
+            f'email = "{ZD_EMAIL}"',
+            "start_date = 2026-11-01",
+            "page_size = 3",
+            "[connectors.intercom]",
+            f'base_url = "{ic.url}"',
+            "start_date = 2026-11-01",
+        ]
+        echoing = ["[connectors.freshdesk]", f'base_url = "{echo.url}"', "start_date = 2026-11-01"]
         cfg = d / "config.toml"
-        cfg.write_text(config_text(extra_tables=tables), encoding="utf-8")
-        run = run_cli(d, nightly_args(cfg), env=dict(CANARIES))
+        # Run 1: the echoing vendor answers 401 with the credentials it was sent; run 2: the
+        # working vendors only, so the run goes on to score and write tracker issues.
+        for tables in (working + echoing, working):
+            cfg.write_text(config_text(extra_tables="\n".join(tables)), encoding="utf-8")
+            runs.append(run_cli(d, nightly_args(cfg), env=dict(CANARIES)))
         echoed = len(echo.requests_to(r"/.*"))
     pats = needles()
     hits = scan_files(d, pats, skip=("demo",))
@@ -182,14 +185,14 @@ def trial(spec: dict) -> Trial:
             pii_hits += scan_files(d / where, pii_pats)
     pii_hits += scan_files(d / "logs", pii_pats)
     findings = hits + pii_hits
-    state = run_state(run)
-    detail = f"run {state} (exit {run.rc}); {echoed} echo requests; {len(pats)} needles; "
+    states = ", ".join(f"{run_state(r)} (exit {r.rc})" for r in runs)
+    detail = f"runs {states}; {echoed} echo requests; {len(pats)} needles; "
     detail += f"{len(findings)} findings" + (": " + "; ".join(findings[:8]) if findings else "")
     return Trial(
         SECTION,
         "canaries+pii",
         not findings,
         detail,
-        run.seconds,
+        sum(r.seconds for r in runs),
         extra={"findings": findings},
     )
