@@ -50,7 +50,7 @@ def _posthog(srv: Any) -> Any:
             "timestamp": (base + timedelta(hours=3 * i)).isoformat(),
             "properties": {"$pathname": "/exports", "$groups": {"company": "acct-1"}},
         }
-        for i in range(20)
+        for i in range(40)
     ]
     return posthog_api(srv, events)
 
@@ -58,7 +58,7 @@ def _posthog(srv: Any) -> Any:
 def _zendesk(srv: Any) -> Any:
     from tests.fakes import zendesk as zd
 
-    tickets = [zd.ticket(100 + i, zd.iso(T0 + 60 * i), subject=f"Export {i} fails") for i in range(16)]
+    tickets = [zd.ticket(100 + i, zd.iso(T0 + 60 * i), subject=f"Export {i} fails") for i in range(40)]
     tickets.append(zd.ticket(103, zd.iso(T0 + 60 * 30), status="solved"))
     return zd.zendesk_api(srv, tickets, page_size=3)
 
@@ -66,7 +66,7 @@ def _zendesk(srv: Any) -> Any:
 def _intercom(srv: Any) -> Any:
     from tests.fakes.intercom import conversation, intercom_api
 
-    convs = [conversation(f"ic-{i}", T0 + 60 * i, subject="Export broken") for i in range(14)]
+    convs = [conversation(f"ic-{i}", T0 + 60 * i, subject="Export broken") for i in range(36)]
     return intercom_api(srv, convs, page_size=3)
 
 
@@ -74,7 +74,7 @@ def _freshdesk(srv: Any) -> Any:
     from tests.fakes import freshdesk as fd
     from tests.fakes.zendesk import iso
 
-    tickets = [fd.ticket(500 + i, iso(T0 + 60 * i)) for i in range(14)]
+    tickets = [fd.ticket(500 + i, iso(T0 + 60 * i)) for i in range(36)]
     return fd.freshdesk_api(srv, tickets, page_size=3)
 
 
@@ -82,7 +82,8 @@ VENDORS = {
     "posthog": Vendor(
         "posthog",
         {"POSTHOG_PERSONAL_API_KEY": "phx_test_key"},
-        {"project_id": "1", "start_date": "2026-11-19", "page_size": 3, "lookback_days": 1},
+        {"project_id": "1", "start_date": "2026-11-19", "page_size": 3, "lookback_days": 1,
+         "queries_per_hour": 100_000},
         "2026-11-22T00:00:00+00:00",
         "raw.posthog__events",
         _posthog,
@@ -90,7 +91,8 @@ VENDORS = {
     "zendesk": Vendor(
         "zendesk",
         {"ZENDESK_API_TOKEN": "zd-test-token-123"},
-        {"email": "agent@acme.test", "start_date": "2026-11-01", "page_size": 3},
+        {"email": "agent@acme.test", "start_date": "2026-11-01", "page_size": 3,
+         "requests_per_minute": 100_000},
         "2026-11-26T02:00:00+00:00",
         "raw.zendesk__tickets",
         _zendesk,
