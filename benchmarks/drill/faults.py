@@ -78,6 +78,33 @@ def _freshdesk(srv: Any) -> Any:
     return fd.freshdesk_api(srv, tickets, page_size=3)
 
 
+def _amplitude(srv: Any) -> Any:
+    from tests.fakes.amplitude import amplitude_api, amplitude_event
+
+    events = [
+        amplitude_event(
+            f"0190b000-0000-7000-8000-{i:012d}",
+            user_id=f"u{i}",
+            event_time=f"2026-11-20 {1 + i // 4:02d}:{i % 4 * 10:02d}:00.000000",
+            upload_time=f"2026-11-20 {1 + i // 4:02d}:{i % 4 * 10 + 1:02d}:00.000000",
+        )
+        for i in range(40)
+    ]
+    return amplitude_api(srv, events)
+
+
+def _mixpanel(srv: Any) -> Any:
+    from tests.fakes.mixpanel import epoch, mixpanel_api, mixpanel_event
+
+    events = [
+        mixpanel_event(
+            f"ins-{i}", distinct_id=f"u{i}", time=epoch(f"2026-11-{10 + i % 11}T{i % 24:02d}:15:00+00:00")
+        )
+        for i in range(36)
+    ]
+    return mixpanel_api(srv, events)
+
+
 VENDORS = {
     "posthog": Vendor(
         "posthog",
@@ -113,9 +140,25 @@ VENDORS = {
         "raw.freshdesk__tickets",
         _freshdesk,
     ),
+    "amplitude": Vendor(
+        "amplitude",
+        {"AMPLITUDE_API_KEY": "amp_key", "AMPLITUDE_SECRET_KEY": "amp_secret"},
+        {"start_date": "2026-11-20", "hours_per_request": 1},
+        "2026-11-21T02:30:00+00:00",
+        "raw.amplitude__events",
+        _amplitude,
+    ),
+    "mixpanel": Vendor(
+        "mixpanel",
+        {"MIXPANEL_SERVICE_ACCOUNT_USERNAME": "sa.user", "MIXPANEL_SERVICE_ACCOUNT_SECRET": "sa_secret"},
+        {"project_id": "42", "start_date": "2026-11-10", "queries_per_hour": 100_000},
+        "2026-11-21T02:30:00+00:00",
+        "raw.mixpanel__events",
+        _mixpanel,
+    ),
 }
 # Connectors with no fault trial yet (their fakes need a richer set-up): reported as not covered.
-NOT_COVERED = ("amplitude", "mixpanel", "github", "jira", "linear", "sentry")
+NOT_COVERED = ("github", "jira", "linear", "sentry")
 
 
 def _snapshot(db: Path, table: str) -> tuple[list, list]:
