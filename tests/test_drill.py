@@ -144,8 +144,14 @@ def test_crash_drill_two_kill_points(work: dict) -> None:
         assert trial.passed, f"{point}: {trial.detail}"
 
 
-INPUT_CASES = ["ph-invalid-utf8-line", "ph-gzip-named-jsonl", "zd-page-without-tickets",
-               "zd-unknown-priority", "gh-rate-limit-message", "ph-crlf"]
+INPUT_CASES = [
+    "ph-invalid-utf8-line",
+    "ph-gzip-named-jsonl",
+    "zd-page-without-tickets",
+    "zd-unknown-priority",
+    "gh-rate-limit-message",
+    "ph-crlf",
+]
 
 
 @pytest.mark.slow

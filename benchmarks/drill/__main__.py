@@ -1,4 +1,4 @@
-"""`python -m benchmarks.drill [--jobs N] [--only crash,faults,inputs,settings,secrets] [--quick]`"""
+"""`python -m benchmarks.drill [--jobs N] [--only crash,faults,...] [--quick]`: run the drill."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
-from benchmarks.drill import badinput, badsettings, common, crash, faults, secrets
+from benchmarks.drill import badinput, badsettings, common, crash, faults
 from benchmarks.drill.common import Trial
 
 SECTIONS = ("crash", "faults", "inputs", "settings", "secrets")
@@ -23,9 +23,18 @@ TARGETS = {
 }
 # --quick: a spread of every section in about a third of the time.
 QUICK_INPUTS = (
-    "ph-invalid-utf8-line", "ph-gzip-named-jsonl", "ph-binary-file", "ph-event-as-object",
-    "ph-missing-uuid", "ph-crlf", "zd-page-without-tickets", "zd-tickets-as-object",
-    "zd-unknown-priority", "zd-truncated-json", "gh-rate-limit-message", "gh-page-as-object",
+    "ph-invalid-utf8-line",
+    "ph-gzip-named-jsonl",
+    "ph-binary-file",
+    "ph-event-as-object",
+    "ph-missing-uuid",
+    "ph-crlf",
+    "zd-page-without-tickets",
+    "zd-tickets-as-object",
+    "zd-unknown-priority",
+    "zd-truncated-json",
+    "gh-rate-limit-message",
+    "gh-page-as-object",
 )
 
 
@@ -47,7 +56,9 @@ def _run(fn_name: str, spec: dict) -> Trial | dict:
 
         section = spec.get("section", "?") if isinstance(spec, dict) else "?"
         name = spec.get("name", fn_name) if isinstance(spec, dict) else fn_name
-        return Trial(section, name, False, f"harness error: {exc!r} {traceback.format_exc()[-400:]}")
+        return Trial(
+            section, name, False, f"harness error: {exc!r} {traceback.format_exc()[-400:]}"
+        )
 
 
 def _reference(work: str, world: str) -> dict:
@@ -87,45 +98,84 @@ def run_drill(args: argparse.Namespace) -> tuple[list[Trial], dict]:
             submit("benchmarks.drill.secrets.trial", {**spec0, "section": "secrets"}, "secrets")
         if "settings" in only:
             for case in p["settings"]:
-                submit("benchmarks.drill.badsettings.trial", {**spec0, "case": case,
-                       "section": "settings", "name": case.name}, "settings")
+                submit(
+                    "benchmarks.drill.badsettings.trial",
+                    {**spec0, "case": case, "section": "settings", "name": case.name},
+                    "settings",
+                )
         if "faults" in only:
             for vendor in faults.VENDORS:
                 for seed in range(1, p["fault_seeds"] + 1):
-                    submit("benchmarks.drill.faults.trial", {**spec0, "vendor": vendor,
-                           "seed": seed * 7919 + len(vendor), "section": "faults",
-                           "name": f"{vendor}#{seed}"}, "faults")
+                    submit(
+                        "benchmarks.drill.faults.trial",
+                        {
+                            **spec0,
+                            "vendor": vendor,
+                            "seed": seed * 7919 + len(vendor),
+                            "section": "faults",
+                            "name": f"{vendor}#{seed}",
+                        },
+                        "faults",
+                    )
         ref = None
         while pending or (ref_future is not None and ref is None):
-            waiting = set(pending) | ({ref_future} if ref_future is not None and ref is None else set())
+            waiting = set(pending) | (
+                {ref_future} if ref_future is not None and ref is None else set()
+            )
             done, _ = wait(waiting, return_when=FIRST_COMPLETED)
             for fut in done:
                 if fut is ref_future:
                     ref = fut.result()
                     meta["reference"] = {k: ref[k] for k in ("state", "rc", "counts", "seconds")}
                     if ref["state"] not in ("completed", "degraded"):
-                        results.append(Trial("crash", "reference run", False,
-                                             f"reference run {ref['state']}: {ref['stderr_tail'][-300:]}"))
+                        results.append(
+                            Trial(
+                                "crash",
+                                "reference run",
+                                False,
+                                f"reference run {ref['state']}: {ref['stderr_tail'][-300:]}",
+                            )
+                        )
                         continue
                     if "crash" in only:
                         points = crash.choose_points(ref["counts"], p["crash_points"], args.seed)
                         meta["plan"]["crash_points"] = points
                         for point in [crash.CONTROL, *points]:
-                            submit("benchmarks.drill.crash.trial", {**spec0, "point": point,
-                                   "ref": ref, "section": "crash", "name": point}, "crash")
+                            submit(
+                                "benchmarks.drill.crash.trial",
+                                {
+                                    **spec0,
+                                    "point": point,
+                                    "ref": ref,
+                                    "section": "crash",
+                                    "name": point,
+                                },
+                                "crash",
+                            )
                     if "inputs" in only:
                         counts = {t: v[0] for t, v in ref["tables"].items()}
                         for case in p["inputs"]:
-                            submit("benchmarks.drill.badinput.trial", {**spec0, "case": case,
-                                   "ref_counts": counts, "section": "inputs",
-                                   "name": case.name}, "inputs")
+                            submit(
+                                "benchmarks.drill.badinput.trial",
+                                {
+                                    **spec0,
+                                    "case": case,
+                                    "ref_counts": counts,
+                                    "section": "inputs",
+                                    "name": case.name,
+                                },
+                                "inputs",
+                            )
                     continue
                 pending.pop(fut)
                 trial = fut.result()
                 results.append(trial)
                 mark = "ok  " if trial.passed else "FAIL"
-                print(f"[{trial.section:8}] {mark} {trial.name} ({trial.seconds:.0f}s) {trial.detail[:160]}",
-                      flush=True)
+                print(
+                    f"[{trial.section:8}] {mark} {trial.name} ({trial.seconds:.0f}s) "
+                    f"{trial.detail[:160]}",
+                    flush=True,
+                )
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return results, meta
@@ -150,14 +200,22 @@ def report(results: list[Trial], meta: dict, args: argparse.Namespace, seconds: 
         lines.append(f"| {s} | {len(ts)} | {ok} | {len(ts) - ok} | {TARGETS[s]} |")
     fts = by["faults"]
     if fts:
-        lines += ["", "Fault injection per connector (share of trials passing; faults injected / requests):", ""]
+        lines += [
+            "",
+            "Fault injection per connector (share of trials passing; faults injected / requests):",
+            "",
+        ]
         for vendor in faults.VENDORS:
-            vt = [t for t in fts if t.extra.get("vendor") == vendor or t.name.startswith(vendor + "#")]
+            vt = [
+                t for t in fts if t.extra.get("vendor") == vendor or t.name.startswith(vendor + "#")
+            ]
             if vt:
                 nf = sum(t.extra.get("faults", 0) for t in vt)
                 nr = sum(t.extra.get("requests", 0) for t in vt)
-                lines.append(f"- {vendor}: {100 * sum(t.passed for t in vt) / len(vt):.0f}% "
-                             f"({sum(t.passed for t in vt)}/{len(vt)}; {nf}/{nr} requests faulted)")
+                lines.append(
+                    f"- {vendor}: {100 * sum(t.passed for t in vt) / len(vt):.0f}% "
+                    f"({sum(t.passed for t in vt)}/{len(vt)}; {nf}/{nr} requests faulted)"
+                )
         lines.append(f"- not covered yet (no fault trial): {', '.join(faults.NOT_COVERED)}")
     failing = [t for t in results if not t.passed]
     if failing:
@@ -166,9 +224,15 @@ def report(results: list[Trial], meta: dict, args: argparse.Namespace, seconds: 
             for t in (t for t in failing if t.section == s):
                 lines.append(f"- **{s} / {t.name}**: {t.detail}")
     if meta.get("plan", {}).get("crash_points"):
-        lines += ["", "Crash kill points (target:call:before|after): "
-                  + ", ".join(meta["plan"]["crash_points"])]
-    lines += ["", f"Columns excluded from comparisons: {', '.join(sorted(common.EXCLUDED_COLUMNS))}."]
+        lines += [
+            "",
+            "Crash kill points (target:call:before|after): "
+            + ", ".join(meta["plan"]["crash_points"]),
+        ]
+    lines += [
+        "",
+        f"Columns excluded from comparisons: {', '.join(sorted(common.EXCLUDED_COLUMNS))}.",
+    ]
     return "\n".join(lines) + "\n"
 
 

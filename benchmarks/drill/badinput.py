@@ -149,23 +149,55 @@ def _zd_tie_with_deletion(world: Path, marker: str) -> bytes:
 
 CASES = [
     # PostHog JSON lines
-    Case("ph-invalid-utf8-line", "posthog", lambda w, m: _ph_lines([_ph_event(w, m)])
-         + b'{"uuid":"bad","event":"\xff\xfe' + m.encode() + b'"}\n'),
-    Case("ph-gzip-named-jsonl", "posthog", lambda w, m: gzip.compress(_ph_lines([_ph_event(w, m)]))),
+    Case(
+        "ph-invalid-utf8-line",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)]) + b'{"uuid":"bad","event":"\xff\xfe' + m.encode() + b'"}\n'
+        ),
+    ),
+    Case(
+        "ph-gzip-named-jsonl", "posthog", lambda w, m: gzip.compress(_ph_lines([_ph_event(w, m)]))
+    ),
     Case("ph-binary-file", "posthog", _binary),
     Case("ph-html-error-page", "posthog", _html),
-    Case("ph-truncated-json-line", "posthog", lambda w, m: _ph_lines([_ph_event(w, m)])
-         + json.dumps(_ph_event(w, m, 1)).encode()[:120] + b"\n"),
+    Case(
+        "ph-truncated-json-line",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)]) + json.dumps(_ph_event(w, m, 1)).encode()[:120] + b"\n"
+        ),
+    ),
     Case("ph-empty-file", "posthog", lambda w, m: b""),
-    Case("ph-bom", "posthog", lambda w, m: b"\xef\xbb\xbf" + _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)])),
-    Case("ph-crlf", "posthog", lambda w, m: _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)]).replace(b"\n", b"\r\n")),
+    Case(
+        "ph-bom",
+        "posthog",
+        lambda w, m: b"\xef\xbb\xbf" + _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)]),
+    ),
+    Case(
+        "ph-crlf",
+        "posthog",
+        lambda w, m: _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)]).replace(b"\n", b"\r\n"),
+    ),
     Case("ph-huge-line", "posthog", _ph_mut(properties=lambda m: {"blob": m + "x" * 3_000_000})),
     Case("ph-event-as-object", "posthog", _ph_mut(event=lambda m: {"name": m})),
     Case("ph-properties-as-string", "posthog", _ph_mut(properties=lambda m: f"props {m}")),
     Case("ph-numeric-timestamp", "posthog", _ph_mut(timestamp=1795337415)),
-    Case("ph-duplicate-identical-bad-lines", "posthog", lambda w, m: (b'{"uuid": "dup", "event": ' + m.encode() + b"\n") * 3),
-    Case("ph-nul-bytes", "posthog", lambda w, m: _ph_lines([_ph_event(w, m)])
-         + b'{"uuid":"nul\x00' + m.encode() + b'","event":"x\x00y"}\n'),
+    Case(
+        "ph-duplicate-identical-bad-lines",
+        "posthog",
+        lambda w, m: (b'{"uuid": "dup", "event": ' + m.encode() + b"\n") * 3,
+    ),
+    Case(
+        "ph-nul-bytes",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)])
+            + b'{"uuid":"nul\x00'
+            + m.encode()
+            + b'","event":"x\x00y"}\n'
+        ),
+    ),
     Case("ph-deeply-nested", "posthog", _ph_mut(properties=lambda m: _nested(2000, m))),
     Case("ph-wrong-typed-uuid", "posthog", _ph_mut(uuid=12345)),
     Case("ph-missing-uuid", "posthog", _ph_mut(uuid=_DROP)),
@@ -173,10 +205,16 @@ CASES = [
     Case("ph-ancient-timestamp", "posthog", _ph_mut(timestamp="1970-01-01T00:00:00+00:00")),
     Case("ph-array-line", "posthog", lambda w, m: b'[1, 2, "' + m.encode() + b'"]\n'),
     # Zendesk export pages
-    Case("zd-page-without-tickets", "zendesk", lambda w, m: json.dumps(
-        {"error": m, "after_cursor": None, "end_of_stream": True}).encode()),
-    Case("zd-tickets-as-object", "zendesk", lambda w, m: json.dumps(
-        {"tickets": _zd_ticket(w, m), "end_of_stream": True}).encode()),
+    Case(
+        "zd-page-without-tickets",
+        "zendesk",
+        lambda w, m: json.dumps({"error": m, "after_cursor": None, "end_of_stream": True}).encode(),
+    ),
+    Case(
+        "zd-tickets-as-object",
+        "zendesk",
+        lambda w, m: json.dumps({"tickets": _zd_ticket(w, m), "end_of_stream": True}).encode(),
+    ),
     Case("zd-truncated-json", "zendesk", lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)])[:300]),
     Case("zd-empty-file", "zendesk", lambda w, m: b""),
     Case("zd-html-error-page", "zendesk", _html),
@@ -184,14 +222,26 @@ CASES = [
     Case("zd-numeric-updated-at", "zendesk", _zd_mut(updated_at=1795337415)),
     Case("zd-string-ticket-id", "zendesk", _zd_mut(id=lambda m: f"abc-{m}")),
     Case("zd-tie-with-deletion", "zendesk", _zd_tie_with_deletion),
-    Case("zd-invalid-utf8", "zendesk", lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)]).replace(
-        b"Drill ticket", b"Drill \xff\xfe ticket")),
+    Case(
+        "zd-invalid-utf8",
+        "zendesk",
+        lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)]).replace(
+            b"Drill ticket", b"Drill \xff\xfe ticket"
+        ),
+    ),
     Case("zd-bom", "zendesk", lambda w, m: b"\xef\xbb\xbf" + _zd_wrap(w, [_zd_ticket(w, m)])),
     Case("zd-nul-bytes", "zendesk", lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)]) + b"\x00\x00"),
     # GitHub issue pages
-    Case("gh-rate-limit-message", "github", lambda w, m: json.dumps({
-        "message": "API rate limit exceeded for 203.0.113.7 " + m,
-        "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api"}).encode()),
+    Case(
+        "gh-rate-limit-message",
+        "github",
+        lambda w, m: json.dumps(
+            {
+                "message": "API rate limit exceeded for 203.0.113.7 " + m,
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api",
+            }
+        ).encode(),
+    ),
     Case("gh-page-as-object", "github", lambda w, m: json.dumps(_gh_issue(w, m)).encode()),
     Case("gh-truncated-json", "github", lambda w, m: json.dumps([_gh_issue(w, m)]).encode()[:200]),
     Case("gh-binary-file", "github", _binary),
@@ -203,7 +253,8 @@ CASES = [
 
 _LOAD = re.compile(
     r"(\w[\w ()]*): \d+ file\(s\)/page\(s\) loaded, \d+ skipped as unchanged; (\d+) records read "
-    r"-> (\d+) new, (\d+) updated, (\d+) unchanged, (\d+) superseded, (\d+) dropped, (\d+) quarantined"
+    r"-> (\d+) new, (\d+) updated, (\d+) unchanged, (\d+) superseded, (\d+) dropped, "
+    r"(\d+) quarantined"
 )
 _VALID = re.compile(r"(\w+): ([\d,]+) in = ([\d,]+) accepted \+ ([\d,]+) quarantined")
 
@@ -237,7 +288,9 @@ def trial(spec: dict) -> Trial:
     counts = {t: v[0] for t, v in table_hashes(d / "feedback.duckdb").items() if t in RAW.values()}
     for src, table in RAW.items():
         if src != case.source and counts.get(table) != ref_counts.get(table):
-            problems.append(f"{src} not loaded ({counts.get(table)} rows vs {ref_counts.get(table)})")
+            problems.append(
+                f"{src} not loaded ({counts.get(table)} rows vs {ref_counts.get(table)})"
+            )
     second = run_cli(d, nightly_args(config))
     if run_state(second) not in ("completed", "degraded"):
         problems.append(f"next run {run_state(second)} (exit {second.rc})")
@@ -245,4 +298,6 @@ def trial(spec: dict) -> Trial:
         problems += [f"{label}: {p}" for p in accounting_problems(run.stderr + run.stdout)]
         if marker in run.stderr or marker in run.stdout:
             problems.append(f"{label}: raw bad text in the logs")
-    return Trial(SECTION, case.name, not problems, "; ".join(problems[:5]), first.seconds + second.seconds)
+    return Trial(
+        SECTION, case.name, not problems, "; ".join(problems[:5]), first.seconds + second.seconds
+    )

@@ -46,31 +46,57 @@ CASES = [
     Case("unknown-reach", _c(tables='[score]\nreach = "revenue"')),
     Case("unknown-connector-table", _c(tables='[connectors.zendeskk]\nsubdomain = "acme"')),
     Case("connector-unknown-key", _c(tables='[connectors.zendesk]\nsubdomian = "acme"')),
-    Case("connector-wrong-type", _c(tables='[connectors.zendesk]\nsubdomain = "acme"\npage_size = "big"')),
+    Case(
+        "connector-wrong-type",
+        _c(tables='[connectors.zendesk]\nsubdomain = "acme"\npage_size = "big"'),
+    ),
     Case(
         "connector-missing-credentials",
         _c(tables='[connectors.zendesk]\nsubdomain = "acme"\nemail = "agent@acme.test"'),
     ),
     Case(
         "github-connector-missing-token",
-        _c(tables='[connectors.github]\nowner = "acme"\nrepo = "app"\ntoken_env = "DRILL_NO_SUCH_TOKEN"'),
+        _c(
+            tables='[connectors.github]\nowner = "acme"\nrepo = "app"\n'
+            'token_env = "DRILL_NO_SUCH_TOKEN"'
+        ),
     ),
     Case("connector-table-not-a-table", _c(tables='[connectors]\nzendesk = "acme"')),
-    Case("unwritable-warehouse", _c('duckdb_path = "/etc/hostname/feedback.duckdb"').replace(
-        'duckdb_path = "feedback.duckdb"\n', "", 1)),
-    Case("unwritable-snapshot", _c().replace(
-        'snapshot_path = "feedback_analyst.duckdb"', 'snapshot_path = "/proc/drill/analyst.duckdb"')),
-    Case("unwritable-tracker", _c().replace('tracker_dir = "tracker"', 'tracker_dir = "/etc/hostname/tracker"')),
-    Case("warehouse-is-a-directory", _c().replace(
-        'duckdb_path = "feedback.duckdb"', 'duckdb_path = "demo"')),
+    Case(
+        "unwritable-warehouse",
+        _c('duckdb_path = "/etc/hostname/feedback.duckdb"').replace(
+            'duckdb_path = "feedback.duckdb"\n', "", 1
+        ),
+    ),
+    Case(
+        "unwritable-snapshot",
+        _c().replace(
+            'snapshot_path = "feedback_analyst.duckdb"',
+            'snapshot_path = "/proc/drill/analyst.duckdb"',
+        ),
+    ),
+    Case(
+        "unwritable-tracker",
+        _c().replace('tracker_dir = "tracker"', 'tracker_dir = "/etc/hostname/tracker"'),
+    ),
+    Case(
+        "warehouse-is-a-directory",
+        _c().replace('duckdb_path = "feedback.duckdb"', 'duckdb_path = "demo"'),
+    ),
     Case("source-glob-matches-nothing", _c(posthog_events="demo/posthog/*.ndjson")),
     Case("bugs-glob-matches-nothing", _c(github_issues="nowhere/*.json")),
-    Case("optional-unknown-source", _c(tables="").replace("[writeback]", 'optional = ["nope"]\n[writeback]')),
+    Case(
+        "optional-unknown-source",
+        _c(tables="").replace("[writeback]", 'optional = ["nope"]\n[writeback]'),
+    ),
     Case("catalog-missing", _c('catalog_path = "no-such-features.yaml"')),
     Case("catalog-garbage", _c('catalog_path = "garbage.yaml"'), prepare="garbage-catalog"),
     Case("catalog-is-a-directory", _c('catalog_path = "demo"')),
     Case("unknown-tracker", _c().replace("[writeback]", '[writeback]\ntracker = "jiraa"')),
-    Case("github-tracker-without-table", _c().replace("[writeback]", '[writeback]\ntracker = "github"')),
+    Case(
+        "github-tracker-without-table",
+        _c().replace("[writeback]", '[writeback]\ntracker = "github"'),
+    ),
     Case("max-new-negative", _c().replace("[writeback]", "[writeback]\nmax_new_suggestions = -1")),
     Case("empty-hash-salt", _c('hash_salt = "  "')),
     Case("memory-limit-garbage", _c('duckdb_memory_limit = "lots"')),

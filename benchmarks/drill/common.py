@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import signal
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile

@@ -46,7 +46,9 @@ def choose_points(counts: dict[str, int], n: int, seed: int) -> list[str]:
     rng = random.Random(seed)
     targets = sorted(t for t, c in counts.items() if c > 0)
     rng.shuffle(targets)
-    space = [(t, k, w) for t in targets for k in range(1, counts[t] + 1) for w in ("before", "after")]
+    space = [
+        (t, k, w) for t in targets for k in range(1, counts[t] + 1) for w in ("before", "after")
+    ]
     n = min(n, len(space))
     chosen: list[str] = []
     i = 0

@@ -58,7 +58,9 @@ def _posthog(srv: Any) -> Any:
 def _zendesk(srv: Any) -> Any:
     from tests.fakes import zendesk as zd
 
-    tickets = [zd.ticket(100 + i, zd.iso(T0 + 60 * i), subject=f"Export {i} fails") for i in range(40)]
+    tickets = [
+        zd.ticket(100 + i, zd.iso(T0 + 60 * i), subject=f"Export {i} fails") for i in range(40)
+    ]
     tickets.append(zd.ticket(103, zd.iso(T0 + 60 * 30), status="solved"))
     return zd.zendesk_api(srv, tickets, page_size=3)
 
@@ -98,7 +100,9 @@ def _mixpanel(srv: Any) -> Any:
 
     events = [
         mixpanel_event(
-            f"ins-{i}", distinct_id=f"u{i}", time=epoch(f"2026-11-{10 + i % 11}T{i % 24:02d}:15:00+00:00")
+            f"ins-{i}",
+            distinct_id=f"u{i}",
+            time=epoch(f"2026-11-{10 + i % 11}T{i % 24:02d}:15:00+00:00"),
         )
         for i in range(36)
     ]
@@ -109,8 +113,13 @@ VENDORS = {
     "posthog": Vendor(
         "posthog",
         {"POSTHOG_PERSONAL_API_KEY": "phx_test_key"},
-        {"project_id": "1", "start_date": "2026-11-19", "page_size": 3, "lookback_days": 1,
-         "queries_per_hour": 100_000},
+        {
+            "project_id": "1",
+            "start_date": "2026-11-19",
+            "page_size": 3,
+            "lookback_days": 1,
+            "queries_per_hour": 100_000,
+        },
         "2026-11-22T00:00:00+00:00",
         "raw.posthog__events",
         _posthog,
@@ -118,8 +127,12 @@ VENDORS = {
     "zendesk": Vendor(
         "zendesk",
         {"ZENDESK_API_TOKEN": "zd-test-token-123"},
-        {"email": "agent@acme.test", "start_date": "2026-11-01", "page_size": 3,
-         "requests_per_minute": 100_000},
+        {
+            "email": "agent@acme.test",
+            "start_date": "2026-11-01",
+            "page_size": 3,
+            "requests_per_minute": 100_000,
+        },
         "2026-11-26T02:00:00+00:00",
         "raw.zendesk__tickets",
         _zendesk,
@@ -150,7 +163,10 @@ VENDORS = {
     ),
     "mixpanel": Vendor(
         "mixpanel",
-        {"MIXPANEL_SERVICE_ACCOUNT_USERNAME": "sa.user", "MIXPANEL_SERVICE_ACCOUNT_SECRET": "sa_secret"},
+        {
+            "MIXPANEL_SERVICE_ACCOUNT_USERNAME": "sa.user",
+            "MIXPANEL_SERVICE_ACCOUNT_SECRET": "sa_secret",
+        },
         {"project_id": "42", "start_date": "2026-11-10", "queries_per_hour": 100_000},
         "2026-11-21T02:30:00+00:00",
         "raw.mixpanel__events",
@@ -168,9 +184,13 @@ def _snapshot(db: Path, table: str) -> tuple[list, list]:
 
     con = duckdb.connect(str(db), read_only=True)
     try:
-        cols = [r[0] for r in con.sql(f"describe {table}").fetchall() if r[0] not in EXCLUDED_COLUMNS]
+        cols = [
+            r[0] for r in con.sql(f"describe {table}").fetchall() if r[0] not in EXCLUDED_COLUMNS
+        ]
         rows = con.sql(f"select {', '.join(cols)} from {table} order by all").fetchall()
-        state = con.sql("select source, stream, cursor_value from ops.sync_state order by all").fetchall()
+        state = con.sql(
+            "select source, stream, cursor_value from ops.sync_state order by all"
+        ).fetchall()
         return [tuple(map(str, r)) for r in rows], [tuple(map(str, r)) for r in state]
     finally:
         con.close()
@@ -222,7 +242,9 @@ def trial(spec: dict) -> Trial:
     try:
         clean_err, _ = load_once(v, tmp / "clean.duckdb", tmp / "landing-clean", 0.0, seed)
         if clean_err:
-            return Trial(SECTION, f"{v.name}#{seed}", False, f"clean load failed: {clean_err[:200]}")
+            return Trial(
+                SECTION, f"{v.name}#{seed}", False, f"clean load failed: {clean_err[:200]}"
+            )
         want = _snapshot(tmp / "clean.duckdb", v.raw_table)
         err, inj = load_once(v, tmp / "faulty.duckdb", tmp / "landing", rate, seed)
         n_faults = len(inj.injected) if inj else 0
@@ -240,7 +262,9 @@ def trial(spec: dict) -> Trial:
             if rerun_err:
                 problems.append(f"fault-free rerun failed: {rerun_err[:160]}")
             elif _snapshot(tmp / "faulty.duckdb", v.raw_table) != want:
-                problems.append("committed part inconsistent: the rerun differs from the clean load")
+                problems.append(
+                    "committed part inconsistent: the rerun differs from the clean load"
+                )
             outcome = f"stopped ({err[:120]})"
         detail = f"{n_faults} faults in {inj.served if inj else 0} requests {kinds}; " + (
             "; ".join(problems) if problems else (outcome or "")

@@ -8,8 +8,6 @@ the tracker bodies and reports."""
 from __future__ import annotations
 
 import base64
-import json
-import re
 from pathlib import Path
 from urllib.parse import quote
 
@@ -18,8 +16,8 @@ from benchmarks.drill.common import (
     config_text,
     new_trial_dir,
     nightly_args,
-    run_cli,
     prefect_home,
+    run_cli,
     run_state,
 )
 
@@ -66,7 +64,9 @@ def needles() -> list[tuple[str, str]]:
         for form, text in forms(secret, users.get(env)).items():
             out.append((f"{env}:{form}", text))
         if env == "FRESHDESK_API_KEY":
-            out.append((f"{env}:b64(key:X)", base64.b64encode(f"{secret}:X".encode()).decode()[:-4]))
+            out.append(
+                (f"{env}:b64(key:X)", base64.b64encode(f"{secret}:X".encode()).decode()[:-4])
+            )
     return out
 
 
@@ -139,12 +139,9 @@ def scan_files(root: Path, pats: list[tuple[str, str]], skip: tuple[str, ...] = 
 
 
 def trial(spec: dict) -> Trial:
-    from tests.fakes.freshdesk import TICKETS_PATH as FD_PATH
-    from tests.fakes.intercom import intercom_api
+    from tests.fakes.intercom import conversation, intercom_api
     from tests.fakes.server import FakeServer
     from tests.fakes.zendesk import zendesk_api
-
-    from tests.fakes.intercom import conversation
 
     d = new_trial_dir(Path(spec["work"]), "secrets", Path(spec["world"]))
     tickets, users = _tickets()
