@@ -176,6 +176,7 @@ def run_drill(args: argparse.Namespace) -> tuple[list[Trial], dict]:
                     f"{trial.detail[:160]}",
                     flush=True,
                 )
+    crash.judge_against_control([t for t in results if t.section == "crash"])
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return results, meta

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import shutil
 import signal
@@ -237,19 +238,31 @@ def table_hashes(db_path: Path, root: Path | None = None) -> dict[str, tuple[int
     con = duckdb.connect(str(db_path), read_only=True)
     try:
         cols = con.sql(
-            "select table_schema, table_name, list(column_name order by ordinal_position) "
+            "select table_schema, table_name, list(column_name order by ordinal_position), "
+            "list(data_type order by ordinal_position) "
             "from information_schema.columns where table_catalog = current_database() "
             "group by all order by 1, 2"
         ).fetchall()
         out = {}
-        for schema, table, names in cols:
+        for schema, table, names, types in cols:
             fq = f"{schema}.{table}"
             if schema not in COMPARED_SCHEMAS and fq not in COMPARED_TABLES:
                 continue
-            keep = [c for c in names if c not in EXCLUDED_COLUMNS]
+            keep = [(c, t) for c, t in zip(names, types, strict=True) if c not in EXCLUDED_COLUMNS]
             if not keep:
                 continue
-            row = "cast(row(" + ", ".join(_q(c) for c in keep) + ") as varchar)"
+            # Floating-point sums depend on DuckDB's parallel summation order: compare doubles
+            # to 9 significant digits, everything else exactly.
+            exprs = [
+                f"round({_q(c)}, 9 - cast(ceil(log10(abs({_q(c)}) + 1e-300)) as int))"
+                if t in ("DOUBLE", "FLOAT", "REAL")
+                else _q(c)
+                for c, t in keep
+            ]
+            if any(t == "JSON" for _, t in keep):
+                out[fq] = _json_table_hash(con, f"{_q(schema)}.{_q(table)}", keep, exprs, root)
+                continue
+            row = "cast(row(" + ", ".join(exprs) + ") as varchar)"
             if root is not None:
                 row = f"replace({row}, ?, '<ROOT>')"
             sql = (
@@ -261,6 +274,32 @@ def table_hashes(db_path: Path, root: Path | None = None) -> dict[str, tuple[int
         return out
     finally:
         con.close()
+
+
+def _norm_json(text: str | None) -> str:
+    """JSON text with its floats to 9 significant digits and sorted keys (sums of doubles are
+    not bit-stable across runs)."""
+    if text is None:
+        return "null"
+    try:
+        obj = json.loads(text, parse_float=lambda s: float(f"{float(s):.9g}"))
+    except ValueError:
+        return text
+    return json.dumps(obj, sort_keys=True)
+
+
+def _json_table_hash(con, fq: str, keep: list, exprs: list[str], root: Path | None) -> tuple:
+    sel = ", ".join(
+        f"cast({_q(c)} as varchar)" if t == "JSON" else f"cast({e} as varchar)"
+        for (c, t), e in zip(keep, exprs, strict=True)
+    )
+    is_json = [t == "JSON" for _, t in keep]
+    rows = []
+    for r in con.execute(f"select {sel} from {fq}").fetchall():
+        text = repr(tuple(_norm_json(v) if j else v for v, j in zip(r, is_json, strict=True)))
+        rows.append(text.replace(str(root), "<ROOT>") if root is not None else text)
+    rows.sort()
+    return len(rows), hashlib.md5("\n".join(rows).encode()).hexdigest()
 
 
 def tracker_issues(tracker: Path, root: Path | None = None) -> dict[str, str]:
@@ -284,6 +323,11 @@ def fingerprints(issues: dict[str, str]) -> list[str]:
             if marker in line:
                 fps.append(line.split(marker, 1)[1].split(" ")[0].rstrip("->").strip())
     return fps
+
+
+def diff_tables(problems: list[str]) -> set[str]:
+    """The table names in diff_snapshots' problems (tracker problems excluded)."""
+    return {p.split(":", 1)[0] for p in problems if not p.startswith("tracker:")}
 
 
 def diff_snapshots(

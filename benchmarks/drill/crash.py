@@ -9,6 +9,7 @@ from pathlib import Path
 from benchmarks.drill.common import (
     Trial,
     diff_snapshots,
+    diff_tables,
     new_trial_dir,
     nightly_args,
     run_cli,
@@ -91,4 +92,26 @@ def trial(spec: dict) -> Trial:
         tracker_issues(d / "tracker", d),
         ref["issues"],
     )
-    return Trial(SECTION, point, not problems, "; ".join(problems[:6]), seconds)
+    return Trial(
+        SECTION, point, not problems, "; ".join(problems[:6]), seconds, extra={"problems": problems}
+    )
+
+
+def judge_against_control(trials: list[Trial]) -> None:
+    """A table that also differs in the no-kill control differs without any crash (run-to-run
+    nondeterminism): its differences are reported, not counted against a crash trial."""
+    control = next((t for t in trials if t.name == CONTROL), None)
+    if control is None:
+        return
+    unstable = diff_tables(control.extra.get("problems", []))
+    for t in trials:
+        if t is control or "problems" not in t.extra:
+            continue
+        own = [p for p in t.extra["problems"] if p.split(":", 1)[0] not in unstable]
+        shared = [p for p in t.extra["problems"] if p not in own]
+        t.passed = not own
+        t.detail = "; ".join(own[:6]) + (
+            f"{' — ' if own else ''}also without a kill: {', '.join(sorted(diff_tables(shared)))}"
+            if shared
+            else ""
+        )
