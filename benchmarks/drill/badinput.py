@@ -273,7 +273,12 @@ def accounting_problems(log: str) -> list[str]:
 
 
 def trial(spec: dict) -> Trial:
-    case: Case = spec["case"]
+    # By name: a Case holds lambdas, which cannot cross to a worker process.
+    case: Case = (
+        next(c for c in CASES if c.name == spec["case"])
+        if isinstance(spec["case"], str)
+        else spec["case"]
+    )
     ref_counts: dict[str, int] = spec["ref_counts"]
     d = new_trial_dir(Path(spec["work"]), f"inputs-{case.name}", Path(spec["world"]))
     marker = f"DRILLRAW{zlib.crc32(case.name.encode()):010d}"
