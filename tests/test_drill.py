@@ -173,7 +173,7 @@ INPUT_CASES = [
     "zd-page-without-tickets",
     "zd-unknown-priority",
     "gh-rate-limit-message",
-    "ph-crlf",
+    "gh-page-as-object",
 ]
 
 
