@@ -18,6 +18,7 @@ help:
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
 	@echo "make bench-names  name redaction: recall, product words kept, tickets/s, load slowdown"
 	@echo "make evaluate    scenario suite: 11 planted worlds replayed 14 nights each, targets checked"
+	@echo "make drill       robustness/privacy drill: crashes, faulty APIs, bad inputs/settings, secret scan"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
 	@echo "make clean-data  delete data/ (demo files, DuckDB, tracker)"
 
@@ -83,6 +84,11 @@ bench-names: $(STAMP)
 EVAL_JOBS ?= 2
 evaluate: $(STAMP)
 	$(BIN)/feedback-loop evaluate --jobs $(EVAL_JOBS)
+
+.PHONY: drill
+DRILL_JOBS ?= 2
+drill: $(STAMP)
+	$(BIN)/python -m benchmarks.drill --jobs $(DRILL_JOBS)
 
 clean-data:
 	rm -rf data

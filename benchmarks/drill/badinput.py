@@ -1,0 +1,308 @@
+"""Bad-input corpus: one bad file added to one source per case; the run must go on.
+
+Pass = the run is not failed (Degraded allowed), every other source loaded all its rows, the
+next run is not stopped by the same file, rows in = accepted + quarantined in every load and
+validation line, and the bad file's text (a unique marker) never appears in the logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import re
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.drill.common import (
+    Trial,
+    new_trial_dir,
+    nightly_args,
+    run_cli,
+    run_state,
+    table_hashes,
+    write_config,
+)
+
+SECTION = "inputs"
+RAW = {
+    "posthog": "raw.posthog__events",
+    "zendesk": "raw.zendesk__tickets",
+    "github": "raw.github__issues",
+}
+TARGET = {
+    "posthog": "posthog/events-2026-11-23-drill.jsonl",
+    "zendesk": "zendesk/tickets-page-9999.json",
+    "github": "github/issues-page-999.json",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    source: str
+    make: Callable[[Path, str], bytes]  # (world dir, marker) -> file bytes
+
+
+# ------------------------------------------------------------------------ good records, mutated
+def _ph_event(world: Path, marker: str, i: int = 0) -> dict:
+    first = sorted((world / "posthog").glob("*.jsonl"))[-1]
+    rec = json.loads(first.read_text(encoding="utf-8").splitlines()[0])
+    rec["uuid"] = f"d7111000-0000-4000-8000-{zlib.crc32(marker.encode()) % 10**8:08d}{i:04d}"
+    rec["properties"]["drill_note"] = marker
+    return rec
+
+
+def _ph_lines(recs: list[dict]) -> bytes:
+    return "".join(json.dumps(r) + "\n" for r in recs).encode()
+
+
+def _zd_page(world: Path) -> dict:
+    return json.loads(sorted((world / "zendesk").glob("*.json"))[-1].read_text(encoding="utf-8"))
+
+
+def _zd_ticket(world: Path, marker: str, tid: int = 99_000_001) -> dict:
+    t = dict(_zd_page(world)["tickets"][0])
+    t["id"] = tid
+    t["subject"] = f"Drill ticket {marker}"
+    return t
+
+
+def _zd_wrap(world: Path, tickets: list) -> bytes:
+    page = _zd_page(world)
+    page["tickets"] = tickets
+    page["users"] = []
+    return json.dumps(page).encode()
+
+
+def _gh_issue(world: Path, marker: str, n: int = 99_001) -> dict:
+    i = dict(json.loads(sorted((world / "github").glob("*.json"))[-1].read_text())[0])
+    i["node_id"] = f"I_drill{n}"
+    i["id"] = 7_000_000_000 + n
+    i["number"] = n
+    i["title"] = f"Drill issue {marker}"
+    return i
+
+
+def _ph_mut(**changes) -> Callable[[Path, str], bytes]:
+    def make(world: Path, marker: str) -> bytes:
+        rec = _ph_event(world, marker)
+        for k, v in changes.items():
+            if v is _DROP:
+                rec.pop(k, None)
+            else:
+                rec[k] = v(marker) if callable(v) else v
+        return _ph_lines([rec, _ph_event(world, marker, 1)])
+
+    return make
+
+
+def _zd_mut(**changes) -> Callable[[Path, str], bytes]:
+    def make(world: Path, marker: str) -> bytes:
+        t = _zd_ticket(world, marker)
+        for k, v in changes.items():
+            t[k] = v(marker) if callable(v) else v
+        return _zd_wrap(world, [t, _zd_ticket(world, marker, 99_000_002)])
+
+    return make
+
+
+def _gh_mut(**changes) -> Callable[[Path, str], bytes]:
+    def make(world: Path, marker: str) -> bytes:
+        i = _gh_issue(world, marker)
+        for k, v in changes.items():
+            if v is _DROP:
+                i.pop(k, None)
+            else:
+                i[k] = v(marker) if callable(v) else v
+        return json.dumps([i, _gh_issue(world, marker, 99_002)]).encode()
+
+    return make
+
+
+_DROP = object()
+
+
+def _nested(depth: int, marker: str) -> dict:
+    node: dict = {"leaf": marker}
+    for _ in range(depth):
+        node = {"n": node}
+    return node
+
+
+def _binary(world: Path, marker: str) -> bytes:
+    return random.Random(marker).randbytes(4096) + marker.encode() + bytes(range(256))
+
+
+def _html(world: Path, marker: str) -> bytes:
+    return f"<html><head><title>502 Bad Gateway</title></head><body>{marker}</body></html>".encode()
+
+
+def _zd_tie_with_deletion(world: Path, marker: str) -> bytes:
+    t = _zd_page(world)["tickets"][0]
+    a, b = dict(t), dict(t)
+    a["subject"], b["subject"] = f"tie A {marker}", f"tie B {marker}"
+    b["status"] = "deleted"
+    return _zd_wrap(world, [a, b, dict(a)])
+
+
+CASES = [
+    # PostHog JSON lines
+    Case(
+        "ph-invalid-utf8-line",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)]) + b'{"uuid":"bad","event":"\xff\xfe' + m.encode() + b'"}\n'
+        ),
+    ),
+    Case(
+        "ph-gzip-named-jsonl", "posthog", lambda w, m: gzip.compress(_ph_lines([_ph_event(w, m)]))
+    ),
+    Case("ph-binary-file", "posthog", _binary),
+    Case("ph-html-error-page", "posthog", _html),
+    Case(
+        "ph-truncated-json-line",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)]) + json.dumps(_ph_event(w, m, 1)).encode()[:120] + b"\n"
+        ),
+    ),
+    Case("ph-empty-file", "posthog", lambda w, m: b""),
+    Case(
+        "ph-bom",
+        "posthog",
+        lambda w, m: b"\xef\xbb\xbf" + _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)]),
+    ),
+    Case(
+        "ph-crlf",
+        "posthog",
+        lambda w, m: _ph_lines([_ph_event(w, m), _ph_event(w, m, 1)]).replace(b"\n", b"\r\n"),
+    ),
+    Case("ph-huge-line", "posthog", _ph_mut(properties=lambda m: {"blob": m + "x" * 3_000_000})),
+    Case("ph-event-as-object", "posthog", _ph_mut(event=lambda m: {"name": m})),
+    Case("ph-properties-as-string", "posthog", _ph_mut(properties=lambda m: f"props {m}")),
+    Case("ph-numeric-timestamp", "posthog", _ph_mut(timestamp=1795337415)),
+    Case(
+        "ph-duplicate-identical-bad-lines",
+        "posthog",
+        lambda w, m: (b'{"uuid": "dup", "event": ' + m.encode() + b"\n") * 3,
+    ),
+    Case(
+        "ph-nul-bytes",
+        "posthog",
+        lambda w, m: (
+            _ph_lines([_ph_event(w, m)])
+            + b'{"uuid":"nul\x00'
+            + m.encode()
+            + b'","event":"x\x00y"}\n'
+        ),
+    ),
+    Case("ph-deeply-nested", "posthog", _ph_mut(properties=lambda m: _nested(2000, m))),
+    Case("ph-wrong-typed-uuid", "posthog", _ph_mut(uuid=12345)),
+    Case("ph-missing-uuid", "posthog", _ph_mut(uuid=_DROP)),
+    Case("ph-future-timestamp", "posthog", _ph_mut(timestamp="2099-01-01T00:00:00+00:00")),
+    Case("ph-ancient-timestamp", "posthog", _ph_mut(timestamp="1970-01-01T00:00:00+00:00")),
+    Case("ph-array-line", "posthog", lambda w, m: b'[1, 2, "' + m.encode() + b'"]\n'),
+    # Zendesk export pages
+    Case(
+        "zd-page-without-tickets",
+        "zendesk",
+        lambda w, m: json.dumps({"error": m, "after_cursor": None, "end_of_stream": True}).encode(),
+    ),
+    Case(
+        "zd-tickets-as-object",
+        "zendesk",
+        lambda w, m: json.dumps({"tickets": _zd_ticket(w, m), "end_of_stream": True}).encode(),
+    ),
+    Case("zd-truncated-json", "zendesk", lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)])[:300]),
+    Case("zd-empty-file", "zendesk", lambda w, m: b""),
+    Case("zd-html-error-page", "zendesk", _html),
+    Case("zd-unknown-priority", "zendesk", _zd_mut(priority="URGENT!!")),
+    Case("zd-numeric-updated-at", "zendesk", _zd_mut(updated_at=1795337415)),
+    Case("zd-string-ticket-id", "zendesk", _zd_mut(id=lambda m: f"abc-{m}")),
+    Case("zd-tie-with-deletion", "zendesk", _zd_tie_with_deletion),
+    Case(
+        "zd-invalid-utf8",
+        "zendesk",
+        lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)]).replace(
+            b"Drill ticket", b"Drill \xff\xfe ticket"
+        ),
+    ),
+    Case("zd-bom", "zendesk", lambda w, m: b"\xef\xbb\xbf" + _zd_wrap(w, [_zd_ticket(w, m)])),
+    Case("zd-nul-bytes", "zendesk", lambda w, m: _zd_wrap(w, [_zd_ticket(w, m)]) + b"\x00\x00"),
+    # GitHub issue pages
+    Case(
+        "gh-rate-limit-message",
+        "github",
+        lambda w, m: json.dumps(
+            {
+                "message": "API rate limit exceeded for 203.0.113.7 " + m,
+                "documentation_url": "https://docs.github.com/rest/overview/resources-in-the-rest-api",
+            }
+        ).encode(),
+    ),
+    Case("gh-page-as-object", "github", lambda w, m: json.dumps(_gh_issue(w, m)).encode()),
+    Case("gh-truncated-json", "github", lambda w, m: json.dumps([_gh_issue(w, m)]).encode()[:200]),
+    Case("gh-binary-file", "github", _binary),
+    Case("gh-missing-node-id", "github", _gh_mut(node_id=_DROP)),
+    Case("gh-wrong-typed-number", "github", _gh_mut(number=lambda m: f"n-{m}")),
+    Case("gh-future-created-at", "github", _gh_mut(created_at="2099-01-01T00:00:00Z")),
+    Case("gh-unknown-state", "github", _gh_mut(state="URGENT!!")),
+]
+
+_LOAD = re.compile(
+    r"(\w[\w ()]*): \d+ file\(s\)/page\(s\) loaded, \d+ skipped as unchanged; (\d+) records read "
+    r"-> (\d+) new, (\d+) updated, (\d+) unchanged, (\d+) superseded, (\d+) dropped, "
+    r"(\d+) quarantined"
+)
+_VALID = re.compile(r"(\w+): ([\d,]+) in = ([\d,]+) accepted \+ ([\d,]+) quarantined")
+
+
+def accounting_problems(log: str) -> list[str]:
+    out = []
+    for m in _LOAD.finditer(log):
+        read, parts = int(m[2]), [int(x) for x in m.groups()[2:]]
+        if read != sum(parts):
+            out.append(f"load {m[1].strip()}: {read} read != {sum(parts)} accounted")
+    for m in _VALID.finditer(log):
+        n_in, acc, q = (int(x.replace(",", "")) for x in m.groups()[1:])
+        if n_in != acc + q:
+            out.append(f"{m[1]}: {n_in} in != {acc} + {q}")
+    return out
+
+
+def trial(spec: dict) -> Trial:
+    # By name: a Case holds lambdas, which cannot cross to a worker process.
+    case: Case = (
+        next(c for c in CASES if c.name == spec["case"])
+        if isinstance(spec["case"], str)
+        else spec["case"]
+    )
+    ref_counts: dict[str, int] = spec["ref_counts"]
+    d = new_trial_dir(Path(spec["work"]), f"inputs-{case.name}", Path(spec["world"]))
+    marker = f"DRILLRAW{zlib.crc32(case.name.encode()):010d}"
+    (d / "demo" / TARGET[case.source]).write_bytes(case.make(d / "demo", marker))
+    config = write_config(d)
+    first = run_cli(d, nightly_args(config))
+    problems = []
+    state = run_state(first)
+    if state not in ("completed", "degraded"):
+        tail = [ln for ln in first.stderr.splitlines() if ln.strip()][-1:]
+        problems.append(f"run {state} (exit {first.rc}): {tail[0][:160] if tail else ''}")
+    counts = {t: v[0] for t, v in table_hashes(d / "feedback.duckdb").items() if t in RAW.values()}
+    for src, table in RAW.items():
+        if src != case.source and counts.get(table) != ref_counts.get(table):
+            problems.append(
+                f"{src} not loaded ({counts.get(table)} rows vs {ref_counts.get(table)})"
+            )
+    second = run_cli(d, nightly_args(config))
+    if run_state(second) not in ("completed", "degraded"):
+        problems.append(f"next run {run_state(second)} (exit {second.rc})")
+    for label, run in (("run 1", first), ("run 2", second)):
+        problems += [f"{label}: {p}" for p in accounting_problems(run.stderr + run.stdout)]
+        if marker in run.stderr or marker in run.stdout:
+            problems.append(f"{label}: raw bad text in the logs")
+    return Trial(
+        SECTION, case.name, not problems, "; ".join(problems[:5]), first.seconds + second.seconds
+    )

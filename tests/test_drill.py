@@ -1,0 +1,213 @@
+"""The reduced drill (`make drill` in small): a few cases of every section, through the same
+trial functions as benchmarks/drill, plus the harness's own checks (it must see a lost row, a
+duplicated issue, a leaked secret in any form).
+
+Fast here: bad settings (CLI child processes that stop at preflight), fault injection on two
+connectors (their load step in-process against faulty fakes) and the harness unit checks. The
+sections that need whole nightly runs (≈45 s each on the small world) — crash, bad inputs,
+secret scan — are marked slow.
+"""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from benchmarks.drill import badinput, badsettings, common, crash, faults, secrets
+from tests.fakes.faults import KINDS, inject_faults
+from tests.fakes.server import FakeServer, Response
+
+SETTINGS_CASES = [
+    "malformed-toml",
+    "unknown-top-level-key",
+    "all-weights-zero",
+    "window-days-too-small",
+    "config-file-missing",
+    "env-override-wrong-type",
+]
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    root = tmp_path_factory.mktemp("drill")
+    return {"work": str(root), "world": str(common.world_template(root))}
+
+
+# ----------------------------------------------------------------------------- the harness
+def test_json_and_double_noise_is_not_a_difference_but_a_changed_value_is(tmp_path: Path) -> None:
+    def make(name: str, x: float, doc: str) -> dict:
+        path = tmp_path / f"{name}.duckdb"
+        con = duckdb.connect(str(path))
+        con.execute("create schema marts")
+        con.execute("create table marts.t (x double, evidence json)")
+        con.execute("insert into marts.t values (?, ?)", [x, doc])
+        con.close()
+        return common.table_hashes(path)
+
+    a = make("a", 120498.60000000002, '{"arr": 98287.49, "n": 3}')
+    b = make("b", 120498.6, '{"n": 3, "arr": 98287.48999999999}')
+    c = make("c", 120498.7, '{"n": 3, "arr": 98287.49}')
+    assert a == b
+    assert a != c
+
+
+def test_snapshot_diff_sees_lost_duplicated_and_changed_rows_and_issues(tmp_path: Path) -> None:
+    def make(name: str, rows: list[tuple]) -> Path:
+        path = tmp_path / f"{name}.duckdb"
+        con = duckdb.connect(str(path))
+        con.execute("create schema raw")
+        con.execute("create table raw.t (id int, v varchar, _loaded_at timestamp, run_id varchar)")
+        con.executemany("insert into raw.t values (?, ?, now(), ?)", rows)
+        con.close()
+        return path
+
+    want = common.table_hashes(make("want", [(1, "a", "r1"), (2, "b", "r1")]))
+    same = common.table_hashes(make("same", [(2, "b", "r9"), (1, "a", "r8")]))  # order, run ids
+    lost = common.table_hashes(make("lost", [(1, "a", "r1")]))
+    dup = common.table_hashes(make("dup", [(1, "a", "r1"), (2, "b", "r1"), (2, "b", "r2")]))
+    changed = common.table_hashes(make("changed", [(1, "a", "r1"), (2, "c", "r1")]))
+    issue = "---\ntitle: t\n---\n<!-- feedback-loop:fingerprint=health:x -->\nbody\n"
+    assert common.diff_snapshots(same, want, {"x.md": issue}, {"x.md": issue}) == []
+    assert "lost or duplicated" in common.diff_snapshots(lost, want, {}, {})[0]
+    assert "lost or duplicated" in common.diff_snapshots(dup, want, {}, {})[0]
+    assert "different content" in common.diff_snapshots(changed, want, {}, {})[0]
+    twice = {"x.md": issue, "y.md": issue}
+    problems = common.diff_snapshots(want, want, twice, {"x.md": issue})
+    assert any("duplicated issues" in p for p in problems)
+    assert any("extra issue y.md" in p for p in problems)
+    assert common.diff_snapshots(want, want, {}, {"x.md": issue}) == ["tracker: issue x.md lost"]
+
+
+def test_kill_points_are_seeded_reachable_and_spread_over_targets() -> None:
+    counts = {"load._merge_raw": 3, "writeback._apply_item": 2, "db.publish_snapshot": 1, "x": 0}
+    first = crash.choose_points(counts, 6, seed=1)
+    assert first == crash.choose_points(counts, 6, seed=1)
+    assert len(set(first)) == 6
+    for point in first:
+        target, n, when = point.split(":")
+        assert 1 <= int(n) <= counts[target] and when in ("before", "after")
+    assert {p.split(":")[0] for p in first} == {t for t, c in counts.items() if c}
+
+
+def test_secret_needles_cover_raw_substrings_base64_and_url_forms() -> None:
+    secret = "zdCanary7Q4mX9/pL2+vR8=wK5"
+    got = secrets.forms(secret, "agent@acme.test/token")
+    values = set(got.values())
+    assert secret in values and "zdCanary7Q4mX9%2FpL2%2BvR8%3DwK5" in values
+    header = base64.b64encode(f"agent@acme.test/token:{secret}".encode()).decode()
+    assert header in values
+    # Every needle betrays the secret: none is drawn from the user-only part of the header.
+    user_only = base64.b64encode(b"agent@acme.test/token:")[:28].decode()
+    assert not [v for v in values if v in user_only]
+    assert all(len(v) >= 12 for v in values)
+
+
+def test_accounting_check_reads_load_and_validation_lines() -> None:
+    ok = (
+        "posthog: 3 file(s)/page(s) loaded, 0 skipped as unchanged; 10 records read -> 7 new, "
+        "0 updated, 1 unchanged, 1 superseded, 0 dropped, 1 quarantined\n"
+        "  stg_usage_events: 1,000 in = 990 accepted + 10 quarantined (pass)"
+    )
+    assert badinput.accounting_problems(ok) == []
+    bad = ok.replace("7 new", "6 new").replace("990 accepted", "980 accepted")
+    assert len(badinput.accounting_problems(bad)) == 2
+
+
+def test_fault_injector_fails_a_seeded_share_and_cuts_200_bodies() -> None:
+    import requests
+
+    with FakeServer() as srv:
+        srv.route("GET", r"/page", Response.json({"rows": list(range(200))}))
+        inj = inject_faults(srv, rate=0.5, seed=3, kinds=("503", "truncated-200"))
+        outcomes = []
+        for _ in range(40):
+            try:
+                r = requests.get(srv.url + "/page", timeout=5)
+                outcomes.append(r.status_code if r.status_code != 200 else len(r.json()["rows"]))
+            except requests.RequestException as exc:
+                outcomes.append(type(exc).__name__)
+    assert inj.served == 40 and 8 <= len(inj.injected) <= 32
+    assert {k for k, _ in inj.injected} <= {"503", "truncated-200"}
+    assert outcomes.count(503) == sum(k == "503" for k, _ in inj.injected)
+    assert outcomes.count(200) == 40 - len(inj.injected)  # whole pages only when not faulted
+    assert set(KINDS) >= {"429", "reset", "stall-close"}
+
+
+# ---------------------------------------------------------------------------- reduced drill
+@pytest.mark.parametrize("name", SETTINGS_CASES)
+def test_bad_settings_stop_with_one_line_and_exit_2(work: dict, name: str) -> None:
+    case = next(c for c in badsettings.CASES if c.name == name)
+    trial = badsettings.trial({**work, "case": case})
+    assert trial.passed, trial.detail
+
+
+@pytest.mark.parametrize("vendor", ["posthog", "zendesk"])
+def test_faulty_vendor_api_loads_what_a_clean_api_loads(work: dict, vendor: str) -> None:
+    trial = faults.trial({**work, "vendor": vendor, "seed": 11})
+    assert trial.extra["faults"] >= 1, trial.detail  # the trial really was attacked
+    assert trial.passed, trial.detail
+
+
+# Nightly-based sections: whole CLI runs (≈45 s each), so slow.
+@pytest.mark.slow
+def test_crash_drill_two_kill_points(work: dict) -> None:
+    ref = crash.reference(Path(work["work"]), Path(work["world"]))
+    assert ref["state"] == "completed", ref["stderr_tail"]
+    points = [
+        crash.CONTROL,
+        "load._merge_raw:2:after",
+        "markdown.MarkdownTracker._replace:1:before",
+    ]
+    trials = [crash.trial({**work, "point": point, "ref": ref}) for point in points]
+    for trial in trials:
+        # Nothing lost or duplicated, no issue lost, duplicated or changed. Same-count content
+        # differences are left to the drill's report: two uninterrupted runs differ on
+        # tie-breaks today (int_feature_evidence.ticket_window_days, quarantine positions).
+        hard = [p for p in trial.extra.get("problems", []) if "different content" not in p]
+        assert trial.extra.get("problems") is not None, trial.detail  # the kill point was hit
+        assert hard == [], f"{trial.name}: {hard}"
+
+
+LOADER_FIX = pytest.mark.xfail(
+    strict=True, reason="fixed by loader: a bad file is quarantined instead of failing the run"
+)
+INPUT_CASES = [
+    pytest.param("ph-invalid-utf8-line", marks=LOADER_FIX),
+    pytest.param("ph-gzip-named-jsonl", marks=LOADER_FIX),
+    "zd-page-without-tickets",
+    "zd-unknown-priority",
+    "gh-rate-limit-message",
+    "gh-page-as-object",
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", INPUT_CASES)
+def test_bad_input_does_not_stop_other_sources_or_later_runs(work: dict, name: str) -> None:
+    ref = _reference_counts(work)
+    case = next(c for c in badinput.CASES if c.name == name)
+    trial = badinput.trial({**work, "case": case, "ref_counts": ref})
+    assert trial.passed, trial.detail
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(
+    strict=True,
+    reason="fixed by http: a 401 body echoing the Basic credentials is logged verbatim",
+)
+def test_secret_scan_finds_no_canary_or_planted_pii(work: dict) -> None:
+    trial = secrets.trial(work)
+    assert trial.passed, trial.detail
+
+
+_REF: dict = {}
+
+
+def _reference_counts(work: dict) -> dict:
+    if "counts" not in _REF:
+        ref = crash.reference(Path(work["work"]), Path(work["world"]))
+        _REF["counts"] = {t: v[0] for t, v in ref["tables"].items()}
+    return _REF["counts"]
