@@ -7,6 +7,7 @@ import shutil
 import sys
 import tempfile
 import time
+import zlib
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from pathlib import Path
 
@@ -114,7 +115,7 @@ def run_drill(args: argparse.Namespace) -> tuple[list[Trial], dict]:
                         {
                             **spec0,
                             "vendor": vendor,
-                            "seed": seed * 7919 + len(vendor),
+                            "seed": seed * 7919 + zlib.crc32(vendor.encode()) % 1000,
                             "section": "faults",
                             "name": f"{vendor}#{seed}",
                         },

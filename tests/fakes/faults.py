@@ -6,7 +6,7 @@ share of requests fails the way real APIs fail.
         faults = inject_faults(srv, rate=0.25, seed=7)
         ...  # run the connector; faults.injected lists what was done to which request
 
-Kinds: 429 with Retry-After, 500/502/503, connection reset (TCP RST), a stalled answer that
+At least `rate` of the requests fail (less one), every kind in turn. Kinds: 429 with Retry-After, 500/502/503, connection reset (TCP RST), a stalled answer that
 is then cut (the client sees the connection die mid-wait), and a 200 whose body is cut short
 (Content-Length announced, fewer bytes sent). A faulted request never reaches the fake's handler
 (except a cut-short 200: the page is produced, then truncated), so a stateful fake only
@@ -40,13 +40,24 @@ class FaultInjector:
         self._rng = random.Random(self.seed)
         self._lock = threading.Lock()
         self._streak = 0
+        self._drawn = 0
+        self._deck: list[str] = []
 
     def _draw(self) -> str | None:
+        """Fault with probability `rate`, and whenever the share so far has fallen more than
+        one request behind `rate` (a short run still gets its share). Kinds are dealt from a
+        shuffled deck: every kind once per len(kinds) faults."""
         with self._lock:
             self.served += 1
-            if self._streak < self.max_in_a_row and self._rng.random() < self.rate:
+            lucky = self._rng.random() < self.rate
+            behind = self._drawn < self.rate * self.served - 1
+            if self._streak < self.max_in_a_row and (lucky or behind):
                 self._streak += 1
-                return self._rng.choice(self.kinds)
+                self._drawn += 1
+                if not self._deck:
+                    self._deck = list(self.kinds)
+                    self._rng.shuffle(self._deck)
+                return self._deck.pop()
             self._streak = 0
             return None
 
