@@ -158,28 +158,50 @@ def run_drill(args: argparse.Namespace) -> tuple[list[Trial], dict]:
                             )
                     if "inputs" in only:
                         counts = {t: v[0] for t, v in ref["tables"].items()}
-                        for case in p["inputs"]:
+                        size = max(1, args.inputs_group)
+                        # Cases dealt round robin into groups of about `size` (sources mixed).
+                        n_groups = -(-len(p["inputs"]) // size)
+                        groups = [p["inputs"][i::n_groups] for i in range(n_groups)]
+                        for gi, group in enumerate(groups):
+                            if len(group) == 1:
+                                fn, extra = (
+                                    "benchmarks.drill.badinput.trial",
+                                    {
+                                        "case": group[0].name,
+                                        "name": group[0].name,
+                                    },
+                                )
+                            else:
+                                fn, extra = (
+                                    "benchmarks.drill.badinput.group_trial",
+                                    {
+                                        "cases": [c.name for c in group],
+                                        "group": gi,
+                                        "name": f"group {gi}",
+                                    },
+                                )
                             submit(
-                                "benchmarks.drill.badinput.trial",
+                                fn,
                                 {
                                     **spec0,
-                                    "case": case.name,
+                                    **extra,
                                     "ref_counts": counts,
+                                    "ref_keys": ref["keys"],
                                     "section": "inputs",
-                                    "name": case.name,
                                 },
                                 "inputs",
                             )
                     continue
                 pending.pop(fut)
-                trial = fut.result()
-                results.append(trial)
-                mark = "ok  " if trial.passed else "FAIL"
-                print(
-                    f"[{trial.section:8}] {mark} {trial.name} ({trial.seconds:.0f}s) "
-                    f"{trial.detail[:160]}",
-                    flush=True,
-                )
+                got = fut.result()
+                for trial in got if isinstance(got, list) else [got]:
+                    results.append(trial)
+                    mark = "ok  " if trial.passed else "FAIL"
+                    print(
+                        f"[{trial.section:8}] {mark} {trial.name} ({trial.seconds:.0f}s) "
+                        f"{trial.detail[:160]}",
+                        flush=True,
+                    )
     crash.judge_against_control([t for t in results if t.section == "crash"])
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
@@ -250,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crash-points", type=int, default=0)
     ap.add_argument("--fault-seeds", type=int, default=0)
     ap.add_argument("--inputs", type=int, default=0, help="only the first N bad-input cases")
+    ap.add_argument(
+        "--inputs-group",
+        type=int,
+        default=8,
+        help="bad-input cases per nightly run (1 = one run pair per case); a failing group is "
+        "rerun case by case",
+    )
     ap.add_argument("--workdir", default=None, help="where trial folders go (default: $TMPDIR)")
     ap.add_argument("--keep", action="store_true", help="keep the trial folders")
     ap.add_argument("--out", default=str(common.REPO / "data" / "drill" / "report.md"))

@@ -2,7 +2,14 @@
 
 Pass = the run is not failed (Degraded allowed), every other source loaded all its rows, the
 next run is not stopped by the same file, rows in = accepted + quarantined in every load and
-validation line, and the bad file's text (a unique marker) never appears in the logs."""
+validation line, and the bad file's text (a unique marker) never appears in the logs.
+
+Grouped (`group_trial`): one run carries the bad files of several cases (each with its own file
+name, record ids and marker) and is held to a stricter bar: EVERY source, the bad files' own
+included, loaded every record of the clean world (by key), the run and the next one are not
+failed, every load/validation line adds up and no marker is logged. A group that passes is a
+pass of each of its cases (a case stopping its own source would leave that source's clean
+records missing); a group that fails is rerun case by case, so a verdict is never blurred."""
 
 from __future__ import annotations
 
@@ -36,6 +43,20 @@ TARGET = {
     "zendesk": "zendesk/tickets-page-9999.json",
     "github": "github/issues-page-999.json",
 }
+KEY = {"posthog": "event_id", "zendesk": "ticket_id", "github": "node_id"}
+
+
+def target(source: str, slot: int | None = None) -> str:
+    """The bad file's path under demo/; `slot` gives each case of a group its own file."""
+    if slot is None:
+        return TARGET[source]
+    stem, ext = TARGET[source].rsplit(".", 1)
+    return f"{stem[:-2]}{slot:02d}.{ext}" if source != "posthog" else f"{stem}-{slot:02d}.{ext}"
+
+
+def _uid(marker: str) -> int:
+    """Record ids unique to a case (cases grouped in one run must not supersede each other)."""
+    return zlib.crc32(marker.encode()) % 100_000
 
 
 @dataclass(frozen=True)
@@ -62,9 +83,9 @@ def _zd_page(world: Path) -> dict:
     return json.loads(sorted((world / "zendesk").glob("*.json"))[-1].read_text(encoding="utf-8"))
 
 
-def _zd_ticket(world: Path, marker: str, tid: int = 99_000_001) -> dict:
+def _zd_ticket(world: Path, marker: str, k: int = 1) -> dict:
     t = dict(_zd_page(world)["tickets"][0])
-    t["id"] = tid
+    t["id"] = 90_000_000 + _uid(marker) * 10 + k
     t["subject"] = f"Drill ticket {marker}"
     return t
 
@@ -76,7 +97,8 @@ def _zd_wrap(world: Path, tickets: list) -> bytes:
     return json.dumps(page).encode()
 
 
-def _gh_issue(world: Path, marker: str, n: int = 99_001) -> dict:
+def _gh_issue(world: Path, marker: str, k: int = 1) -> dict:
+    n = 100_000 + _uid(marker) * 10 + k
     i = dict(json.loads(sorted((world / "github").glob("*.json"))[-1].read_text())[0])
     i["node_id"] = f"I_drill{n}"
     i["id"] = 7_000_000_000 + n
@@ -103,7 +125,7 @@ def _zd_mut(**changes) -> Callable[[Path, str], bytes]:
         t = _zd_ticket(world, marker)
         for k, v in changes.items():
             t[k] = v(marker) if callable(v) else v
-        return _zd_wrap(world, [t, _zd_ticket(world, marker, 99_000_002)])
+        return _zd_wrap(world, [t, _zd_ticket(world, marker, 2)])
 
     return make
 
@@ -116,7 +138,7 @@ def _gh_mut(**changes) -> Callable[[Path, str], bytes]:
                 i.pop(k, None)
             else:
                 i[k] = v(marker) if callable(v) else v
-        return json.dumps([i, _gh_issue(world, marker, 99_002)]).encode()
+        return json.dumps([i, _gh_issue(world, marker, 2)]).encode()
 
     return make
 
@@ -272,37 +294,148 @@ def accounting_problems(log: str) -> list[str]:
     return out
 
 
-def trial(spec: dict) -> Trial:
+def _case(c: Case | str) -> Case:
     # By name: a Case holds lambdas, which cannot cross to a worker process.
-    case: Case = (
-        next(c for c in CASES if c.name == spec["case"])
-        if isinstance(spec["case"], str)
-        else spec["case"]
-    )
-    ref_counts: dict[str, int] = spec["ref_counts"]
-    d = new_trial_dir(Path(spec["work"]), f"inputs-{case.name}", Path(spec["world"]))
-    marker = f"DRILLRAW{zlib.crc32(case.name.encode()):010d}"
-    (d / "demo" / TARGET[case.source]).write_bytes(case.make(d / "demo", marker))
+    return next(x for x in CASES if x.name == c) if isinstance(c, str) else c
+
+
+def _marker(case: Case) -> str:
+    return f"DRILLRAW{zlib.crc32(case.name.encode()):010d}"
+
+
+def _error_line(stderr: str) -> str:
+    """The line saying what went wrong (not merely the last line of the output)."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for pat in ("Error", "error:", "failed", "Failed", "Traceback"):
+        hits = [ln for ln in lines if pat in ln and "Finished in state Completed" not in ln]
+        if hits:
+            return hits[-1]
+    return lines[-1] if lines else ""
+
+
+def raw_keys(db: Path) -> dict[str, set[str]]:
+    """{raw table: set of record keys} of the three file sources."""
+    import duckdb
+
+    if not db.exists():
+        return {}
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        out = {}
+        for src, table in RAW.items():
+            try:
+                rows = con.sql(f"select distinct cast({KEY[src]} as varchar) from {table}")
+                out[table] = {r[0] for r in rows.fetchall()}
+            except duckdb.Error:
+                out[table] = set()
+        return out
+    finally:
+        con.close()
+
+
+def _two_runs(d: Path, markers: list[str]) -> tuple[list[str], dict[str, str]]:
+    """Run the nightly twice in `d`; (problems, {marker: where it leaked})."""
     config = write_config(d)
     first = run_cli(d, nightly_args(config))
     problems = []
     state = run_state(first)
     if state not in ("completed", "degraded"):
-        tail = [ln for ln in first.stderr.splitlines() if ln.strip()][-1:]
-        problems.append(f"run {state} (exit {first.rc}): {tail[0][:160] if tail else ''}")
+        problems.append(f"run {state} (exit {first.rc}): {_error_line(first.stderr)[:200]}")
+    d.joinpath(".first_state").write_text(state)
+    second = run_cli(d, nightly_args(config))
+    if run_state(second) not in ("completed", "degraded"):
+        problems.append(
+            f"next run {run_state(second)} (exit {second.rc}): {_error_line(second.stderr)[:160]}"
+        )
+    leaks = {}
+    for label, run in (("run 1", first), ("run 2", second)):
+        problems += [f"{label}: {p}" for p in accounting_problems(run.stderr + run.stdout)]
+        for m in markers:
+            if m in run.stderr or m in run.stdout:
+                leaks[m] = f"{label}: raw bad text in the logs"
+    d.joinpath(".seconds").write_text(str(first.seconds + second.seconds))
+    return problems, leaks
+
+
+def trial(spec: dict) -> Trial:
+    case = _case(spec["case"])
+    ref_counts: dict[str, int] = spec["ref_counts"]
+    d = new_trial_dir(Path(spec["work"]), f"inputs-{case.name}", Path(spec["world"]))
+    marker = _marker(case)
+    (d / "demo" / target(case.source)).write_bytes(case.make(d / "demo", marker))
+    problems, leaks = _two_runs(d, [marker])
     counts = {t: v[0] for t, v in table_hashes(d / "feedback.duckdb").items() if t in RAW.values()}
     for src, table in RAW.items():
         if src != case.source and counts.get(table) != ref_counts.get(table):
-            problems.append(
-                f"{src} not loaded ({counts.get(table)} rows vs {ref_counts.get(table)})"
+            problems.insert(
+                1, f"{src} not loaded ({counts.get(table)} rows vs {ref_counts.get(table)})"
             )
-    second = run_cli(d, nightly_args(config))
-    if run_state(second) not in ("completed", "degraded"):
-        problems.append(f"next run {run_state(second)} (exit {second.rc})")
-    for label, run in (("run 1", first), ("run 2", second)):
-        problems += [f"{label}: {p}" for p in accounting_problems(run.stderr + run.stdout)]
-        if marker in run.stderr or marker in run.stdout:
-            problems.append(f"{label}: raw bad text in the logs")
+    problems += list(leaks.values())
     return Trial(
-        SECTION, case.name, not problems, "; ".join(problems[:5]), first.seconds + second.seconds
+        SECTION,
+        case.name,
+        not problems,
+        "; ".join(problems[:5]),
+        float(d.joinpath(".seconds").read_text()),
     )
+
+
+def plant(demo: Path, names: list[str]) -> dict[str, str]:
+    """Write the bad files of several cases into a world copy (each its own file, ids and
+    marker); {case name: marker}."""
+    cases = [_case(c) for c in names]
+    markers = {c.name: _marker(c) for c in cases}
+    # Made from the clean world first, written after (a case reads the world's last page).
+    files = {
+        demo / target(c.source, slot): c.make(demo, markers[c.name]) for slot, c in enumerate(cases)
+    }
+    for path, data in files.items():
+        path.write_bytes(data)
+    return markers
+
+
+def judge_group(db: Path, runs: list, markers: dict[str, str], ref_keys: dict) -> list[str]:
+    """The grouped bar (module doc) over the runs made in one folder after `plant`."""
+    problems = []
+    for n, run in enumerate(runs, 1):
+        state = run_state(run)
+        if state not in ("completed", "degraded"):
+            problems.append(f"run {n} {state} (exit {run.rc}): {_error_line(run.stderr)[:200]}")
+        problems += [f"run {n}: {p}" for p in accounting_problems(run.stderr + run.stdout)]
+        for name, m in markers.items():
+            if m in run.stderr or m in run.stdout:
+                problems.append(f"run {n}: raw bad text of {name} in the logs")
+    got = raw_keys(db)
+    for src, table in RAW.items():
+        missing = ref_keys.get(table, set()) - got.get(table, set())
+        if missing:
+            problems.append(f"{src}: {len(missing)} clean records not loaded")
+    return problems
+
+
+def group_trial(spec: dict) -> list[Trial]:
+    """Several cases in one pair of runs (see the module doc); on any problem, each case of the
+    group is rerun alone and judged by `trial`."""
+    import time
+
+    t0 = time.perf_counter()
+    names = list(spec["cases"])
+    d = new_trial_dir(
+        Path(spec["work"]), f"inputs-group{spec.get('group', '')}", Path(spec["world"])
+    )
+    markers = plant(d / "demo", names)
+    config = write_config(d)
+    runs = [run_cli(d, nightly_args(config)) for _ in range(2)]
+    problems = judge_group(d / "feedback.duckdb", runs, markers, spec["ref_keys"])
+    if not problems:
+        each = (time.perf_counter() - t0) / len(names)
+        return [
+            Trial(SECTION, n, True, f"grouped with {len(names) - 1} other case(s)", each)
+            for n in names
+        ]
+    out = []
+    for name in names:
+        t = trial({**spec, "case": name})
+        t.detail = (t.detail or "passes alone") + f" [its group failed: {'; '.join(problems[:2])}]"
+        out.append(t)
+    return out

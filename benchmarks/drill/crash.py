@@ -6,6 +6,7 @@ import json
 import random
 from pathlib import Path
 
+from benchmarks.drill.badinput import raw_keys
 from benchmarks.drill.common import (
     Trial,
     diff_snapshots,
@@ -37,6 +38,7 @@ def reference(work: Path, world: Path) -> dict:
         "counts": counts,
         "tables": table_hashes(trial / "feedback.duckdb", trial),
         "issues": tracker_issues(trial / "tracker", trial),
+        "keys": raw_keys(trial / "feedback.duckdb"),
         "seconds": run.seconds,
     }
 

@@ -6,9 +6,10 @@ share of requests fails the way real APIs fail.
         faults = inject_faults(srv, rate=0.25, seed=7)
         ...  # run the connector; faults.injected lists what was done to which request
 
-At least `rate` of the requests fail (less one), every kind in turn. Kinds: 429 with Retry-After, 500/502/503, connection reset (TCP RST), a stalled answer that
-is then cut (the client sees the connection die mid-wait), and a 200 whose body is cut short
-(Content-Length announced, fewer bytes sent). A faulted request never reaches the fake's handler
+At least `rate` of the requests fail (less one), every kind in turn. Kinds: 429 with
+Retry-After, 500/502/503, connection reset (TCP RST), a stalled answer that is then cut (the
+client sees the connection die mid-wait), and a 200 whose body is cut short (Content-Length
+announced, fewer bytes sent). A faulted request never reaches the fake's handler
 (except a cut-short 200: the page is produced, then truncated), so a stateful fake only
 advances on answers the client really received.
 """
