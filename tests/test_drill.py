@@ -106,14 +106,19 @@ def test_secret_needles_cover_raw_substrings_base64_and_url_forms() -> None:
 
 
 def test_accounting_check_reads_load_and_validation_lines() -> None:
+    # The lines as the nightly logs them today (a Prefect log prefix, verdicts, thousands).
     ok = (
-        "posthog: 3 file(s)/page(s) loaded, 0 skipped as unchanged; 10 records read -> 7 new, "
+        "12:00:01.000 | INFO    | Task run 'load-sources-8f0' - posthog: 3 file(s)/page(s) "
+        "loaded, 0 skipped as unchanged, 1 rejected whole; 10 records read -> 7 new, "
         "0 updated, 1 unchanged, 1 superseded, 0 dropped, 1 quarantined\n"
-        "  stg_usage_events: 1,000 in = 990 accepted + 10 quarantined (pass)"
+        "12:00:02.000 | INFO    | Task run 'validate-staging-4c7' - staging.stg_usage_events: "
+        "PASS — 1,000 in = 990 accepted + 10 quarantined"
     )
-    assert badinput.accounting_problems(ok) == []
+    assert badinput.accounting_problems(ok, expect=True) == []
     bad = ok.replace("7 new", "6 new").replace("990 accepted", "980 accepted")
     assert len(badinput.accounting_problems(bad)) == 2
+    # A log without any count line (a changed format) is a problem, not a silent pass.
+    assert badinput.accounting_problems("run finished", expect=True) != []
 
 
 def test_fault_injector_fails_a_seeded_share_and_cuts_200_bodies() -> None:
@@ -144,70 +149,83 @@ def test_bad_settings_stop_with_one_line_and_exit_2(work: dict, name: str) -> No
     assert trial.passed, trial.detail
 
 
-@pytest.mark.parametrize("vendor", ["posthog", "zendesk"])
+@pytest.mark.parametrize("vendor", ["posthog", "zendesk", "github"])
 def test_faulty_vendor_api_loads_what_a_clean_api_loads(work: dict, vendor: str) -> None:
-    trial = faults.trial({**work, "vendor": vendor, "seed": 11})
-    assert trial.extra["faults"] >= 1, trial.detail  # the trial really was attacked
+    # 40 %: enough faults in a short load for every kind to come up (one deck of kinds).
+    trial = faults.trial({**work, "vendor": vendor, "seed": 11, "rate": 0.4})
+    # The trial really was attacked: at least a fifth of the requests, truncated 200s included.
+    assert trial.extra["faults"] >= 0.2 * trial.extra["requests"], trial.detail
+    assert "truncated-200" in trial.detail, trial.detail
     assert trial.passed, trial.detail
 
 
-# Nightly-based sections: whole CLI runs (≈45 s each), so slow.
-@pytest.mark.slow
-def test_crash_drill_two_kill_points(work: dict) -> None:
-    ref = crash.reference(Path(work["work"]), Path(work["world"]))
-    assert ref["state"] == "completed", ref["stderr_tail"]
-    points = [
-        crash.CONTROL,
-        "load._merge_raw:2:after",
-        "markdown.MarkdownTracker._replace:1:before",
-    ]
-    trials = [crash.trial({**work, "point": point, "ref": ref}) for point in points]
-    for trial in trials:
-        # Nothing lost or duplicated, no issue lost, duplicated or changed. Same-count content
-        # differences are left to the drill's report: two uninterrupted runs differ on
-        # tie-breaks today (int_feature_evidence.ticket_window_days, quarantine positions).
-        hard = [p for p in trial.extra.get("problems", []) if "different content" not in p]
-        assert trial.extra.get("problems") is not None, trial.detail  # the kill point was hit
-        assert hard == [], f"{trial.name}: {hard}"
-
-
-LOADER_FIX = pytest.mark.xfail(
-    strict=True, reason="fixed by loader: a bad file is quarantined instead of failing the run"
-)
-INPUT_CASES = [
-    pytest.param("ph-invalid-utf8-line", marks=LOADER_FIX),
-    pytest.param("ph-gzip-named-jsonl", marks=LOADER_FIX),
+# One nightly-based bundle shared by the sections, two CLI children at a time (threads only
+# wait on them): (A) the secret scan's two runs, whose world also carries a group of bad-input
+# files (judged apart: the scan does not look at them, they are no secret); (B) a clean
+# reference run, then one crash trial (SIGKILL at a kill point, rerun) compared with it.
+KILL_POINT = "load._merge_raw:2:after"
+BUNDLE_INPUTS = [
+    "ph-invalid-utf8-line",
+    "ph-gzip-named-jsonl",
     "zd-page-without-tickets",
     "zd-unknown-priority",
     "gh-rate-limit-message",
     "gh-page-as-object",
 ]
+# Tables two uninterrupted runs still fill differently (tie-breaks: ticket_window_days, record
+# positions in quarantine reasons; fixed on the determinism branch). The full drill separates
+# them with its no-kill control; here a same-count difference in them is not held against the
+# crash trial, anything else is (a lost/duplicated row in them is).
+UNSTABLE = ("intermediate.int_feature_evidence", "quality.quarantine")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("name", INPUT_CASES)
-def test_bad_input_does_not_stop_other_sources_or_later_runs(work: dict, name: str) -> None:
-    ref = _reference_counts(work)
-    case = next(c for c in badinput.CASES if c.name == name)
-    trial = badinput.trial({**work, "case": case, "ref_counts": ref})
-    assert trial.passed, trial.detail
+@pytest.fixture(scope="module")
+def bundle(work: dict) -> dict:
+    from concurrent.futures import ThreadPoolExecutor
 
-
-@pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="fixed by http: a 401 body echoing the Basic credentials is logged verbatim",
-)
-def test_secret_scan_finds_no_canary_or_planted_pii(work: dict) -> None:
-    trial = secrets.trial(work)
-    assert trial.passed, trial.detail
-
-
-_REF: dict = {}
-
-
-def _reference_counts(work: dict) -> dict:
-    if "counts" not in _REF:
+    def crash_side() -> dict:
         ref = crash.reference(Path(work["work"]), Path(work["world"]))
-        _REF["counts"] = {t: v[0] for t, v in ref["tables"].items()}
-    return _REF["counts"]
+        return {"ref": ref, "trial": crash.trial({**work, "point": KILL_POINT, "ref": ref})}
+
+    with ThreadPoolExecutor(2) as pool:
+        scan = pool.submit(secrets.trial, {**work, "inputs": BUNDLE_INPUTS})
+        side = pool.submit(crash_side)
+        keys = badinput.clean_keys(Path(work["world"]), Path(work["work"]))
+        return {"secrets": scan.result(), **side.result(), "clean_keys": keys}
+
+
+def test_crash_at_a_kill_point_loses_duplicates_and_changes_nothing(bundle: dict) -> None:
+    assert bundle["ref"]["state"] == "completed", bundle["ref"]["stderr_tail"][-600:]
+    trial = bundle["trial"]
+    problems = trial.extra.get("problems")
+    assert problems is not None, trial.detail  # the kill point was reached, the rerun judged
+    hard = [
+        p
+        for p in problems
+        if not (p.split(":", 1)[0] in UNSTABLE and "same count" in p and "different content" in p)
+    ]
+    assert hard == [], hard
+
+
+def test_bad_inputs_do_not_stop_other_sources_or_later_runs(bundle: dict) -> None:
+    scan = bundle["secrets"]
+    runs, markers = scan.extra["runs"], scan.extra["markers"]
+    assert sorted(markers) == sorted(BUNDLE_INPUTS)
+    db = Path(scan.extra["dir"]) / "feedback.duckdb"
+    problems = badinput.judge_group(db, runs, markers, bundle["clean_keys"])
+    assert problems == []
+
+
+def test_secret_scan_finds_no_canary_or_planted_pii(bundle: dict) -> None:
+    trial = bundle["secrets"]
+    assert "echo requests" in trial.detail and " 0 echo requests" not in trial.detail
+    assert trial.passed, trial.detail
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["zd-tie-with-deletion", "ph-huge-line"])
+def test_bad_input_alone_does_not_stop_other_sources_or_later_runs(work: dict, name: str) -> None:
+    ref = crash.reference(Path(work["work"]), Path(work["world"]))
+    counts = {t: v[0] for t, v in ref["tables"].items()}
+    trial = badinput.trial({**work, "case": name, "ref_counts": counts})
+    assert trial.passed, trial.detail

@@ -11,6 +11,7 @@ import base64
 from pathlib import Path
 from urllib.parse import quote
 
+from benchmarks.drill.badinput import plant
 from benchmarks.drill.common import (
     Trial,
     config_text,
@@ -144,6 +145,8 @@ def trial(spec: dict) -> Trial:
     from tests.fakes.zendesk import zendesk_api
 
     d = new_trial_dir(Path(spec["work"]), "secrets", Path(spec["world"]))
+    # Optionally the same runs carry bad-input files (the reduced drill judges them apart).
+    markers = plant(d / "demo", spec["inputs"]) if spec.get("inputs") else {}
     tickets, users = _tickets()
     convs = [conversation(f"ic-{i}", T_OFFSET + 60 * i, subject="Export broken") for i in range(5)]
     runs = []
@@ -191,5 +194,5 @@ def trial(spec: dict) -> Trial:
         not findings,
         detail,
         sum(r.seconds for r in runs),
-        extra={"findings": findings},
+        extra={"findings": findings, "dir": str(d), "runs": runs, "markers": markers},
     )
