@@ -389,34 +389,6 @@ def trial(spec: dict) -> Trial:
     )
 
 
-def clean_keys(world: Path, tmp: Path) -> dict[str, set[str]]:
-    """The record keys the loader accepts from the clean world's three file sources: the real
-    load step in-process (no flow, no validation), for a bar without a reference nightly."""
-    import duckdb
-
-    from tasks import db as dbmod
-    from tasks import load
-    from tasks.clients.github import GITHUB_ISSUES_SPEC
-    from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
-    from tasks.redact import register_duckdb
-
-    specs = {
-        "posthog": (load.POSTHOG_EVENTS, "posthog/*.jsonl"),
-        "zendesk": (ZENDESK_TICKETS_SPEC, "zendesk/*.json"),
-        "github": (GITHUB_ISSUES_SPEC, "github/*.json"),
-    }
-    path = tmp / "clean-keys.duckdb"
-    con = duckdb.connect(str(path))
-    try:
-        dbmod.ensure_schema(con)
-        register_duckdb(con, "drill-salt")
-        for spec, pattern in specs.values():
-            load.load_source(con, spec, str(world / pattern), "drill-clean")
-    finally:
-        con.close()
-    return raw_keys(path)
-
-
 def plant(demo: Path, names: list[str]) -> dict[str, str]:
     """Write the bad files of several cases into a world copy (each its own file, ids and
     marker); {case name: marker}."""
