@@ -137,7 +137,8 @@ def run_drill(args: argparse.Namespace) -> tuple[list[Trial], dict]:
                                 "crash",
                                 "reference run",
                                 False,
-                                f"reference run {ref['state']}: {ref['stderr_tail'][-300:]}",
+                                f"reference run {ref['state']}: "
+                                f"{badinput._error_line(ref['stderr_tail'])[:300]}",
                             )
                         )
                         continue
