@@ -240,9 +240,11 @@ def report(results: list[Trial], meta: dict, args: argparse.Namespace, seconds: 
             if vt:
                 nf = sum(t.extra.get("faults", 0) for t in vt)
                 nr = sum(t.extra.get("requests", 0) for t in vt)
+                kinds = sorted({k for t in vt for k in t.extra.get("kinds", [])})
                 lines.append(
                     f"- {vendor}: {100 * sum(t.passed for t in vt) / len(vt):.0f}% "
-                    f"({sum(t.passed for t in vt)}/{len(vt)}; {nf}/{nr} requests faulted)"
+                    f"({sum(t.passed for t in vt)}/{len(vt)}; {nf}/{nr} requests faulted"
+                    f"{f' = {100 * nf / nr:.0f}%' if nr else ''}; kinds: {', '.join(kinds)})"
                 )
         if faults.NOT_COVERED:
             lines.append(f"- not covered yet (no fault trial): {', '.join(faults.NOT_COVERED)}")

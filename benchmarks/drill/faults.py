@@ -409,7 +409,12 @@ def trial(spec: dict) -> Trial:
             not problems,
             detail,
             time.perf_counter() - t0,
-            extra={"vendor": v.name, "faults": n_faults, "requests": inj.served if inj else 0},
+            extra={
+                "vendor": v.name,
+                "faults": n_faults,
+                "requests": inj.served if inj else 0,
+                "kinds": kinds,
+            },
         )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
