@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from tasks import redact
 from tasks.db import sql_literal
 from tasks.quality import record_quarantine
 
@@ -362,7 +363,10 @@ def _drop_undecodable_lines(
                         "invalid_utf8",
                         f"line {n} is not valid UTF-8 (byte {offset + e.start} of the file)",
                         pos=n,
-                        payload=line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"),
+                        # kept redacted, like every landed text
+                        payload=redact.redact_text(
+                            line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                        ),
                     )
                 )
                 dst.write(b"\n")
@@ -1727,6 +1731,7 @@ def _quarantine_load_rejects(
         f"when {sql_literal(rule)} then {sql_literal(text)}"
         for rule, text in REJECT_REASONS.items()
     )
+    _redact_bad_lines(con)
     payload = f"coalesce(text, {_payload_text(spec)})"
     # Table layouts say per row what to fix (which column a file lacks, which check failed).
     detail = "reject_detail" if spec.layout == "table" else "null::varchar"
@@ -1767,6 +1772,23 @@ def _quarantine_load_rejects(
         ).fetchall()[0][0]
         + con.sql("select count(*) from _bad").fetchall()[0][0]
     )
+
+
+def _redact_bad_lines(con: duckdb.DuckDBPyConnection) -> None:
+    """Lines set aside before parsing never went through the record redaction; the quarantine
+    keeps only their redacted text (e-mails, phones, cards, names in their forms, tokens)."""
+    bad = con.sql("select * from _bad").to_arrow_table()
+    if not bad.num_rows:
+        return
+    import pyarrow as pa
+
+    i = bad.schema.get_field_index("text")
+    texts = [redact.redact_text(t) for t in bad.column(i).to_pylist()]
+    con.register("_bad_redacted", bad.set_column(i, "text", pa.array(texts, pa.string())))
+    try:
+        con.execute("create or replace temp table _bad as select * from _bad_redacted")
+    finally:
+        con.unregister("_bad_redacted")
 
 
 def _advance_cursor(
