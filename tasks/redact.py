@@ -757,9 +757,7 @@ def _redact_presidio(text: str) -> str:
         return text
     hits = analyzer.analyze(text=text, entities=["PERSON"], language="en")
     spans = [
-        (h.start, h.end)
-        for h in hits
-        if not any(p in text[h.start : h.end] for p in PLACEHOLDERS)
+        (h.start, h.end) for h in hits if not any(p in text[h.start : h.end] for p in PLACEHOLDERS)
     ]
     return _name_spans(text, spans)
 
