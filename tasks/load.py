@@ -1319,8 +1319,7 @@ def _land_direct(
     # _VERSION_ORDER without the deletion marker (typed-field streams have none), for "first"
     # streams too: the copy kept is the one a split into other batches would keep.
     order = (
-        "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, "
-        "rid desc"
+        "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, rid desc"
     )
     # The batch's candidate ids as hashes: grouping and probing 8-byte hashes is several times
     # cheaper than the ids themselves; only hashes that repeat (or are already in raw) are

@@ -285,14 +285,16 @@ def _raw_rows(con, table: str) -> list:
 
 
 @pytest.mark.parametrize(
-    "spec_name, table", [("POSTHOG_EVENTS", "posthog__events"), ("ZENDESK_TICKETS", "zendesk__tickets")]
+    "spec_name, table",
+    [("POSTHOG_EVENTS", "posthog__events"), ("ZENDESK_TICKETS", "zendesk__tickets")],
 )
 def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_name, table):
     """The copy kept does not depend on which files share a batch nor on their load order:
     vendor timestamp, then the later file, then the later line (PostHog too, whose losing copies
     in a batch are quarantined)."""
-    from tasks import db
     import duckdb
+
+    from tasks import db
 
     spec = getattr(load, spec_name)
     src = tmp_path / "src"
@@ -307,6 +309,7 @@ def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_na
             write_jsonl(src / name, rows)
         pattern = "*.jsonl"
     else:
+
         def t(i, subject, ts):
             return zendesk_ticket(i, updated=ts, subject=subject)
 
