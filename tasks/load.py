@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from tasks import redact
 from tasks.db import sql_literal
 from tasks.quality import record_quarantine
 
@@ -58,7 +59,8 @@ class SourceSpec:
     # SQL predicate over `j` for records that are not ours to keep (e.g. GitHub pull requests).
     drop_expr: str = "false"
     # "newest" = repeats of an id in one batch are versions (latest cursor wins);
-    # "first" = repeats are duplicate deliveries of an immutable record (quarantined).
+    # "first" = repeats are duplicate deliveries of an immutable record: the copy that wins by
+    # _VERSION_ORDER is kept (in any batch split), the other copies of one batch are quarantined.
     repeats: str = "newest"
     # "lines": one JSON record per line; otherwise a JSONPath to the record list in each file.
     layout: str = "lines"
@@ -362,7 +364,10 @@ def _drop_undecodable_lines(
                         "invalid_utf8",
                         f"line {n} is not valid UTF-8 (byte {offset + e.start} of the file)",
                         pos=n,
-                        payload=line.rstrip(b"\r\n").decode("utf-8", "backslashreplace"),
+                        # kept redacted, like every landed text
+                        payload=redact.redact_text(
+                            line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
+                        ),
                     )
                 )
                 dst.write(b"\n")
@@ -986,7 +991,9 @@ def _stage_batch(
                coalesce({not_object}, false) as not_object
         from ({recs}) as recs
     """)
-    order = "source_file, pos, rid" if spec.repeats == "first" else _VERSION_ORDER
+    # "first" streams rank their copies by the same order: which copy is kept does not depend
+    # on how the files were split into batches (_merge_raw applies it across batches).
+    order = _VERSION_ORDER
     # Rank only ids that occur more than once: a window over every row would cost a full sort.
     con.execute(f"""
         create or replace temp table _rank as
@@ -1313,11 +1320,10 @@ def _land_direct(
     )
     if n_read > n_regular:
         con.execute(f"delete from {t} where _batch_id in (?, ?)", [mark_null, mark_text])
+    # _VERSION_ORDER without the deletion marker (typed-field streams have none), for "first"
+    # streams too: the copy kept is the one a split into other batches would keep.
     order = (
-        "source_file, pos, rid"
-        if spec.repeats == "first"
-        else "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, "
-        "rid desc"
+        "try_cast(cursor_at as timestamptz) desc nulls last, source_file desc, pos desc, rid desc"
     )
     # The batch's candidate ids as hashes: grouping and probing 8-byte hashes is several times
     # cheaper than the ids themselves; only hashes that repeat (or are already in raw) are
@@ -1490,14 +1496,20 @@ def _settle_direct(
         n = con.execute(f"select count(*) from {t} where _batch_id = ?", [batch_id]).fetchall()
         return {"inserted": n[0][0], "updated": 0, "unchanged": 0}
     same = " and ".join(f"b.{c}::varchar is not distinct from r.{c}::varchar" for c in others)
+    # The stored row loses only to a later version in _VERSION_ORDER (timestamp, then file), as
+    # in _merge_raw: the same row whatever order or batches the files came in.
+    bt, rt = "try_cast(b.cursor_at as timestamptz)", "try_cast(r.cursor_at as timestamptz)"
+    older = f"""(
+        coalesce({bt} < {rt}, {bt} is null and {rt} is not null)
+        or ({bt} is not distinct from {rt} and b.source_file < r._source_file)
+    )"""
     con.execute(
         f"""
         create or replace temp table _accepted as
         select b.rid, b.irr, r.old_rid,
                case when r.{k} is null then 'inserted'
                     when {same} then 'unchanged'
-                    when try_cast(b.cursor_at as timestamptz) < try_cast(r.cursor_at as timestamptz)
-                        then 'unchanged'
+                    when {older} then 'unchanged'
                     else 'updated' end as outcome
         from ({batch}) as b
         left join (select rowid as old_rid, * from {t} where _batch_id <> $1) as r
@@ -1703,7 +1715,8 @@ REJECT_REASONS = {
     "invalid_json_file": "export page is not valid JSON; the whole page was set aside",
     "not_an_object": "record is valid JSON but not an object",
     "missing_id": "record has no usable stable id",
-    "duplicate": "same id delivered twice in one batch; the first copy was kept",
+    "duplicate": "same id delivered twice in one batch; the newest copy was kept "
+    "(vendor timestamp, then the later file and line)",
     "duplicate_key": "the key appears more than once in this file with different values; "
     "no copy was used",
     "duplicate_row": "the same row appears again in this file; the first copy was kept",
@@ -1727,6 +1740,7 @@ def _quarantine_load_rejects(
         f"when {sql_literal(rule)} then {sql_literal(text)}"
         for rule, text in REJECT_REASONS.items()
     )
+    _redact_bad_lines(con)
     payload = f"coalesce(text, {_payload_text(spec)})"
     # Table layouts say per row what to fix (which column a file lacks, which check failed).
     detail = "reject_detail" if spec.layout == "table" else "null::varchar"
@@ -1767,6 +1781,23 @@ def _quarantine_load_rejects(
         ).fetchall()[0][0]
         + con.sql("select count(*) from _bad").fetchall()[0][0]
     )
+
+
+def _redact_bad_lines(con: duckdb.DuckDBPyConnection) -> None:
+    """Lines set aside before parsing never went through the record redaction; the quarantine
+    keeps only their redacted text (e-mails, phones, cards, names in their forms, tokens)."""
+    bad = con.sql("select * from _bad").to_arrow_table()
+    if not bad.num_rows:
+        return
+    import pyarrow as pa
+
+    i = bad.schema.get_field_index("text")
+    texts = [redact.redact_text(t) for t in bad.column(i).to_pylist()]
+    con.register("_bad_redacted", bad.set_column(i, "text", pa.array(texts, pa.string())))
+    try:
+        con.execute("create or replace temp table _bad as select * from _bad_redacted")
+    finally:
+        con.unregister("_bad_redacted")
 
 
 def _advance_cursor(

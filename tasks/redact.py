@@ -690,10 +690,8 @@ def _context_spans(text: str) -> list[tuple[int, int]]:
     return spans
 
 
-def _redact_context(text: str) -> str:
-    spans = _context_spans(text)
-    if not spans:
-        return text
+def _name_spans(text: str, spans: Iterable[tuple[int, int]]) -> str:
+    """`text` with each span (overlaps after the first skipped) replaced by [name]."""
     out: list[str] = []
     pos = 0
     for start, end in sorted(spans):
@@ -704,6 +702,11 @@ def _redact_context(text: str) -> str:
         pos = end
     out.append(text[pos:])
     return "".join(out)
+
+
+def _redact_context(text: str) -> str:
+    spans = _context_spans(text)
+    return _name_spans(text, spans) if spans else text
 
 
 def redact_names(text: str | None) -> str | None:
@@ -753,16 +756,10 @@ def _redact_presidio(text: str) -> str:
     if analyzer is None or not text.strip():
         return text
     hits = analyzer.analyze(text=text, entities=["PERSON"], language="en")
-    out: list[str] = []
-    pos = 0
-    for start, end in sorted((h.start, h.end) for h in hits):
-        if start < pos or any(p in text[start:end] for p in PLACEHOLDERS):
-            continue
-        out.append(text[pos:start])
-        out.append(NAME)
-        pos = end
-    out.append(text[pos:])
-    return "".join(out)
+    spans = [
+        (h.start, h.end) for h in hits if not any(p in text[h.start : h.end] for p in PLACEHOLDERS)
+    ]
+    return _name_spans(text, spans)
 
 
 # ------------------------------------------------------------------------------------------ API

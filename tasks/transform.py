@@ -160,7 +160,8 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     return timings
 
 
-ROLLUP_VERSION = "2"  # bump when int_feature_user_days / int_event_feature_map change (2: tie-break)
+# bump when int_feature_user_days / int_event_feature_map change (2: tie-break)
+ROLLUP_VERSION = "2"
 
 
 def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> dict:

@@ -173,7 +173,9 @@ def load_suite(path: Path) -> dict[str, Any]:
             raise SuiteError(f"{where}: a row-level rule needs meta.quarantine_reason")
         reason_column = meta.get("reason_column")
         if reason_column is not None and not (
-            meta["row_level"] and isinstance(reason_column, str) and _IDENTIFIER.match(reason_column)
+            meta["row_level"]
+            and isinstance(reason_column, str)
+            and _IDENTIFIER.match(reason_column)
         ):
             raise SuiteError(f"{where}: meta.reason_column must name a column of a row-level rule")
         if exp.get("description") is not None and not isinstance(exp["description"], str):

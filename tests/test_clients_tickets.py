@@ -628,6 +628,32 @@ def test_freshdesk_always_sends_updated_since(srv, wh, tmp_path, monkeypatch):
     assert [r["ticket_id"] for r in staging(wh, FRESHDESK)] == ["freshdesk:1", "freshdesk:2"]
 
 
+@pytest.mark.parametrize("batch_bytes", [1, 64 * 1024 * 1024], ids=["page-batches", "one-batch"])
+@pytest.mark.parametrize("deleted_first", [False, True], ids=["live-first", "deleted-first"])
+def test_freshdesk_deleted_ticket_wins_a_tie_in_any_order_and_batch_split(
+    wh, tmp_path, batch_bytes, deleted_first
+):
+    """A ticket with deleted: true (or spam: true) is a tombstone: with the same updated_at it
+    wins over the live version whichever page came later and however the pages were batched."""
+    from tasks.clients.freshdesk import FRESHDESK_TICKETS
+
+    at = "2026-11-20T10:00:00Z"
+    live = [fd.ticket(7, at, subject="live"), fd.ticket(8, at, subject="live")]
+    gone = [
+        fd.ticket(7, at, subject="gone", deleted=True),
+        fd.ticket(8, at, subject="gone", spam=True),
+    ]
+    bodies = [gone, live] if deleted_first else [live, gone]
+    pages = [LandedPage(json.dumps(b).encode(), {"updated_since": at}, len(b)) for b in bodies]
+    load.load_pages(
+        wh, FRESHDESK_TICKETS, pages, "r1", tmp_path / "landing", batch_bytes=batch_bytes
+    )
+    rows = wh.sql(
+        "select ticket_id, payload ->> 'subject' from raw.freshdesk__tickets order by 1"
+    ).fetchall()
+    assert rows == [(7, "gone"), (8, "gone")]
+
+
 def test_freshdesk_staging_maps_codes(srv, wh, tmp_path, monkeypatch):
     tickets = [
         fd.ticket(1, zd.iso(T0), status=4, priority=4, source=7, tags=["Exports"]),

@@ -34,21 +34,27 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 # ----------------------------------------------------------------------------- the harness
-def test_json_and_double_noise_is_not_a_difference_but_a_changed_value_is(tmp_path: Path) -> None:
-    def make(name: str, x: float, doc: str) -> dict:
+def test_doubles_compare_exactly_and_json_key_order_is_not_a_difference(tmp_path: Path) -> None:
+    def make(name: str, x: float, doc: str, run_id: str = "r1", qid: str = "q1") -> dict:
         path = tmp_path / f"{name}.duckdb"
         con = duckdb.connect(str(path))
         con.execute("create schema marts")
-        con.execute("create table marts.t (x double, evidence json)")
-        con.execute("insert into marts.t values (?, ?)", [x, doc])
+        con.execute("create table marts.t (x double, evidence json, run_id varchar)")
+        con.execute("insert into marts.t values (?, ?, ?)", [x, doc, run_id])
+        con.execute("create schema quality")
+        con.execute("create table quality.quarantine (quarantine_id varchar, reason varchar)")
+        con.execute("insert into quality.quarantine values (?, 'bad line (f.jsonl #3)')", [qid])
         con.close()
         return common.table_hashes(path)
 
     a = make("a", 120498.60000000002, '{"arr": 98287.49, "n": 3}')
-    b = make("b", 120498.6, '{"n": 3, "arr": 98287.48999999999}')
-    c = make("c", 120498.7, '{"n": 3, "arr": 98287.49}')
+    # Run ids and path-derived quarantine ids legitimately differ; JSON key order is not a value.
+    b = make("b", 120498.60000000002, '{"n": 3, "arr": 98287.49}', run_id="r2", qid="q2")
+    last_bit = make("last_bit", 120498.6, '{"arr": 98287.49, "n": 3}')
+    json_bit = make("json_bit", 120498.60000000002, '{"n": 3, "arr": 98287.48999999999}')
     assert a == b
-    assert a != c
+    assert a["marts.t"] != last_bit["marts.t"]  # reruns must give the same bits
+    assert a["marts.t"] != json_bit["marts.t"]
 
 
 def test_snapshot_diff_sees_lost_duplicated_and_changed_rows_and_issues(tmp_path: Path) -> None:

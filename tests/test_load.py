@@ -154,7 +154,9 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
     write_jsonl(
         ph / "e2.jsonl",
         [
-            posthog_event("a", event="second"),  # repeat of a within the batch: quarantined
+            # repeat of a within the batch, same timestamp: the later file wins, e1's copy is
+            # quarantined (the same copy a load of e1 and e2 in two batches keeps)
+            posthog_event("a", event="second"),
             posthog_event("b"),  # the trimmed id of " b " in e1: a repeat too
             {"uuid": "  ", "event": "blank"},
             "not json",
@@ -164,7 +166,7 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
     assert (stats.records_read, stats.n_inserted) == (7, 3)
     assert stats.quarantine_reasons == {"duplicate": 2, "missing_id": 1, "invalid_json": 1}
     rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
-    assert rows == {"a": "first", "b": "export_started", "c": "export_started"}
+    assert rows == {"a": "second", "b": "export_started", "c": "export_started"}
     assert (
         con.sql("select count(*) from raw.posthog__events where _batch_id like '%!%'").fetchall()[
             0
@@ -175,13 +177,14 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
         "select regexp_extract(path, '[^/]+$'), n_records, n_quarantined from ops.loaded_files "
         "order by 1"
     ).fetchall()
-    assert files == [("e1.jsonl", 3, 0), ("e2.jsonl", 4, 4)]
+    assert files == [("e1.jsonl", 3, 2), ("e2.jsonl", 4, 2)]
     dup = con.sql(
         "select payload from quality.quarantine where rule = 'duplicate' and record_key = 'b'"
     ).fetchall()
-    assert '"uuid":"b"' in dup[0][0]
+    assert '"uuid":" b "' in dup[0][0]
 
-    # Next export: a changed version of c (newer), an identical a, an older changed b.
+    # Next export: a changed version of c (newer), a of e1 again (same timestamp, later file:
+    # it wins), an older changed b.
     write_jsonl(
         ph / "e3.jsonl",
         [
@@ -192,7 +195,7 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
         ],
     )
     again = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
-    assert (again.n_inserted, again.n_updated, again.n_unchanged) == (1, 1, 2)
+    assert (again.n_inserted, again.n_updated, again.n_unchanged) == (1, 2, 1)
     rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
     assert rows == {"a": "first", "b": "export_started", "c": "changed", "d": "export_started"}
     assert con.sql("select count(*), count(distinct event_id) from raw.posthog__events").fetchall()[
@@ -200,16 +203,23 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
     ] == (4, 4)
 
 
-def test_files_cursor_is_the_newest_landed_even_when_an_update_lowers_it(con, tmp_path):
+def test_files_cursor_is_the_newest_landed_and_an_unreadable_timestamp_does_not_replace(
+    con, tmp_path
+):
     ph = tmp_path / "ph"
     write_jsonl(
         ph / "e1.jsonl",
         [posthog_event("a", ts="2026-11-21T10:00:00+00:00"), posthog_event("b")],
     )
     load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
-    # A re-export whose newest event now has no readable timestamp: it replaces the stored one.
+    # A re-export of a without a readable timestamp: an unreadable timestamp is the oldest
+    # (_VERSION_ORDER), so the stored version stays, as it would with both files in one batch.
     write_jsonl(ph / "e2.jsonl", [posthog_event("a", event="fixed", ts="soon")])
-    load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    again = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    assert (again.n_updated, again.n_unchanged) == (0, 1)
+    assert con.sql("select event from raw.posthog__events where event_id = 'a'").fetchall() == [
+        ("export_started",)
+    ]
     cursor = con.sql(
         "select cursor_value from ops.sync_state "
         "where source = 'posthog' and stream = 'files:events'"
@@ -217,7 +227,7 @@ def test_files_cursor_is_the_newest_landed_even_when_an_update_lowers_it(con, tm
     newest = con.sql(
         "select max(try_cast(cursor_at as timestamptz))::varchar from raw.posthog__events"
     ).fetchall()[0][0]
-    assert cursor == newest and cursor.startswith("2026-11-20")
+    assert cursor == newest and cursor.startswith("2026-11-21")
 
 
 def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con, tmp_path):
@@ -245,7 +255,8 @@ def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con
     assert load.read_state(con, "posthog", "events") == {"n": 1}
     reasons = [r[0] for r in con.sql("select reason from quality.quarantine order by 1").fetchall()]
     assert any(r.endswith("000000.json #2)") for r in reasons)  # the null row, page position 2
-    assert any(r.endswith("000000.json #4)") for r in reasons)  # the later copy of a
+    # the earlier copy of a (same timestamp: the later position wins)
+    assert any(r.endswith("000000.json #1)") for r in reasons)
     props = dict(
         con.sql(
             """select event_id, properties ->> '$."$pathname"' from raw.posthog__events"""
@@ -257,3 +268,82 @@ def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con
     con.execute("delete from raw.posthog__events")
     again = load.load_pages(con, POSTHOG_QUERY_EVENTS, pages[:1], "r2", tmp_path / "land")
     assert (again.n_inserted, again.quarantine_reasons) == (2, {"missing_id": 1, "duplicate": 1})
+
+
+def _raw_rows(con, table: str) -> list:
+    cols = [
+        c
+        for (c,) in con.execute(
+            "select column_name from information_schema.columns where table_schema = 'raw' "
+            "and table_name = ? and column_name not in ('_batch_id', '_loaded_at') "
+            "order by ordinal_position",
+            [table],
+        ).fetchall()
+    ]
+    sel = ", ".join(f"{c}::varchar" for c in cols)
+    return con.execute(f"select {sel} from raw.{table} order by all").fetchall()
+
+
+@pytest.mark.parametrize(
+    "spec_name, table",
+    [("POSTHOG_EVENTS", "posthog__events"), ("ZENDESK_TICKETS", "zendesk__tickets")],
+)
+def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_name, table):
+    """The copy kept does not depend on which files share a batch nor on their load order:
+    vendor timestamp, then the later file, then the later line (PostHog too, whose losing copies
+    in a batch are quarantined)."""
+    import duckdb
+
+    from tasks import db
+
+    spec = getattr(load, spec_name)
+    src = tmp_path / "src"
+    early, late = "2026-11-20T10:00:00+00:00", "2026-11-21T10:00:00+00:00"
+    if spec is load.POSTHOG_EVENTS:
+        files = {
+            "e1.jsonl": [posthog_event("a", event="a-e1", ts=late), posthog_event("b", "b-e1")],
+            "e2.jsonl": [posthog_event("a", event="a-e2"), posthog_event("b", event="b-e2")],
+            "e3.jsonl": [posthog_event("b", event="b-e3"), posthog_event("c", event="c-e3")],
+        }
+        for name, rows in files.items():
+            write_jsonl(src / name, rows)
+        pattern = "*.jsonl"
+    else:
+
+        def t(i, subject, ts):
+            return zendesk_ticket(i, updated=ts, subject=subject)
+
+        pages = {
+            "p1.json": [t(1, "1-p1", late), t(2, "2-p1", early)],
+            "p2.json": [t(1, "1-p2", early), t(2, "2-p2", early), t(2, "2-p2b", early)],
+            "p3.json": [t(2, "2-p3", early), t(3, "3-p3", early)],
+        }
+        for name, tickets in pages.items():
+            write_json(src / name, zendesk_page(tickets, "c", True))
+        pattern = "*.json"
+    names = sorted(p.name for p in src.iterdir())
+
+    def load_in(groups: list[list[str]]) -> list:
+        d = tmp_path / ("w-" + "-".join("_".join(g) for g in groups))
+        c = duckdb.connect(str(d) + ".duckdb")
+        db.ensure_schema(c)
+        for i, group in enumerate(groups):
+            for name in group:  # only this group's files are visible to this load
+                (d / name).parent.mkdir(parents=True, exist_ok=True)
+                (d / name).write_bytes((src / name).read_bytes())
+            load.load_source(c, spec, str(d / pattern), f"r{i}")
+        rows = [tuple(str(v).replace(str(d), "<D>") for v in r) for r in _raw_rows(c, table)]
+        c.close()
+        return rows
+
+    one_batch = load_in([names])
+    assert one_batch == load_in([[n] for n in names])
+    assert one_batch == load_in([[n] for n in reversed(names)])
+    assert one_batch == load_in([[names[2], names[0]], [names[1]]])
+    text = " ".join(str(r) for r in one_batch)
+    if spec is load.POSTHOG_EVENTS:
+        # a: the newer timestamp (e1); b: same timestamp everywhere, the last file (e3).
+        assert "a-e1" in text and "b-e3" in text and "a-e2" not in text and "b-e2" not in text
+    else:
+        # 1: the newer updated_at (p1); 2: same updated_at, the last page (p3).
+        assert "1-p1" in text and "2-p3" in text and "1-p2" not in text and "2-p2" not in text

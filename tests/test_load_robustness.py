@@ -78,6 +78,7 @@ def test_invalid_utf8_line_is_quarantined_alone_and_the_rest_of_the_batch_loads(
     ((rule, reason, payload, source_file),) = quarantine_rows(con, "posthog")
     assert rule == "invalid_utf8" and reason.endswith("(b.jsonl #2)")
     assert "line 2 is not valid UTF-8" in reason and "Fire\\xff" in payload
+    assert SECRET not in payload and "[email]" in payload  # kept redacted, like landed text
     assert source_file == str(ph / "b.jsonl")
     files = con.sql(
         "select regexp_extract(path, '[^/]+$'), status, n_records, n_quarantined "
@@ -410,6 +411,20 @@ def test_identical_bad_lines_are_each_their_own_quarantine_row(con, tmp_path):
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
     load.load_source(con, load.POSTHOG_EVENTS, pattern, "r2")
     assert con.sql("select count(*) from quality.quarantine").fetchall()[0][0] == 5
+
+
+def test_unparsed_lines_are_kept_only_redacted_in_the_quarantine(con, tmp_path):
+    ph = tmp_path / "ph"
+    broken = '{"event": "x", "note": "Hi, this is Chen Tanaka, mail ' + SECRET + '"'
+    write_jsonl(ph / "a.jsonl", [broken, posthog_event("a1")])
+
+    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+
+    assert stats.quarantine_reasons == {"invalid_json": 1} and conserved(stats)
+    ((rule, _reason, payload, _file),) = quarantine_rows(con, "posthog")
+    assert rule == "invalid_json"
+    assert SECRET not in payload and "Tanaka" not in payload
+    assert "[email]" in payload and "[name]" in payload
 
 
 def test_load_error_never_quotes_the_input(con, tmp_path, monkeypatch):

@@ -342,8 +342,9 @@ def test_unknown_enum_values_keep_the_row_as_unknown_with_a_warning(wh):
     verdicts, results = _validate_staging(con, db_path, {"tickets", "bugs", "errors"})
 
     tickets = dict(
-        con.sql("select ticket_id, struct_pack(status, priority) from staging.stg_support_tickets")
-        .fetchall()
+        con.sql(
+            "select ticket_id, struct_pack(status, priority) from staging.stg_support_tickets"
+        ).fetchall()
     )
     assert tickets == {
         "zendesk:1": {"status": "open", "priority": "high"},

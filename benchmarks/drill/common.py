@@ -44,6 +44,9 @@ EXCLUDED_COLUMNS = frozenset(
         "built_at",
         "loaded_at",
         "batch_id",
+        # A load reject's id is a digest over its file's absolute path (like source_file, it
+        # differs between two trial folders); its text (reason, payload) is still compared.
+        "quarantine_id",
     }
 )
 # Schemas compared whole, plus single tables of the bookkeeping schemas.
@@ -251,14 +254,10 @@ def table_hashes(db_path: Path, root: Path | None = None) -> dict[str, tuple[int
             keep = [(c, t) for c, t in zip(names, types, strict=True) if c not in EXCLUDED_COLUMNS]
             if not keep:
                 continue
-            # Floating-point sums depend on DuckDB's parallel summation order: compare doubles
-            # to 9 significant digits, everything else exactly.
-            exprs = [
-                f"round({_q(c)}, 9 - cast(ceil(log10(abs({_q(c)}) + 1e-300)) as int))"
-                if t in ("DOUBLE", "FLOAT", "REAL")
-                else _q(c)
-                for c, t in keep
-            ]
+            # Every column exactly, doubles too (their text is the shortest round-trip form, so a
+            # last-bit difference shows): float aggregates are summed in a fixed order / as
+            # DECIMAL, so two runs over the same data give the same bits.
+            exprs = [_q(c) for c, _ in keep]
             if any(t == "JSON" for _, t in keep):
                 out[fq] = _json_table_hash(con, f"{_q(schema)}.{_q(table)}", keep, exprs, root)
                 continue
@@ -277,12 +276,11 @@ def table_hashes(db_path: Path, root: Path | None = None) -> dict[str, tuple[int
 
 
 def _norm_json(text: str | None) -> str:
-    """JSON text with its floats to 9 significant digits and sorted keys (sums of doubles are
-    not bit-stable across runs)."""
+    """JSON text with sorted keys (numbers exactly as written)."""
     if text is None:
         return "null"
     try:
-        obj = json.loads(text, parse_float=lambda s: float(f"{float(s):.9g}"))
+        obj = json.loads(text)
     except ValueError:
         return text
     return json.dumps(obj, sort_keys=True)

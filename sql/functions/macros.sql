@@ -57,7 +57,8 @@ type_is(json_type(j, path), accepted, name);
 -- A timestamp given as text: any other type, or text that does not parse, is a type error.
 create or replace macro type_check_ts(j, path, name) as
 case
-    when json_type(j, path) not in ('VARCHAR', 'NULL')
+    when
+        json_type(j, path) not in ('VARCHAR', 'NULL')
         or (
             json_type(j, path) = 'VARCHAR'
             and nullif(trim(j ->> path), '') is not null
@@ -69,7 +70,8 @@ end;
 -- A timestamp given as epoch seconds: any other type, or a number out of range.
 create or replace macro type_check_epoch(j, path, accepted, name) as
 case
-    when not list_contains(list_append(accepted, 'NULL'), json_type(j, path))
+    when
+        not list_contains(list_append(accepted, 'NULL'), json_type(j, path))
         or (
             json_type(j, path) <> 'NULL'
             and try(to_timestamp(json_extract(j, path)::double)) is null

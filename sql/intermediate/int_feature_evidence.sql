@@ -127,7 +127,8 @@ ticket_best as (
     cross join params
     qualify row_number() over (
         partition by ticket_scored.feature_key, ticket_scored.day
-        order by is_ticket_significant desc, ticket_scored.ticket_stat desc,
+        order by
+            is_ticket_significant desc, ticket_scored.ticket_stat desc,
             ticket_scored.window_days asc
     ) = 1
 ),

@@ -148,8 +148,10 @@ bugs as (
         count(*) filter (where is_open_as_of and severity in ('s1', 's2'))
             as n_open_high_sev_bugs,
         coalesce(
-            (sum((severity_weight * (1 + least(as_of - created_at::date, 90) / 90.0))::decimal(38, 10))
-            filter (where is_open_as_of))::double,
+            (
+                sum((severity_weight * (1 + least(as_of - created_at::date, 90) / 90.0))::decimal(38, 10))
+                filter (where is_open_as_of)
+            )::double,
             0
         ) as n_bugs_weighted,
         count(*) filter (

@@ -37,7 +37,8 @@ normalised as (
                 else 'unknown'
             end as status,
             case
-                when level is null
+                when
+                    level is null
                     or level in ('fatal', 'error', 'warning', 'info', 'debug', 'sample')
                     then level
                 else 'unknown'

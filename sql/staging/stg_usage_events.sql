@@ -13,7 +13,7 @@ quarantined as (
 ),
 
 final as (
-    select candidates.* exclude (type_error)
+    select candidates.* exclude (type_error)  -- noqa: RF03
     from candidates
     where not exists (
         select 1 from quarantined

@@ -119,6 +119,12 @@ FRESHDESK_TICKETS = SourceSpec(
     ),
     cursor_expr="j ->> 'updated_at'",
     layout="$[*]",
+    # Deleted and spam tickets (filter=deleted) carry "deleted": true / "spam": true; both are
+    # tombstones (staging marks them is_deleted) and win a tie on updated_at (_VERSION_ORDER).
+    deleted_expr=(
+        "coalesce(try_cast(j ->> 'deleted' as boolean), false) "
+        "or coalesce(try_cast(j ->> 'spam' as boolean), false)"
+    ),
     record_sql=RECORD_SQL,
 )
 

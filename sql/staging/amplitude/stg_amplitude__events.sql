@@ -47,7 +47,8 @@ fields as (
             type_is(payload_types[3], ['VARCHAR'], 'device_id'),
             type_is(payload_types[4], ['VARCHAR'], 'event_time'),
             case
-                when payload_types[4] = 'VARCHAR'
+                when
+                    payload_types[4] = 'VARCHAR'
                     and nullif(trim(event_time_text), '') is not null
                     and try_cast(event_time_text as timestamptz) is null
                     then 'wrong_type:event_time'

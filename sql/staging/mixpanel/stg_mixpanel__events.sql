@@ -53,7 +53,8 @@ renamed as (
             type_is(payload_types[1], ['VARCHAR'], 'event'),
             type_is(payload_types[2], ['OBJECT'], 'properties'),
             case
-                when not list_contains(['BIGINT', 'UBIGINT', 'DOUBLE', 'NULL'], payload_types[3])
+                when
+                    not list_contains(['BIGINT', 'UBIGINT', 'DOUBLE', 'NULL'], payload_types[3])
                     or (
                         payload_types[3] <> 'NULL'
                         and try(to_timestamp(json_extract(payload, '$.properties.time')::double))
