@@ -146,11 +146,14 @@ def _gh_mut(**changes) -> Callable[[Path, str], bytes]:
 _DROP = object()
 
 
-def _nested(depth: int, marker: str) -> dict:
-    node: dict = {"leaf": marker}
-    for _ in range(depth):
-        node = {"n": node}
-    return node
+def _deeply_nested(world: Path, marker: str) -> bytes:
+    """An event whose properties nest 2,000 objects deep, written as text (json.dumps itself
+    stops at Python's recursion limit), then a good event."""
+    rec = _ph_event(world, marker)
+    rec["properties"] = "@NESTED@"
+    nested = '{"n": ' * 2000 + json.dumps({"leaf": marker}) + "}" * 2000
+    line = json.dumps(rec).replace('"@NESTED@"', nested)
+    return (line + "\n").encode() + _ph_lines([_ph_event(world, marker, 1)])
 
 
 def _binary(world: Path, marker: str) -> bytes:
@@ -220,7 +223,7 @@ CASES = [
             + b'","event":"x\x00y"}\n'
         ),
     ),
-    Case("ph-deeply-nested", "posthog", _ph_mut(properties=lambda m: _nested(2000, m))),
+    Case("ph-deeply-nested", "posthog", _deeply_nested),
     Case("ph-wrong-typed-uuid", "posthog", _ph_mut(uuid=12345)),
     Case("ph-missing-uuid", "posthog", _ph_mut(uuid=_DROP)),
     Case("ph-future-timestamp", "posthog", _ph_mut(timestamp="2099-01-01T00:00:00+00:00")),
@@ -434,7 +437,10 @@ def group_trial(spec: dict) -> list[Trial]:
     d = new_trial_dir(
         Path(spec["work"]), f"inputs-group{spec.get('group', '')}", Path(spec["world"])
     )
-    markers = plant(d / "demo", names)
+    try:
+        markers = plant(d / "demo", names)
+    except Exception as exc:  # a case whose file cannot be made: judge each case alone
+        return [_alone(spec, n, f"group not run: {exc!r}"[:160]) for n in names]
     config = write_config(d)
     runs = [run_cli(d, nightly_args(config)) for _ in range(2)]
     problems = judge_group(d / "feedback.duckdb", runs, markers, spec["ref_keys"])
@@ -444,9 +450,13 @@ def group_trial(spec: dict) -> list[Trial]:
             Trial(SECTION, n, True, f"grouped with {len(names) - 1} other case(s)", each)
             for n in names
         ]
-    out = []
-    for name in names:
+    return [_alone(spec, n, f"its group failed: {'; '.join(problems[:2])}") for n in names]
+
+
+def _alone(spec: dict, name: str, why: str) -> Trial:
+    try:
         t = trial({**spec, "case": name})
-        t.detail = (t.detail or "passes alone") + f" [its group failed: {'; '.join(problems[:2])}]"
-        out.append(t)
-    return out
+    except Exception as exc:  # a harness error is this case's failure, never hidden
+        return Trial(SECTION, name, False, f"harness error: {exc!r}"[:300] + f" [{why}]")
+    t.detail = (t.detail or "passes alone") + f" [{why}]"
+    return t
