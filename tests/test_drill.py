@@ -182,18 +182,31 @@ BUNDLE_INPUTS = [
 UNSTABLE = ("intermediate.int_feature_evidence", "quality.quarantine")
 
 
-@pytest.fixture(scope="module")
-def bundle(work: dict) -> dict:
+@pytest.fixture(scope="module", autouse=True)
+def _bundle_started(request: pytest.FixtureRequest, work: dict):
+    """Start the bundle's runs as soon as the module starts (when a selected test needs them):
+    the cheap tests above then run while the nightly children do."""
     from concurrent.futures import ThreadPoolExecutor
+
+    if not any("bundle" in getattr(i, "fixturenames", ()) for i in request.session.items):
+        yield None
+        return
 
     def crash_side() -> dict:
         ref = crash.reference(Path(work["work"]), Path(work["world"]))
         return {"ref": ref, "trial": crash.trial({**work, "point": KILL_POINT, "ref": ref})}
 
     with ThreadPoolExecutor(2) as pool:
-        scan = pool.submit(secrets.trial, {**work, "inputs": BUNDLE_INPUTS})
-        side = pool.submit(crash_side)
-        return {"secrets": scan.result(), **side.result()}
+        yield (
+            pool.submit(secrets.trial, {**work, "inputs": BUNDLE_INPUTS}),
+            pool.submit(crash_side),
+        )
+
+
+@pytest.fixture(scope="module")
+def bundle(_bundle_started) -> dict:
+    scan, side = _bundle_started
+    return {"secrets": scan.result(), **side.result()}
 
 
 def test_crash_at_a_kill_point_loses_duplicates_and_changes_nothing(bundle: dict) -> None:
