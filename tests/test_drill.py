@@ -4,7 +4,8 @@ duplicated issue, a leaked secret in any form).
 
 Not slow: bad settings (CLI child processes that stop at preflight), fault injection on three
 connectors (their load step in-process against faulty fakes), the harness unit checks, and one
-bundle of nightly runs shared by the crash, bad-input and secret-scan sections (see `bundle`).
+bundle of nightly runs shared by the bad-input and secret-scan sections (see `bundle`). The crash
+trial (a kill point against the bundle's reference run) and lone bad inputs are under -m slow.
 """
 
 from __future__ import annotations
@@ -165,7 +166,7 @@ def test_faulty_vendor_api_loads_what_a_clean_api_loads(work: dict, vendor: str)
 # One nightly-based bundle shared by the sections, two CLI children at a time (threads only
 # wait on them): (A) the secret scan's two runs, whose world also carries a group of bad-input
 # files (judged apart: the scan does not look at them, they are no secret); (B) a clean
-# reference run, then one crash trial (SIGKILL at a kill point, rerun) compared with it.
+# reference run (the bar for the bad inputs; the slow crash trial is judged against it too).
 KILL_POINT = "load._merge_raw:2:after"
 BUNDLE_INPUTS = [
     "ph-invalid-utf8-line",
@@ -188,8 +189,7 @@ def _bundle_started(request: pytest.FixtureRequest, work: dict):
         return
 
     def crash_side() -> dict:
-        ref = crash.reference(Path(work["work"]), Path(work["world"]))
-        return {"ref": ref, "trial": crash.trial({**work, "point": KILL_POINT, "ref": ref})}
+        return {"ref": crash.reference(Path(work["work"]), Path(work["world"]))}
 
     with ThreadPoolExecutor(2) as pool:
         yield (
@@ -204,9 +204,14 @@ def bundle(_bundle_started) -> dict:
     return {"secrets": scan.result(), **side.result()}
 
 
-def test_crash_at_a_kill_point_loses_duplicates_and_changes_nothing(bundle: dict) -> None:
+# A killed run and its rerun cost two more nightly runs: under -m slow (tests/test_crash.py kills
+# the load, write-back and snapshot in the default suite; make drill kills at 20 points).
+@pytest.mark.slow
+def test_crash_at_a_kill_point_loses_duplicates_and_changes_nothing(
+    bundle: dict, work: dict
+) -> None:
     assert bundle["ref"]["state"] == "completed", bundle["ref"]["stderr_tail"][-600:]
-    trial = bundle["trial"]
+    trial = crash.trial({**work, "point": KILL_POINT, "ref": bundle["ref"]})
     problems = trial.extra.get("problems")
     assert problems is not None, trial.detail  # the kill point was reached, the rerun judged
     assert problems == [], problems  # every table and issue exactly as the uninterrupted run
