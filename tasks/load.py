@@ -1785,19 +1785,15 @@ def _quarantine_load_rejects(
 
 def _redact_bad_lines(con: duckdb.DuckDBPyConnection) -> None:
     """Lines set aside before parsing never went through the record redaction; the quarantine
-    keeps only their redacted text (e-mails, phones, cards, names in their forms, tokens)."""
-    bad = con.sql("select * from _bad").to_arrow_table()
-    if not bad.num_rows:
-        return
-    import pyarrow as pa
-
-    i = bad.schema.get_field_index("text")
-    texts = [redact.redact_text(t) for t in bad.column(i).to_pylist()]
-    con.register("_bad_redacted", bad.set_column(i, "text", pa.array(texts, pa.string())))
-    try:
-        con.execute("create or replace temp table _bad as select * from _bad_redacted")
-    finally:
-        con.unregister("_bad_redacted")
+    keeps only their redacted text (e-mails, phones, cards, names in their forms, tokens).
+    Bad lines are few: they are redacted in Python and only changed ones written back."""
+    changed = [
+        (red, rowid)
+        for rowid, text in con.sql("select rowid, text from _bad where text is not null").fetchall()
+        if (red := redact.redact_text(text)) != text
+    ]
+    if changed:
+        con.executemany("update _bad set text = ? where rowid = ?", changed)
 
 
 def _advance_cursor(
