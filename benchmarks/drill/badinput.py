@@ -107,14 +107,19 @@ def _gh_issue(world: Path, marker: str, k: int = 1) -> dict:
     return i
 
 
+def _changed(rec: dict, changes: dict, marker: str) -> dict:
+    """`rec` with each change applied: _DROP removes the field, a callable gets the marker."""
+    for k, v in changes.items():
+        if v is _DROP:
+            rec.pop(k, None)
+        else:
+            rec[k] = v(marker) if callable(v) else v
+    return rec
+
+
 def _ph_mut(**changes) -> Callable[[Path, str], bytes]:
     def make(world: Path, marker: str) -> bytes:
-        rec = _ph_event(world, marker)
-        for k, v in changes.items():
-            if v is _DROP:
-                rec.pop(k, None)
-            else:
-                rec[k] = v(marker) if callable(v) else v
+        rec = _changed(_ph_event(world, marker), changes, marker)
         return _ph_lines([rec, _ph_event(world, marker, 1)])
 
     return make
@@ -122,9 +127,7 @@ def _ph_mut(**changes) -> Callable[[Path, str], bytes]:
 
 def _zd_mut(**changes) -> Callable[[Path, str], bytes]:
     def make(world: Path, marker: str) -> bytes:
-        t = _zd_ticket(world, marker)
-        for k, v in changes.items():
-            t[k] = v(marker) if callable(v) else v
+        t = _changed(_zd_ticket(world, marker), changes, marker)
         return _zd_wrap(world, [t, _zd_ticket(world, marker, 2)])
 
     return make
@@ -132,12 +135,7 @@ def _zd_mut(**changes) -> Callable[[Path, str], bytes]:
 
 def _gh_mut(**changes) -> Callable[[Path, str], bytes]:
     def make(world: Path, marker: str) -> bytes:
-        i = _gh_issue(world, marker)
-        for k, v in changes.items():
-            if v is _DROP:
-                i.pop(k, None)
-            else:
-                i[k] = v(marker) if callable(v) else v
+        i = _changed(_gh_issue(world, marker), changes, marker)
         return json.dumps([i, _gh_issue(world, marker, 2)]).encode()
 
     return make
