@@ -112,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         f"[bold]feedback-loop[/]: nightly run — warehouse {escape(str(settings.duckdb_path))}"
     )
     state = nightly(**params, return_state=True)
-    if state.is_failed() or state.is_crashed():
+    degraded = state.name == "Degraded"  # a FAILED-type state that still carries the summary
+    if (state.is_failed() or state.is_crashed()) and not degraded:
         try:
             state.result()
         except ConfigError as exc:
@@ -120,10 +121,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         except Exception as exc:  # the flow already logged the traceback
             _error_line(err, "run failed:", f"{type(exc).__name__}: {exc}")
         return EXIT_RUN_FAILED
-    summary = state.result()
+    summary = state.result(raise_on_failure=False)
     _print_summary(out, err, summary, state.name)
     reasons = summary.get("degraded_reasons") or []
-    if state.name == "Degraded" or reasons:
+    if degraded or reasons:
         for reason in reasons:
             _error_line(err, "degraded:", reason, style="bold red")
         return EXIT_DEGRADED

@@ -13,12 +13,11 @@ from typing import Annotated
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from prefect.states import Completed
+from prefect.states import Failed
 from pydantic import Field
 
-from tasks import quality, reporting
+from tasks import quality, reporting, runtime
 from tasks.preflight import preflight
-from tasks.settings import load_settings
 from tasks.steps import (
     ALL_SOURCES,
     SourceKind,
@@ -29,6 +28,7 @@ from tasks.steps import (
     load_sources,
     prepare_demo_data,
     publish_snapshot,
+    record_stage_seconds,
     score_features,
     start_run,
     validate_marts,
@@ -78,17 +78,42 @@ def nightly(
             touched by new or changed data (same result, slower).
     """
     logger = get_run_logger()
-    settings = load_settings(config_path)
+    settings = runtime.run_settings(config_path)  # production: a settings file, never the demo
     preflight(settings, sources=sources)  # ConfigError before anything is loaded or written
     window_days = settings.window_days if window_days is None else window_days
-    started_at = datetime.now(UTC)
-    run_id = f"{started_at:%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
-    timings: dict[str, float] = {}
+    run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     max_new = (
         settings.writeback.max_new_suggestions
         if max_new_suggestions is None
         else max_new_suggestions
     )
+    # One writer per warehouse: a second run (any deployment, the CLI, a backfill) waits here,
+    # in the AwaitingWarehouse state, until this one has finished.
+    with runtime.writer(settings, flow="nightly", run_id=run_id, logger=logger):
+        summary, reasons = _run(
+            settings, run_id, as_of, window_days, list(sources), dry_run, max_new, full_refresh
+        )
+    if reasons:
+        # A FAILED-type state named Degraded: red in the run list, counted by the dashboard and
+        # matched by the failure automations; the name and message say the data was published.
+        return Failed(name="Degraded", data=summary, message="; ".join(reasons))
+    return summary
+
+
+def _run(
+    settings,
+    run_id: str,
+    as_of: date | None,
+    window_days: int,
+    sources: list[SourceKind],
+    dry_run: bool,
+    max_new: int,
+    full_refresh: bool,
+) -> tuple[dict, list[str]]:
+    """The run itself, holding the writer lock: returns its summary and Degraded reasons."""
+    logger = get_run_logger()
+    started_at = datetime.now(UTC)
+    timings: dict[str, float] = {}
 
     def timed(name: str, fn, *args):
         t0 = time.perf_counter()
@@ -96,15 +121,15 @@ def nightly(
         timings[name] = round(time.perf_counter() - t0, 3)
         return result
 
-    crashed = start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
-    if crashed:
-        logger.warning("runs left 'running' by a killed process, now 'crashed': %s", crashed)
+    abandoned = start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
+    if abandoned:
+        logger.warning("runs that died without finishing, now 'abandoned': %s", abandoned)
     logger.info(
         "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
     )
     try:
         timed("demo_data", prepare_demo_data, settings)
-        loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
+        loads = timed("load", load_sources, settings, sources, run_id, started_at)
         failed = failed_loads(loads)  # isolated failures: the other sources loaded
         staged = timed("staging", build_staging, settings)
         gate = timed(
@@ -132,48 +157,44 @@ def nightly(
             max_new,
             quality.run_verdict(verdicts),
         )
+
+        dq_verdict = quality.run_verdict(verdicts)
+        summary = {
+            "run_id": run_id,
+            "as_of": scored["as_of"],
+            "window_days": window_days,
+            "dry_run": dry_run,
+            "dq_verdict": dq_verdict,
+            "loads": loads,
+            "staging_rows": staged,
+            "validation": quality.verdicts_as_dicts(verdicts),
+            "data_sources": gate.sources,
+            "data_docs": marts_gate.data_docs or gate.data_docs,
+            "coverage": scored["coverage"],
+            "catalog_version": scored["catalog_version"],
+            "timings": timings,
+            "plan": wb["plan"],
+            "writeback": {k: v for k, v in wb.items() if k != "plan"},
+            "failed_sources": failed,
+            "db_path": str(settings.duckdb_path),
+            "snapshot_path": str(settings.snapshot_path),
+            "tracker_dir": str(settings.writeback.tracker_dir),
+        }
+        health, suggestions = collect_results(settings, scored["as_of"], wb["plan"])
+        summary["health"] = health
+        summary["suggestions"] = suggestions
+        summary["n_blocked"] = sum(1 for r in suggestions if r.get("is_blocked"))
+        reasons = degraded_reasons(summary, verdicts, gate.sources)
+        summary["degraded_reasons"] = reasons
+        # The row is final before the snapshot is taken, so analysts never see this run running.
+        status = "degraded" if reasons else "completed"
+        finish_run(settings, run_id, status, scored["as_of"], dq_verdict, summary)
         timed("snapshot", publish_snapshot, settings)  # published whatever write-back did
+        record_stage_seconds(settings, run_id, timings)
     except Exception:
-        finish_run(settings, run_id, "failed", None, None, {})
+        finish_run(settings, run_id, "failed", None, None, {"timings": timings})
         raise
 
-    dq_verdict = quality.run_verdict(verdicts)
-    plan = wb["plan"]
-    summary = {
-        "run_id": run_id,
-        "as_of": scored["as_of"],
-        "window_days": window_days,
-        "dry_run": dry_run,
-        "dq_verdict": dq_verdict,
-        "loads": loads,
-        "staging_rows": staged,
-        "validation": quality.verdicts_as_dicts(verdicts),
-        "data_sources": gate.sources,
-        "data_docs": marts_gate.data_docs or gate.data_docs,
-        "coverage": scored["coverage"],
-        "catalog_version": scored["catalog_version"],
-        "timings": timings,
-        "plan": plan,
-        "writeback": {k: v for k, v in wb.items() if k != "plan"},
-        "failed_sources": failed,
-        "db_path": str(settings.duckdb_path),
-        "snapshot_path": str(settings.snapshot_path),
-        "tracker_dir": str(settings.writeback.tracker_dir),
-    }
-    health, suggestions = collect_results(settings, scored["as_of"], plan)
-    summary["health"] = health
-    summary["suggestions"] = suggestions
-    summary["n_blocked"] = sum(1 for r in suggestions if r.get("is_blocked"))
-    reasons = degraded_reasons(summary, verdicts, gate.sources)
-    summary["degraded_reasons"] = reasons
-    finish_run(
-        settings,
-        run_id,
-        "degraded" if reasons else "completed",
-        scored["as_of"],
-        dq_verdict,
-        summary,
-    )
     report = reporting.summary_markdown(summary)
     settings.reports_dir.mkdir(parents=True, exist_ok=True)
     (settings.reports_dir / f"{scored['as_of']}.md").write_text(report, encoding="utf-8")
@@ -192,9 +213,7 @@ def nightly(
         table=health,
         description="Health score per feature, least healthy first",
     )
-    if reasons:
-        return Completed(name="Degraded", data=summary, message="; ".join(reasons))
-    return summary
+    return summary, reasons
 
 
 def degraded_reasons(

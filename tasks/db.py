@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,38 +22,70 @@ class WarehouseLockedError(RuntimeError):
     """Another process holds the DuckDB file."""
 
 
+# How long a writer waits for another process's DuckDB lock on the file (an analyst's open
+# session, say) before it gives up with a clear message; a run sets it from its settings
+# (lock_wait_seconds) with `set_lock_wait`.
+LOCK_WAIT_SECONDS = 600.0
+_LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+def set_lock_wait(seconds: float) -> None:
+    global LOCK_WAIT_SECONDS
+    LOCK_WAIT_SECONDS = float(seconds)
+
+
 def connect(
     path: Path,
     *,
     read_only: bool = False,
     memory_limit: str | None = None,
-    lock_timeout_s: float = 30.0,
+    lock_timeout_s: float | None = None,
 ) -> duckdb.DuckDBPyConnection:
     """Open the warehouse, retrying with jitter while another process holds the lock.
 
     DuckDB fails at once on a conflicting lock instead of waiting (STACK_NOTES), so a short
-    analyst query would otherwise make the nightly writer crash.
+    analyst query would otherwise make the nightly writer crash. The wait is bounded
+    (`lock_timeout_s`, default LOCK_WAIT_SECONDS), announced once with the holding process, and
+    ends in WarehouseLockedError naming it.
     """
     path = Path(path)
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     config = {"memory_limit": memory_limit} if memory_limit else {}
-    deadline = time.monotonic() + lock_timeout_s
+    wait = LOCK_WAIT_SECONDS if lock_timeout_s is None else lock_timeout_s
+    started = time.monotonic()
     delay = 0.2
+    next_report = started
     while True:
         try:
             return duckdb.connect(str(path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
-            if time.monotonic() >= deadline:
+            who = _lock_holder(str(exc))
+            now = time.monotonic()
+            if now - started >= wait:
                 raise WarehouseLockedError(
-                    f"{path} is locked by another process (an open analyst session or another "
-                    "run?). Close it, or query the analyst snapshot instead."
+                    f"{path} is locked by {who} and stayed locked for {now - started:.0f} s "
+                    "(an open analyst session or another program?). Close it — analysts can "
+                    "query the snapshot (feedback-loop query) instead — and run again."
                 ) from None
-            log.info("warehouse %s is locked; retrying in %.1fs", path, delay)
+            if now >= next_report:
+                log.warning(
+                    "warehouse %s is locked by %s; waiting up to %.0f s more",
+                    path,
+                    who,
+                    wait - (now - started),
+                )
+                next_report = now + 30.0
             time.sleep(delay + random.uniform(0, delay / 2))
             delay = min(delay * 2, 3.0)
+
+
+def _lock_holder(message: str) -> str:
+    """`process (PID n)` from DuckDB's lock error, else "another process"."""
+    m = _LOCK_HOLDER.search(message)
+    return f"{Path(m.group(1)).name} (PID {m.group(2)})" if m else "another process"
 
 
 @contextmanager

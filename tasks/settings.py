@@ -227,6 +227,18 @@ class Settings(_Strict):
         description="Read-only analyst copy, replaced atomically at the end of every run.",
     )
     duckdb_memory_limit: str = "4GB"
+    warehouse_wait_minutes: float = Field(
+        240,
+        ge=0,
+        description="How long a run waits for another run (any deployment, the CLI, a backfill) "
+        "writing the same warehouse before it gives up; it waits in the AwaitingWarehouse state.",
+    )
+    lock_wait_seconds: float = Field(
+        600,
+        ge=0,
+        description="How long a run waits for another program's DuckDB lock on the live file "
+        "(an analyst's open session) before it fails with a message naming that process.",
+    )
     catalog_path: Path = DEFAULT_CATALOG
     window_days: int = Field(
         28, ge=7, le=120, description="Default scoring window of a run (flow/CLI may override)."

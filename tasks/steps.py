@@ -444,11 +444,6 @@ def publish_snapshot(settings: Settings) -> float:
     return seconds
 
 
-# A `running` row older than this is a run that was killed: the flow's own timeout is 3 h.
-STALE_RUN_AGE = timedelta(hours=3, minutes=30)
-_TERMINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
-
-
 def start_run(
     settings: Settings,
     run_id: str,
@@ -457,69 +452,43 @@ def start_run(
     window_days: int,
     dry_run: bool,
 ) -> list[str]:
-    """Record this run as `running`; first mark runs that were killed as `crashed` (returns
-    their run ids): see `mark_stale_runs`."""
+    """Record this run as `running`; first mark the rows of runs that died as `abandoned`
+    (returns their run ids): see `mark_abandoned_runs`. Call it holding the writer lock."""
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
-        crashed = mark_stale_runs(con, started_at, flow_run_id)
+        abandoned = mark_abandoned_runs(con, started_at, run_id)
         con.execute(
             "insert into ops.runs (run_id, flow_run_id, started_at, status, window_days, "
             "is_dry_run) values (?, ?, ?, 'running', ?, ?)",
             [run_id, flow_run_id, started_at, window_days, dry_run],
         )
-    return crashed
+    return abandoned
 
 
-def mark_stale_runs(
-    con: duckdb.DuckDBPyConnection,
-    now: datetime,
-    own_flow_run_id: str | None = None,
-    *,
-    max_age: timedelta = STALE_RUN_AGE,
-    flow_run_state=None,
+def mark_abandoned_runs(
+    con: duckdb.DuckDBPyConnection, now: datetime, own_run_id: str
 ) -> list[str]:
-    """`running` rows of ops.runs that can no longer be running become `crashed`: those started
-    more than `max_age` ago (longer than the flow's timeout), and younger ones whose Prefect flow
-    run is in a terminal state (the process was killed and Prefect noticed, or the run ended
-    without recording it). A fresh row whose flow run is still running, or cannot be looked up,
-    is left alone: it may be a run going on right now. Returns the run ids marked."""
+    """Every `running` row of ops.runs other than this run's becomes `abandoned`.
+
+    Only the holder of the warehouse's writer lock (tasks.writer_lock) writes ops.runs, and the
+    lock is released when its holder ends — even when it is killed — so a `running` row found
+    by the next holder belongs to a run that died before it could finish its row. Returns the
+    run ids marked."""
     rows = con.execute(
-        "select run_id, flow_run_id, started_at from ops.runs where status = 'running'"
+        "select run_id from ops.runs where status = 'running' and run_id <> ? order by started_at",
+        [own_run_id],
     ).fetchall()
-    lookup = flow_run_state or _flow_run_state
-    crashed = []
-    for run_id, fr_id, started in rows:
-        if started is not None and started < now - max_age:
-            crashed.append((run_id, f"still running after {max_age}; the run was killed"))
-        elif fr_id and fr_id != own_flow_run_id:
-            state = lookup(fr_id)
-            if state in _TERMINAL_STATES:
-                crashed.append((run_id, f"its Prefect flow run is {state.lower()}"))
-    for run_id, why in crashed:
+    abandoned = [r for (r,) in rows]
+    why = f"the run ended without finishing (killed or crashed); found by run {own_run_id}"
+    for run_id in abandoned:
         con.execute(
-            "update ops.runs set status = 'crashed', finished_at = coalesce(finished_at, ?), "
-            "summary = coalesce(summary, json_object('crashed', ?)) "
+            "update ops.runs set status = 'abandoned', finished_at = coalesce(finished_at, ?), "
+            "summary = coalesce(summary, json_object('abandoned', ?)) "
             "where run_id = ? and status = 'running'",
             [now, why, run_id],
         )
-        log.warning("run %s marked crashed: %s", run_id, why)
-    return [r for r, _ in crashed]
-
-
-def _flow_run_state(flow_run_id: str) -> str | None:
-    """The state type of a Prefect flow run (COMPLETED, RUNNING, ...), None when it cannot be
-    read (no API, unknown id): the caller then leaves the row alone."""
-    from uuid import UUID
-
-    try:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as client:
-            fr = client.read_flow_run(UUID(str(flow_run_id)))
-        return fr.state.type.value if fr.state else None
-    except Exception:  # an unreachable API or an unknown id proves nothing
-        log.debug("flow run %s: state not readable", flow_run_id, exc_info=True)
-        return None
+        log.warning("run %s marked abandoned: %s", run_id, why)
+    return abandoned
 
 
 def finish_run(
@@ -530,11 +499,39 @@ def finish_run(
     dq_verdict: str | None,
     summary: dict,
 ) -> None:
+    """The run's final row: status, verdict, the summary, and its stage timings and row counts
+    (also as their own columns, for queries)."""
+    keys = ("records_read", "n_inserted", "n_updated", "n_quarantined")
+    counts = {
+        "loaded": {
+            name: {k: st.get(k) for k in keys} for name, st in (summary.get("loads") or {}).items()
+        },
+        "staging": summary.get("staging_rows"),
+    }
     with db.warehouse(settings.duckdb_path) as con:
         con.execute(
             "update ops.runs set finished_at = now(), status = ?, as_of_date = ?::date, "
-            "dq_verdict = ?, summary = ?::json where run_id = ?",
-            [status, as_of, dq_verdict, json.dumps(summary, default=str), run_id],
+            "dq_verdict = ?, summary = ?::json, stage_seconds = ?::json, row_counts = ?::json "
+            "where run_id = ?",
+            [
+                status,
+                as_of,
+                dq_verdict,
+                json.dumps(summary, default=str),
+                json.dumps(summary.get("timings") or {}),
+                json.dumps(counts, default=str),
+                run_id,
+            ],
+        )
+
+
+def record_stage_seconds(settings: Settings, run_id: str, timings: dict[str, float]) -> None:
+    """Stage timings known only after the row was final (the snapshot's), in the live file."""
+    with db.warehouse(settings.duckdb_path) as con:
+        con.execute(
+            "update ops.runs set stage_seconds = ?::json, "
+            "summary = json_merge_patch(summary, json_object('timings', ?::json)) where run_id = ?",
+            [json.dumps(timings), json.dumps(timings), run_id],
         )
 
 

@@ -233,7 +233,7 @@ def validate_table(
     params: dict[str, Any] | None = None,
     *,
     memory_limit: str | None = None,
-    lock_timeout_s: float = 30.0,
+    lock_timeout_s: float | None = None,
 ) -> TableValidation:
     """Validate `schema.table` in the DuckDB file against a suite; every check runs in DuckDB.
 
@@ -404,7 +404,7 @@ def _duckdb_engine_kwargs(
     *,
     read_only: bool,
     memory_limit: str | None,
-    lock_timeout_s: float,
+    lock_timeout_s: float | None,
     variables: dict[str, Any] | None = None,
 ) -> Iterator[tuple[str, dict[str, Any], Callable[[Any], None]]]:
     """SQLAlchemy engine settings whose DuckDB connections are all closed on exit.
@@ -445,7 +445,7 @@ def _duckdb_engine_kwargs(
 
 
 def _open_duckdb(
-    db_path: Path, read_only: bool, memory_limit: str | None, lock_timeout_s: float
+    db_path: Path, read_only: bool, memory_limit: str | None, lock_timeout_s: float | None
 ) -> duckdb.DuckDBPyConnection:
     try:
         return db_connect(

@@ -159,7 +159,8 @@ def world(tmp_path_factory):
         out["report_2"] = next((root / "reports").glob("*.md")).read_text(encoding="utf-8")
         out["snapshot_moved_2"] = snapshot.stat().st_mtime_ns != mtime_1
 
-        # Rows a killed run left behind, and one of a run going on right now (stale_runs).
+        # Rows runs that died left behind: the next run holds the writer lock, so none of them
+        # can still be going on.
         now = datetime.now(UTC)
         with duckdb.connect(str(db)) as con:
             con.executemany(
@@ -219,7 +220,8 @@ def test_a_failing_connector_does_not_stop_the_others_and_degrades_the_run(world
     run = world["failed_source_run"]
     s = run["summary"]
     assert run["status"] == "degraded"
-    assert world["states"]["failed_source"].is_completed()
+    # Not green: a FAILED-type state named Degraded (failure automations and the dashboard see it).
+    assert world["states"]["failed_source"].is_failed()
     assert world["states"]["failed_source"].name == "Degraded"
     # Zendesk failed with a one-line masked reason; its cursor did not move.
     assert set(s["failed_sources"]) == {"zendesk"}
@@ -286,47 +288,35 @@ def test_a_failing_write_back_publishes_the_snapshot_and_exits_3(world):
     assert world["writeback_seconds"] < 120  # the hour-long wait was never started
 
 
-def test_killed_runs_are_marked_crashed_and_a_fresh_one_is_left_alone(world):
-    runs = world["runs"]  # after run 3 started (start_run marks stale rows first)
-    assert runs["killed-old"] == "crashed"  # older than the flow's timeout
-    assert runs["killed-fresh"] == "crashed"  # its Prefect flow run is Completed
-    assert runs["concurrent"] == "running"  # fresh, no terminal flow run: maybe running now
+def test_runs_that_died_are_marked_abandoned_by_the_next_run(world):
+    runs = world["runs"]  # after run 3 started (start_run marks them first)
+    for run_id in ("killed-old", "killed-fresh", "concurrent"):
+        assert runs[run_id] == "abandoned", run_id
     assert runs[world["writeback_run"]["run_id"]] == "degraded"
+    assert "running" not in runs.values()
 
 
-def test_a_fresh_row_whose_flow_run_is_running_is_not_crashed(tmp_path):
+def test_only_other_runs_rows_are_abandoned(tmp_path):
     from tasks import db as db_mod
-    from tasks.steps import mark_stale_runs
+    from tasks.steps import mark_abandoned_runs
 
     now = datetime.now(UTC)
-    states = {"a": "RUNNING", "b": "CRASHED", "c": None}
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
         db_mod.ensure_schema(con)
         con.executemany(
-            "insert into ops.runs (run_id, flow_run_id, started_at, status) "
-            "values (?, ?, ?, 'running')",
+            "insert into ops.runs (run_id, started_at, status) values (?, ?, ?)",
             [
-                ["running-now", "a", now - timedelta(hours=1)],
-                ["crashed-in-prefect", "b", now - timedelta(hours=1)],
-                ["unknown", "c", now - timedelta(hours=1)],
-                ["mine", "m", now],
-                ["old", "a", now - timedelta(hours=4)],
+                ["dead", now - timedelta(hours=1), "running"],
+                ["done", now - timedelta(hours=2), "completed"],
+                ["mine", now, "running"],
             ],
         )
-        asked = []
-        marked = mark_stale_runs(
-            con, now, "m", flow_run_state=lambda fr: asked.append(fr) or states.get(fr)
-        )
+        marked = mark_abandoned_runs(con, now, "mine")
         rows = dict(con.sql("select run_id, status from ops.runs").fetchall())
-    assert sorted(marked) == ["crashed-in-prefect", "old"]
-    assert rows == {
-        "running-now": "running",
-        "crashed-in-prefect": "crashed",
-        "unknown": "running",
-        "mine": "running",
-        "old": "crashed",
-    }
-    assert "m" not in asked  # the run's own flow run is never looked up
+        why = con.sql("select summary->>'abandoned' from ops.runs where run_id = 'dead'").fetchone()
+    assert marked == ["dead"]
+    assert rows == {"dead": "abandoned", "done": "completed", "mine": "running"}
+    assert "found by run mine" in why[0]
 
 
 def test_write_back_errors_end_as_failed_not_as_a_run_failure(tmp_path, monkeypatch):

@@ -116,7 +116,12 @@ create table if not exists ops.runs (
     is_dry_run boolean,
     summary json
 );
-comment on table ops.runs is 'grain: one row per nightly run; key: run_id.';
+comment on table ops.runs is
+'grain: one row per run (nightly, manual, backfill); key: run_id. status: running, completed, '
+'degraded, failed, or abandoned (the run died before finishing its row; marked by the next run). '
+'stage_seconds and row_counts: per-stage timings and loaded/staged row counts.';
+alter table ops.runs add column if not exists stage_seconds json;
+alter table ops.runs add column if not exists row_counts json;
 
 create table if not exists ops.writeback_ledger (
     fingerprint varchar not null,
