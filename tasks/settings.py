@@ -308,12 +308,17 @@ class Settings(_Strict):
         )
 
 
+# Variables with the prefix that are not settings: the settings file itself, the production
+# switch (tasks.runtime) and the optional Presidio recogniser (tasks.redact).
+_NOT_SETTINGS = {ENV_PREFIX + n for n in ("CONFIG", "REQUIRE_CONFIG", "PRESIDIO")}
+
+
 def _env_overrides(environ: dict[str, str]) -> dict[str, Any]:
     """FEEDBACK_LOOP_DUCKDB_PATH=x -> {"duckdb_path": x}; FEEDBACK_LOOP_WRITEBACK__TRACKER_DIR=y ->
     {"writeback": {"tracker_dir": y}} (double underscore = nesting)."""
     out: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG":
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         parts = name[len(ENV_PREFIX) :].lower().split("__")
         node = out
