@@ -6,12 +6,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: install run test test-slow lint format lock bench-load bench-load-10m clean-data help
+.PHONY: install run test test-server test-slow lint format lock bench-load bench-load-10m clean-data help
 
 help:
 	@echo "make run         run the nightly flow on the demo data (generated on first run)"
 	@echo "make test        run the test suite (default, fast)"
 	@echo "make test-slow   run the slow scale tests"
+	@echo "make test-server real Prefect server + work pool + worker: deploy, queue, alerts (~4 min)"
 	@echo "make lint        ruff + sqlfluff"
 	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
@@ -35,7 +36,10 @@ run: $(STAMP)
 	$(BIN)/feedback-loop run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -m "not slow"
+	$(BIN)/python -m pytest -m "not slow and not server"
+
+test-server: $(STAMP)
+	$(BIN)/python -m pytest -m server -p no:cacheprovider
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pytest -m slow

@@ -401,6 +401,39 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------------- alerts
+def cmd_alerts(args: argparse.Namespace) -> int:
+    """Install the automation that announces Failed, Crashed, TimedOut and Degraded runs."""
+    out, err = _console()
+    api = os.environ.get("PREFECT_API_URL")
+    if not api:
+        from prefect.settings import PREFECT_API_URL
+
+        api = PREFECT_API_URL.value()
+    if not api:
+        raise UserError(
+            "alerts need a Prefect server (automations do not run on the ephemeral API): set "
+            "PREFECT_API_URL, e.g. http://127.0.0.1:4200/api"
+        )
+    from tasks.alerts import install_alerts
+
+    try:
+        done = install_alerts(
+            webhook_url=args.webhook_url, slack_webhook_url=args.slack_webhook_url, block=args.block
+        )
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    out.print(
+        f"automation {done['automation']!r} ({done['automation_id']}) on {api}: "
+        f"{', '.join(done['events'])} of flows {', '.join(done['flows'])} -> "
+        f"{done['block_type']}/{done['block']}",
+        markup=False,
+        soft_wrap=True,
+    )
+    err.print("test it: trigger a run that fails, or see Automations in the Prefect UI")
+    return 0
+
+
 def _start_local_server(port: int, err) -> subprocess.Popen:
     import requests
 
@@ -559,6 +592,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--seed", type=int, default=20260, help="random seed (default 20260)")
     ev.set_defaults(func=cmd_evaluate)
+
+    al = sub.add_parser(
+        "alerts",
+        help="install the Prefect automation that announces failed, crashed and degraded runs",
+        description="Create (or update) a notification block and the automation that sends it "
+        "when a nightly or backfill run ends Failed, Crashed, TimedOut or Degraded. Needs a "
+        "Prefect server (PREFECT_API_URL); running it again replaces the previous setup.",
+    )
+    where = al.add_mutually_exclusive_group(required=True)
+    where.add_argument(
+        "--webhook-url", help="generic JSON webhook (POST subject, body, text); the default"
+    )
+    where.add_argument("--slack-webhook-url", help="Slack incoming-webhook URL")
+    where.add_argument(
+        "--block",
+        metavar="TYPE/NAME",
+        help="an existing notification block, e.g. sendgrid-email/oncall for e-mail",
+    )
+    al.set_defaults(func=cmd_alerts)
 
     dr = sub.add_parser(
         "doctor",

@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 LIMIT_PREFIX = "feedback-loop-warehouse"
 LEASE_SECONDS = 120.0  # a killed holder's Prefect slot is reclaimed within about this long
 POLL_SECONDS = 1.0
+FIRST_ATTEMPT_SECONDS = 3.0
 REPORT_EVERY_SECONDS = 60.0
 
 
@@ -133,33 +134,41 @@ def warehouse_writer(
 @contextlib.contextmanager
 def _prefect_slot(db_path, deadline: float, tell: Callable[[str], None]) -> Iterator[None]:
     """One slot of the warehouse's global concurrency limit (created with limit 1 if missing;
-    `strict=True`, as a missing limit would otherwise be skipped silently)."""
+    `strict=True`, as a missing limit would otherwise be skipped silently). The first attempt
+    is short, so a run that has to queue says so (`tell`) while it goes on waiting."""
     from prefect.concurrency.sync import concurrency
 
     name = limit_name(db_path)
-    busy = _ensure_limit(name)
-    if busy:
-        who = describe_holder(read_holder(db_path))
-        tell(
-            f"waiting for the warehouse {Path(db_path).name}: {who} is writing it "
-            f"(Prefect concurrency limit {name})"
-        )
-    remaining = deadline - time.monotonic()
-    try:
-        with concurrency(
-            name,
-            occupy=1,
-            timeout_seconds=max(remaining, 1.0),
-            lease_duration=LEASE_SECONDS,
-            strict=True,
-        ):
-            yield
-    except TimeoutError:
-        raise WarehouseBusyError(_busy_message(db_path, deadline)) from None
+    _ensure_limit(name)
+    with contextlib.ExitStack() as stack:
+        attempt = FIRST_ATTEMPT_SECONDS
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                stack.enter_context(
+                    concurrency(
+                        name,
+                        occupy=1,
+                        timeout_seconds=max(min(attempt, remaining), 1.0),
+                        lease_duration=LEASE_SECONDS,
+                        strict=True,
+                    )
+                )
+                break
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise WarehouseBusyError(_busy_message(db_path, deadline)) from None
+                who = describe_holder(read_holder(db_path))
+                tell(
+                    f"waiting for the warehouse {Path(db_path).name}: {who} is writing it "
+                    f"(Prefect concurrency limit {name})"
+                )
+                attempt = REPORT_EVERY_SECONDS
+        yield
 
 
-def _ensure_limit(name: str) -> bool:
-    """Create the limit (1 slot) when missing; returns True when a slot is taken right now."""
+def _ensure_limit(name: str) -> None:
+    """Create the limit (1 slot) when missing; keep it at one active slot."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import (
         GlobalConcurrencyLimitCreate,
@@ -180,7 +189,6 @@ def _ensure_limit(name: str) -> bool:
             client.update_global_concurrency_limit(
                 name, GlobalConcurrencyLimitUpdate(limit=1, active=True)
             )
-        return limit.active_slots >= 1
 
 
 @contextlib.contextmanager

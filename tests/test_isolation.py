@@ -313,7 +313,9 @@ def test_only_other_runs_rows_are_abandoned(tmp_path):
         )
         marked = mark_abandoned_runs(con, now, "mine")
         rows = dict(con.sql("select run_id, status from ops.runs").fetchall())
-        why = con.sql("select summary->>'abandoned' from ops.runs where run_id = 'dead'").fetchone()
+        why = con.sql(
+            "select summary->>'abandoned' from ops.runs where run_id = 'dead'"
+        ).fetchall()[0]
     assert marked == ["dead"]
     assert rows == {"dead": "abandoned", "done": "completed", "mine": "running"}
     assert "found by run mine" in why[0]

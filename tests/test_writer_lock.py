@@ -125,7 +125,7 @@ def test_writers_queue_on_a_prefect_global_concurrency_limit(tmp_path, prefect_a
         with warehouse_writer(db_path, holder={"run_id": "a"}, wait_seconds=60, use_prefect=True):
             events.append(("a-in", time.monotonic()))
             first_in.set()
-            time.sleep(2.0)
+            time.sleep(6.0)  # longer than the second's first, short attempt
             events.append(("a-out", time.monotonic()))
 
     def second(told: list[str]) -> None:
