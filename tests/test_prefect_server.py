@@ -300,7 +300,7 @@ def test_a_production_deployment_without_settings_fails_at_once(stack):
         n_runs = con.sql("select count(*) from ops.runs").fetchall()[0][0]
     _cli([str(BIN / "prefect"), "--no-prompt", "variable", "unset", "feedback_loop_config"], env)
     run_id = _trigger(api, "manual", {})
-    fr = _wait(api, [run_id], stack, seconds=180)
+    fr = _wait(api, [run_id], stack, seconds=180)[run_id]
     assert fr["state"]["type"] == "FAILED"
     assert "no settings for this production deployment" in fr["state"]["message"]
     tasks = requests.post(
