@@ -245,3 +245,15 @@ def test_a_connector_refusing_its_credential_fails_alone_and_the_others_commit(r
     # The UI shows Zendesk's pull as Failed, the others Completed.
     states = runs["states"]["refused"]
     assert states == {f"pull-{v}": "Failed" if v == "zendesk" else "Completed" for v in VENDORS}
+
+
+@pytest.mark.parametrize("value", ["0", "17", '"four"'])
+def test_max_parallel_pulls_out_of_range_is_a_settings_error(tmp_path, value):
+    from tasks.settings import ConfigError, load_settings
+
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f"max_parallel_pulls = {value}\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="max_parallel_pulls"):
+        load_settings(cfg, environ={})
+    cfg.write_text("max_parallel_pulls = 1\n", encoding="utf-8")
+    assert load_settings(cfg, environ={}).max_parallel_pulls == 1
