@@ -18,6 +18,7 @@ help:
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
 	@echo "make bench-names  name redaction: recall, product words kept, tickets/s, load slowdown"
+	@echo "make bench-parallel  load step of the demo on 10 API fakes, serial vs parallel pulls (LATENCY_MS=30 PULLS=4)"
 	@echo "make evaluate    scenario suite: 11 planted worlds replayed 14 nights each, targets checked"
 	@echo "make drill       robustness/privacy drill: crashes, faulty APIs, bad inputs/settings, secret scan"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
@@ -83,6 +84,13 @@ BASELINE ?=
 bench-names: $(STAMP)
 	$(BIN)/python benchmarks/bench_names.py --tickets $(TICKETS) --load-tickets $(LOAD_TICKETS) \
 		$(if $(BASELINE),--baseline $(BASELINE))
+
+.PHONY: bench-parallel
+LATENCY_MS ?= 30
+PULLS ?= 4
+bench-parallel: $(STAMP)
+	$(BIN)/python benchmarks/bench_parallel.py --latency-ms $(LATENCY_MS) --parallel $(PULLS) \
+		--repeat $(REPEAT)
 
 .PHONY: evaluate
 EVAL_JOBS ?= 2

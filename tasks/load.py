@@ -25,10 +25,12 @@ import os
 import re
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -259,21 +261,32 @@ _HTML_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
 # Top-level keys of vendor error bodies (GitHub/Zendesk message or error, GraphQL and Freshdesk
 # errors, Jira errorMessages, Sentry/PostHog detail).
 _ERROR_KEYS = ("message", "error", "errors", "errorMessages", "detail")
-# Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy): copy -> original.
-# Set for the duration of one batch (_load_batch); the SQL reports the original as source_file.
-_ALIASES: dict[str, str] = {}
+
+
+class _Aliases(threading.local):
+    """Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy): copy ->
+    original. Set for the duration of one batch (_load_batch); the SQL reports the original as
+    source_file. Per thread: sources pulled in parallel (tasks/extract.py) build their SQL in
+    their own threads."""
+
+    def __init__(self) -> None:
+        self.map: dict[str, str] = {}
+
+
+_ALIASES = _Aliases()
 
 
 def _source_file_sql(col: str = "filename") -> str:
-    if not _ALIASES:
+    aliases = _ALIASES.map
+    if not aliases:
         return col
-    whens = " ".join(f"when {sql_literal(a)} then {sql_literal(o)}" for a, o in _ALIASES.items())
+    whens = " ".join(f"when {sql_literal(a)} then {sql_literal(o)}" for a, o in aliases.items())
     return f"(case {col} {whens} else {col} end)"
 
 
 def _readable(path: str) -> Path:
     """The file DuckDB reads for an original path (its copy, if it has one)."""
-    return Path(next((a for a, o in _ALIASES.items() if o == path), path))
+    return Path(next((a for a, o in _ALIASES.map.items() if o == path), path))
 
 
 @dataclass
@@ -787,13 +800,20 @@ def load_source(
     pattern: str,
     run_id: str,
     progress: Callable[[str], None] | None = None,
+    commit_lock: AbstractContextManager[Any] | None = None,
 ) -> LoadStats:
-    """Load every new or changed file matching `pattern` into `spec.raw_table`."""
+    """Load every new or changed file matching `pattern` into `spec.raw_table`.
+
+    `commit_lock`: held around every write to the warehouse (the bookkeeping of unchanged
+    files, each batch's transaction, the cursor refresh) when other sources load in parallel
+    on other cursors of the same database (tasks/extract.py): one writer at a time."""
     started = time.perf_counter()
     stats = LoadStats(source=spec.source)
+    commit = commit_lock if commit_lock is not None else nullcontext()
     files = _list_files(pattern) if pattern else []
     stats.files_seen = len(files)
-    pending = _pending_files(con, spec.source, files)
+    with commit:  # it may update ops.loaded_files (a rejected file touched but unchanged)
+        pending = _pending_files(con, spec.source, files)
     stats.files_skipped = len(files) - len(pending)
     _forget_seen_keys(con)
     try:
@@ -801,12 +821,14 @@ def load_source(
             if progress:
                 progress(f"{spec.source}: batch {i}, {len(batch)} file(s)")
             rejected_before = stats.files_rejected
-            _load_batch(con, spec, batch, run_id, stats)
+            with commit:
+                _load_batch(con, spec, batch, run_id, stats)
             stats.files_loaded += len(batch) - (stats.files_rejected - rejected_before)
     finally:
         _forget_seen_keys(con)
     if stats.files_loaded:
-        _refresh_file_cursor(con, spec)
+        with commit:
+            _refresh_file_cursor(con, spec)
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("loaded %s: %s", spec.source, stats.as_dict())
     return stats
@@ -839,12 +861,11 @@ def _load_batch(
                 if spec.layout == "table"
                 else _screen_files(con, spec, paths, Path(work))
             )
-        _ALIASES.clear()
-        _ALIASES.update(screen.aliases)
+        _ALIASES.map = dict(screen.aliases)
         try:
             _load_screened(con, spec, batch, run_id, stats, state, screen, keep_cursor)
         finally:
-            _ALIASES.clear()
+            _ALIASES.map = {}
 
 
 def _load_screened(
@@ -1875,6 +1896,7 @@ def load_pages(
     *,
     batch_bytes: int = 64 * 1024 * 1024,
     progress: Callable[[str], None] | None = None,
+    commit_lock: AbstractContextManager[Any] | None = None,
 ) -> LoadStats:
     """Load a connector's pages (tasks.clients.base.LandedPage) into `spec.raw_table`.
 
@@ -1887,9 +1909,15 @@ def load_pages(
     documented shape (an error body, HTML, invalid JSON, the record list missing) is quarantined
     without its text and the load stops before it — the pages before it commit, the cursor stays
     before it, and the next run fetches it again.
+
+    `commit_lock`: when connectors are pulled in parallel (tasks/extract.py), fetching, landing
+    and screening go on unlocked and only each batch's transaction holds the lock, so the
+    warehouse has one writer at a time and a commit still carries exactly its batch's cursor.
+    At most one batch of landed pages (on disk, about `batch_bytes`) waits for it.
     """
     started = time.perf_counter()
     stats = LoadStats(source=spec.source)
+    commit = commit_lock if commit_lock is not None else nullcontext()
     landing_dir.mkdir(parents=True, exist_ok=True)
     # Pages a killed run fetched but never committed: they are fetched again from the committed
     # cursor, and they may hold unredacted text, so they must not linger.
@@ -1907,7 +1935,8 @@ def load_pages(
         nonlocal pending, size, screened
         if not pending:
             return
-        _load_batch(con, spec, pending, run_id, stats, state=last_state, screen=screened)
+        with commit:
+            _load_batch(con, spec, pending, run_id, stats, state=last_state, screen=screened)
         stats.files_loaded += len(pending)
         if progress:
             progress(f"{spec.source}: committed {stats.records_read:,} records so far")
@@ -1927,16 +1956,17 @@ def load_pages(
             if screen.rejected_files:
                 flush()  # the pages before it, with their cursor
                 try:
-                    _load_batch(
-                        con,
-                        spec,
-                        [(path, len(page.body), 0)],
-                        run_id,
-                        stats,
-                        state=None,
-                        screen=screen,
-                        keep_cursor=True,
-                    )
+                    with commit:
+                        _load_batch(
+                            con,
+                            spec,
+                            [(path, len(page.body), 0)],
+                            run_id,
+                            stats,
+                            state=None,
+                            screen=screen,
+                            keep_cursor=True,
+                        )
                 finally:
                     path.unlink(missing_ok=True)
                 stats.warnings.append(

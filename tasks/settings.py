@@ -255,6 +255,13 @@ class Settings(_Strict):
         default_factory=dict,
         description="API connectors, one [connectors.<vendor>] table each (tasks/connectors.py).",
     )
+    max_parallel_pulls: int = Field(
+        4,
+        ge=1,
+        le=16,
+        description="Sources pulled at the same time (each a pull-<source> task run): their "
+        "fetching and landing overlap, their warehouse commits take turns. 1 = one after another.",
+    )
 
     @field_validator("hash_salt")
     @classmethod

@@ -6,7 +6,7 @@ import json
 import logging
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 from prefect import get_run_logger, task
@@ -14,6 +14,9 @@ from prefect import get_run_logger, task
 from tasks import catalog as catalog_mod
 from tasks import db, load, quality, reporting, transform, writeback
 from tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from tasks.extract import Pull
 
 
 class SourceKind(StrEnum):
@@ -53,25 +56,53 @@ def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
 def load_sources(
     settings: Settings, sources: list[SourceKind], run_id: str, window_end: datetime
 ) -> dict[str, dict]:
-    """Export files, then API connectors; each batch commits with its cursor.
+    """Export files and API connectors, pulled concurrently; each batch commits with its cursor.
 
+    Up to `settings.max_parallel_pulls` sources are fetched and landed at the same time, each in
+    its own `pull-<source>` task run (tasks/extract.py); their warehouse commits take turns.
     Each file source and each connector is isolated: one that fails (credentials refused,
     retries exhausted, an unreadable batch) is recorded with a one-line masked reason
     (`failed`, and its source kind in `kind`), its cursor stays at its last committed batch, and
-    the others still load. The quality gate turns the failures into load-layer verdicts.
+    the others still load. The quality gate turns the failures into load-layer verdicts. The
+    result lists the file sources, then the connectors, in the configured order.
 
     No Prefect retries: the HTTP layer already retried what is transient, and a rerun resumes
     from the last committed cursor.
     """
-    from tasks.clients.github import GITHUB_ISSUES_SPEC
-    from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
     from tasks.connectors import build_connectors
+    from tasks.extract import pull_all
     from tasks.redact import register_duckdb
 
     logger = get_run_logger()
     kinds = {k.value for k in sources}
     if "bugs" in kinds:
         kinds.add("errors")  # error signals (Sentry) travel with the bug trackers
+    files = _file_pulls(settings, sources, run_id)
+    connectors = build_connectors(settings, kinds)
+    pulls = files + _connector_pulls(settings, connectors, files, run_id, window_end)
+    secrets = _credential_values(settings)
+
+    def settle(log_to, pull: Pull, outcome: load.LoadStats | Exception) -> dict:
+        if isinstance(outcome, Exception):
+            return _failed_load(log_to, pull.key, pull.kind, outcome, secrets)
+        _log_stats(log_to, pull.key, outcome)
+        return outcome.as_dict()
+
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        db.ensure_schema(con)
+        register_duckdb(con, settings.hash_salt.get_secret_value())
+        out = pull_all(con, pulls, settle, max_parallel=settings.max_parallel_pulls, logger=logger)
+        if settings.sources.accounts:
+            out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
+    return out
+
+
+def _file_pulls(settings: Settings, sources: list[SourceKind], run_id: str) -> list[Pull]:
+    """The export-file sources of the run (those with a glob), as pulls (tasks/extract.py)."""
+    from tasks.clients.github import GITHUB_ISSUES_SPEC
+    from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
+    from tasks.extract import Pull
+
     file_specs = {
         SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
         # Zendesk export pages get the same landing redaction as the API pages.
@@ -79,49 +110,60 @@ def load_sources(
         # GitHub issue files too: titles and bodies are redacted at landing.
         SourceKind.bugs: (GITHUB_ISSUES_SPEC, "github_issues"),
     }
-    secrets = _credential_values(settings)
-    out = {}
-    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
-        db.ensure_schema(con)
-        register_duckdb(con, settings.hash_salt.get_secret_value())
-        for kind in sources:
-            spec, attr = file_specs[kind]
-            pattern = getattr(settings.sources, attr)
-            if not pattern:
-                continue
-            try:
-                stats = load.load_source(con, spec, pattern, run_id, progress=logger.info)
-            except Exception as exc:  # isolated: the other sources still load
-                out[spec.source] = _failed_load(logger, spec.source, str(kind), exc, secrets)
-                continue
+    pulls = []
+    for kind in sources:
+        spec, attr = file_specs[kind]
+        pattern = getattr(settings.sources, attr)
+        if not pattern:
+            continue
+
+        def load_files(con, commit_lock, logger, spec=spec, pattern=pattern) -> load.LoadStats:
+            stats = load.load_source(
+                con, spec, pattern, run_id, progress=logger.info, commit_lock=commit_lock
+            )
             if stats.files_seen == 0:
                 logger.warning("%s: no files match %r", spec.source, pattern)
-            out[spec.source] = stats.as_dict()
-            _log_stats(logger, spec.source, stats)
-        for connector in build_connectors(settings, kinds):
-            key = f"{connector.source} (api)" if connector.source in out else connector.source
-            kind = "bugs" if connector.kind == "errors" else connector.kind
-            try:
-                state = load.read_state(con, connector.source, connector.stream)
-                logger.info(
-                    "%s: pulling from %s", connector.source, state or "the configured start"
-                )
-                stats = load.load_pages(
-                    con,
-                    connector.spec,
-                    connector.pages(state, window_end),
-                    run_id,
-                    settings.landing_dir,
-                    progress=logger.info,
-                )
-            except Exception as exc:  # isolated: the connectors after it are still pulled
-                out[key] = _failed_load(logger, key, kind, exc, secrets)
-                continue
-            out[key] = stats.as_dict()
-            _log_stats(logger, key, stats)
-        if settings.sources.accounts:
-            out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
-    return out
+            return stats
+
+        pulls.append(Pull(spec.source, spec.source, str(kind), spec.raw_table, load_files))
+    return pulls
+
+
+def _connector_pulls(
+    settings: Settings, connectors: list[Any], files: list[Pull], run_id: str, window_end: datetime
+) -> list[Pull]:
+    """The API connectors of the run, as pulls; one beside its vendor's export files is keyed
+    `<source> (api)`. Each resumes from the cursor its last committed batch stored."""
+    from tasks.extract import Pull
+
+    with_files = {p.source for p in files}
+    pulls = []
+    for connector in connectors:
+
+        def load_api(con, commit_lock, logger, connector=connector) -> load.LoadStats:
+            state = load.read_state(con, connector.source, connector.stream)
+            logger.info("%s: pulling from %s", connector.source, state or "the configured start")
+            return load.load_pages(
+                con,
+                connector.spec,
+                connector.pages(state, window_end),
+                run_id,
+                settings.landing_dir,
+                progress=logger.info,
+                commit_lock=commit_lock,
+            )
+
+        source = connector.source
+        pulls.append(
+            Pull(
+                source,
+                f"{source} (api)" if source in with_files else source,
+                "bugs" if connector.kind == "errors" else connector.kind,
+                connector.spec.raw_table,
+                load_api,
+            )
+        )
+    return pulls
 
 
 def failure_reason(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:

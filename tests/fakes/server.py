@@ -9,6 +9,7 @@ import re
 import socket
 import struct
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -209,6 +210,10 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         fake = self.server.fake
+        started = time.perf_counter()
+        if fake.latency_s and fake._stopping.wait(fake.latency_s):
+            self.close_connection = True
+            return
         body = self._read_body()
         split = urlsplit(self.path)
         req = Request(
@@ -221,6 +226,8 @@ class _Handler(BaseHTTPRequestHandler):
         )
         resp = fake._dispatch(req)
         self._send(resp, head=self.command == "HEAD")
+        with fake._lock:
+            fake.spans.append((started, time.perf_counter()))
 
     def _send(self, resp: Response, *, head: bool) -> None:
         fake = self.server.fake
@@ -269,6 +276,10 @@ class FakeServer:
 
     Strict: a request no route matches is answered 599 and recorded in `srv.unexpected`;
     a handler that raises is answered 598 and recorded in `srv.errors`.
+
+    `latency_s`: every request waits this long before it is handled, as a remote API's round
+    trip does (benchmarks of parallel pulls); `spans` records (start, end) of each request in
+    `time.perf_counter()` seconds.
     """
 
     def __init__(self) -> None:
@@ -279,6 +290,8 @@ class FakeServer:
         self.requests: list[Request] = []
         self.unexpected: list[Request] = []
         self.errors: list[tuple[Request, BaseException]] = []
+        self.latency_s = 0.0
+        self.spans: list[tuple[float, float]] = []
         self._httpd: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -354,6 +367,7 @@ class FakeServer:
             self.requests.clear()
             self.unexpected.clear()
             self.errors.clear()
+            self.spans.clear()
 
     # -- inspection --------------------------------------------------------------------------
     def requests_to(self, path_regex: str, method: str | None = None) -> list[Request]:
