@@ -17,6 +17,7 @@ from prefect.states import Completed
 from pydantic import Field
 
 from tasks import quality, reporting
+from tasks.history import CLEAN_WRITEBACK_STATUSES, nightly_run_kind, record_run_kind
 from tasks.preflight import preflight
 from tasks.settings import load_settings
 from tasks.steps import (
@@ -64,6 +65,13 @@ def nightly(
         bool,
         Field(description="Rebuild the usage rollups from all events, not only changed days."),
     ] = False,
+    allow_backdated_writeback: Annotated[
+        bool,
+        Field(
+            description="Write back even when as_of is older than the newest scored day "
+            "(creates/updates only; recovery, close and reopen stay with the newest day)."
+        ),
+    ] = False,
 ):
     """Pull usage, tickets and bugs; check them; score every feature; write back suggestions.
 
@@ -76,6 +84,10 @@ def nightly(
         config_path: Settings file (TOML); empty = the embedded demo defaults.
         full_refresh: Rebuild the daily usage rollups from every event instead of the days
             touched by new or changed data (same result, slower).
+        allow_backdated_writeback: A run whose as_of is older than the newest day already
+            scored writes nothing to the tracker (its stale suggestions would undo newer ones,
+            and a problem absent on an older day is no recovery) unless this is set; even then
+            it never comments or closes a recovery or reopens (tasks/history.py).
     """
     logger = get_run_logger()
     settings = load_settings(config_path)
@@ -103,6 +115,7 @@ def nightly(
         "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
     )
     try:
+        record_run_kind(settings, run_id, nightly_run_kind(flow_run.get_tags()))
         timed("demo_data", prepare_demo_data, settings)
         loads = timed("load", load_sources, settings, list(sources), run_id, started_at)
         failed = failed_loads(loads)  # isolated failures: the other sources loaded
@@ -131,6 +144,7 @@ def nightly(
             dry_run,
             max_new,
             quality.run_verdict(verdicts),
+            allow_backdated_writeback,
         )
         timed("snapshot", publish_snapshot, settings)  # published whatever write-back did
     except Exception:
@@ -221,7 +235,7 @@ def degraded_reasons(
             f"(source kinds failing: {', '.join(kinds) or 'the marts'})"
         )
     wb = summary["writeback"]
-    if wb["status"] not in ("ok", "dry_run"):
+    if wb["status"] not in CLEAN_WRITEBACK_STATUSES:  # a backdated run writes nothing by design
         counts = ", ".join(f"{k} {v}" for k, v in wb["counts"].items())
         detail = "; ".join(x for x in (wb["stop_reason"], wb["error"], counts) if x)
         out.append(

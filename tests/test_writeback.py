@@ -259,7 +259,13 @@ def test_backdated_plan_creates_and_updates_but_never_changes_issue_states(con, 
     run(con, tracker, [suggestion(), suggestion("health:billing", rank=2)])
     billing = tmp_path / "tracker" / "health-billing.md"
     closed = writeback.plan_writeback(
-        con, tracker, [suggestion()], 5, on_recovery="close", allow_recovery=True, as_of="2026-11-30"
+        con,
+        tracker,
+        [suggestion()],
+        5,
+        on_recovery="close",
+        allow_recovery=True,
+        as_of="2026-11-30",
     )
     writeback.apply_plan(con, tracker, closed, "r2")
     assert "\nstatus: closed\n" in billing.read_text()  # closed as recovered by the loop

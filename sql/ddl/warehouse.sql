@@ -116,7 +116,8 @@ create table if not exists ops.runs (
     is_dry_run boolean,
     summary json
 );
-comment on table ops.runs is 'grain: one row per nightly run; key: run_id.';
+comment on table ops.runs is
+'grain: one row per run of the nightly or backfill flow (kind says which); key: run_id.';
 
 create table if not exists ops.writeback_ledger (
     fingerprint varchar not null,
@@ -168,3 +169,10 @@ alter table ops.writeback_ledger add column if not exists effort_source varchar;
 alter table ops.loaded_files add column if not exists status varchar default 'loaded';
 alter table ops.loaded_files add column if not exists reject_rule varchar;
 alter table ops.loaded_files add column if not exists sha256 varchar;
+
+-- Added with backfills (flows/backfill.py): which flow and trigger made the row. A backfill's
+-- as_of_date is the last day it scored; its summary lists every day.
+alter table ops.runs add column if not exists kind varchar;
+comment on column ops.runs.kind is
+'nightly (the scheduled deployment) | manual (the manual deployment, feedback-loop run) | '
+'backfill (a range of past days, never written back); null: recorded before this column existed.';
