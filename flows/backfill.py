@@ -199,8 +199,8 @@ def score_days(
     gate: quality.GateResult,
 ) -> tuple[list[dict[str, Any]], list[quality.TableVerdict]]:
     """Score each day in order (marts, then the mart checks) and log its result; returns one row
-    per day for the artifact and every day's mart verdicts. Order matters: a day's problem state
-    (hysteresis) reads the day before."""
+    per day for the artifact and every day's mart verdicts. Each day's problem state is
+    recomputed from its own evidence window, so a day scores as its night would have."""
     logger = get_run_logger()
     rows: list[dict[str, Any]] = []
     verdicts: list[quality.TableVerdict] = []
