@@ -224,7 +224,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     if state.is_failed() or state.is_crashed():
         try:
             state.result()
-        except (ConfigError, ValueError) as exc:
+        except ConfigError as exc:
             raise UserError(str(exc)) from None
         except Exception as exc:  # the flow already logged the traceback
             _error_line(err, "backfill failed:", f"{type(exc).__name__}: {exc}")
