@@ -1,4 +1,5 @@
-"""`feedback-loop` command line: run the nightly flow, make demo data, serve deployments, query."""
+"""`feedback-loop` command line: run the nightly flow, backfill past days, make demo data, serve
+deployments, query."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ EXIT_RUN_FAILED = 1
 EXIT_USER_ERROR = 2
 EXIT_DEGRADED = 3
 RUN_EXIT_CODES = """exit codes:
-  0  completed clean: every source loaded, no blocked suggestion, write-back ok (or dry run)
+  0  completed clean: every source loaded, no blocked suggestion, write-back ok (or dry run,
+     or a backdated run that wrote nothing by design)
   1  the run failed (see the error line and the Prefect logs)
   2  settings error found before anything was loaded (one line on stderr)
   3  Degraded: the run completed and published its snapshot, but a source failed to load, a
@@ -106,25 +108,38 @@ def cmd_run(args: argparse.Namespace) -> int:
         "dry_run": args.dry_run,
         "max_new_suggestions": args.max_new,
         "full_refresh": args.full_refresh,
+        "allow_backdated_writeback": args.allow_backdated_writeback,
         "config_path": str(Path(args.config).resolve()) if args.config else None,
     }
     err.print(
         f"[bold]feedback-loop[/]: nightly run — warehouse {escape(str(settings.duckdb_path))}"
     )
     state = nightly(**params, return_state=True)
-    degraded = state.name == "Degraded"  # a FAILED-type state that still carries the summary
-    if (state.is_failed() or state.is_crashed()) and not degraded:
+    summary = _finished(state, err, "run")
+    if summary is None:
+        return EXIT_RUN_FAILED
+    _print_summary(out, err, summary, state.name)
+    return _exit_code(state, summary, err)
+
+
+def _finished(state, err, what: str) -> dict | None:
+    """The summary of a flow run that finished — Degraded included, a FAILED-type state that
+    still carries it — or None when it failed (the error printed as one line)."""
+    if state.name != "Degraded" and (state.is_failed() or state.is_crashed()):
         try:
             state.result()
         except ConfigError as exc:
             raise UserError(str(exc)) from None
         except Exception as exc:  # the flow already logged the traceback
-            _error_line(err, "run failed:", f"{type(exc).__name__}: {exc}")
-        return EXIT_RUN_FAILED
-    summary = state.result(raise_on_failure=False)
-    _print_summary(out, err, summary, state.name)
+            _error_line(err, f"{what} failed:", f"{type(exc).__name__}: {exc}")
+        return None
+    return state.result(raise_on_failure=False)
+
+
+def _exit_code(state, summary: dict, err) -> int:
+    """EXIT_DEGRADED (each reason printed) for a Degraded run, else EXIT_OK."""
     reasons = summary.get("degraded_reasons") or []
-    if degraded or reasons:
+    if state.name == "Degraded" or reasons:
         for reason in reasons:
             _error_line(err, "degraded:", reason, style="bold red")
         return EXIT_DEGRADED
@@ -137,6 +152,10 @@ def _check_run_args(args: argparse.Namespace) -> None:
         raise UserError(f"--window-days: {args.window_days} is out of range; use 7 to 120")
     if args.max_new is not None and not 0 <= args.max_new <= 50:
         raise UserError(f"--max-new: {args.max_new} is out of range; use 0 to 50")
+    if args.as_of is not None and args.as_of > datetime.now(UTC).date():
+        raise UserError(
+            f"--as-of: {args.as_of} is in the future; a run scores today or an earlier day"
+        )
 
 
 def _print_summary(out, err, s: dict, state_name: str) -> None:
@@ -169,14 +188,90 @@ def _print_summary(out, err, s: dict, state_name: str) -> None:
         }
         for r in s["suggestions"]
     ]
-    title = "Backlog suggestions" + (" (dry run: nothing written)" if s["dry_run"] else "")
+    backdated = (s.get("writeback") or {}).get("status") == "backdated"
+    title = "Backlog suggestions" + (
+        " (dry run: nothing written)"
+        if s["dry_run"]
+        else " (backdated run: nothing written)"
+        if backdated
+        else ""
+    )
     _print_rows(out, rows, title=title, max_width=48)
-    if not s["dry_run"]:
+    if not s["dry_run"] and not backdated:
         out.print(f"tracker: {s['tracker_dir']}")
     out.print(
         f'query: feedback-loop query "select * from marts.feature_health"  '
         f"(snapshot {s['snapshot_path']})"
     )
+
+
+# ----------------------------------------------------------------------------------- backfill
+BACKFILL_EXIT_CODES = """exit codes:
+  0  completed clean: every day scored, every source loaded, data quality not degraded
+  1  the backfill failed (see the error line and the Prefect logs)
+  2  argument or settings error found before anything was loaded (one line on stderr)
+  3  Degraded: every day was scored and the snapshot published, but a source failed to load or
+     a critical data-quality check failed (the reasons are printed)"""
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    out, err = _console()
+    _check_backfill_args(args)
+    settings = _settings(args)
+    from flows.backfill import backfill, preflight_backfill
+
+    try:
+        preflight_backfill(settings, args.sources if args.load else [])
+    except ConfigError as exc:
+        raise UserError(str(exc)) from None
+    params = {
+        "start": args.start,
+        "end": args.end,
+        "window_days": args.window_days,
+        "sources": args.sources,
+        "load": args.load,
+        "config_path": str(Path(args.config).resolve()) if args.config else None,
+    }
+    n_days = (args.end - args.start).days + 1
+    err.print(
+        f"[bold]feedback-loop[/]: backfill {args.start} to {args.end} ({n_days} day(s)) — "
+        f"warehouse {escape(str(settings.duckdb_path))}; nothing is written to the tracker"
+    )
+    state = backfill(**params, return_state=True)
+    s = _finished(state, err, "backfill")
+    if s is None:
+        return EXIT_RUN_FAILED
+    rows = [
+        {
+            "as_of": r["as_of"],
+            "features": r["features"],
+            "with data": r["features_with_data"],
+            "suggestions": r["suggestions"],
+            "data quality": r["dq_verdict"],
+            "seconds": r["seconds"],
+            "note": r["note"],
+        }
+        for r in s["days"]
+    ]
+    _print_rows(out, rows, title=f"Backfill {s['run_id']} ({state.name}): nothing written back")
+    out.print(
+        f'query: feedback-loop query "select * from marts.feature_health where as_of_date '
+        f"between '{s['start']}' and '{s['end']}'\"  (snapshot {s['snapshot_path']})",
+        markup=False,
+    )
+    return _exit_code(state, s, err)
+
+
+def _check_backfill_args(args: argparse.Namespace) -> None:
+    """The range and the flow's parameter bounds, checked before anything starts (exit 2)."""
+    from tasks.history import day_range
+
+    try:
+        day_range(args.start, args.end)
+    except ValueError as exc:
+        raise UserError(f"--from/--to: {exc}") from None
+    if args.window_days is not None and not 7 <= args.window_days <= 120:
+        raise UserError(f"--window-days: {args.window_days} is out of range; use 7 to 120")
 
 
 # ---------------------------------------------------------------------------------- demo-data
@@ -362,10 +457,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         from prefect import serve
         from prefect.schedules import Cron
 
-        from flows.nightly import nightly
-
         deployments = []
         for d in spec["deployments"]:
+            flow_obj = deployment_flow(d)
             params = dict(d.get("parameters") or {})
             if args.config:
                 params["config_path"] = str(Path(args.config).resolve())
@@ -374,7 +468,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 for s in (d.get("schedules") or [])
             ]
             deployments.append(
-                nightly.to_deployment(
+                flow_obj.to_deployment(
                     name=d["name"],
                     description=d.get("description"),
                     parameters=params,
@@ -384,7 +478,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 )
             )
             err.print(
-                f"serving deployment nightly/{d['name']}"
+                f"serving deployment {flow_obj.name}/{d['name']}"
                 + (
                     f" on {d['schedules'][0]['cron']} ({d['schedules'][0].get('timezone')})"
                     if d.get("schedules")
@@ -432,6 +526,25 @@ def cmd_alerts(args: argparse.Namespace) -> int:
     )
     err.print("test it: trigger a run that fails, or see Automations in the Prefect UI")
     return 0
+
+
+def deployment_flow(deployment: dict):
+    """The flow object a prefect.yaml deployment's entrypoint names: serve builds each
+    deployment from its own flow (nightly for nightly and manual, backfill for backfill)."""
+    from flows.backfill import backfill
+    from flows.nightly import nightly
+
+    by_entrypoint = {
+        "flows/nightly.py:nightly": nightly,
+        "flows/backfill.py:backfill": backfill,
+    }
+    entrypoint = deployment.get("entrypoint", "")
+    if entrypoint not in by_entrypoint:
+        raise UserError(
+            f"prefect.yaml: deployment {deployment.get('name')}: unknown entrypoint "
+            f"{entrypoint!r}; known: {', '.join(by_entrypoint)}"
+        )
+    return by_entrypoint[entrypoint]
 
 
 def _start_local_server(port: int, err) -> subprocess.Popen:
@@ -492,7 +605,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--as-of",
         type=_date,
-        help="score as of this day (default: yesterday, or the last day with data)",
+        help="score as of this day (default: yesterday, or the last day with data); a day "
+        "older than the newest day already scored writes nothing to the tracker",
     )
     r.add_argument(
         "--window-days",
@@ -523,7 +637,52 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="cap on new tracker issues this run (default: from settings, 5)",
     )
+    r.add_argument(
+        "--allow-backdated-writeback",
+        action="store_true",
+        help="write back even though --as-of is older than the newest day already scored "
+        "(by default such a run writes nothing); creates and updates only: recovery comments, "
+        "closes and reopens come from the newest day",
+    )
     r.set_defaults(func=cmd_run)
+
+    b = sub.add_parser(
+        "backfill",
+        parents=[common],
+        help="score a range of past days; never writes to the tracker",
+        description="Pull new data once (unless --no-load), build and check staging once, then "
+        "score every day from --from to --to (inclusive, at most 400 days) in order, with the "
+        "mart checks of each day. Nothing is written to the tracker; the analyst snapshot is "
+        "published once at the end. Prints one line per day and a table.",
+        epilog=BACKFILL_EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument(
+        "--from", dest="start", type=_date, required=True, metavar="YYYY-MM-DD", help="first day"
+    )
+    b.add_argument(
+        "--to", dest="end", type=_date, required=True, metavar="YYYY-MM-DD", help="last day"
+    )
+    b.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        help="scoring window in days, 7-120 (default: window_days from the settings, 28)",
+    )
+    b.add_argument(
+        "--sources",
+        nargs="+",
+        choices=["usage", "tickets", "bugs"],
+        default=["usage", "tickets", "bugs"],
+        help="sources to pull first (default: all)",
+    )
+    b.add_argument(
+        "--no-load",
+        dest="load",
+        action="store_false",
+        help="score what the warehouse holds, pull nothing new",
+    )
+    b.set_defaults(func=cmd_backfill)
 
     d = sub.add_parser(
         "demo-data",
@@ -544,7 +703,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         parents=[common],
         help="serve the prefect.yaml deployments",
-        description="Serve the nightly (cron) and manual deployments from "
+        description="Serve the nightly (cron), manual and backfill deployments from "
         "prefect.yaml. Starts a local Prefect server unless PREFECT_API_URL is set.",
     )
     s.add_argument("--port", type=int, default=4200, help="local server port (default 4200)")

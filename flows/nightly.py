@@ -17,7 +17,9 @@ from prefect.states import Failed
 from pydantic import Field
 
 from tasks import quality, reporting, runtime
+from tasks.history import CLEAN_WRITEBACK_STATUSES, nightly_run_kind, record_run_kind
 from tasks.preflight import preflight
+from tasks.settings import ConfigError
 from tasks.steps import (
     ALL_SOURCES,
     SourceKind,
@@ -64,6 +66,13 @@ def nightly(
         bool,
         Field(description="Rebuild the usage rollups from all events, not only changed days."),
     ] = False,
+    allow_backdated_writeback: Annotated[
+        bool,
+        Field(
+            description="Write back even when as_of is older than the newest scored day "
+            "(creates/updates only; recovery, close and reopen stay with the newest day)."
+        ),
+    ] = False,
 ):
     """Pull usage, tickets and bugs; check them; score every feature; write back suggestions.
 
@@ -76,10 +85,17 @@ def nightly(
         config_path: Settings file (TOML); empty = the embedded demo defaults.
         full_refresh: Rebuild the daily usage rollups from every event instead of the days
             touched by new or changed data (same result, slower).
+        allow_backdated_writeback: A run whose as_of is older than the newest day already
+            scored writes nothing to the tracker (its stale suggestions would undo newer ones,
+            and a problem absent on an older day is no recovery) unless this is set; even then
+            it never comments or closes a recovery or reopens (tasks/history.py).
     """
     logger = get_run_logger()
     settings = runtime.run_settings(config_path)  # production: a settings file, never the demo
     preflight(settings, sources=sources)  # ConfigError before anything is loaded or written
+    if as_of is not None and as_of > datetime.now(UTC).date():
+        # It would become the newest scored day and make every later nightly run backdated.
+        raise ConfigError(f"as_of {as_of} is in the future; a run scores today or an earlier day")
     window_days = settings.window_days if window_days is None else window_days
     run_id = f"{datetime.now(UTC):%Y%m%dT%H%M%S}-{uuid.uuid4().hex[:6]}"
     max_new = (
@@ -91,7 +107,15 @@ def nightly(
     # in the AwaitingWarehouse state, until this one has finished.
     with runtime.writer(settings, flow="nightly", run_id=run_id, logger=logger):
         summary, reasons = _run(
-            settings, run_id, as_of, window_days, list(sources), dry_run, max_new, full_refresh
+            settings,
+            run_id,
+            as_of,
+            window_days,
+            list(sources),
+            dry_run,
+            max_new,
+            full_refresh,
+            allow_backdated_writeback,
         )
     if reasons:
         # A FAILED-type state named Degraded: red in the run list, counted by the dashboard and
@@ -109,6 +133,7 @@ def _run(
     dry_run: bool,
     max_new: int,
     full_refresh: bool,
+    allow_backdated_writeback: bool,
 ) -> tuple[dict, list[str]]:
     """The run itself, holding the writer lock: returns its summary and Degraded reasons."""
     logger = get_run_logger()
@@ -128,6 +153,7 @@ def _run(
         "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
     )
     try:
+        record_run_kind(settings, run_id, nightly_run_kind(flow_run.get_tags()))
         timed("demo_data", prepare_demo_data, settings)
         loads = timed("load", load_sources, settings, sources, run_id, started_at)
         failed = failed_loads(loads)  # isolated failures: the other sources loaded
@@ -156,6 +182,7 @@ def _run(
             dry_run,
             max_new,
             quality.run_verdict(verdicts),
+            allow_backdated_writeback,
         )
 
         dq_verdict = quality.run_verdict(verdicts)
@@ -240,7 +267,7 @@ def degraded_reasons(
             f"(source kinds failing: {', '.join(kinds) or 'the marts'})"
         )
     wb = summary["writeback"]
-    if wb["status"] not in ("ok", "dry_run"):
+    if wb["status"] not in CLEAN_WRITEBACK_STATUSES:  # a backdated run writes nothing by design
         counts = ", ".join(f"{k} {v}" for k, v in wb["counts"].items())
         detail = "; ".join(x for x in (wb["stop_reason"], wb["error"], counts) if x)
         out.append(

@@ -66,8 +66,10 @@ def _cell(text: str) -> str:
 
 
 def writeback_line(wb: dict[str, Any]) -> str:
-    """Write-back status with its counts: 'ok (created 2, skipped 3)', 'partial (...): why'."""
-    status = {"ok": "ok", "dry_run": "dry run"}.get(wb["status"], str(wb["status"]).upper())
+    """Write-back status with its counts: 'ok (created 2, skipped 3)', 'partial (...): why',
+    'backdated, nothing written: as_of ... < newest scored day ...; ...' (clean, by design)."""
+    clean = {"ok": "ok", "dry_run": "dry run", "backdated": "backdated, nothing written"}
+    status = clean.get(wb["status"], str(wb["status"]).upper())
     counts = ", ".join(f"{k} {v}" for k, v in (wb.get("counts") or {}).items())
     why = wb.get("stop_reason") or wb.get("error")
     return status + (f" ({counts})" if counts else "") + (f": {_cell(why)}" if why else "")

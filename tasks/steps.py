@@ -398,10 +398,20 @@ def write_back(
     dry_run: bool,
     max_new: int,
     dq_verdict: str = "pass",
+    allow_backdated: bool = False,
 ) -> dict[str, Any]:
     """Plan (and unless dry run, apply) the tracker write-back. Returns the plan rows and the
     write-back status (see `run_write_back`); a tracker failure never fails the data run."""
-    return run_write_back(settings, as_of, run_id, dry_run, max_new, dq_verdict, get_run_logger())
+    return run_write_back(
+        settings,
+        as_of,
+        run_id,
+        dry_run,
+        max_new,
+        dq_verdict,
+        get_run_logger(),
+        allow_backdated=allow_backdated,
+    )
 
 
 def run_write_back(
@@ -412,14 +422,21 @@ def run_write_back(
     max_new: int,
     dq_verdict: str,
     logger,
+    *,
+    allow_backdated: bool = False,
 ) -> dict[str, Any]:
     """The write-back step as a plain function: {"plan": rows, "status", "counts",
-    "stop_reason", "error", "tracker"}.
+    "stop_reason", "error", "tracker", "backdating"}.
 
-    `status` is apply_plan's (ok | partial | uncertain | failed), or `dry_run`. An HTTP, tracker
-    or file error that escapes planning or applying (a refused credential at the tracker's
-    check, say) ends write-back as `failed` with a one-line masked `error`; the plan made so far
-    is kept. Programming errors still raise."""
+    `status` is apply_plan's (ok | partial | uncertain | failed), or `dry_run`, or `backdated`:
+    `as_of` is older than the newest day already scored (tasks/history.py) and
+    `allow_backdated` is off, so every suggestion is a skip saying why and the tracker is not
+    contacted at all (a clean run: nothing was meant to be written). With `allow_backdated` a
+    backdated run plans creates and updates but never a recovery, close or reopen. An HTTP,
+    tracker or file error that escapes planning or applying (a refused credential at the
+    tracker's check, say) ends write-back as `failed` with a one-line masked `error`; the plan
+    made so far is kept. Programming errors still raise."""
+    from tasks import history
     from tasks.settings import ConfigError
     from tasks.trackers.factory import build_tracker
     from tasks.trackers.limits import BudgetExhausted
@@ -431,21 +448,32 @@ def run_write_back(
         "counts": {},
         "stop_reason": None,
         "error": None,
+        "backdating": None,
     }
     plan: list[writeback.PlanItem] = []
     try:
-        tracker = build_tracker(settings)
         with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+            when = history.backdating(con, as_of)
+            out["backdating"] = when.as_dict()
+            hold = when.is_backdated and not allow_backdated
+            tracker = None if hold else build_tracker(settings)
             suggestions = writeback.load_suggestions(con, as_of, settings.report_link(as_of))
-            plan = writeback.plan_writeback(
-                con,
-                tracker,
-                suggestions,
-                max_new,
-                on_recovery=settings.writeback.on_recovery,
-                allow_recovery=dq_verdict != "degraded",
-                as_of=as_of,
-            )
+            if tracker is None:
+                plan = writeback.plan_held(suggestions, when.skip_reason)
+                out["status"] = "backdated"
+                out["stop_reason"] = f"{when.why}; pass allow_backdated_writeback to write"
+                logger.info("backdated run (%s): nothing is written to the tracker", when.why)
+            else:
+                plan = writeback.plan_writeback(
+                    con,
+                    tracker,
+                    suggestions,
+                    max_new,
+                    on_recovery=settings.writeback.on_recovery,
+                    allow_recovery=dq_verdict != "degraded",
+                    as_of=as_of,
+                    backdated=when.held_reason if when.is_backdated else None,
+                )
             for item in plan:
                 logger.info(
                     "%s %s [%s]: %s",
@@ -454,7 +482,7 @@ def run_write_back(
                     item.fingerprint,
                     item.reason,
                 )
-            if not dry_run:
+            if tracker is not None and not dry_run:
                 result = writeback.apply_plan(con, tracker, plan, run_id)
                 out["status"] = result.status
                 out["counts"] = {k: v for k, v in result.items() if k != "status" and v}
@@ -468,7 +496,7 @@ def run_write_back(
             settings.writeback.tracker,
             out["error"],
         )
-    if out["status"] not in ("ok", "dry_run"):
+    if out["status"] not in history.CLEAN_WRITEBACK_STATUSES:
         logger.warning(
             "write-back %s: %s", out["status"].upper(), out["stop_reason"] or out["error"] or ""
         )

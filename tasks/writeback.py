@@ -149,9 +149,19 @@ def plan_writeback(
     on_recovery: str = "comment",
     allow_recovery: bool = False,
     as_of: str | None = None,
+    backdated: str | None = None,
 ) -> list[PlanItem]:
     """The exact plan: one item per suggestion, one per recovered problem still open, one per
-    legacy duplicate merged or legacy ledger row carried over."""
+    legacy duplicate merged or legacy ledger row carried over.
+
+    `backdated`: why this run's as-of day is older than the newest day scored (tasks/history.py),
+    None when it is not. An older day's suggestions may still create and update issues, but they
+    never change an issue's state: no recovery comment or close (a problem absent from an older
+    day may not have started yet) and no reopen — those come from the newest day only."""
+    if backdated is not None:
+        held: str | None = backdated
+    else:
+        held = None if allow_recovery else "this run's data quality is degraded"
     ledger = _ledger(con, tracker.name)
     use_ledger = getattr(tracker, "use_ledger", None)
     if use_ledger is not None:  # look known issues up by their ref, list only for the rest
@@ -200,7 +210,7 @@ def plan_writeback(
         if problem.issue is not None:
             _found(item, problem.issue)
             completed = known if known and known["state"] != "pending" else None
-            _plan_existing(item, problem.issue, completed, s, as_of)
+            _plan_existing(item, problem.issue, completed, s, as_of, backdated)
             continue
         if known is not None and known["state"] != "pending":
             item.reason = (
@@ -216,9 +226,9 @@ def plan_writeback(
     for fp, rows in sorted(problems.items()):
         if fp in seen:
             continue
-        if stopped is None or not _absent_needs_lookup(rows, on_recovery, allow_recovery):
+        if stopped is None or not _absent_needs_lookup(rows, on_recovery, held is None):
             try:
-                plan += _plan_absent(tracker, fp, rows, on_recovery, allow_recovery, as_of)
+                plan += _plan_absent(tracker, fp, rows, on_recovery, held, as_of)
                 continue
             except BudgetExhausted as exc:
                 stopped = exc
@@ -228,6 +238,24 @@ def plan_writeback(
         _defer(item, stopped)
         plan.append(item)
     return plan
+
+
+def plan_held(suggestions: list[dict[str, Any]], reason: str) -> list[PlanItem]:
+    """Every suggestion as a skip with `reason`, planned without asking the tracker anything: a
+    run that may not write (a backdated one) still shows what it scored and why nothing was
+    written, and cannot touch the tracker even by a read that fails."""
+    return [
+        PlanItem(
+            fingerprint=canonical_fingerprint(s["fingerprint"]),
+            action="skip",
+            reason=reason,
+            title=s["title"],
+            priority_rank=s["priority_rank"],
+            priority_score=s["priority_score"],
+            kind=s.get("kind") or legacy_kind(s["fingerprint"]),
+        )
+        for s in suggestions
+    ]
 
 
 def _defer(item: PlanItem, why: BaseException) -> None:
@@ -346,19 +374,20 @@ def _plan_absent(
     fp: str,
     rows: list[dict[str, Any]],
     on_recovery: str,
-    allow: bool,
+    held: str | None,
     as_of: str | None,
 ) -> list[PlanItem]:
-    """A problem in the ledger that is not suggested today: recovery, and legacy migration."""
+    """A problem in the ledger that is not suggested today: recovery (unless `held` says why
+    not), and legacy migration."""
     if all(r["fingerprint"] == fp for r in rows):
         row = rows[0]
         if row["state"] != "open":
             return []
-        return [_plan_recovery(lambda: tracker.find(fp), fp, row, on_recovery, allow, as_of)]
+        return [_plan_recovery(lambda: tracker.find(fp), fp, row, on_recovery, held, as_of)]
     problem = _resolve(tracker, fp, rows)
     known = problem.known
     if known is not None and known["state"] == "open":
-        item = _plan_recovery(lambda: problem.issue, fp, known, on_recovery, allow, as_of)
+        item = _plan_recovery(lambda: problem.issue, fp, known, on_recovery, held, as_of)
     elif problem.migrate_from is not None and known is not None:
         item = PlanItem.from_ledger(
             fp,
@@ -408,15 +437,16 @@ def _plan_recovery(
     fp: str,
     row: dict[str, Any],
     on_recovery: str,
-    allow: bool,
+    held: str | None,
     as_of: str | None,
 ) -> PlanItem:
+    """`held`: why this run may not act on an absence (degraded data, a backdated run), or None."""
     item = PlanItem.from_ledger(fp, row, "skip", "", issue_state="open", state_reason=None)
     if on_recovery == "none":
         item.reason = "no longer suggested; on_recovery = none"
         return item
-    if not allow:
-        item.reason = "no longer suggested, but this run's data quality is degraded: left alone"
+    if held is not None:
+        item.reason = f"no longer suggested, but {held}: left alone"
         return item
     issue = lookup()
     if issue is not None:
@@ -448,11 +478,12 @@ def _plan_existing(
     known: dict[str, Any] | None,
     s: dict[str, Any],
     as_of: str | None,
+    backdated: str | None = None,
 ) -> None:
     before = _previous_kind(known, issue)
     kind_changed = bool(before and item.kind and before != item.kind)
     if issue.state == "closed":
-        _plan_closed(item, issue, known, s, as_of, before if kind_changed else None)
+        _plan_closed(item, issue, known, s, as_of, before if kind_changed else None, backdated)
         return
     if issue.locked:
         item.reason = "locked by a person; not edited or commented"
@@ -502,11 +533,16 @@ def _plan_closed(
     s: dict[str, Any],
     as_of: str | None,
     kind_was: str | None,
+    backdated: str | None = None,
 ) -> None:
-    """Closed: reopened only when feedback-loop itself closed it as recovered."""
+    """Closed: reopened only when feedback-loop itself closed it as recovered, and only by a
+    run of the newest day (`backdated` None)."""
     why = issue.state_reason or "completed"
     if known and known.get("closed_by") == LOOP:
         person = _closed_by_a_person(issue, known)
+        if person is None and backdated is not None:
+            item.reason = f"closed as recovered by feedback-loop; not reopened: {backdated}"
+            return
         if person is None:
             closed_on = known["closed_at"].date().isoformat() if known["closed_at"] else "?"
             back = as_of or str(s.get("as_of_date") or "today")

@@ -250,3 +250,49 @@ def test_recovered_problem_is_commented_or_closed_once(con, tmp_path, on_recover
     assert is_closed is (on_recovery == "close")
     assert "health:exports" not in recover("r4")  # recovered/closed: not acted on again
     assert path.read_text().count("no longer meets its suggestion rule") == 1
+
+
+def test_backdated_plan_creates_and_updates_but_never_changes_issue_states(con, tmp_path):
+    """A backdated run (allowed to write) never comments or closes a recovery and never reopens:
+    an older day's absence is no recovery, its presence no relapse. The newest day's run does."""
+    tracker = MarkdownTracker(tmp_path / "tracker")
+    run(con, tracker, [suggestion(), suggestion("health:billing", rank=2)])
+    billing = tmp_path / "tracker" / "health-billing.md"
+    closed = writeback.plan_writeback(
+        con,
+        tracker,
+        [suggestion()],
+        5,
+        on_recovery="close",
+        allow_recovery=True,
+        as_of="2026-11-30",
+    )
+    writeback.apply_plan(con, tracker, closed, "r2")
+    assert "\nstatus: closed\n" in billing.read_text()  # closed as recovered by the loop
+    exports = tmp_path / "tracker" / "health-exports.md"
+    text_before = exports.read_text()
+
+    def plan(suggestions, backdated):
+        items = writeback.plan_writeback(
+            con,
+            tracker,
+            suggestions,
+            5,
+            on_recovery="close",
+            allow_recovery=True,
+            as_of="2026-11-20",
+            backdated=backdated,
+        )
+        return {p.fingerprint: (p.action, p.reason) for p in items}
+
+    why = "this run is backdated (as_of 2026-11-20 < newest scored day 2026-11-30)"
+    # exports absent on the older day: not closed; billing back on it: not reopened; new: created
+    old = plan([suggestion("health:billing"), suggestion("health:search", rank=3)], why)
+    assert old["health:exports"][0] == "skip" and why in old["health:exports"][1]
+    assert old["health:billing"][0] == "skip" and "not reopened" in old["health:billing"][1]
+    assert old["health:search"][0] == "create"
+    changed = plan([suggestion(why="Weekly users fell 60%.")], why)
+    assert changed["health:exports"][0] == "update"
+    assert exports.read_text() == text_before
+    newest = plan([suggestion("health:billing")], None)
+    assert newest["health:exports"][0] == "close" and newest["health:billing"][0] == "reopen"

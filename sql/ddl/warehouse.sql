@@ -117,8 +117,9 @@ create table if not exists ops.runs (
     summary json
 );
 comment on table ops.runs is
-'grain: one row per run (nightly, manual, backfill); key: run_id. status: running, completed, '
-'degraded, failed, or abandoned (the run died before finishing its row; marked by the next run). '
+'grain: one row per run of the nightly or backfill flow (kind says which); key: run_id. status: '
+'running, completed, degraded, failed, or abandoned (the run died before finishing its row; '
+'marked by the next run). '
 'stage_seconds and row_counts: per-stage timings and loaded/staged row counts.';
 alter table ops.runs add column if not exists stage_seconds json;
 alter table ops.runs add column if not exists row_counts json;
@@ -173,3 +174,10 @@ alter table ops.writeback_ledger add column if not exists effort_source varchar;
 alter table ops.loaded_files add column if not exists status varchar default 'loaded';
 alter table ops.loaded_files add column if not exists reject_rule varchar;
 alter table ops.loaded_files add column if not exists sha256 varchar;
+
+-- Added with backfills (flows/backfill.py): which flow and trigger made the row. A backfill's
+-- as_of_date is the last day it scored; its summary lists every day.
+alter table ops.runs add column if not exists kind varchar;
+comment on column ops.runs.kind is
+'nightly (the scheduled deployment) | manual (the manual deployment, feedback-loop run) | '
+'backfill (a range of past days, never written back); null: recorded before this column existed.';

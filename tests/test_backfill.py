@@ -1,0 +1,272 @@
+"""Backfill and replay: the `backfill` flow scores a range of past days and writes nothing back;
+a backdated `nightly` run writes nothing unless allowed, and never posts a recovery.
+
+One warehouse for the module (real DuckDB, real Prefect flow runs, the Markdown tracker):
+a backfill on a fresh warehouse, a normal run, a backdated run, an allowed backdated run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+from datetime import date
+from pathlib import Path
+
+import duckdb
+import pytest
+import yaml
+from prefect.testing.utilities import prefect_test_harness
+
+from flows.cli import build_parser, deployment_flow, main
+from tasks import history, steps, writeback
+from tasks.demo_data import DemoConfig, generate_demo_data
+from tasks.settings import PROJECT_ROOT, load_settings
+from tasks.trackers.markdown import MarkdownTracker
+from tests.test_writeback import suggestion
+
+END = date(2026, 11, 24)  # the last day of data: the newest day a normal run scores
+# The backfill: the day before the first event (no usage in its window) and the first day.
+FIRST, LAST = date(2026, 10, 10), date(2026, 10, 11)
+OLD = date(2026, 11, 17)  # the backdated runs' as-of day
+
+
+def _cli(argv: list[str]) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(argv)
+    return code, out.getvalue(), err.getvalue()
+
+
+def _sql(db: Path, query: str, params: list | None = None) -> list[tuple]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return con.execute(query, params or []).fetchall()
+    finally:
+        con.close()
+
+
+def _last_run(db: Path) -> dict:
+    run_id, kind, status, as_of, summary = _sql(
+        db,
+        "select run_id, kind, status, as_of_date, summary from ops.runs "
+        "order by started_at desc limit 1",
+    )[0]
+    return {
+        "run_id": run_id,
+        "kind": kind,
+        "status": status,
+        "as_of": as_of,
+        "summary": json.loads(summary),
+    }
+
+
+def _tracker_state(root: Path) -> dict[str, tuple[int, str]]:
+    return {
+        p.name: (p.stat().st_mtime_ns, p.read_text(encoding="utf-8"))
+        for p in sorted((root / "tracker").glob("*"))
+    }
+
+
+def _ledger(db: Path) -> list[tuple]:
+    return _sql(db, "select * from ops.writeback_ledger order by fingerprint")
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("backfill")
+    generate_demo_data(
+        DemoConfig(out_dir=root / "demo", end_date=END, days=45, users=400, accounts=40)
+    )
+    config = root / "config.toml"
+    config.write_text(
+        "\n".join(
+            [
+                'duckdb_path = "feedback.duckdb"',
+                'snapshot_path = "feedback_analyst.duckdb"',
+                "[demo]",
+                "enabled = false",
+                "[sources]",
+                'posthog_events = "demo/posthog/*.jsonl"',
+                'zendesk_tickets = "demo/zendesk/*.json"',
+                'github_issues = "demo/github/*.json"',
+                "[writeback]",
+                'tracker_dir = "tracker"',
+            ]
+        ),
+        encoding="utf-8",
+    )
+    db = root / "feedback.duckdb"
+    cfg = str(config)
+    out: dict = {"root": root, "db": db, "config": config}
+    with prefect_test_harness(server_startup_timeout=120):
+        # 1. a backfill on a fresh warehouse, through the CLI
+        out["backfill"] = _cli(
+            ["backfill", "--from", f"{FIRST}", "--to", f"{LAST}", "--config", cfg]
+        )
+        out["backfill_run"] = _last_run(db)
+        out["backfill_tracker"] = (root / "tracker").exists()
+        out["backfill_ledger"] = _ledger(db)
+        out["backfill_marts"] = _sql(
+            db, "select as_of_date, count(*) from marts.feature_health group by all order by 1"
+        )
+        out["artifacts"], out["logs"] = _prefect_records(out["backfill_run"]["run_id"], db)
+        # 2. a normal run (as of the last data day): issues created
+        out["normal"] = _cli(["run", "--config", cfg])
+        out["normal_run"] = _last_run(db)
+        out["tracker_1"], out["ledger_1"] = _tracker_state(root), _ledger(db)
+        # 3. a backdated run, not a dry run: nothing written
+        out["backdated"] = _cli(["run", "--as-of", f"{OLD}", "--config", cfg])
+        out["backdated_run"] = _last_run(db)
+        out["tracker_2"], out["ledger_2"] = _tracker_state(root), _ledger(db)
+        # 4. an open issue whose problem is absent from both days: the newest day would
+        # comment on its recovery; the backdated run, allowed to write, must not
+        settings = load_settings(config)
+        tracker = MarkdownTracker(settings.writeback.tracker_dir)
+        with duckdb.connect(str(db)) as con:
+            plan = writeback.plan_writeback(con, tracker, [suggestion("health:ghost")], 5)
+            writeback.apply_plan(con, tracker, [p for p in plan if p.action == "create"], "seed")
+        out["ghost_before"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
+        out["allowed"] = _cli(
+            ["run", "--as-of", f"{OLD}", "--allow-backdated-writeback", "--config", cfg]
+        )
+        out["allowed_run"] = _last_run(db)
+        out["ghost_after"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
+        # 5. the newest day's write-back step (dry run): it plans the recovery
+        out["newest"] = steps.run_write_back(
+            settings, END.isoformat(), "newest", True, 5, "pass", logging.getLogger("test")
+        )
+    return out
+
+
+def _prefect_records(run_id: str, db: Path) -> tuple[dict, list[str]]:
+    """The artifacts (by key) and the log messages of the flow run behind ops.runs `run_id`."""
+    from uuid import UUID
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    flow_run_id = UUID(
+        _sql(db, "select flow_run_id from ops.runs where run_id = ?", [run_id])[0][0]
+    )
+
+    async def read():
+        async with get_client() as client:
+            artifacts = await client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])
+                )
+            )
+            logs = await client.read_logs(
+                log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=[flow_run_id]))
+            )
+        return {a.key: a for a in artifacts}, [entry.message for entry in logs]
+
+    return asyncio.run(read())
+
+
+def test_backfill_scores_every_day_and_writes_nothing_back(world):
+    code, out, err = world["backfill"]
+    assert code == 0, err
+    days = ["2026-10-10", "2026-10-11"]
+    for i, day in enumerate(days, start=1):
+        assert any(m.startswith(f"day {i}/2 {day}: ") for m in world["logs"])  # progress
+        assert day in out  # the table at the end
+    run = world["backfill_run"]
+    assert (run["kind"], run["status"], run["as_of"]) == ("backfill", "completed", LAST)
+    s = run["summary"]
+    assert [r["as_of"] for r in s["days"]] == days
+    assert all(r["features"] > 0 and r["dq_verdict"] == "pass" for r in s["days"])
+    before, first = s["days"]  # a day without usage data has a clear result, not a crash
+    assert before["note"] == "no usage data in the window" and first["note"] == ""
+    assert "no usage data in the window" in out
+    assert s["tracker_writes"] == 0 and s["degraded_reasons"] == []
+    # the marts hold one set of rows per backfilled day, and only those
+    assert [(d.isoformat(), n) for d, n in world["backfill_marts"]] == [
+        (r["as_of"], r["features"]) for r in s["days"]
+    ]
+    # nothing reached the tracker: no folder, no ledger row
+    assert world["backfill_tracker"] is False and world["backfill_ledger"] == []
+    table = json.loads(world["artifacts"]["backfill-days"].data)
+    assert [r["as_of"] for r in table] == days
+    assert {"features", "suggestions", "dq_verdict", "seconds"} <= set(table[0])
+    assert (world["root"] / "feedback_analyst.duckdb").exists()
+
+
+def test_backdated_run_writes_nothing_and_says_why(world):
+    assert world["normal"][0] == 0 and world["normal_run"]["kind"] == "manual"
+    assert world["tracker_1"], "the normal run created issues"
+    code, out, err = world["backdated"]
+    assert code == 0, err  # nothing written by design is a clean run, not Degraded
+    run = world["backdated_run"]
+    assert run["status"] == "completed" and run["as_of"] == OLD
+    wb = run["summary"]["writeback"]
+    assert wb["status"] == "backdated" and wb["counts"] == {}
+    assert wb["backdating"]["newest_scored_day"] == END.isoformat()
+    plan = run["summary"]["plan"]
+    why = f"backdated run (as_of {OLD} < newest scored day {END}): nothing written"
+    assert plan and all(p["action"] == "skip" and why in p["reason"] for p in plan)
+    assert run["summary"]["degraded_reasons"] == []
+    assert world["tracker_2"] == world["tracker_1"]  # no file created or touched
+    assert world["ledger_2"] == world["ledger_1"]
+    assert "backdated, nothing written" in err and "backdated run: nothing written" in out
+
+
+def test_allowed_backdated_run_never_plans_a_recovery_the_newest_day_does(world):
+    code, _, err = world["allowed"]
+    assert code == 0, err
+    run = world["allowed_run"]
+    plan = {p["fingerprint"]: p for p in run["summary"]["plan"]}
+    assert run["summary"]["writeback"]["status"] == "ok"
+    assert not {p["action"] for p in plan.values()} & {"comment", "close", "reopen"}
+    ghost = plan["health:ghost"]
+    assert ghost["action"] == "skip" and "this run is backdated" in ghost["reason"]
+    assert world["ghost_after"] == world["ghost_before"]
+    assert any(p["action"] in ("create", "update") for p in plan.values())  # it may write
+    newest = {p["fingerprint"]: p for p in world["newest"]["plan"]}
+    assert newest["health:ghost"]["action"] == "comment"
+    assert world["newest"]["backdating"]["is_backdated"] is False
+
+
+@pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--from", "2026-11-05", "--to", "2026-11-01"], "end 2026-11-01 is before start"),
+        (["--from", "2025-01-01", "--to", "2026-11-01"], "at most 400"),
+        (["--from", "2026-11-01", "--to", "2026-11-02", "--window-days", "3"], "out of range"),
+    ],
+)
+def test_backfill_argument_errors_are_one_line_and_exit_2(argv, says):
+    code, out, err = _cli(["backfill", *argv])
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("error:") and says in err
+
+
+def test_day_range_is_inclusive_and_bounded():
+    assert history.day_range(FIRST, date(2026, 10, 12)) == [FIRST, LAST, date(2026, 10, 12)]
+    assert history.day_range(FIRST, FIRST) == [FIRST]
+    assert len(history.day_range(date(2026, 1, 1), date(2027, 2, 4))) == 400
+    with pytest.raises(ValueError, match="at most 400"):
+        history.day_range(date(2026, 1, 1), date(2027, 2, 5))
+
+
+def test_serve_builds_each_deployment_from_its_own_flow():
+    spec = yaml.safe_load((PROJECT_ROOT / "prefect.yaml").read_text(encoding="utf-8"))
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    assert {n: deployment_flow(d).name for n, d in by_name.items()} == {
+        "nightly": "nightly",
+        "manual": "nightly",
+        "backfill": "backfill",
+    }
+    assert not by_name["backfill"].get("schedules")
+    assert by_name["backfill"]["tags"] == ["feedback-loop", "backfill"]
+    assert by_name["backfill"]["work_pool"] == by_name["nightly"]["work_pool"]
+    backfill = build_parser().parse_args(["backfill", "--from", "2026-11-01", "--to", "2026-11-02"])
+    assert (backfill.start, backfill.load) == (date(2026, 11, 1), True)
