@@ -51,3 +51,26 @@ def test_query_without_a_warehouse_says_what_to_do(tmp_path, capsys, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert main(["query", "select 1"]) == 2
     assert "run `feedback-loop run` first" in capsys.readouterr().err
+
+
+def test_a_future_as_of_is_refused_before_running(tmp_path, capsys):
+    """It would become the newest scored day and hold every later nightly as backdated."""
+    from datetime import UTC, datetime, timedelta
+
+    tomorrow = (datetime.now(UTC).date() + timedelta(days=1)).isoformat()
+    assert main(["run", "--as-of", tomorrow, "--config", str(tmp_path / "none.toml")]) == 2
+    err = capsys.readouterr().err
+    assert "config file not found" in err  # settings first, as for every command
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'duckdb_path = "{tmp_path / "w.duckdb"}"\n')
+    assert main(["run", "--as-of", tomorrow, "--config", str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert f"--as-of: {tomorrow} is in the future" in err
+    assert not (tmp_path / "w.duckdb").exists()
+
+
+def test_alerts_need_a_prefect_server(monkeypatch, capsys):
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    assert main(["alerts", "--webhook-url", "http://127.0.0.1:9/hook"]) == 2
+    err = capsys.readouterr().err
+    assert "alerts need a Prefect server" in err and "PREFECT_API_URL" in err
