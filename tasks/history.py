@@ -11,7 +11,7 @@ decides that an issue's state changed (recovered, closed, reopened): that is the
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import duckdb
@@ -85,9 +85,14 @@ def backdating(con: duckdb.DuckDBPyConnection, as_of: date | str) -> Backdating:
 
 def day_range(start: date, end: date, max_days: int = MAX_BACKFILL_DAYS) -> list[date]:
     """Every day from `start` to `end`, both included; ValueError (one line) when the range is
-    empty or longer than `max_days`."""
+    empty, longer than `max_days` or ends after today (UTC)."""
     if end < start:
         raise ValueError(f"backfill range: end {end} is before start {start}")
+    today = datetime.now(UTC).date()
+    if end > today:
+        # A future day would become the newest scored day and hold every later nightly run
+        # as backdated.
+        raise ValueError(f"backfill range: end {end} is in the future; end today at the latest")
     n = (end - start).days + 1
     if n > max_days:
         raise ValueError(

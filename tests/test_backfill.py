@@ -12,7 +12,7 @@ import contextlib
 import io
 import json
 import logging
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -252,9 +252,12 @@ def test_backfill_argument_errors_are_one_line_and_exit_2(argv, says):
 def test_day_range_is_inclusive_and_bounded():
     assert history.day_range(FIRST, date(2026, 10, 12)) == [FIRST, LAST, date(2026, 10, 12)]
     assert history.day_range(FIRST, FIRST) == [FIRST]
-    assert len(history.day_range(date(2026, 1, 1), date(2027, 2, 4))) == 400
+    assert len(history.day_range(date(2025, 1, 1), date(2026, 2, 4))) == 400
     with pytest.raises(ValueError, match="at most 400"):
-        history.day_range(date(2026, 1, 1), date(2027, 2, 5))
+        history.day_range(date(2025, 1, 1), date(2026, 2, 5))
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    with pytest.raises(ValueError, match="in the future"):
+        history.day_range(tomorrow - timedelta(days=3), tomorrow)
 
 
 def test_serve_builds_each_deployment_from_its_own_flow():
