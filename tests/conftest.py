@@ -15,6 +15,16 @@ from tasks import db
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 
 
+@pytest.fixture(scope="session")
+def prefect_api():
+    """One Prefect test server for every test that runs flows against an API (starting one
+    costs ~20 s): from the first test that asks for it to the end of the session."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
 @pytest.fixture
 def con(tmp_path: Path):
     c = duckdb.connect(str(tmp_path / "w.duckdb"))

@@ -12,13 +12,13 @@ import contextlib
 import io
 import json
 import logging
+import time
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
 import pytest
 import yaml
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import build_parser, deployment_flow, main
 from tasks import history, steps, writeback
@@ -75,7 +75,7 @@ def _ledger(db: Path) -> list[tuple]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, prefect_api):
     root = tmp_path_factory.mktemp("backfill")
     generate_demo_data(
         DemoConfig(out_dir=root / "demo", end_date=END, days=45, users=400, accounts=40)
@@ -101,43 +101,40 @@ def world(tmp_path_factory):
     db = root / "feedback.duckdb"
     cfg = str(config)
     out: dict = {"root": root, "db": db, "config": config}
-    with prefect_test_harness(server_startup_timeout=120):
-        # 1. a backfill on a fresh warehouse, through the CLI
-        out["backfill"] = _cli(
-            ["backfill", "--from", f"{FIRST}", "--to", f"{LAST}", "--config", cfg]
-        )
-        out["backfill_run"] = _last_run(db)
-        out["backfill_tracker"] = (root / "tracker").exists()
-        out["backfill_ledger"] = _ledger(db)
-        out["backfill_marts"] = _sql(
-            db, "select as_of_date, count(*) from marts.feature_health group by all order by 1"
-        )
-        out["artifacts"], out["logs"] = _prefect_records(out["backfill_run"]["run_id"], db)
-        # 2. a normal run (as of the last data day): issues created
-        out["normal"] = _cli(["run", "--config", cfg])
-        out["normal_run"] = _last_run(db)
-        out["tracker_1"], out["ledger_1"] = _tracker_state(root), _ledger(db)
-        # 3. a backdated run, not a dry run: nothing written
-        out["backdated"] = _cli(["run", "--as-of", f"{OLD}", "--config", cfg])
-        out["backdated_run"] = _last_run(db)
-        out["tracker_2"], out["ledger_2"] = _tracker_state(root), _ledger(db)
-        # 4. an open issue whose problem is absent from both days: the newest day would
-        # comment on its recovery; the backdated run, allowed to write, must not
-        settings = load_settings(config)
-        tracker = MarkdownTracker(settings.writeback.tracker_dir)
-        with duckdb.connect(str(db)) as con:
-            plan = writeback.plan_writeback(con, tracker, [suggestion("health:ghost")], 5)
-            writeback.apply_plan(con, tracker, [p for p in plan if p.action == "create"], "seed")
-        out["ghost_before"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
-        out["allowed"] = _cli(
-            ["run", "--as-of", f"{OLD}", "--allow-backdated-writeback", "--config", cfg]
-        )
-        out["allowed_run"] = _last_run(db)
-        out["ghost_after"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
-        # 5. the newest day's write-back step (dry run): it plans the recovery
-        out["newest"] = steps.run_write_back(
-            settings, END.isoformat(), "newest", True, 5, "pass", logging.getLogger("test")
-        )
+    # 1. a backfill on a fresh warehouse, through the CLI
+    out["backfill"] = _cli(["backfill", "--from", f"{FIRST}", "--to", f"{LAST}", "--config", cfg])
+    out["backfill_run"] = _last_run(db)
+    out["backfill_tracker"] = (root / "tracker").exists()
+    out["backfill_ledger"] = _ledger(db)
+    out["backfill_marts"] = _sql(
+        db, "select as_of_date, count(*) from marts.feature_health group by all order by 1"
+    )
+    out["artifacts"], out["logs"] = _prefect_records(out["backfill_run"]["run_id"], db)
+    # 2. a normal run (as of the last data day): issues created
+    out["normal"] = _cli(["run", "--config", cfg])
+    out["normal_run"] = _last_run(db)
+    out["tracker_1"], out["ledger_1"] = _tracker_state(root), _ledger(db)
+    # 3. a backdated run, not a dry run: nothing written
+    out["backdated"] = _cli(["run", "--as-of", f"{OLD}", "--config", cfg])
+    out["backdated_run"] = _last_run(db)
+    out["tracker_2"], out["ledger_2"] = _tracker_state(root), _ledger(db)
+    # 4. an open issue whose problem is absent from both days: the newest day would
+    # comment on its recovery; the backdated run, allowed to write, must not
+    settings = load_settings(config)
+    tracker = MarkdownTracker(settings.writeback.tracker_dir)
+    with duckdb.connect(str(db)) as con:
+        plan = writeback.plan_writeback(con, tracker, [suggestion("health:ghost")], 5)
+        writeback.apply_plan(con, tracker, [p for p in plan if p.action == "create"], "seed")
+    out["ghost_before"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
+    out["allowed"] = _cli(
+        ["run", "--as-of", f"{OLD}", "--allow-backdated-writeback", "--config", cfg]
+    )
+    out["allowed_run"] = _last_run(db)
+    out["ghost_after"] = (root / "tracker" / "health-ghost.md").read_text(encoding="utf-8")
+    # 5. the newest day's write-back step (dry run): it plans the recovery
+    out["newest"] = steps.run_write_back(
+        settings, END.isoformat(), "newest", True, 5, "pass", logging.getLogger("test")
+    )
     return out
 
 
@@ -169,7 +166,14 @@ def _prefect_records(run_id: str, db: Path) -> tuple[dict, list[str]]:
             )
         return {a.key: a for a in artifacts}, [entry.message for entry in logs]
 
-    return asyncio.run(read())
+    # Run logs reach the API in batches: wait (bounded) until the flow's last line is there.
+    deadline = time.monotonic() + 30
+    while True:
+        artifacts, logs = asyncio.run(read())
+        if any("day(s) scored, snapshot published" in m for m in logs):
+            return artifacts, logs
+        assert time.monotonic() < deadline, f"the backfill's logs did not arrive: {logs[-5:]}"
+        time.sleep(0.5)
 
 
 def test_backfill_scores_every_day_and_writes_nothing_back(world):

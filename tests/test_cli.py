@@ -70,7 +70,10 @@ def test_a_future_as_of_is_refused_before_running(tmp_path, capsys):
 
 
 def test_alerts_need_a_prefect_server(monkeypatch, capsys):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     monkeypatch.delenv("PREFECT_API_URL", raising=False)
-    assert main(["alerts", "--webhook-url", "http://127.0.0.1:9/hook"]) == 2
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):  # a session harness may be up
+        assert main(["alerts", "--webhook-url", "http://127.0.0.1:9/hook"]) == 2
     err = capsys.readouterr().err
     assert "alerts need a Prefect server" in err and "PREFECT_API_URL" in err

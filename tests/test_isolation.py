@@ -19,7 +19,6 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.cli import build_parser, main
 from tasks.demo_data import DemoConfig, generate_demo_data
@@ -101,7 +100,7 @@ def _flow_run_state(flow_run_id: str):
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, prefect_api):
     root = tmp_path_factory.mktemp("isolation")
     generate_demo_data(
         DemoConfig(out_dir=root / "demo", end_date=END, days=45, users=400, accounts=40)
@@ -120,7 +119,6 @@ def world(tmp_path_factory):
     out: dict = {"root": root, "db": db}
     with (
         pytest.MonkeyPatch.context() as mp,
-        prefect_test_harness(server_startup_timeout=120),
         FakeServer() as zd,
         FakeServer() as ic,
         FakeGitHub() as gh,

@@ -11,18 +11,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from prefect.testing.utilities import prefect_test_harness
 
 from flows.nightly import nightly
 from tasks.demo_data import DemoConfig, generate_demo_data
 
 END = date(2026, 11, 24)
-
-
-@pytest.fixture(scope="module")
-def prefect_api():
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -255,6 +248,32 @@ def test_analyst_snapshot_answers_queries_while_no_run_is_active(demo, capsys):
     out = capsys.readouterr().out
     assert "feature_key,health_score" in out
     assert demo["manifest"]["planted"]["regressing"] in out
+
+
+def test_snapshot_shows_each_run_final_with_its_stage_timings_and_row_counts(demo):
+    """The run's own row is final before the snapshot is taken: analysts never see it running."""
+    snap = duckdb.connect(str(demo["root"] / "feedback_analyst.duckdb"), read_only=True)
+    try:
+        rows = snap.sql(
+            "select run_id, status, stage_seconds, row_counts from ops.runs order by started_at"
+        ).fetchall()
+    finally:
+        snap.close()
+    assert [r[1] for r in rows] == ["completed", "completed"]
+    last_id = demo["second"].result()["run_id"]
+    assert rows[-1][0] == last_id
+    stages = json.loads(rows[-1][2])
+    assert {"load", "staging", "validate", "score", "write_back"} <= set(stages)
+    counts = json.loads(rows[-1][3])
+    assert counts["staging"]["stg_usage_events"] > 0 and "posthog" in counts["loaded"]
+    con = _con(demo)  # the live file also has the snapshot's own time, known only afterwards
+    live = json.loads(
+        con.execute("select stage_seconds from ops.runs where run_id = ?", [last_id]).fetchall()[0][
+            0
+        ]
+    )
+    con.close()
+    assert live["snapshot"] > 0
 
 
 def test_critical_failure_degrades_the_run_and_blocks_dependent_write_back(demo, tmp_path):

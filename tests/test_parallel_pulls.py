@@ -19,7 +19,6 @@ from pathlib import Path
 import duckdb
 import pytest
 from prefect import flow
-from prefect.testing.utilities import prefect_test_harness
 
 from benchmarks.drill.common import table_hashes
 from tasks.settings import FileSources, Settings
@@ -154,10 +153,10 @@ def _pull_states(flow_run_id: uuid.UUID) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, prefect_api):
     root = tmp_path_factory.mktemp("parallel")
     out: dict = {}
-    with pytest.MonkeyPatch.context() as mp, prefect_test_harness(server_startup_timeout=120):
+    with pytest.MonkeyPatch.context() as mp:
         for name, value in TOKENS.items():
             mp.setenv(name, value)
         servers = {name: FakeServer().start() for name in VENDORS}

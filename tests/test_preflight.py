@@ -476,12 +476,10 @@ def test_error_text_with_brackets_is_printed_verbatim_in_a_subprocess(root):
     assert not (root / "wh").exists()
 
 
-def test_the_flow_fails_fast_and_takes_window_days_from_the_settings(root):
+def test_the_flow_fails_fast_and_takes_window_days_from_the_settings(root, prefect_api):
     """A run started from the Prefect UI (not the CLI) stops at preflight: ConfigError, no
     warehouse. A run that passes preflight uses window_days of the settings file unless the
     parameter is given (recorded in ops.runs at the start of the run)."""
-    from prefect.testing.utilities import prefect_test_harness
-
     from flows.nightly import nightly
 
     bad = _config(root, _with(BASE, writeback='tracker_dir = "blocker/tracker"'))
@@ -493,15 +491,14 @@ def test_the_flow_fails_fast_and_takes_window_days_from_the_settings(root):
         .replace("exports/github/*.json", ""),
         encoding="utf-8",
     )
-    with prefect_test_harness(server_startup_timeout=120):
-        state = nightly(config_path=str(bad), return_state=True)
-        assert state.is_failed()
-        with pytest.raises(ConfigError, match="writeback.tracker_dir"):
-            state.result()
-        assert not (root / "wh" / "feedback.duckdb").exists()
+    state = nightly(config_path=str(bad), return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match="writeback.tracker_dir"):
+        state.result()
+    assert not (root / "wh" / "feedback.duckdb").exists()
 
-        nightly(config_path=str(empty), return_state=True)
-        nightly(config_path=str(empty), window_days=21, return_state=True)
+    nightly(config_path=str(empty), return_state=True)
+    nightly(config_path=str(empty), window_days=21, return_state=True)
     con = duckdb.connect(str(root / "wh" / "feedback.duckdb"), read_only=True)
     try:
         windows = [

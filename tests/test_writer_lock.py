@@ -104,14 +104,6 @@ def test_a_killed_holder_never_leaves_the_warehouse_locked(tmp_path):
     assert lock_path(db_path).exists()
 
 
-@pytest.fixture(scope="module")
-def prefect_api():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_writers_queue_on_a_prefect_global_concurrency_limit(tmp_path, prefect_api):
     """Two writers in threads of one process (the file lock is per process, so only the Prefect
     slot can keep them apart here): the second waits for the first's slot."""
