@@ -115,9 +115,10 @@ def warehouse_writer(
     def tell(message: str) -> None:
         if not waited_flag["told"]:
             waited_flag["told"] = True
-            log.warning("%s", message)
             if on_wait:
-                on_wait(message)
+                on_wait(message)  # the caller logs it (the flow: to its run log)
+            else:
+                log.warning("%s", message)
 
     with contextlib.ExitStack() as stack:
         if use_prefect:
