@@ -50,10 +50,7 @@ from tasks.steps import (
 def backfill(
     start: Annotated[date, Field(description="First day to score (UTC), included.")],
     end: Annotated[date, Field(description="Last day to score (UTC), included; >= start.")],
-    window_days: Annotated[
-        int | None,
-        Field(ge=7, le=120, description="Scoring window in days; empty = window_days of config."),
-    ] = None,
+    window_days: runtime.WindowDaysParam = None,
     sources: Annotated[
         list[SourceKind],
         Field(description="Sources to pull first; the others keep what they loaded before."),
@@ -61,9 +58,7 @@ def backfill(
     load: Annotated[
         bool, Field(description="Pull new data once before scoring; off = score what is loaded.")
     ] = True,
-    config_path: Annotated[
-        str | None, Field(description="Settings file (TOML); empty = embedded demo defaults.")
-    ] = None,
+    config_path: runtime.ConfigPathParam = None,
 ):
     """Score every day from `start` to `end` (inclusive, at most 400 days); never write back.
 
@@ -73,7 +68,8 @@ def backfill(
         window_days: Length of the scoring window in days; empty = the config value (28).
         sources: Sources to pull before scoring; the others keep what they loaded before.
         load: Pull new data once first (off: score what the warehouse holds).
-        config_path: Settings file (TOML); empty = the embedded demo defaults.
+        config_path: Settings file (TOML); empty = $FEEDBACK_LOOP_CONFIG, else (production
+            deployments) the Prefect Variable feedback_loop_config, else the embedded demo.
 
     Returns a summary dict (one row per day in `days`); the run is Degraded when a source
     failed to load or a critical data-quality check failed.
@@ -105,17 +101,11 @@ def _backfill(
     logger = get_run_logger()
     start, end = days[0], days[-1]
     started_at = datetime.now(UTC)
-    timings: dict[str, float] = {}
+    timed = runtime.StageTimer()
+    timings = timed.timings
 
-    def timed(name: str, fn, *args):
-        t0 = time.perf_counter()
-        result = fn(*args)
-        timings[name] = round(time.perf_counter() - t0, 3)
-        return result
-
-    abandoned = start_run(settings, run_id, flow_run.get_id(), started_at, window_days, False)
-    if abandoned:
-        logger.warning("runs that died without finishing, now 'abandoned': %s", abandoned)
+    # Rows of runs that died are marked abandoned first (each one logged by tasks.steps).
+    start_run(settings, run_id, flow_run.get_id(), started_at, window_days, False)
     logger.info(
         "backfill %s: %d day(s) %s to %s, window %d days, db=%s; nothing is written back",
         run_id,

@@ -579,6 +579,23 @@ def _date(value: str) -> date:
         raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
+def _window_and_sources(parser: argparse.ArgumentParser, sources_help: str) -> None:
+    """--window-days and --sources, as `run` and `backfill` take them."""
+    parser.add_argument(
+        "--window-days",
+        type=int,
+        default=None,
+        help="scoring window in days, 7-120 (default: window_days from the settings, 28)",
+    )
+    parser.add_argument(
+        "--sources",
+        nargs="+",
+        choices=["usage", "tickets", "bugs"],
+        default=["usage", "tickets", "bugs"],
+        help=sources_help,
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="feedback-loop",
@@ -608,19 +625,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="score as of this day (default: yesterday, or the last day with data); a day "
         "older than the newest day already scored writes nothing to the tracker",
     )
-    r.add_argument(
-        "--window-days",
-        type=int,
-        default=None,
-        help="scoring window in days, 7-120 (default: window_days from the settings, 28)",
-    )
-    r.add_argument(
-        "--sources",
-        nargs="+",
-        choices=["usage", "tickets", "bugs"],
-        default=["usage", "tickets", "bugs"],
-        help="sources to pull (default: all)",
-    )
+    _window_and_sources(r, "sources to pull (default: all)")
     r.add_argument(
         "--dry-run",
         action="store_true",
@@ -663,19 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument(
         "--to", dest="end", type=_date, required=True, metavar="YYYY-MM-DD", help="last day"
     )
-    b.add_argument(
-        "--window-days",
-        type=int,
-        default=None,
-        help="scoring window in days, 7-120 (default: window_days from the settings, 28)",
-    )
-    b.add_argument(
-        "--sources",
-        nargs="+",
-        choices=["usage", "tickets", "bugs"],
-        default=["usage", "tickets", "bugs"],
-        help="sources to pull first (default: all)",
-    )
+    _window_and_sources(b, "sources to pull first (default: all)")
     b.add_argument(
         "--no-load",
         dest="load",

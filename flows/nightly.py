@@ -5,7 +5,6 @@ It orchestrates only; every step is a task in tasks/steps.py over plain, tested 
 
 from __future__ import annotations
 
-import time
 import uuid
 from datetime import UTC, date, datetime
 from typing import Annotated
@@ -45,10 +44,7 @@ def nightly(
         date | None,
         Field(description="Score as of this day (UTC). Empty: yesterday, or the last data day."),
     ] = None,
-    window_days: Annotated[
-        int | None,
-        Field(ge=7, le=120, description="Scoring window in days; empty = window_days of config."),
-    ] = None,
+    window_days: runtime.WindowDaysParam = None,
     sources: Annotated[
         list[SourceKind],
         Field(description="Sources to pull this run; the others keep what they loaded before."),
@@ -59,9 +55,7 @@ def nightly(
     max_new_suggestions: Annotated[
         int | None, Field(ge=0, le=50, description="Cap on new tracker issues; empty = config.")
     ] = None,
-    config_path: Annotated[
-        str | None, Field(description="Settings file (TOML); empty = embedded demo defaults.")
-    ] = None,
+    config_path: runtime.ConfigPathParam = None,
     full_refresh: Annotated[
         bool,
         Field(description="Rebuild the usage rollups from all events, not only changed days."),
@@ -82,7 +76,8 @@ def nightly(
         sources: Sources to pull this run; the others keep what they loaded before.
         dry_run: Plan the tracker write-back (create/update/skip) but write nothing.
         max_new_suggestions: Cap on new tracker issues this run; empty = the config value.
-        config_path: Settings file (TOML); empty = the embedded demo defaults.
+        config_path: Settings file (TOML); empty = $FEEDBACK_LOOP_CONFIG, else (production
+            deployments) the Prefect Variable feedback_loop_config, else the embedded demo.
         full_refresh: Rebuild the daily usage rollups from every event instead of the days
             touched by new or changed data (same result, slower).
         allow_backdated_writeback: A run whose as_of is older than the newest day already
@@ -138,17 +133,11 @@ def _run(
     """The run itself, holding the writer lock: returns its summary and Degraded reasons."""
     logger = get_run_logger()
     started_at = datetime.now(UTC)
-    timings: dict[str, float] = {}
+    timed = runtime.StageTimer()
+    timings = timed.timings
 
-    def timed(name: str, fn, *args):
-        t0 = time.perf_counter()
-        result = fn(*args)
-        timings[name] = round(time.perf_counter() - t0, 3)
-        return result
-
-    abandoned = start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
-    if abandoned:
-        logger.warning("runs that died without finishing, now 'abandoned': %s", abandoned)
+    # Rows of runs that died are marked abandoned first (each one logged by tasks.steps).
+    start_run(settings, run_id, flow_run.get_id(), started_at, window_days, dry_run)
     logger.info(
         "run %s: db=%s tracker=%s", run_id, settings.duckdb_path, settings.writeback.tracker_dir
     )

@@ -7,13 +7,31 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+from pydantic import Field
 
 from tasks import db
 from tasks.settings import ENV_PREFIX, ConfigError, Settings, load_settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Flow parameters that the nightly and backfill flows share (the Prefect UI's form fields).
+WindowDaysParam = Annotated[
+    int | None,
+    Field(ge=7, le=120, description="Scoring window in days; empty = window_days of config."),
+]
+ConfigPathParam = Annotated[
+    str | None,
+    Field(
+        description="Settings file (TOML); empty = $FEEDBACK_LOOP_CONFIG, else (production "
+        "deployments) the Prefect Variable feedback_loop_config, else the embedded demo."
+    ),
+]
 
 # Set in the job variables of the prefect.yaml deployments that run on a work pool: such a run
 # must name its settings file and may not use the demo.
@@ -132,3 +150,16 @@ def _set_state(flow_run_id: str | None, name: str, message: str) -> None:
             client.set_flow_run_state(flow_run_id, Running(name=name, message=message), force=True)
     except Exception:
         log.debug("could not set the state of flow run %s", flow_run_id, exc_info=True)
+
+
+class StageTimer:
+    """Seconds per stage of a run (`timings`, as recorded in ops.runs.stage_seconds)."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    def __call__(self, name: str, fn: Callable[..., T], *args: Any) -> T:
+        t0 = time.perf_counter()
+        result = fn(*args)
+        self.timings[name] = round(time.perf_counter() - t0, 3)
+        return result

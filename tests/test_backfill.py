@@ -8,8 +8,6 @@ a backfill on a fresh warehouse, a normal run, a backdated run, an allowed backd
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import io
 import json
 import logging
 import time
@@ -20,11 +18,12 @@ import duckdb
 import pytest
 import yaml
 
-from flows.cli import build_parser, deployment_flow, main
+from flows.cli import build_parser, deployment_flow
 from tasks import history, steps, writeback
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.settings import PROJECT_ROOT, load_settings
 from tasks.trackers.markdown import MarkdownTracker
+from tests.helpers import cli, demo_config, sql
 from tests.test_writeback import suggestion
 
 END = date(2026, 11, 24)  # the last day of data: the newest day a normal run scores
@@ -33,19 +32,7 @@ FIRST, LAST = date(2026, 10, 10), date(2026, 10, 11)
 OLD = date(2026, 11, 17)  # the backdated runs' as-of day
 
 
-def _cli(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(argv)
-    return code, out.getvalue(), err.getvalue()
-
-
-def _sql(db: Path, query: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(query, params or []).fetchall()
-    finally:
-        con.close()
+_cli, _sql = cli, sql
 
 
 def _last_run(db: Path) -> dict:
@@ -80,24 +67,7 @@ def world(tmp_path_factory, prefect_api):
     generate_demo_data(
         DemoConfig(out_dir=root / "demo", end_date=END, days=45, users=400, accounts=40)
     )
-    config = root / "config.toml"
-    config.write_text(
-        "\n".join(
-            [
-                'duckdb_path = "feedback.duckdb"',
-                'snapshot_path = "feedback_analyst.duckdb"',
-                "[demo]",
-                "enabled = false",
-                "[sources]",
-                'posthog_events = "demo/posthog/*.jsonl"',
-                'zendesk_tickets = "demo/zendesk/*.json"',
-                'github_issues = "demo/github/*.json"',
-                "[writeback]",
-                'tracker_dir = "tracker"',
-            ]
-        ),
-        encoding="utf-8",
-    )
+    config = demo_config(root / "config.toml")
     db = root / "feedback.duckdb"
     cfg = str(config)
     out: dict = {"root": root, "db": db, "config": config}

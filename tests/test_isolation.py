@@ -26,6 +26,7 @@ from tests.fakes.github import FakeGitHub
 from tests.fakes.intercom import conversation, intercom_api
 from tests.fakes.server import FakeServer
 from tests.fakes.zendesk import zendesk_api
+from tests.helpers import sql
 
 END = date(2026, 11, 24)
 ZD_TOKEN = "zd-test-token-123"
@@ -68,12 +69,7 @@ def _cli_run(config: Path) -> tuple[int, str]:
     return code, err.getvalue()
 
 
-def _sql(db: Path, query: str, params: list | None = None) -> list[tuple]:
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(query, params or []).fetchall()
-    finally:
-        con.close()
+_sql = sql
 
 
 def _last_run(db: Path) -> dict:

@@ -14,6 +14,7 @@ import pytest
 
 from flows.nightly import nightly
 from tasks.demo_data import DemoConfig, generate_demo_data
+from tests.helpers import demo_config
 
 END = date(2026, 11, 24)
 
@@ -23,24 +24,7 @@ def demo(tmp_path_factory, prefect_api):
     """Generate the default-size demo data once, run the flow twice, keep both results."""
     root = tmp_path_factory.mktemp("e2e")
     manifest = generate_demo_data(DemoConfig(out_dir=root / "demo", end_date=END))
-    config = root / "config.toml"
-    config.write_text(
-        "\n".join(
-            [
-                'duckdb_path = "feedback.duckdb"',
-                'snapshot_path = "feedback_analyst.duckdb"',
-                "[demo]",
-                "enabled = false",
-                "[sources]",
-                'posthog_events = "demo/posthog/*.jsonl"',
-                'zendesk_tickets = "demo/zendesk/*.json"',
-                'github_issues = "demo/github/*.json"',
-                "[writeback]",
-                'tracker_dir = "tracker"',
-            ]
-        ),
-        encoding="utf-8",
-    )
+    config = demo_config(root / "config.toml")
     first = nightly(config_path=str(config), return_state=True)
     snapshot_1 = _table_fingerprints(root / "feedback.duckdb")
     files_1 = {p.name: p.stat().st_mtime_ns for p in (root / "tracker").glob("*.md")}

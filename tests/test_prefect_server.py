@@ -36,6 +36,7 @@ import requests
 
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.settings import PROJECT_ROOT
+from tests.helpers import demo_config
 
 pytestmark = pytest.mark.server
 
@@ -91,25 +92,7 @@ def _cli(args: list[str], env: dict, timeout: float = 120) -> str:
 
 
 def _config(root: Path, name: str, demo: Path, tracker: Path) -> Path:
-    cfg = root / name
-    cfg.write_text(
-        "\n".join(
-            [
-                f'duckdb_path = "{root / "wh" / "feedback.duckdb"}"',
-                f'snapshot_path = "{root / "wh" / "feedback_analyst.duckdb"}"',
-                "[demo]",
-                "enabled = false",
-                "[sources]",
-                f'posthog_events = "{demo}/posthog/*.jsonl"',
-                f'zendesk_tickets = "{demo}/zendesk/*.json"',
-                f'github_issues = "{demo}/github/*.json"',
-                "[writeback]",
-                f'tracker_dir = "{tracker}"',
-            ]
-        ),
-        encoding="utf-8",
-    )
-    return cfg
+    return demo_config(root / name, demo, tracker=tracker, warehouse=root / "wh")
 
 
 @pytest.fixture(scope="module")
