@@ -120,6 +120,9 @@ class GateParams:
     vendors: tuple[str, ...] | None = None
     catalog_path: Path | None = None  # None: no mapping-coverage check
     docs_dir: Path | None = None  # None: no Data Docs
+    # False: keep the results for the site the mart gate builds after scoring (the flows);
+    # True: build the site now (a gate run on its own).
+    render_docs: bool = True
     memory_limit: str | None = None
     # Sources whose load failed this run (load-layer verdicts): (source, kind, one-line reason).
     # Each fails its source kind critically: dependent suggestions are blocked, the run Degraded.
@@ -210,7 +213,8 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         store_results(con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate"))
         sources = record_source_status(con, p.run_id, verdicts)
         update_schema_baseline(con, p.run_id, raw_results)
-    docs = _data_docs(results, p.docs_dir, p.run_id)
+    # Kept for the site the mart gate renders after scoring (one build per run).
+    docs = _data_docs(results, p.docs_dir, p.run_id, render=p.render_docs)
     out = GateResult(
         run_id=p.run_id,
         as_of=as_of,
@@ -991,13 +995,16 @@ def _n_quarantined(o) -> int:
     return (o.unexpected_count or 0) - o.null_key_count
 
 
-def _data_docs(results: list, docs_dir: Path | None, run_id: str) -> str | None:
+def _data_docs(
+    results: list, docs_dir: Path | None, run_id: str, *, render: bool = True
+) -> str | None:
     if docs_dir is None:
         return None
     from tasks.validation import build_data_docs
 
     try:
-        return str(build_data_docs(results, Path(docs_dir), run_id))
+        index = build_data_docs(results, Path(docs_dir), run_id, render=render)
+        return str(index) if index else None
     except Exception:  # the docs are a view of the results, never a reason to fail the run
         log.warning("building the Data Docs in %s failed", docs_dir, exc_info=True)
         return None

@@ -281,6 +281,7 @@ def validate_staging(
             vendors=quality.configured_vendors(settings),
             catalog_path=settings.catalog_path,
             docs_dir=settings.duckdb_path.parent / "data_docs",
+            render_docs=False,  # rendered with the marts' results by validate_marts
             memory_limit=settings.duckdb_memory_limit,
             failed_loads=tuple(
                 (name, f["kind"], f["reason"]) for name, f in (failed_loads or {}).items()

@@ -630,9 +630,13 @@ DOCS_SITE = "feedback_loop"
 _RESULTS_DIR = "_results"
 
 
-def build_data_docs(results: list[TableValidation], docs_dir: Path, run_name: str) -> Path:
+def build_data_docs(
+    results: list[TableValidation], docs_dir: Path, run_name: str, *, render: bool = True
+) -> Path | None:
     """Add `results` to run `run_name`'s validation results and (re)build the static GX Data Docs
-    site in `docs_dir` from all of them; returns the index.html path.
+    site in `docs_dir` from all of them; returns the index.html path. `render=False` only keeps
+    the results for a later step of the run to render (None): the input gate's results are
+    rendered with the marts' (one site build per run, about a second less per night).
 
     The results are kept as GX JSON under `docs_dir/_results/<run_name>/`, so the later mart
     validation adds its pages to the same site. Older runs' results and pages are removed: the
@@ -658,6 +662,8 @@ def build_data_docs(results: list[TableValidation], docs_dir: Path, run_name: st
         if r.gx_result is not None:
             path = store / f"{r.schema or 'main'}.{r.table}.json"
             path.write_text(json.dumps(r.gx_result.to_json_dict(), default=str), encoding="utf-8")
+    if not render:
+        return None
     for child in docs_dir.iterdir():
         if child.name == _RESULTS_DIR:
             for old in child.iterdir():
