@@ -125,8 +125,17 @@ def build_relation(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> int
     return con.sql(f"select count(*) from {layer}.{name}").fetchall()[0][0]
 
 
+# The analyst snapshot is written in DuckDB's v1.1.0 storage format: the warehouse's own format
+# (DuckDB 2.0, storage version 69) cannot be read by the DuckDB analysts have — the newest
+# `duckdb-cli` on the package index (1.5.x) reads versions 64-68 only, 1.1.x the same. v1.1.0 is
+# read by every DuckDB from 1.1 on (tests/test_snapshot_compat.py opens it with 1.1.3 and the
+# 1.x CLI); the live warehouse keeps the newest format.
+SNAPSHOT_STORAGE_VERSION = "v1.1.0"
+
+
 def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: Path, snapshot_path: Path) -> float:
-    """Copy the warehouse into a fresh file and atomically swap it in for analysts.
+    """Copy the warehouse into a fresh file (storage SNAPSHOT_STORAGE_VERSION) and atomically
+    swap it in for analysts.
 
     Readers of the previous copy are undisturbed; the nightly writer never waits for them.
     Returns seconds taken.
@@ -137,7 +146,9 @@ def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: Path, snapshot_pat
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     catalog = con.sql("select current_database()").fetchall()[0][0]
-    con.execute(f"attach '{_sql_str(tmp)}' as fl_snapshot")
+    con.execute(
+        f"attach '{_sql_str(tmp)}' as fl_snapshot (storage_version '{SNAPSHOT_STORAGE_VERSION}')"
+    )
     try:
         con.execute(f'copy from database "{catalog}" to fl_snapshot')
     finally:

@@ -6,6 +6,9 @@ Asserts the planted truth (ranking, quarantine) and idempotency of a second run.
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 from datetime import date
 from pathlib import Path
 
@@ -14,6 +17,7 @@ import pytest
 
 from flows.nightly import nightly
 from tasks.demo_data import DemoConfig, generate_demo_data
+from tasks.settings import PROJECT_ROOT
 from tests.helpers import demo_config
 
 END = date(2026, 11, 24)
@@ -438,3 +442,63 @@ def test_api_connectors_side_by_side_and_github_write_back(demo, tmp_path, monke
     assert leaked == 0  # requester emails were redacted/hashed before they reached DuckDB
     for issue in gh.issues.values():
         assert "@example.com" not in (issue.get("body") or "")
+
+
+# -------------------------------------------- the snapshot in the DuckDB analysts have
+# DuckDB 1.1.3 (Python) and the newest 1.x `duckdb-cli`, in a separate small environment
+# (`.venv-duckdb1`, made with the project's uv from the package index on first use), run the
+# README's queries on the analyst snapshot (tasks/db.py SNAPSHOT_STORAGE_VERSION).
+OLD_ENV = PROJECT_ROOT / ".venv-duckdb1"
+OLD_PINS = ["duckdb==1.1.3", "duckdb-cli==1.5.6"]
+
+
+def readme_queries() -> list[str]:
+    text = (PROJECT_ROOT / "README.md").read_text(encoding="utf-8")
+    return re.findall(r'^\.venv/bin/feedback-loop query "([^"]+)"', text, flags=re.M)
+
+
+@pytest.fixture(scope="session")
+def old_duckdb() -> Path:
+    python = OLD_ENV / "bin" / "python"
+    uv = Path(sys.executable).with_name("uv")
+    if not (OLD_ENV / ".installed").exists():
+        subprocess.run([str(uv), "venv", "-q", "-p", sys.executable, str(OLD_ENV)], check=True)
+        subprocess.run([str(uv), "pip", "install", "-q", "-p", str(python), *OLD_PINS], check=True)
+        (OLD_ENV / ".installed").write_text(" ".join(OLD_PINS), encoding="utf-8")
+    return OLD_ENV
+
+
+def test_readme_has_queries():
+    assert len(readme_queries()) >= 3
+
+
+def test_snapshot_answers_the_readme_queries_in_duckdb_1_1_and_the_1x_cli(demo, old_duckdb):
+    snapshot = demo["root"] / "feedback_analyst.duckdb"
+    script = (
+        "import duckdb, json, sys\n"
+        "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+        "out = {'version': duckdb.__version__}\n"
+        "for q in json.loads(sys.argv[2]):\n"
+        "    out[q] = len(con.sql(q).fetchall())\n"
+        "print(json.dumps(out))\n"
+    )
+    queries = readme_queries()
+    done = subprocess.run(
+        [str(old_duckdb / "bin" / "python"), "-c", script, str(snapshot), json.dumps(queries)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = json.loads(done.stdout)
+    assert counts.pop("version") == "1.1.3"
+    assert counts[queries[0]] > 0 and counts[queries[1]] > 0  # health and suggestions
+    cli = subprocess.run(
+        [str(old_duckdb / "bin" / "duckdb"), "-readonly", "-csv", str(snapshot)],
+        input="select version();\n" + "".join(f"{q};\n" for q in queries),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert cli.returncode == 0 and "Error" not in cli.stderr, cli.stderr[-2000:]
+    assert "v1.5.6" in cli.stdout and "fingerprint" in cli.stdout

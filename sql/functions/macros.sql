@@ -67,6 +67,15 @@ case
         then 'wrong_type:' || name
 end;
 
+-- Epoch seconds as a timestamp, NULL when not a finite number in TIMESTAMPTZ's range (the CASE
+-- keeps to_timestamp from failing the build). Not try(): the analyst snapshot is read by DuckDB
+-- 1.1+, which cannot load a macro that uses it (tasks/db.py SNAPSHOT_STORAGE_VERSION).
+create or replace macro epoch_ts(seconds) as
+case
+    when isfinite(seconds::double) and abs(seconds::double) < 9.2e12
+        then to_timestamp(seconds::double)
+end;
+
 -- A timestamp given as epoch seconds: any other type, or a number out of range.
 create or replace macro type_check_epoch(j, path, accepted, name) as
 case
@@ -74,7 +83,7 @@ case
         not list_contains(list_append(accepted, 'NULL'), json_type(j, path))
         or (
             json_type(j, path) <> 'NULL'
-            and try(to_timestamp(json_extract(j, path)::double)) is null
+            and epoch_ts(try_cast(json_extract(j, path) as double)) is null
         )
         then 'wrong_type:' || name
 end;

@@ -15,11 +15,11 @@ renamed as (
         'intercom' as source,
         case
             when json_type(payload, '$.created_at') in ('UBIGINT', 'BIGINT')
-                then try(to_timestamp((payload ->> 'created_at')::bigint))
+                then epoch_ts(try_cast(payload ->> 'created_at' as double))
         end as created_at,
         case
             when json_type(payload, '$.updated_at') in ('UBIGINT', 'BIGINT')
-                then try(to_timestamp((payload ->> 'updated_at')::bigint))
+                then epoch_ts(try_cast(payload ->> 'updated_at' as double))
         end as updated_at,
         -- older API versions only have the `open` flag
         lower(trim(coalesce(

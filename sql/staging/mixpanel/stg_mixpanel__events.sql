@@ -29,8 +29,8 @@ renamed as (
         'mixpanel' as source,
         case
             when json_type(payload, '$.properties.time') in ('UBIGINT', 'BIGINT', 'DOUBLE')
-                -- try(): an out-of-range epoch becomes null instead of failing the build
-                then try(to_timestamp(json_extract(payload, '$.properties.time')::double))
+                -- epoch_ts: an out-of-range epoch becomes null instead of failing the build
+                then epoch_ts(try_cast(json_extract(payload, '$.properties.time') as double))
         end as occurred_at,
         _loaded_at as ingested_at,
         nullif(trim(json_extract_string(payload, '$.properties.distinct_id')), '') as user_key,
@@ -57,8 +57,9 @@ renamed as (
                     not list_contains(['BIGINT', 'UBIGINT', 'DOUBLE', 'NULL'], payload_types[3])
                     or (
                         payload_types[3] <> 'NULL'
-                        and try(to_timestamp(json_extract(payload, '$.properties.time')::double))
-                        is null
+                        and epoch_ts(
+                            try_cast(json_extract(payload, '$.properties.time') as double)
+                        ) is null
                     )
                     then 'wrong_type:properties.time'
             end,
