@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     summary = _finished(state, err, "run")
     if summary is None:
         return EXIT_RUN_FAILED
-    _print_summary(out, err, summary, state.name)
+    _print_summary(out, err, summary, state.name, args.config)
     return _exit_code(state, summary, err)
 
 
@@ -158,7 +158,15 @@ def _check_run_args(args: argparse.Namespace) -> None:
         )
 
 
-def _print_summary(out, err, s: dict, state_name: str) -> None:
+def _query_hint(sql: str, config: str | None) -> str:
+    """A `feedback-loop query` command line that runs as printed (with this run's --config)."""
+    import shlex
+
+    where = f" --config {shlex.quote(str(Path(config).resolve()))}" if config else ""
+    return f"query: feedback-loop query {shlex.quote(sql)}{where}"
+
+
+def _print_summary(out, err, s: dict, state_name: str, config: str | None = None) -> None:
     verdict = s["dq_verdict"]
     colour = {"pass": "green", "warn": "yellow", "degraded": "red"}[verdict]
     err.print(
@@ -199,10 +207,12 @@ def _print_summary(out, err, s: dict, state_name: str) -> None:
     _print_rows(out, rows, title=title, max_width=48)
     if not s["dry_run"] and not backdated:
         out.print(f"tracker: {s['tracker_dir']}")
-    out.print(
-        f'query: feedback-loop query "select * from marts.feature_health"  '
-        f"(snapshot {s['snapshot_path']})"
+    hint = _query_hint(
+        "select feature_key, health_score, confidence from marts.latest_feature_health "
+        "order by health_score",
+        config,
     )
+    out.print(f"{hint}  (snapshot {s['snapshot_path']})", markup=False, soft_wrap=True)
 
 
 # ----------------------------------------------------------------------------------- backfill
@@ -254,11 +264,12 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         for r in s["days"]
     ]
     _print_rows(out, rows, title=f"Backfill {s['run_id']} ({state.name}): nothing written back")
-    out.print(
-        f'query: feedback-loop query "select * from marts.feature_health where as_of_date '
-        f"between '{s['start']}' and '{s['end']}'\"  (snapshot {s['snapshot_path']})",
-        markup=False,
+    hint = _query_hint(
+        "select as_of_date, feature_key, health_score from marts.feature_health where "
+        f"as_of_date between '{s['start']}' and '{s['end']}' order by feature_key, as_of_date",
+        args.config,
     )
+    out.print(f"{hint}  (snapshot {s['snapshot_path']})", markup=False, soft_wrap=True)
     return _exit_code(state, s, err)
 
 
@@ -341,12 +352,58 @@ def cmd_query(args: argparse.Namespace) -> int:
         w.writerows(rows)
     elif args.format == "json":
         print(json.dumps([dict(zip(cols, r, strict=True)) for r in rows], default=str, indent=1))  # noqa: T201
+    elif args.format == "markdown":
+        print(markdown_table(cols, rows))  # noqa: T201
     else:
-        _print_rows(out, [dict(zip(cols, r, strict=True)) for r in rows])
+        import shutil
+
+        width = shutil.get_terminal_size((80, 24)).columns
+        print(text_table(cols, rows, width), end="")  # noqa: T201
     if truncated:
         err.print(f"(first {args.limit} rows; raise --limit for more)")
     err.print(f"[dim]{escape(str(path))}[/]")
     return 0
+
+
+CELL_MAX = 40  # characters of a value shown in a table cell (the rest becomes …)
+
+
+def _cell(value, limit: int) -> str:
+    text = "" if value is None else " ".join(str(value).split())
+    return text if len(text) <= limit else text[: max(limit - 1, 0)] + "…"
+
+
+def text_table(cols: list[str], rows: list[tuple], width: int) -> str:
+    """Rows as aligned columns when they fit in `width` characters (values cut at CELL_MAX),
+    else one record per block (`column | value`, values cut to the width), like psql's
+    expanded mode: readable in an 80-column terminal either way."""
+    cells = [[_cell(v, CELL_MAX) for v in r] for r in rows]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(cols)]
+    if sum(widths) + 2 * (len(cols) - 1) <= width:
+        lines = ["  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)).rstrip()]
+        lines.append("  ".join("-" * w for w in widths))
+        lines += [
+            "  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells
+        ]
+        return "\n".join(lines) + "\n"
+    name_w = max(len(c) for c in cols)
+    value_w = max(width - name_w - 3, 10)
+    out = []
+    for n, r in enumerate(rows, start=1):
+        out.append(f"-[ record {n} ]".ljust(min(width, name_w + 3 + value_w), "-"))
+        out += [f"{c.ljust(name_w)} | {_cell(v, value_w)}" for c, v in zip(cols, r, strict=True)]
+    return "\n".join(out) + "\n" if out else "(no rows)\n"
+
+
+def markdown_table(cols: list[str], rows: list[tuple]) -> str:
+    """A GitHub-flavoured Markdown table (pipes escaped, line breaks folded)."""
+
+    def md(v) -> str:
+        return _cell(v, 10**9).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(md(c) for c in cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(md(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------- doctor
@@ -712,7 +769,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("sql", help='e.g. "select * from marts.feature_health"')
     q.add_argument("--live", action="store_true", help="query the live warehouse file")
     q.add_argument("--db", help="query this DuckDB file instead")
-    q.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    q.add_argument(
+        "--format",
+        choices=["table", "csv", "json", "markdown"],
+        default="table",
+        help="table (default: columns that fit the terminal, else one record per block), csv, "
+        "json or markdown",
+    )
     q.add_argument("--limit", type=int, default=200, help="max rows to print (default 200)")
     q.add_argument(
         "--lock-timeout",

@@ -65,6 +65,13 @@ COMMENTS = {
     "feature_key). Unresolved error issues (Sentry) mapped to the feature.",
     "marts.catalog_coverage": "grain: one row per signal; key: signal. Catalog mapping coverage.",
 }
+# Views over the newest as-of day (sql/marts/<name>.sql), for people querying by hand.
+LATEST_VIEWS = {
+    "latest_feature_health": "grain: one row per feature as of the newest scored day; key: "
+    "feature_key. marts.feature_health of max(as_of_date).",
+    "latest_suggestions": "grain: one row per suggestion as of the newest scored day; key: "
+    "fingerprint. marts.backlog_suggestions of max(as_of_date), ranked by priority_rank.",
+}
 
 
 @dataclass(frozen=True)
@@ -157,6 +164,10 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
         timings[f"{layer}.{name}"] = round(time.perf_counter() - started, 3)
     for table, comment in COMMENTS.items():
         con.execute(f"comment on table {table} is '{comment}'")
+    for name, comment in LATEST_VIEWS.items():
+        select = sql_text(f"marts/{name}.sql").strip().rstrip(";")
+        con.execute(f"create or replace view marts.{name} as\n{select}")
+        con.execute(f"comment on view marts.{name} is '{comment}'")
     return timings
 
 

@@ -77,3 +77,35 @@ def test_alerts_need_a_prefect_server(monkeypatch, capsys):
         assert main(["alerts", "--webhook-url", "http://127.0.0.1:9/hook"]) == 2
     err = capsys.readouterr().err
     assert "alerts need a Prefect server" in err and "PREFECT_API_URL" in err
+
+
+def test_query_output_fits_an_80_column_terminal(tmp_path, capsys, monkeypatch):
+    """Few columns: aligned; many or wide ones: one record per block; no line over 80."""
+    import os
+
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "create table wide as select 'exports' as feature_key, 47.1 as health_score, "
+        "repeat('explained in many words ', 12) as explanation, 0.8 as confidence, "
+        "'2026-11-24' as as_of_date, 'health:exports' as fingerprint"
+    )
+    con.close()
+    monkeypatch.setattr("shutil.get_terminal_size", lambda *a: os.terminal_size((80, 24)))
+    assert main(["query", "select feature_key, health_score from wide", "--db", str(db)]) == 0
+    narrow = capsys.readouterr().out.splitlines()
+    assert narrow[0].split() == ["feature_key", "health_score"] and "exports" in narrow[2]
+    assert main(["query", "select * from wide", "--db", str(db)]) == 0
+    wide = capsys.readouterr().out.splitlines()
+    assert wide[0].startswith("-[ record 1 ]")
+    assert any(line.startswith("explanation") and line.endswith("…") for line in wide)
+    assert max(len(line) for line in narrow + wide) <= 80
+
+
+def test_query_markdown_format(tmp_path, capsys):
+    db = tmp_path / "w.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("create table t as select 'a|b' as f, 1 as n")
+    con.close()
+    assert main(["query", "select * from t", "--db", str(db), "--format", "markdown"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["| f | n |", "|---|---|", "| a\\|b | 1 |"]

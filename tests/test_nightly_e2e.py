@@ -344,6 +344,15 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(demo, tmp_path, capsys):
     con = duckdb.connect(str(root / "feedback.duckdb"), read_only=True)
     assert con.sql("select count(*) from ops.writeback_ledger").fetchall()[0][0] == 0
     con.close()
+    # The printed query hint runs as printed (its --config included).
+    import shlex
+
+    hint = next(line for line in out.splitlines() if line.startswith("query: "))
+    argv = shlex.split(hint.removeprefix("query: ").split("  (snapshot")[0])
+    assert argv[:2] == ["feedback-loop", "query"] and "--config" in argv
+    assert main([*argv[2:], "--format", "csv"]) == 0
+    rows = capsys.readouterr().out.strip().splitlines()
+    assert rows[0] == "feature_key,health_score,confidence" and len(rows) > 5
 
 
 def test_api_connectors_side_by_side_and_github_write_back(demo, tmp_path, monkeypatch):
