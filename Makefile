@@ -36,7 +36,15 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/feedback-loop run
 
-test: $(STAMP)
+# DuckDB 1.1.3 and duckdb-cli 1.5.6 in their own small environment: the analyst snapshot must open
+# in the DuckDB people have (tests/test_nightly_e2e.py; the fixture makes it too when missing).
+DUCKDB1 := .venv-duckdb1/.installed
+$(DUCKDB1): $(STAMP)
+	@test -x .venv-duckdb1/bin/python || $(BIN)/uv venv -q -p $(BIN)/python .venv-duckdb1
+	$(BIN)/uv pip install -q -p .venv-duckdb1/bin/python duckdb==1.1.3 duckdb-cli==1.5.6
+	@echo "duckdb==1.1.3 duckdb-cli==1.5.6" > $(DUCKDB1)
+
+test: $(STAMP) $(DUCKDB1)
 	$(BIN)/python -m pytest -m "not slow and not server"
 
 test-server: $(STAMP)
