@@ -350,7 +350,7 @@ def test_cli_dry_run_prints_the_plan_and_writes_nothing(demo, tmp_path, capsys):
     hint = next(line for line in out.splitlines() if line.startswith("query: "))
     argv = shlex.split(hint.removeprefix("query: ").split("  (snapshot")[0])
     assert argv[:2] == ["feedback-loop", "query"] and "--config" in argv
-    assert main([*argv[2:], "--format", "csv"]) == 0
+    assert main([*argv[1:], "--format", "csv"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert rows[0] == "feature_key,health_score,confidence" and len(rows) > 5
 
