@@ -1,6 +1,9 @@
 # feedback-loop — the two commands a new machine needs are `make run` and `make test`.
 # Both create .venv and install the pinned dependencies (requirements.lock) when missing.
 PYTHON ?= python3
+# Let Python cache bytecode in the venv even where the environment turns it off: the tests start
+# many Python processes (Prefect engine, worker, CLI children) that would recompile every module.
+export PYTHONDONTWRITEBYTECODE :=
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed

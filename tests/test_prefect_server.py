@@ -176,26 +176,40 @@ def stack(tmp_path_factory):
     hook.shutdown()
 
 
-def _deployment_id(api: str, name: str) -> str:
-    r = requests.get(f"{api}/deployments/name/nightly/{name}", timeout=10)
+def _api(method: str, url: str, **kw) -> requests.Response:
+    """A REST call to the local server, retried on 5xx and dropped connections (the SQLite-backed
+    server answers 503 while its database is busy, as Prefect's own client retries too)."""
+    for attempt in range(8):
+        try:
+            r = requests.request(method, url, timeout=15, **kw)
+            if r.status_code < 500:
+                r.raise_for_status()
+                return r
+        except requests.ConnectionError:
+            if attempt == 7:
+                raise
+        time.sleep(min(0.5 * 2**attempt, 8))
     r.raise_for_status()
-    return r.json()["id"]
+    return r
+
+
+def _deployment_id(api: str, name: str) -> str:
+    return _api("GET", f"{api}/deployments/name/nightly/{name}").json()["id"]
 
 
 def _trigger(api: str, deployment: str, parameters: dict) -> str:
-    r = requests.post(
+    r = _api(
+        "POST",
         f"{api}/deployments/{_deployment_id(api, deployment)}/create_flow_run",
         json={"parameters": parameters},
-        timeout=10,
     )
-    r.raise_for_status()
     return r.json()["id"]
 
 
 def _wait(api: str, flow_run_ids: list[str], stack, seconds: float = DEADLINE) -> dict[str, dict]:
     deadline = time.monotonic() + seconds
     while True:
-        runs = {i: requests.get(f"{api}/flow_runs/{i}", timeout=10).json() for i in flow_run_ids}
+        runs = {i: _api("GET", f"{api}/flow_runs/{i}").json() for i in flow_run_ids}
         if all(
             r["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED")
             for r in runs.values()
@@ -211,15 +225,15 @@ def _wait(api: str, flow_run_ids: list[str], stack, seconds: float = DEADLINE) -
 
 
 def _state_names(api: str, flow_run_id: str) -> list[str]:
-    r = requests.get(f"{api}/flow_run_states/", params={"flow_run_id": flow_run_id}, timeout=10)
+    r = _api("GET", f"{api}/flow_run_states/", params={"flow_run_id": flow_run_id})
     return [s["name"] for s in sorted(r.json(), key=lambda s: s["timestamp"])]
 
 
 def _artifact_keys(api: str, flow_run_id: str) -> set[str]:
-    r = requests.post(
+    r = _api(
+        "POST",
         f"{api}/artifacts/filter",
         json={"artifacts": {"flow_run_id": {"any_": [flow_run_id]}}},
-        timeout=10,
     )
     return {a["key"] for a in r.json() if a.get("key")}
 
@@ -286,10 +300,8 @@ def test_a_production_deployment_without_settings_fails_at_once(stack):
     fr = _wait(api, [run_id], stack, seconds=180)[run_id]
     assert fr["state"]["type"] == "FAILED"
     assert "no settings for this production deployment" in fr["state"]["message"]
-    tasks = requests.post(
-        f"{api}/task_runs/filter",
-        json={"flow_runs": {"id": {"any_": [run_id]}}},
-        timeout=10,
+    tasks = _api(
+        "POST", f"{api}/task_runs/filter", json={"flow_runs": {"id": {"any_": [run_id]}}}
     ).json()
     assert tasks == []  # failed before any step: no demo data, nothing loaded
     with duckdb.connect(str(db), read_only=True) as con:
