@@ -43,6 +43,7 @@ from tasks.steps import (
     start_run,
     validate_marts,
     validate_staging,
+    write_report,
 )
 
 
@@ -171,6 +172,8 @@ def _backfill(
             summary,
         )
         timed("snapshot", publish_snapshot, settings)
+        # The last day's page (latest.html too when no newer day is scored): history to look at.
+        summary["report"] = timed("report", write_report, settings, end.isoformat())
         record_stage_seconds(settings, run_id, timings)
     except Exception:
         finish_run(settings, run_id, "failed", None, None, {"kind": "backfill", "timings": timings})

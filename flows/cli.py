@@ -207,12 +207,20 @@ def _print_summary(out, err, s: dict, state_name: str, config: str | None = None
     _print_rows(out, rows, title=title, max_width=48)
     if not s["dry_run"] and not backdated:
         out.print(f"tracker: {s['tracker_dir']}")
+    _print_report(out, s.get("report"))
     hint = _query_hint(
         "select feature_key, health_score, confidence from marts.latest_feature_health "
         "order by health_score",
         config,
     )
     out.print(f"{hint}  (snapshot {s['snapshot_path']})", markup=False, soft_wrap=True)
+
+
+def _print_report(out, report: dict | None) -> None:
+    if report and report.get("path"):
+        out.print(f"report: {report['path']}", markup=False, soft_wrap=True)
+    elif report and report.get("error"):
+        out.print(f"report: not written: {_one_line(report['error'])}", markup=False)
 
 
 # ----------------------------------------------------------------------------------- backfill
@@ -264,6 +272,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         for r in s["days"]
     ]
     _print_rows(out, rows, title=f"Backfill {s['run_id']} ({state.name}): nothing written back")
+    _print_report(out, s.get("report"))
     hint = _query_hint(
         "select as_of_date, feature_key, health_score from marts.feature_health where "
         f"as_of_date between '{s['start']}' and '{s['end']}' order by feature_key, as_of_date",
@@ -312,26 +321,111 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
-# -------------------------------------------------------------------------------------- query
-def cmd_query(args: argparse.Namespace) -> int:
+# ------------------------------------------------------------------------------------- report
+def cmd_report(args: argparse.Namespace) -> int:
     out, err = _console()
     settings = _settings(args)
-    import duckdb
+    from tasks import html_report
 
+    if args.fill_history:
+        missing = _unscored_days(settings, args.as_of, args.days)
+        if missing:
+            err.print(
+                f"[bold]feedback-loop[/]: scoring {len(missing)} missing day(s) of the report's "
+                f"{args.days}-day window first ({missing[0]} to {missing[-1]}, --no-load)"
+            )
+            fill = argparse.Namespace(
+                config=args.config,
+                start=missing[0],
+                end=missing[-1],
+                window_days=None,
+                sources=None,
+                load=False,
+            )
+            code = cmd_backfill(fill)
+            if code not in (EXIT_OK, EXIT_DEGRADED):
+                return code
+    con, path = _read_connection(settings, args.live)
+    try:
+        as_of = args.as_of or (html_report.scored_days(con) or [None])[-1]
+        if as_of is None:
+            raise UserError(f"no scored day in {path}: run `feedback-loop run` first")
+        try:
+            rep = html_report.write_report(
+                con, as_of, Path(args.out) if args.out else settings.reports_dir, args.days
+            )
+        except LookupError as exc:
+            raise UserError(str(exc)) from None
+    finally:
+        con.close()
+    err.print(
+        f"report for {as_of}: {rep.n_features} features, {rep.n_charts} charts, "
+        f"{rep.health_days} of {args.days} days scored, {rep.size_bytes / 1024:,.0f} KiB, "
+        f"{rep.seconds}s (from {escape(str(path))})"
+    )
+    if rep.health_days < args.days and not args.fill_history:
+        err.print(
+            "  health history is short: `feedback-loop report --fill-history` scores the "
+            "missing days first (nothing is written to the tracker)",
+            markup=False,
+        )
+    out.print(str(rep.path), markup=False, soft_wrap=True)
+    if rep.latest:
+        out.print(str(rep.latest), markup=False, soft_wrap=True)
+    return EXIT_OK
+
+
+def _unscored_days(settings: Settings, as_of: date | None, days: int) -> list[date]:
+    """Days of the report window with data but no scores, where a full scoring window of data
+    lies behind them (earlier days would score a feature on a partial window)."""
+    from tasks import html_report
+
+    con, _ = _read_connection(settings, live=False)
+    try:
+        first, last = con.sql("select min(day), max(day) from marts.feature_daily").fetchall()[0]
+        window = settings.window_days
+        scored = set(html_report.scored_days(con))
+    finally:
+        con.close()
+    if first is None:
+        raise UserError("no usage data in the warehouse yet: run `feedback-loop run` first")
+    end = as_of or last
+    start = max(end - timedelta(days=days - 1), first + timedelta(days=window - 1))
+    return [
+        start + timedelta(days=i)
+        for i in range((end - start).days + 1)
+        if start + timedelta(days=i) not in scored
+    ]
+
+
+def _read_connection(
+    settings: Settings, live: bool, db: str | None = None, lock_timeout: float | None = None
+):
+    """A read-only connection to the analyst snapshot (default, never blocks the nightly run) or
+    the live warehouse, with the path it opened."""
     from tasks.db import WarehouseLockedError, connect
 
-    if args.db:
-        path = Path(args.db)
-    elif not args.live and settings.snapshot_path.exists():
+    if db:
+        path = Path(db)
+    elif not live and settings.snapshot_path.exists():
         path = settings.snapshot_path
     else:
         path = settings.duckdb_path
     if not path.exists():
         raise UserError(f"no warehouse at {path}: run `feedback-loop run` first")
     try:
-        con = connect(path, read_only=True, lock_timeout_s=args.lock_timeout)
+        return connect(path, read_only=True, lock_timeout_s=lock_timeout), path
     except WarehouseLockedError as exc:
         raise UserError(str(exc)) from None
+
+
+# -------------------------------------------------------------------------------------- query
+def cmd_query(args: argparse.Namespace) -> int:
+    out, err = _console()
+    settings = _settings(args)
+    import duckdb
+
+    con, path = _read_connection(settings, args.live, args.db, args.lock_timeout)
     try:
         rel = con.execute(args.sql)
         if rel.description is None:
@@ -758,6 +852,36 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--port", type=int, default=4200, help="local server port (default 4200)")
     s.set_defaults(func=cmd_serve)
+
+    rp = sub.add_parser(
+        "report",
+        parents=[common],
+        help="write the HTML report with charts for a scored day",
+        description="Write the self-contained HTML report of a scored day (suggestions and "
+        "why, per feature health with its components, daily users against the baseline band, "
+        "tickets and new bugs per day, data-quality verdicts, catalog coverage) to "
+        "<warehouse dir>/reports/<as_of>.html, and latest.html when it is the newest scored "
+        "day. Every run writes it already; this redraws it, for another day or with history. "
+        "Reads the analyst snapshot (--live: the warehouse). Prints the file path(s).",
+    )
+    rp.add_argument("--as-of", type=_date, help="the day (default: the newest scored day)")
+    rp.add_argument(
+        "--days",
+        type=int,
+        default=90,
+        choices=range(7, 401),
+        metavar="N",
+        help="days of history in the charts, 7-400 (default 90)",
+    )
+    rp.add_argument(
+        "--fill-history",
+        action="store_true",
+        help="first score the window's days that have no scores yet (a backfill with "
+        "--no-load: about 2-3 s a day, nothing written to the tracker), then draw",
+    )
+    rp.add_argument("--out", help="write into this folder instead of <warehouse dir>/reports")
+    rp.add_argument("--live", action="store_true", help="read the live warehouse file")
+    rp.set_defaults(func=cmd_report)
 
     q = sub.add_parser(
         "query",

@@ -35,6 +35,7 @@ from tasks.steps import (
     validate_marts,
     validate_staging,
     write_back,
+    write_report,
 )
 
 
@@ -206,6 +207,7 @@ def _run(
         status = "degraded" if reasons else "completed"
         finish_run(settings, run_id, status, scored["as_of"], dq_verdict, summary)
         timed("snapshot", publish_snapshot, settings)  # published whatever write-back did
+        summary["report"] = timed("report", write_report, settings, scored["as_of"])
         record_stage_seconds(settings, run_id, timings)
     except Exception:
         finish_run(settings, run_id, "failed", None, None, {"timings": timings})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -75,6 +76,20 @@ def writeback_line(wb: dict[str, Any]) -> str:
     return status + (f" ({counts})" if counts else "") + (f": {_cell(why)}" if why else "")
 
 
+def _report_line(report: dict[str, Any] | None) -> str:
+    """The run's HTML report (charts per feature, suggestions, data quality) as a link."""
+    if not report:
+        return "- Report: not written"
+    if report.get("error"):
+        return f"- Report: **not written**: {_cell(report['error'])}"
+    path = Path(report["path"]).resolve()
+    return (
+        f"- **Report with charts: [{path.name}]({path.as_uri()})** "
+        f"({report['size_bytes'] / 1024:,.0f} KiB, {report['n_charts']} charts; "
+        f"`{path}`)"
+    )
+
+
 def summary_markdown(s: dict[str, Any]) -> str:
     verdict = {
         "pass": "PASS",
@@ -101,6 +116,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
             if s.get("data_docs")
             else ""
         ),
+        _report_line(s.get("report")),
         f"- Warehouse: `{s['db_path']}`; analyst snapshot: `{s['snapshot_path']}`",
         f"- Tracker: `{s['tracker_dir']}`"
         + (f"; write-back: **{writeback_line(wb)}**" if wb else ""),

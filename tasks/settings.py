@@ -206,7 +206,7 @@ class WritebackSettings(_Strict):
     report_url: str | None = Field(
         None,
         description="Link to the run's report in every issue body, a template with {as_of} "
-        "(e.g. https://reports.example.com/feedback/{as_of}.md where you publish the files of "
+        "(e.g. https://reports.example.com/feedback/{as_of}.html where you publish the files of "
         "<warehouse dir>/reports/). Empty: the local report file.",
     )
     time_budget_seconds: float = Field(
@@ -272,13 +272,14 @@ class Settings(_Strict):
 
     @property
     def reports_dir(self) -> Path:
-        """One Markdown run report per as-of date, linked from the issue bodies."""
+        """Per as-of date the run summary (`<as_of>.md`) and the HTML report (`<as_of>.html`,
+        linked from the issue bodies; `latest.html`)."""
         return self.duckdb_path.parent / "reports"
 
     def report_link(self, as_of: str) -> str:
         if self.writeback.report_url:
             return self.writeback.report_url.format(as_of=as_of)
-        return (self.reports_dir / f"{as_of}.md").resolve().as_uri()
+        return (self.reports_dir / f"{as_of}.html").resolve().as_uri()
 
     @property
     def landing_dir(self) -> Path:

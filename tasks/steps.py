@@ -12,7 +12,7 @@ import duckdb
 from prefect import get_run_logger, task
 
 from tasks import catalog as catalog_mod
-from tasks import db, load, quality, reporting, transform, writeback
+from tasks import db, html_report, load, quality, reporting, transform, writeback
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -513,6 +513,37 @@ def publish_snapshot(settings: Settings) -> float:
         "analyst snapshot published to %s in %.2fs", settings.snapshot_path, seconds
     )
     return seconds
+
+
+@task(name="write-report")
+def write_report(settings: Settings, as_of: str) -> dict[str, Any]:
+    """The day's HTML report (`reports/<as_of>.html`, `latest.html` when it is the newest day).
+    Written after the snapshot, from the final warehouse; a failure is logged and shown in the
+    run summary but loses nothing (every number on the page is in the warehouse)."""
+    logger = get_run_logger()
+    try:
+        with db.warehouse(settings.duckdb_path) as con:
+            rep = html_report.write_report(con, as_of, settings.reports_dir)
+    except Exception as exc:  # the run's data is committed; the page is a view of it
+        logger.error("the HTML report for %s was not written: %s", as_of, failure_reason(exc))
+        return {"error": failure_reason(exc)}
+    logger.info(
+        "report %s: %d charts, %d features, %d of %d days scored, %.0f KiB, %.1fs",
+        rep.path,
+        rep.n_charts,
+        rep.n_features,
+        rep.health_days,
+        html_report.REPORT_DAYS,
+        rep.size_bytes / 1024,
+        rep.seconds,
+    )
+    return {
+        "path": str(rep.path),
+        "latest": str(rep.latest) if rep.latest else None,
+        "size_bytes": rep.size_bytes,
+        "n_charts": rep.n_charts,
+        "health_days": rep.health_days,
+    }
 
 
 def start_run(
