@@ -186,7 +186,6 @@ def _run(
             "staging_rows": staged,
             "validation": quality.verdicts_as_dicts(verdicts),
             "data_sources": gate.sources,
-            "data_docs": marts_gate.data_docs or gate.data_docs,
             "coverage": scored["coverage"],
             "catalog_version": scored["catalog_version"],
             "timings": timings,

@@ -16,7 +16,7 @@ Checks, in order:
 4. the write-back tracker: its `[writeback.<name>]` table exists, validates and its credentials
    resolve;
 5. every path the run writes can be created and written: warehouse file, analyst snapshot,
-   reports, Data Docs, landing (with connectors), Markdown tracker folder, demo output (when the
+   reports, landing (with connectors), Markdown tracker folder, demo output (when the
    demo data is still to be generated) — tested by creating and deleting a temporary file in
    the folder or, when it does not exist yet, in the nearest existing folder above it (so a
    read-only mount is caught even when running as root, and preflight leaves nothing behind);
@@ -237,7 +237,6 @@ def output_paths(settings: Settings) -> list[tuple[str, Path, str]]:
         ("duckdb_path", wh, "file"),
         ("snapshot_path", settings.snapshot_path, "file"),
         ("reports dir (next to duckdb_path)", settings.reports_dir, "dir"),
-        ("Data Docs dir (next to duckdb_path)", wh.parent / "data_docs", "dir"),
     ]
     if settings.connectors:
         out.append(("landing dir (next to duckdb_path)", settings.landing_dir, "dir"))

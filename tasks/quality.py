@@ -119,10 +119,6 @@ class GateParams:
     # with rows in their raw table are always validated; None = only those.
     vendors: tuple[str, ...] | None = None
     catalog_path: Path | None = None  # None: no mapping-coverage check
-    docs_dir: Path | None = None  # None: no Data Docs
-    # False: keep the results for the site the mart gate builds after scoring (the flows);
-    # True: build the site now (a gate run on its own).
-    render_docs: bool = True
     memory_limit: str | None = None
     # Sources whose load failed this run (load-layer verdicts): (source, kind, one-line reason).
     # Each fails its source kind critically: dependent suggestions are blocked, the run Degraded.
@@ -136,7 +132,6 @@ class GateResult:
     verdicts: list[TableVerdict]
     sources: list[dict[str, Any]]  # quality.source_status rows of the run
     checks: list[dict[str, Any]]  # one row per expectation, for the Prefect table artifact
-    data_docs: str | None = None
     seconds: float = 0.0
 
     @property
@@ -213,15 +208,12 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         store_results(con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate"))
         sources = record_source_status(con, p.run_id, verdicts)
         update_schema_baseline(con, p.run_id, raw_results)
-    # Kept for the site the mart gate renders after scoring (one build per run).
-    docs = _data_docs(results, p.docs_dir, p.run_id, render=p.render_docs)
     out = GateResult(
         run_id=p.run_id,
         as_of=as_of,
         verdicts=verdicts,
         sources=sources,
         checks=check_rows(results, verdicts),
-        data_docs=docs,
         seconds=round(_time.perf_counter() - started, 3),
     )
     log.info("input gate %s: %s in %.1fs", p.run_id, out.verdict, out.seconds)
@@ -234,7 +226,6 @@ def check_marts(
     as_of: date,
     run_started_at: datetime,
     *,
-    docs_dir: Path | None = None,
     memory_limit: str | None = None,
 ) -> GateResult:
     """Validate the mart invariants after scoring. A critical failure blocks the write-back of
@@ -259,14 +250,12 @@ def check_marts(
                 "blocked_by = concat_ws('; ', blocked_by, ?) where as_of_date = ?",
                 [reason, as_of],
             )
-    docs = _data_docs(results, docs_dir, run_id)
     return GateResult(
         run_id=run_id,
         as_of=as_of,
         verdicts=verdicts,
         sources=[],
         checks=check_rows(results, verdicts),
-        data_docs=docs,
         seconds=round(_time.perf_counter() - started, 3),
     )
 
@@ -993,21 +982,6 @@ def _n_quarantined(o) -> int:
     if o.failing_keys_complete:
         return len(set(o.failing_keys))
     return (o.unexpected_count or 0) - o.null_key_count
-
-
-def _data_docs(
-    results: list, docs_dir: Path | None, run_id: str, *, render: bool = True
-) -> str | None:
-    if docs_dir is None:
-        return None
-    from tasks.validation import build_data_docs
-
-    try:
-        index = build_data_docs(results, Path(docs_dir), run_id, render=render)
-        return str(index) if index else None
-    except Exception:  # the docs are a view of the results, never a reason to fail the run
-        log.warning("building the Data Docs in %s failed", docs_dir, exc_info=True)
-        return None
 
 
 def verdicts_as_dicts(verdicts: list[TableVerdict]) -> list[dict[str, Any]]:

@@ -110,12 +110,7 @@ def summary_markdown(s: dict[str, Any]) -> str:
     lines += [
         f"- As of **{s['as_of']}**, window {s['window_days']} days"
         + (" — **dry run** (nothing written to the tracker)" if s["dry_run"] else ""),
-        f"- Data quality: **{verdict}**"
-        + (
-            f" — Great Expectations Data Docs: [{s['data_docs']}](file://{s['data_docs']})"
-            if s.get("data_docs")
-            else ""
-        ),
+        f"- Data quality: **{verdict}** (details in the report's *Data quality* section)",
         _report_line(s.get("report")),
         f"- Warehouse: `{s['db_path']}`; analyst snapshot: `{s['snapshot_path']}`",
         f"- Tracker: `{s['tracker_dir']}`"

@@ -280,8 +280,6 @@ def validate_staging(
             check_days=window_days,
             vendors=quality.configured_vendors(settings),
             catalog_path=settings.catalog_path,
-            docs_dir=settings.duckdb_path.parent / "data_docs",
-            render_docs=False,  # rendered with the marts' results by validate_marts
             memory_limit=settings.duckdb_memory_limit,
             failed_loads=tuple(
                 (name, f["kind"], f["reason"]) for name, f in (failed_loads or {}).items()
@@ -312,7 +310,7 @@ def validate_staging(
         key="data-quality",
         table=gate.checks,
         description=f"Data-quality checks of run {run_id} (raw, staging, mapping coverage): "
-        f"{gate.verdict.upper()}" + (f"; Data Docs: {gate.data_docs}" if gate.data_docs else ""),
+        f"{gate.verdict.upper()}",
     )
     return gate
 
@@ -331,7 +329,6 @@ def validate_marts(
         run_id,
         date.fromisoformat(as_of),
         started_at,
-        docs_dir=settings.duckdb_path.parent / "data_docs",
         memory_limit=settings.duckdb_memory_limit,
     )
     for v in gate.verdicts:

@@ -127,8 +127,6 @@ class TableValidation:
     seconds: float
     params: dict[str, Any] = field(default_factory=dict)  # parameter values actually used
     schema: str = ""
-    # GX's ExpectationSuiteValidationResult, for the Data Docs (not for logic).
-    gx_result: Any = field(default=None, repr=False, compare=False)
 
     def quarantine(self) -> dict[str, list[str]]:
         """Row-level failures as {quarantine_reason: keys}; NULL keys are counted, not listed."""
@@ -331,7 +329,6 @@ def validate_table(
         seconds=seconds,
         params=resolved,
         schema=schema,
-        gx_result=result,
     )
 
 
@@ -622,81 +619,3 @@ def _failing_keys(engine: Any, query: str, limit: int) -> tuple[list[str], int, 
     finally:
         raw.close()
     return [str(k) for k in keys], null_rows, n_rows, n_keys
-
-
-# --- Data Docs ----------------------------------------------------------------------------------
-
-DOCS_SITE = "feedback_loop"
-_RESULTS_DIR = "_results"
-
-
-def build_data_docs(
-    results: list[TableValidation], docs_dir: Path, run_name: str, *, render: bool = True
-) -> Path | None:
-    """Add `results` to run `run_name`'s validation results and (re)build the static GX Data Docs
-    site in `docs_dir` from all of them; returns the index.html path. `render=False` only keeps
-    the results for a later step of the run to render (None): the input gate's results are
-    rendered with the marts' (one site build per run, about a second less per night).
-
-    The results are kept as GX JSON under `docs_dir/_results/<run_name>/`, so the later mart
-    validation adds its pages to the same site. Older runs' results and pages are removed: the
-    site shows the latest run (quality.dq_results keeps the history). Built offline; the pages
-    load their CSS from a CDN, so without network they open unstyled but complete.
-    """
-    import shutil
-
-    gx = _import_gx()
-    from great_expectations.core.expectation_validation_result import (
-        ExpectationSuiteValidationResultSchema,
-    )
-    from great_expectations.core.run_identifier import RunIdentifier
-    from great_expectations.data_context.types.resource_identifiers import (
-        ExpectationSuiteIdentifier,
-        ValidationResultIdentifier,
-    )
-
-    docs_dir = Path(docs_dir)
-    store = docs_dir / _RESULTS_DIR / run_name
-    store.mkdir(parents=True, exist_ok=True)
-    for r in results:
-        if r.gx_result is not None:
-            path = store / f"{r.schema or 'main'}.{r.table}.json"
-            path.write_text(json.dumps(r.gx_result.to_json_dict(), default=str), encoding="utf-8")
-    if not render:
-        return None
-    for child in docs_dir.iterdir():
-        if child.name == _RESULTS_DIR:
-            for old in child.iterdir():
-                if old.name != run_name:
-                    shutil.rmtree(old, ignore_errors=True)
-        elif child.is_dir():
-            shutil.rmtree(child, ignore_errors=True)
-        else:
-            child.unlink(missing_ok=True)
-
-    context = gx.get_context(mode="ephemeral")
-    context.add_data_docs_site(
-        site_name=DOCS_SITE,
-        site_config={
-            "class_name": "SiteBuilder",
-            "show_how_to_buttons": False,
-            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
-            "store_backend": {
-                "class_name": "TupleFilesystemStoreBackend",
-                "base_directory": str(docs_dir),
-            },
-        },
-    )
-    run_id = RunIdentifier(run_name=run_name, run_time=datetime.now(UTC))
-    schema = ExpectationSuiteValidationResultSchema()
-    for path in sorted(store.glob("*.json")):
-        result = schema.load(json.loads(path.read_text(encoding="utf-8")))
-        key = ValidationResultIdentifier(
-            expectation_suite_identifier=ExpectationSuiteIdentifier(name=result.suite_name),
-            run_id=run_id,
-            batch_identifier=path.stem,
-        )
-        context.validation_results_store.set(key, result)
-    with _quiet_stdout():
-        context.build_data_docs(site_names=[DOCS_SITE])
-    return docs_dir / "index.html"

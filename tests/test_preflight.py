@@ -241,7 +241,6 @@ CASES: list[tuple[str, object, dict, list[str]]] = [
         ["writeback.tracker_dir", "blocker"],
     ),
     ("reports_dir_not_writable", "REPORTS_IS_A_FILE", {}, ["reports dir", "reports"]),
-    ("data_docs_dir_not_writable", "DATA_DOCS_IS_A_FILE", {}, ["Data Docs dir", "data_docs"]),
     (
         "glob_matches_nothing",
         _with(BASE, sources='zendesk_tickets = "nowhere/*.json"'),
@@ -300,10 +299,6 @@ def _body(root: Path, spec: object) -> str | None:
     if spec == "REPORTS_IS_A_FILE":
         (root / "wh").mkdir(exist_ok=True)
         (root / "wh" / "reports").write_text("not a folder")
-        return BASE
-    if spec == "DATA_DOCS_IS_A_FILE":
-        (root / "wh").mkdir(exist_ok=True)
-        (root / "wh" / "data_docs").write_text("not a folder")
         return BASE
     if isinstance(spec, str) and spec.startswith("CATALOG:"):
         (root / "cat.yaml").write_text(spec.removeprefix("CATALOG:"), encoding="utf-8")

@@ -467,34 +467,6 @@ def test_unexpected_rows_rules_report_their_rows_and_need_their_variables(tmp_pa
         v.validate_table(path, "staging", "stg_usage_events", "event_id", suite_path, no_reference)
 
 
-def test_data_docs_are_built_offline_for_all_results_of_the_run(tmp_path, events_few_bad):
-    _, result = events_few_bad
-    docs = tmp_path / "docs"
-    index = v.build_data_docs([result], docs, "run-1")
-    assert index == docs / "index.html" and index.is_file()
-    pages = list((docs / "validations").rglob("*.html"))
-    assert len(pages) == 1 and "stg_usage_events" in index.read_text(encoding="utf-8")
-    v.build_data_docs([], docs, "run-1")  # a later step of the same run keeps the earlier pages
-    assert len(list((docs / "validations").rglob("*.html"))) == 1
-    v.build_data_docs([], docs, "run-2")  # the next run starts a fresh site
-    assert not (docs / "validations").exists() or not list((docs / "validations").rglob("*.html"))
-
-
-def test_data_docs_keep_a_steps_results_for_the_runs_one_site_build(tmp_path, events_few_bad):
-    """The input gate keeps its results (render=False: no site build, the previous run's site
-    untouched); the mart gate's build renders them with its own."""
-    _, result = events_few_bad
-    docs = tmp_path / "docs"
-    v.build_data_docs([result], docs, "run-1")
-    before = sorted(p.name for p in (docs / "validations").rglob("*.html"))
-    assert v.build_data_docs([result], docs, "run-2", render=False) is None
-    assert sorted(p.name for p in (docs / "validations").rglob("*.html")) == before
-    assert (docs / "_results" / "run-2").is_dir()
-    index = v.build_data_docs([], docs, "run-2")  # the later step: one build with both
-    pages = list((docs / "validations").rglob("*.html"))
-    assert len(pages) == 1 and "run-2" in str(pages[0]) and index.is_file()
-
-
 @pytest.mark.parametrize(
     ("change", "message"),
     [

@@ -6,7 +6,7 @@ on d), and one night runs as plain function calls in the order of flows/nightly.
 tasks/steps.py: load -> build staging -> quality.check_inputs (Great Expectations) -> catalog
 publish + transform.build_marts(as_of=d) -> quality.check_marts -> write-back plan + apply to
 the Markdown tracker, honouring the run's data-quality verdict like the flow. Left out: the demo
-data step (off), the analyst snapshot and the Data Docs (outputs only, nothing reads them).
+data step (off), the analyst snapshot and the HTML report (outputs only, nothing reads them).
 
 After each night the suggestions of d (marts.backlog_suggestions), the write-back plan and the
 tracker's issue files are recorded for the metrics.
