@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 UV_VERSION := 0.13.9
 
-.PHONY: install run test test-server test-slow lint format lock bench-load bench-load-10m clean-data help
+.PHONY: install run test chromium test-server test-slow lint format lock bench-load bench-load-10m clean-data help
 
 help:
 	@echo "make run         run the nightly flow on the demo data (generated on first run)"
@@ -47,7 +47,17 @@ $(DUCKDB1): $(STAMP)
 	$(BIN)/uv pip install -q -p .venv-duckdb1/bin/python duckdb==1.1.3 duckdb-cli==1.5.6
 	@echo "duckdb==1.1.3 duckdb-cli==1.5.6" > $(DUCKDB1)
 
-test: $(STAMP) $(DUCKDB1)
+# Headless Chromium for the report's browser test (tests/test_nightly_e2e.py): Debian's chromium,
+# installed when missing and we are root with apt-get; otherwise the test tries, then skips loudly.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || command -v google-chrome >/dev/null 2>&1 || \
+	{ [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1 || \
+	    { apt-get update -q >/dev/null 2>&1 && \
+	      DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null 2>&1; }; }; } || \
+	echo "chromium could not be installed: the report's browser test will be skipped"
+
+test: $(STAMP) $(DUCKDB1) chromium
 	$(BIN)/python -m pytest -m "not slow and not server"
 
 test-server: $(STAMP)

@@ -129,3 +129,15 @@ def write_json(path: Path, obj: object) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Headless Chromium for the report checks: found on PATH, else installed with apt-get
+    (`make test` installs it first); skipped with the reason only where neither works."""
+    from tests.browser import find_chromium
+
+    path, why = find_chromium()
+    if path is None:
+        pytest.skip(f"NO BROWSER CHECK OF THE HTML REPORT: {why} (install Debian's chromium)")
+    return path

@@ -511,3 +511,75 @@ def test_snapshot_answers_the_readme_queries_in_duckdb_1_1_and_the_1x_cli(demo, 
     )
     assert cli.returncode == 0 and "Error" not in cli.stderr, cli.stderr[-2000:]
     assert "v1.5.6" in cli.stdout and "fingerprint" in cli.stdout
+
+
+# --- the HTML report -----------------------------------------------------------------------
+
+
+def _features(demo) -> list[tuple[str, str]]:
+    con = _con(demo)
+    try:
+        return con.sql(
+            "select feature_key, feature_name from marts.latest_feature_health order by 1"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_each_run_writes_a_self_contained_report_linked_from_its_summary(demo):
+    reports = demo["root"] / "reports"
+    page = (reports / f"{END}.html").read_text(encoding="utf-8")
+    assert (reports / "latest.html").read_text(encoding="utf-8") == page
+    # Linked from the run summary (the `nightly-summary` artifact is the same Markdown).
+    summary = (reports / f"{END}.md").read_text(encoding="utf-8")
+    assert (reports / f"{END}.html").resolve().as_uri() in summary
+    # Self-contained: no script, stylesheet, image or font from anywhere else.
+    assert not re.search(r"<(script|link|img|iframe)\b", page, flags=re.I)
+    assert not re.search(r"""(src|href)=["'](https?:)?//""", page, flags=re.I)
+    assert "@import" not in page and "url(" not in page
+    # A chart panel and a section for every feature, the suggestions and their reasons.
+    for key, name in _features(demo):
+        section = re.search(rf'<section class="card" id="f-{key}">(.*?)</section>', page, re.S)
+        assert section, f"no section for {key}"
+        assert section.group(1).count("<svg") == 1 and name.replace("&", "&amp;") in section[1]
+    con = _con(demo)
+    why = con.sql("select why from marts.latest_suggestions order by priority_rank").fetchall()
+    con.close()
+    assert why and all(w.replace("'", "&#x27;") in page for (w,) in why)
+    assert "Data quality" in page and "quality.table_status" in page
+
+
+def test_report_draws_every_chart_in_headless_chromium(demo, chromium, tmp_path):
+    from tests.browser import Browser, png_pixels
+
+    page = (demo["root"] / "reports" / "latest.html").resolve()
+    features = [k for k, _ in _features(demo)]
+    with Browser(chromium) as browser:
+        browser.open(page.as_uri())
+        drawn = browser.evaluate(
+            "const MARKS = '.mark-rect path, .mark-line path, .mark-area path';"
+            """[...document.querySelectorAll('section[id^="f-"]')].map(s => {
+                 const svg = s.querySelector('svg'); const box = svg && svg.getBoundingClientRect();
+                 return [s.id.slice(2), box ? Math.round(box.width) : 0,
+                         box ? Math.round(box.height) : 0,
+                         svg ? svg.querySelectorAll(MARKS).length : 0];
+               })"""
+        )
+        overview = browser.evaluate(
+            "document.querySelector('#features ~ .card svg').getBoundingClientRect().width"
+        )
+        top = browser.screenshot(scale=0.1)  # 140 x 100 px of the first screen
+        full = browser.screenshot(full_page=True)
+        requests, errors = browser.requests(), browser.console_errors()
+    (tmp_path / "report.png").write_bytes(full)
+    assert sorted(d[0] for d in drawn) == sorted(features)
+    for key, width, height, marks in drawn:
+        assert width >= 600 and height >= 300, f"{key}: chart {width}x{height} px"
+        assert marks >= 4, f"{key}: {marks} drawn marks"  # bars, band, lines
+    assert overview >= 600
+    assert errors == []
+    assert requests == [page.as_uri()], f"requests beyond the page itself: {requests}"
+    width, height, pixels = png_pixels(top)
+    assert (width, height) == (140, 100)
+    most = max(pixels.count(p) for p in set(pixels))
+    assert len(set(pixels)) > 50 and most < 0.9 * len(pixels), "the first screen looks blank"
