@@ -179,8 +179,6 @@ def _print_summary(out, err, s: dict, state_name: str, config: str | None = None
             f"  {v['table']}: {v['rows_in']:,} in = {v['rows_accepted']:,} accepted + "
             f"{v['rows_quarantined']:,} quarantined ({v['verdict']})"
         )
-    if s.get("data_docs"):
-        err.print(f"  Great Expectations Data Docs: {s['data_docs']}")
     if s.get("writeback"):
         from tasks.reporting import writeback_line
 
@@ -339,7 +337,7 @@ def cmd_report(args: argparse.Namespace) -> int:
                 start=missing[0],
                 end=missing[-1],
                 window_days=None,
-                sources=None,
+                sources=["usage", "tickets", "bugs"],  # not pulled: load=False
                 load=False,
             )
             code = cmd_backfill(fill)
