@@ -1,5 +1,5 @@
 """`feedback-loop` command line: run the nightly flow, backfill past days, make demo data, serve
-deployments, query."""
+deployments, query, write the data dictionary."""
 
 from __future__ import annotations
 
@@ -457,6 +457,36 @@ def cmd_query(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------------------- docs
+def cmd_docs(args: argparse.Namespace) -> int:
+    _, err = _console()
+    settings = _settings(args)
+    from tasks.datadocs import write_dictionary
+    from tasks.db import WarehouseLockedError
+
+    if args.db:
+        path = Path(args.db)
+    elif not args.live and settings.snapshot_path.exists():
+        path = settings.snapshot_path
+    else:
+        path = settings.duckdb_path
+    if not path.exists():
+        raise UserError(f"no warehouse at {path}: run `feedback-loop run` first")
+    out_dir = Path(args.out) if args.out else settings.duckdb_path.parent / "docs"
+    try:
+        result = write_dictionary(path, out_dir, lock_timeout_s=args.lock_timeout)
+    except WarehouseLockedError as exc:
+        raise UserError(str(exc)) from None
+    err.print(
+        f"data dictionary of {path}: {result['relations']} relations, {result['columns']} "
+        f"columns, {result['uncommented_columns']} columns without a comment -> "
+        f"{result['markdown']} and {result['html']}",
+        markup=False,
+        soft_wrap=True,
+    )
+    return 0
+
+
 CELL_MAX = 40  # characters of a value shown in a table cell (the rest becomes …)
 
 
@@ -906,6 +936,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for a busy warehouse (default 5)",
     )
     q.set_defaults(func=cmd_query)
+
+    dd = sub.add_parser(
+        "docs",
+        parents=[common],
+        help="write the data dictionary (Markdown + offline HTML) from the database's comments",
+        description="Write data_dictionary.md and data_dictionary.html (self-contained: no "
+        "network resources) listing every relation of the schemas raw, staging, intermediate, "
+        "marts, quality and ops: kind, comment (grain, key), row count, columns with type and "
+        "comment, and upstream/downstream relations derived from the SQL that builds each one. "
+        "Reads the analyst snapshot (else the warehouse) read-only.",
+    )
+    dd.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (default: docs/ next to the warehouse, e.g. data/docs)",
+    )
+    dd.add_argument("--live", action="store_true", help="read the live warehouse file")
+    dd.add_argument("--db", help="read this DuckDB file instead")
+    dd.add_argument(
+        "--lock-timeout",
+        type=float,
+        default=5.0,
+        help="seconds to wait for a busy warehouse (default 5)",
+    )
+    dd.set_defaults(func=cmd_docs)
 
     ev = sub.add_parser(
         "evaluate",

@@ -132,11 +132,7 @@ def publish_catalog(con: duckdb.DuckDBPyConnection, catalog: Catalog) -> None:
     finally:
         con.unregister("_dim_features")
         con.unregister("_feature_rules")
-    con.execute(
-        "comment on table marts.dim_features is "
-        "'grain: one row per catalog feature; key: feature_key. Source: features.yaml.'"
-    )
-    con.execute(
-        "comment on table marts.feature_rules is "
-        "'grain: one row per feature x signal x pattern; globs use * for any text.'"
-    )
+    from tasks.comments import document
+
+    document(con, "marts", "dim_features")
+    document(con, "marts", "feature_rules")

@@ -113,15 +113,23 @@ def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
     for path in sorted((SQL_DIR / "ddl").glob("raw_*.sql")):
         con.execute(path.read_text(encoding="utf-8"))
     run_sql_file(con, "functions/macros.sql")
+    from tasks.comments import document_schema
+
+    for schema in ("raw", "ops", "quality"):
+        document_schema(con, schema)
 
 
 def build_relation(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> int:
-    """(Re)build `<layer>.<name>` from `sql/<layer>/<name>.sql`; returns its row count.
+    """(Re)build `<layer>.<name>` from `sql/<layer>/<name>.sql` and its comments
+    (sql/docs/<layer>.yml); returns its row count.
 
     The file holds a bare SELECT (pasteable into the duckdb CLI once its variables are set).
     """
+    from tasks.comments import document
+
     select = sql_text(f"{layer}/{name}.sql").strip().rstrip(";")
     con.execute(f"create or replace table {layer}.{name} as\n{select}")
+    document(con, layer, name)
     return con.sql(f"select count(*) from {layer}.{name}").fetchall()[0][0]
 
 

@@ -298,6 +298,9 @@ def run_verdict(verdicts: list[TableVerdict]) -> str:
 def ensure_quality_tables(con: duckdb.DuckDBPyConnection) -> None:
     """The gate's own tables (sql/quality/quality_tables.sql); idempotent."""
     con.execute(sql_text("quality/quality_tables.sql"))
+    from tasks.comments import document_schema
+
+    document_schema(con, "quality")
 
 
 def configured_vendors(settings: Any) -> tuple[str, ...]:
@@ -481,15 +484,10 @@ def build_check_relations(con: duckdb.DuckDBPyConnection, as_of: date, check_day
         )
     finally:
         con.execute("reset variable dq_check_days")
-    con.execute(
-        "comment on table quality.schema_drift is 'grain: one row per raw table x drifted "
-        "top-level field (new, missing, retyped) in its latest delivery; key: (raw_table, field)'"
-    )
-    con.execute(
-        "comment on table quality.volume_daily is 'grain: one row per canonical staging table "
-        "x source x checked day; key: (batch_table, source, day). Rows vs the same weekday of "
-        "the 4 weeks before.'"
-    )
+    from tasks.comments import document
+
+    document(con, "quality", "schema_drift")
+    document(con, "quality", "volume_daily")
 
 
 def build_coverage_relations(con: duckdb.DuckDBPyConnection, catalog_path: Path) -> None:

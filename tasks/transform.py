@@ -9,6 +9,7 @@ from datetime import date
 
 import duckdb
 
+from tasks.comments import document
 from tasks.db import build_relation, sql_text
 from tasks.settings import SQL_DIR, DetectionSettings
 
@@ -50,28 +51,8 @@ HISTORY_MODELS = (
     ("marts", "feature_health"),
     ("marts", "backlog_suggestions"),
 )
-COMMENTS = {
-    "marts.feature_health_components": "grain: one row per as_of_date x feature x component; "
-    "key: (as_of_date, feature_key, component). Contributions sum to the health score.",
-    "marts.feature_health": "grain: one row per as_of_date x feature; key: (as_of_date, "
-    "feature_key). Explainable health score, formula_version and confidence.",
-    "marts.backlog_suggestions": "grain: one row per as_of_date x suggestion; key: (as_of_date, "
-    "fingerprint). Ranked by priority_rank, with evidence.",
-    "marts.feature_daily": "grain: one row per feature x day; key: (feature_key, day). Daily "
-    "rollup: users, share of product actives, events per user, weighted tickets, new bugs.",
-    "marts.feature_problems": "grain: one row per as_of_date x feature x problem; key: "
-    "(as_of_date, feature_key, problem). Detected problems with onset, kind and hysteresis state.",
-    "marts.feature_errors": "grain: one row per as_of_date x feature; key: (as_of_date, "
-    "feature_key). Unresolved error issues (Sentry) mapped to the feature.",
-    "marts.catalog_coverage": "grain: one row per signal; key: signal. Catalog mapping coverage.",
-}
 # Views over the newest as-of day (sql/marts/<name>.sql), for people querying by hand.
-LATEST_VIEWS = {
-    "latest_feature_health": "grain: one row per feature as of the newest scored day; key: "
-    "feature_key. marts.feature_health of max(as_of_date).",
-    "latest_suggestions": "grain: one row per suggestion as of the newest scored day; key: "
-    "fingerprint. marts.backlog_suggestions of max(as_of_date), ranked by priority_rank.",
-}
+LATEST_VIEWS = ("latest_feature_health", "latest_suggestions")
 
 
 @dataclass(frozen=True)
@@ -112,15 +93,18 @@ def build_staging(con: duckdb.DuckDBPyConnection, hash_salt: str) -> dict[str, i
             if path.exists():
                 select = path.read_text(encoding="utf-8").strip().rstrip(";")
                 con.execute(f"create or replace view staging.{v.staging_model} as\n{select}")
+                document(con, "staging", v.staging_model)
         counts = {}
         for name in STAGING_MODELS:
             union = sql_text(f"staging/{name}__unvalidated.sql").strip().rstrip(";")
             kind = "table" if name in MATERIALISED_UNIONS else "view"
             _drop_relation(con, "staging", f"{name}__unvalidated")
             con.execute(f"create {kind} staging.{name}__unvalidated as\n{union}")
+            document(con, "staging", f"{name}__unvalidated")
             _drop_relation(con, "staging", name)
             select = sql_text(f"staging/{name}.sql").strip().rstrip(";")
             con.execute(f"create or replace view staging.{name} as\n{select}")
+            document(con, "staging", name)
             n = con.sql(f"select count(*) from staging.{name}__unvalidated").fetchall()
             counts[name] = n[0][0]
         return counts
@@ -162,12 +146,10 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
         except duckdb.Error as exc:
             raise type(exc)(f"{layer}.{name}: {exc}") from None
         timings[f"{layer}.{name}"] = round(time.perf_counter() - started, 3)
-    for table, comment in COMMENTS.items():
-        con.execute(f"comment on table {table} is '{comment}'")
-    for name, comment in LATEST_VIEWS.items():
+    for name in LATEST_VIEWS:
         select = sql_text(f"marts/{name}.sql").strip().rstrip(";")
         con.execute(f"create or replace view marts.{name} as\n{select}")
-        con.execute(f"comment on view marts.{name} is '{comment}'")
+        document(con, "marts", name)
     return timings
 
 
@@ -197,14 +179,8 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     con.execute(
         "create table if not exists ops.rollup_quarantined_keys (record_key varchar not null)"
     )
-    con.execute(
-        "comment on table ops.rollup_state is 'grain: one row per incremental rollup; key: model. "
-        "Catalog/version fingerprint and the ingested_at watermark of the last build.'"
-    )
-    con.execute(
-        "comment on table ops.rollup_quarantined_keys is 'grain: one row per usage event key "
-        "quarantined at the last rollup build; key: record_key. A change recomputes its day.'"
-    )
+    document(con, "ops", "rollup_state")
+    document(con, "ops", "rollup_quarantined_keys")
     state = con.execute(
         "select fingerprint, watermark from ops.rollup_state where model = 'usage'"
     ).fetchall()
@@ -315,6 +291,7 @@ def _build_tracker_effort(con: duckdb.DuckDBPyConnection) -> None:
             "null::varchar as effort_source where false"
         )
     con.execute(f"create or replace table intermediate.int_tracker_effort as {select}")
+    document(con, "intermediate", "int_tracker_effort")
 
 
 def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> None:
@@ -344,6 +321,7 @@ def _build_history(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> Non
     con.execute(f"delete from {layer}.{name} where as_of_date = getvariable('as_of')::date")
     con.execute(f"insert into {layer}.{name} by name select * from _model")
     con.execute("drop table _model")
+    document(con, layer, name)
 
 
 def default_as_of(con: duckdb.DuckDBPyConnection) -> date:

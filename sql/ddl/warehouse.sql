@@ -178,6 +178,3 @@ alter table ops.loaded_files add column if not exists sha256 varchar;
 -- Added with backfills (flows/backfill.py): which flow and trigger made the row. A backfill's
 -- as_of_date is the last day it scored; its summary lists every day.
 alter table ops.runs add column if not exists kind varchar;
-comment on column ops.runs.kind is
-'nightly (the scheduled deployment) | manual (the manual deployment, feedback-loop run) | '
-'backfill (a range of past days, never written back); null: recorded before this column existed.';
