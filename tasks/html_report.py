@@ -57,14 +57,32 @@ def _rows(con: duckdb.DuckDBPyConnection, query: str, params: list | None = None
     return [dict(zip(cols, r, strict=True)) for r in rel.fetchall()]
 
 
-def _relation_exists(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> bool:
-    return bool(
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = ? "
-            "and table_name = ?",
-            [schema, name],
-        ).fetchall()[0][0]
-    )
+BASELINE_DAYS = 41  # days up to its as-of date int_feature_baseline.sql computes
+
+
+def baseline_band(con: duckdb.DuckDBPyConnection, start: date, as_of: date) -> pl.DataFrame:
+    """Expected daily users and their spread per feature x day from `start` to `as_of`, by the
+    detector's own model (sql/intermediate/int_feature_baseline.sql) evaluated as of `as_of`,
+    `as_of` - 41, ...: a day's baseline reads only the weeks before it, so the pieces join into
+    one band. Computed here rather than read from the intermediate table, which holds the days
+    of whichever as-of date was scored last (a backfill leaves its last day there)."""
+    from tasks.db import sql_text
+
+    model = sql_text("intermediate/int_feature_baseline.sql").strip().rstrip(";")
+    pieces = []
+    end = as_of
+    while end >= start:
+        con.execute("set variable as_of = ?::date", [end])
+        pieces.append(
+            con.sql(
+                f"select feature_key, day, expected_users, expected_users_spread from ({model}) "
+                "where day between ? and ?",
+                params=[max(start, end - timedelta(days=BASELINE_DAYS - 1)), end],
+            ).pl()
+        )
+        end -= timedelta(days=BASELINE_DAYS)
+    con.execute("reset variable as_of")
+    return pl.concat(pieces).unique(["feature_key", "day"], keep="first")
 
 
 def scored_days(con: duckdb.DuckDBPyConnection) -> list[date]:
@@ -97,19 +115,15 @@ def gather(con: duckdb.DuckDBPyConnection, as_of: date, days: int = REPORT_DAYS)
         [run_id],
     )
     summary = json.loads(run[0]["summary"]) if run and run[0]["summary"] else {}
-    baseline = (
-        _frame(
-            con,
-            "select feature_key, day, expected_users, expected_users_spread "
-            "from intermediate.int_feature_baseline where day between ? and ?",
-            [start, as_of],
-        )
-        if _relation_exists(con, "intermediate", "int_feature_baseline")
-        else pl.DataFrame()
-    )
+    baseline = baseline_band(con, start, as_of)
+    first_day = con.sql("select min(day) from marts.feature_daily").fetchall()[0][0]
+    window = health[0]["window_days"]
+    # Days before a full scoring window of data lies behind them are not scored (nor filled).
+    scorable_from = max(start, first_day + timedelta(days=window - 1)) if first_day else as_of
     return {
         "as_of": as_of,
         "start": start,
+        "scorable_from": scorable_from,
         "days": days,
         "run_id": run_id,
         "run": run[0] if run else None,
@@ -173,7 +187,7 @@ def _x(data: dict[str, Any], title: str | None = None, bars: bool = False) -> al
         "utcyearmonthdate(day):T" if bars else "day:T",
         title=title,
         scale=alt.Scale(type="utc", domain=domain),
-        axis=alt.Axis(format="%b %d", formatType="utc", labelOverlap=True, tickCount=10),
+        axis=alt.Axis(format="%b %d", labelOverlap=True, tickCount=10),
     )
 
 
@@ -584,13 +598,18 @@ def render(data: dict[str, Any]) -> tuple[str, int]:
             + "".join(f"<li>{_e(r)}</li>" for r in reasons)
             + "</ul></div>"
         )
-    history_note = f"{n_scored} of the last {data['days']} days are scored" + (
-        f"; to draw the rest: <code>feedback-loop report --fill-history</code> (scores the "
-        f"missing days of {data['start']} – {data['as_of']} with the backfill, nothing "
-        "written to the tracker)"
-        if n_scored < data["days"]
+    scorable = (data["as_of"] - data["scorable_from"]).days + 1
+    history_note = f"Health: {n_scored} of the last {data['days']} days are scored" + (
+        f"; {scorable - n_scored} more can be: <code>feedback-loop report --fill-history</code> "
+        "scores them with the backfill (nothing written to the tracker)"
+        if n_scored < scorable
         else ""
     )
+    if data["scorable_from"] > data["start"]:
+        history_note += (
+            f"; days before {data['scorable_from']} have less than a full "
+            f"{health[0]['window_days']}-day window of data behind them"
+        )
     nav = (
         '<nav><a href="#suggestions">Suggestions</a><a href="#features">Features</a>'
         '<a href="#quality">Data quality</a><a href="#coverage">Catalog coverage</a></nav>'

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -141,3 +142,34 @@ def chromium() -> str:
     if path is None:
         pytest.skip(f"NO BROWSER CHECK OF THE HTML REPORT: {why} (install Debian's chromium)")
     return path
+
+
+E2E_END = date(2026, 11, 24)  # the demo's last data day in the end-to-end runs
+
+
+@pytest.fixture(scope="session")
+def demo_nightly(tmp_path_factory, prefect_api):
+    """Default-size demo data, the `nightly` flow run twice on it (real Prefect runs): shared
+    read-only by the end-to-end, report and data-dictionary tests (one ~50 s run pair per
+    session). Tests that change things copy the demo files into their own folder."""
+    from flows.nightly import nightly
+    from tasks.demo_data import DemoConfig, generate_demo_data
+    from tests.helpers import demo_config
+    from tests.test_nightly_e2e import _table_fingerprints
+
+    root = tmp_path_factory.mktemp("e2e")
+    manifest = generate_demo_data(DemoConfig(out_dir=root / "demo", end_date=E2E_END))
+    config = demo_config(root / "config.toml")
+    first = nightly(config_path=str(config), return_state=True)
+    snapshot_1 = _table_fingerprints(root / "feedback.duckdb")
+    files_1 = {p.name: p.stat().st_mtime_ns for p in (root / "tracker").glob("*.md")}
+    second = nightly(config_path=str(config), return_state=True)
+    return {
+        "root": root,
+        "manifest": manifest,
+        "first": first,
+        "second": second,
+        "snapshot_1": snapshot_1,
+        "files_1": files_1,
+        "config": config,
+    }

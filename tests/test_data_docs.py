@@ -5,32 +5,25 @@ from those comments with lineage derived from the models' SQL."""
 from __future__ import annotations
 
 import re
-from datetime import date
 from html.parser import HTMLParser
 
 import duckdb
 import pytest
 
-from flows.nightly import nightly
 from tasks.comments import stale_docs
 from tasks.datadocs import Column, Relation, references, to_html
-from tasks.demo_data import DemoConfig, generate_demo_data
-from tests.helpers import cli, demo_config
+from tests.helpers import cli
 
 SCHEMAS = ["raw", "staging", "intermediate", "marts", "quality", "ops"]
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory, prefect_api):
-    """One demo nightly for the whole module."""
-    root = tmp_path_factory.mktemp("datadocs")
-    generate_demo_data(DemoConfig(out_dir=root / "demo", end_date=date(2026, 11, 24)))
-    config = demo_config(root / "config.toml")
-    state = nightly(config_path=str(config), return_state=True)
-    assert not state.is_failed(), state
+def run(demo_nightly):
+    """The session's demo nightly (tests/conftest.py): its warehouse, snapshot and settings."""
+    root = demo_nightly["root"]
     return {
         "root": root,
-        "config": config,
+        "config": demo_nightly["config"],
         "db": root / "feedback.duckdb",
         "snapshot": root / "feedback_analyst.duckdb",
     }

@@ -9,39 +9,22 @@ import json
 import re
 import subprocess
 import sys
-from datetime import date
 from pathlib import Path
 
 import duckdb
 import pytest
 
 from flows.nightly import nightly
-from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.settings import PROJECT_ROOT
-from tests.helpers import demo_config
+from tests.conftest import E2E_END
 
-END = date(2026, 11, 24)
+END = E2E_END
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory, prefect_api):
-    """Generate the default-size demo data once, run the flow twice, keep both results."""
-    root = tmp_path_factory.mktemp("e2e")
-    manifest = generate_demo_data(DemoConfig(out_dir=root / "demo", end_date=END))
-    config = demo_config(root / "config.toml")
-    first = nightly(config_path=str(config), return_state=True)
-    snapshot_1 = _table_fingerprints(root / "feedback.duckdb")
-    files_1 = {p.name: p.stat().st_mtime_ns for p in (root / "tracker").glob("*.md")}
-    second = nightly(config_path=str(config), return_state=True)
-    return {
-        "root": root,
-        "manifest": manifest,
-        "first": first,
-        "second": second,
-        "snapshot_1": snapshot_1,
-        "files_1": files_1,
-        "config": config,
-    }
+def demo(demo_nightly):
+    """The session's demo nightly: generated demo data, the flow run twice (tests/conftest.py)."""
+    return demo_nightly
 
 
 KEYS = {
