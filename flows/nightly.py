@@ -222,12 +222,12 @@ def _run(
     )
     create_table_artifact(
         key="top-suggestions",
-        table=suggestions or [{"suggestion": "none"}],
+        table=reporting.suggestion_artifact_rows(suggestions) or [{"suggestion": "none"}],
         description="Ranked backlog suggestions and what write-back did",
     )
     create_table_artifact(
         key="feature-health",
-        table=health,
+        table=reporting.health_artifact_rows(health),
         description="Health score per feature, least healthy first",
     )
     return summary, reasons

@@ -962,14 +962,14 @@ def check_rows(results: list, verdicts: list[TableVerdict]) -> list[dict[str, An
             elif o.details:
                 observed = "; ".join(o.details[:2])
             rows.append(
-                {
-                    "layer": v.layer,
+                {  # the verdict first: Prefect's table scrolls sideways at ~1400 px
+                    "result": "pass" if o.success else "FAIL",
                     "table": v.table,
                     "check": o.label,
-                    "severity": o.severity,
-                    "result": "pass" if o.success else "FAIL",
                     "observed": "" if observed is None else str(observed)[:200],
+                    "severity": o.severity,
                     "quarantined": _n_quarantined(o) if o.row_level else 0,
+                    "layer": v.layer,
                 }
             )
     return rows

@@ -61,6 +61,34 @@ def suggestion_rows(
     return rows
 
 
+def suggestion_artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `top-suggestions` artifact: what and why first, so they stay on screen."""
+    return [
+        {
+            "#": r["rank"],
+            "suggestion": r["title"],
+            "why": r["why"],
+            "priority": r["priority"],
+            "write-back": f"{r['action']}: {r['reason']}" if r["action"] else "",
+            "link": r["link"],
+            "reach": r["reach"],
+            "confidence": r["confidence"],
+            "health": r["health"],
+            "blocked": r["is_blocked"],
+            "fingerprint": r["fingerprint"],
+        }
+        for r in rows
+    ]
+
+
+def health_artifact_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `feature-health` artifact: rank, feature, score and its explanation first."""
+    first = ("rank", "feature", "score", "explanation", "confidence")
+    return [
+        {**{k: r[k] for k in first}, **{k: v for k, v in r.items() if k not in first}} for r in rows
+    ]
+
+
 def _cell(text: str) -> str:
     """Text safe inside a Markdown table cell (one line, no column breaks)."""
     return " ".join(str(text).split()).replace("|", "\\|")
