@@ -396,13 +396,9 @@ def _unscored_days(settings: Settings, as_of: date | None, days: int) -> list[da
     ]
 
 
-def _read_connection(
-    settings: Settings, live: bool, db: str | None = None, lock_timeout: float | None = None
-):
-    """A read-only connection to the analyst snapshot (default, never blocks the nightly run) or
-    the live warehouse, with the path it opened."""
-    from tasks.db import WarehouseLockedError, connect
-
+def _read_path(settings: Settings, live: bool, db: str | None = None) -> Path:
+    """The database a reading command opens: --db, else the analyst snapshot unless --live (or
+    it does not exist yet), else the warehouse; one line and exit 2 when there is none."""
     if db:
         path = Path(db)
     elif not live and settings.snapshot_path.exists():
@@ -411,6 +407,17 @@ def _read_connection(
         path = settings.duckdb_path
     if not path.exists():
         raise UserError(f"no warehouse at {path}: run `feedback-loop run` first")
+    return path
+
+
+def _read_connection(
+    settings: Settings, live: bool, db: str | None = None, lock_timeout: float | None = None
+):
+    """A read-only connection to the analyst snapshot (default, never blocks the nightly run) or
+    the live warehouse, with the path it opened."""
+    from tasks.db import WarehouseLockedError, connect
+
+    path = _read_path(settings, live, db)
     try:
         return connect(path, read_only=True, lock_timeout_s=lock_timeout), path
     except WarehouseLockedError as exc:
@@ -464,14 +471,7 @@ def cmd_docs(args: argparse.Namespace) -> int:
     from tasks.datadocs import write_dictionary
     from tasks.db import WarehouseLockedError
 
-    if args.db:
-        path = Path(args.db)
-    elif not args.live and settings.snapshot_path.exists():
-        path = settings.snapshot_path
-    else:
-        path = settings.duckdb_path
-    if not path.exists():
-        raise UserError(f"no warehouse at {path}: run `feedback-loop run` first")
+    path = _read_path(settings, args.live, args.db)
     out_dir = Path(args.out) if args.out else settings.duckdb_path.parent / "docs"
     try:
         result = write_dictionary(path, out_dir, lock_timeout_s=args.lock_timeout)

@@ -80,6 +80,7 @@ def world(tmp_path_factory, prefect_api):
         db, "select as_of_date, count(*) from marts.feature_health group by all order by 1"
     )
     out["artifacts"], out["logs"] = _prefect_records(out["backfill_run"]["run_id"], db)
+    out["reports_1"] = _reports(root)
     # 2. a normal run (as of the last data day): issues created
     out["normal"] = _cli(["run", "--config", cfg])
     out["normal_run"] = _last_run(db)
@@ -88,6 +89,7 @@ def world(tmp_path_factory, prefect_api):
     out["backdated"] = _cli(["run", "--as-of", f"{OLD}", "--config", cfg])
     out["backdated_run"] = _last_run(db)
     out["tracker_2"], out["ledger_2"] = _tracker_state(root), _ledger(db)
+    out["reports_3"] = _reports(root)
     # 4. an open issue whose problem is absent from both days: the newest day would
     # comment on its recovery; the backdated run, allowed to write, must not
     settings = load_settings(config)
@@ -105,7 +107,28 @@ def world(tmp_path_factory, prefect_api):
     out["newest"] = steps.run_write_back(
         settings, END.isoformat(), "newest", True, 5, "pass", logging.getLogger("test")
     )
+    # 6. the report with a week of history: the missing days are scored first
+    out["tracker_5"], out["ledger_5"] = _tracker_state(root), _ledger(db)
+    out["fill"] = _cli(
+        ["report", "--fill-history", "--days", "7", "--as-of", f"{END}", "--config", cfg]
+    )
+    out["fill_days"] = _sql(
+        db,
+        "select as_of_date, count(*) from marts.feature_health where as_of_date > ? "
+        "group by all order by 1",
+        [END - timedelta(days=7)],
+    )
+    out["tracker_6"], out["ledger_6"] = _tracker_state(root), _ledger(db)
+    out["reports_6"] = _reports(root)
     return out
+
+
+def _reports(root: Path) -> dict[str, str]:
+    """The report pages by file name, with the as-of date each one shows."""
+    return {
+        p.name: p.read_text(encoding="utf-8").split("<title>")[1].split("</title>")[0]
+        for p in sorted((root / "reports").glob("*.html"))
+    }
 
 
 def _prefect_records(run_id: str, db: Path) -> tuple[dict, list[str]]:
@@ -247,3 +270,33 @@ def test_serve_builds_each_deployment_from_its_own_flow():
     assert by_name["backfill"]["work_pool"] == by_name["nightly"]["work_pool"]
     backfill = build_parser().parse_args(["backfill", "--from", "2026-11-01", "--to", "2026-11-02"])
     assert (backfill.start, backfill.load) == (date(2026, 11, 1), True)
+
+
+def test_backfill_and_backdated_runs_write_their_day_but_latest_stays_the_newest(world):
+    assert world["reports_1"] == {
+        f"{LAST}.html": f"Feedback loop report {LAST}",
+        "latest.html": f"Feedback loop report {LAST}",  # the newest day scored so far
+    }
+    # the normal run (END) then the backdated run (OLD): OLD gets its page, latest stays END
+    assert world["reports_3"] == {
+        f"{LAST}.html": f"Feedback loop report {LAST}",
+        f"{OLD}.html": f"Feedback loop report {OLD}",
+        f"{END}.html": f"Feedback loop report {END}",
+        "latest.html": f"Feedback loop report {END}",
+    }
+    code, out, _ = world["normal"]
+    assert code == 0 and f"report: {world['root'] / 'reports' / f'{END}.html'}" in out
+
+
+def test_report_fill_history_scores_the_missing_days_then_draws_them(world):
+    code, out, err = world["fill"]
+    assert code == 0, err
+    week = [END - timedelta(days=i) for i in range(6, -1, -1)]
+    # END was scored by the normal run, the six days before it by the fill (OLD lies before)
+    assert [d for d, _ in world["fill_days"]] == week
+    assert "scoring 6 missing day(s)" in " ".join(err.split())
+    assert "7 of 7 days scored" in " ".join(err.split())
+    assert world["tracker_6"] == world["tracker_5"] and world["ledger_6"] == world["ledger_5"]
+    assert world["reports_6"]["latest.html"] == f"Feedback loop report {END}"
+    page = (world["root"] / "reports" / f"{END}.html").read_text(encoding="utf-8")
+    assert "Health: 7 of the last 7 days are scored" in page and "more can be" not in page
