@@ -1,5 +1,7 @@
 -- grain: one row per feature x user x UTC day with activity; key: (feature_key, user_key, activity_date).
 -- feature_key '__product__' holds every active user (the denominator for adoption).
+-- n_events sums the staging weight (1 per event, a PostHog daily group's count), so it is the
+-- same whether PostHog delivered single events or daily aggregates.
 -- Maintained incrementally (tasks/transform.py build_usage_rollups): with the variable
 -- rollup_days set to a list of dates, only those days are computed; NULL computes every day.
 with
@@ -10,7 +12,8 @@ events as (
         account_key,
         occurred_at::date as activity_date,
         coalesce(event_name, '') as event_name,
-        coalesce(url_path, '') as url_path
+        coalesce(url_path, '') as url_path,
+        n_events
     from staging.stg_usage_events
     where
         user_key is not null
@@ -29,7 +32,8 @@ mapped as (
         feature_map.feature_key,
         events.user_key,
         events.account_key,
-        events.activity_date
+        events.activity_date,
+        events.n_events
     from events
     inner join feature_map
         on events.event_name = feature_map.event_name and events.url_path = feature_map.url_path
@@ -41,7 +45,7 @@ per_feature as (
         user_key,
         activity_date,
         any_value(account_key) as account_key,
-        count(*) as n_events
+        sum(n_events)::bigint as n_events
     from mapped
     where feature_key is not null
     group by all
@@ -53,7 +57,7 @@ per_product as (
         user_key,
         activity_date,
         any_value(account_key) as account_key,
-        count(*) as n_events
+        sum(n_events)::bigint as n_events
     from mapped
     group by all
 ),

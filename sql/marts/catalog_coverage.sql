@@ -1,12 +1,14 @@
 -- grain: one row per signal kind (events, tickets, bugs); key: signal.
 -- Share of records the feature catalog maps, and the biggest unmapped cluster to add next.
+-- Events count by their n_events weight (a PostHog daily group stands for its events).
 with
 
 events as (
     select
         map.feature_key,
         coalesce(stg.event_name, '') as event_name,
-        regexp_extract(coalesce(stg.url_path, ''), '^/[^/]*') as path_root
+        regexp_extract(coalesce(stg.url_path, ''), '^/[^/]*') as path_root,
+        stg.n_events
     from staging.stg_usage_events as stg
     left join intermediate.int_event_feature_map as map
         on
@@ -17,7 +19,7 @@ events as (
 unmapped_events as (
     select
         event_name || ' ' || path_root as cluster,
-        count(*) as n
+        sum(n_events)::bigint as n
     from events
     where feature_key is null
     group by all
@@ -65,8 +67,8 @@ unmapped_bugs as (
 final as (
     select
         'events' as signal,
-        count(*) as n_records,
-        count(feature_key) as n_mapped,
+        coalesce(sum(n_events), 0)::bigint as n_records,
+        coalesce(sum(n_events) filter (where feature_key is not null), 0)::bigint as n_mapped,
         (select string_agg(cluster || ' (' || n || ')', '; ' order by n desc, cluster asc) from unmapped_events)
             as top_unmapped
     from events

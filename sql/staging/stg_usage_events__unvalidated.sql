@@ -1,5 +1,7 @@
 -- grain: one row per usage event from every analytics vendor, before validation; key: event_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.
+-- n_events: events the row stands for (1 for a single event; a PostHog daily group's count in
+-- daily_aggregates mode), so rollups sum it instead of counting rows.
 with
 
 posthog as (
@@ -13,6 +15,7 @@ posthog as (
         event_name,
         url_path,
         properties,
+        n_events,
         type_error
     from staging.stg_posthog__events
 ),
@@ -28,6 +31,7 @@ amplitude as (
         event_name,
         url_path,
         properties,
+        1::bigint as n_events,
         type_error
     from staging.stg_amplitude__events
 ),
@@ -43,6 +47,7 @@ mixpanel as (
         event_name,
         url_path,
         properties,
+        1::bigint as n_events,
         type_error
     from staging.stg_mixpanel__events
 ),

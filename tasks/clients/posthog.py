@@ -1,4 +1,10 @@
-"""PostHog events through the HogQL query API: keyset pages on (timestamp, uuid), with lookback."""
+"""PostHog usage through the HogQL query API.
+
+mode "events": raw events, keyset pages on (timestamp, uuid), with lookback.
+mode "daily_aggregates": PostHog's ClickHouse groups each UTC day into one row per
+(event, distinct_id, $pathname, $groups.company) with an event count; a day is re-pulled whole
+within the lookback and its rows replace the earlier pull's (merge on a key of day and group).
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
@@ -30,6 +36,20 @@ from tasks.secrets import resolve_secret
 log = logging.getLogger(__name__)
 
 COLUMNS = ["uuid", "event", "distinct_id", "timestamp", "properties"]
+# daily_aggregates: one row per UTC day x (event, distinct_id, $pathname, $groups.company) —
+# exactly what the catalog maps on and the rollups count distinct users over.
+DAILY_COLUMNS = [
+    "day",
+    "event",
+    "distinct_id",
+    "pathname",
+    "company",
+    "n_events",
+    "first_at",
+    "last_at",
+    "pulled_at",
+]
+DAILY_KEY_PREFIX = "daily:"
 # HogQL caps a query at 50k rows; beyond that PostHog silently truncates.
 MAX_PAGE_SIZE = 50_000
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
@@ -40,6 +60,11 @@ class PostHogSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    mode: Literal["events", "daily_aggregates"] = Field(
+        "events",
+        description="events: every raw event; daily_aggregates: PostHog counts events per UTC "
+        "day x user x event x path x company, so only those rows travel (README: Usage events).",
+    )
     base_url: str = Field(
         "https://us.posthog.com",
         description="US Cloud; EU Cloud: https://eu.posthog.com; self-hosted: the instance URL.",
@@ -54,12 +79,15 @@ class PostHogSettings(BaseModel):
         ge=0,
         le=30,
         description="Re-read this much before the watermark each run: `timestamp` is client "
-        "time, so late events land behind it.",
+        "time, so late events land behind it. daily_aggregates: this many whole days before "
+        "the last day pulled (rounded up) are pulled again.",
     )
     slice_hours: int = Field(
         24, ge=1, le=24 * 31, description="Each query scans at most this span of timestamps."
     )
-    page_size: int = Field(10_000, ge=1, le=MAX_PAGE_SIZE)
+    page_size: int = Field(
+        10_000, ge=1, le=MAX_PAGE_SIZE, description="Rows per query (events or daily groups)."
+    )
     queries_per_hour: int = Field(120, ge=1, description="Query API limit per personal key.")
     api_key_env: str = Field(
         "POSTHOG_PERSONAL_API_KEY", description="Env var holding a personal API key (query:read)."
@@ -81,6 +109,29 @@ RECORD_SQL = (
 # event uuid: the loader reshapes each result row with record_sql, then reads the fields.
 POSTHOG_QUERY_EVENTS: SourceSpec = replace(
     POSTHOG_EVENTS, layout="$.results[*]", record_sql=RECORD_SQL
+)
+
+# daily_aggregates: a HogQL result row (array in DAILY_COLUMNS order) as an event-shaped record
+# of the same raw table. Key: 'daily:<UTC day>:' || md5 of the group, so a re-pull of the day
+# merges onto the same rows; the cursor is the pull time (newest pull wins). The count, the
+# day, the last event time and the pull time ride in properties._daily; $pathname and
+# $groups.company sit where the event staging reads them.
+DAILY_RECORD_SQL = (
+    "json_object('uuid', '" + DAILY_KEY_PREFIX + "' || (j ->> '$[0]') || ':' || "
+    "md5(json_array(j -> '$[1]', j -> '$[2]', j -> '$[3]', j -> '$[4]')::varchar), "
+    "'event', j ->> '$[1]', 'distinct_id', j ->> '$[2]', 'timestamp', j ->> '$[6]', "
+    "'properties', json_object('$pathname', j ->> '$[3]', "
+    "'$groups', json_object('company', j ->> '$[4]'), "
+    "'_daily', json_object('day', j ->> '$[0]', 'n_events', j -> '$[5]', "
+    "'last_at', j ->> '$[7]', 'pulled_at', j ->> '$[8]')))"
+)
+POSTHOG_QUERY_DAILY: SourceSpec = replace(
+    POSTHOG_EVENTS,
+    stream="event_days",
+    layout="$.results[*]",
+    record_sql=DAILY_RECORD_SQL,
+    cursor_expr="properties ->> '$._daily.pulled_at'",
+    repeats="newest",
 )
 
 _BUDGETS: dict[tuple[str, str], RequestBudget] = {}
@@ -134,8 +185,38 @@ def build_query(
     )
 
 
+def build_daily_query(
+    day: date, hi: datetime, pulled_at: datetime, page_size: int, offset: int = 0
+) -> str:
+    """HogQL for one page of a UTC day's groups: events with day 00:00 <= timestamp < hi.
+
+    Ordered by the whole group key, so LIMIT/OFFSET pages are stable; a group that appears
+    between two pages repeats (the merge absorbs it), and the day is pulled again next run.
+    The day and the pull time come back as constant columns, so each row carries them.
+    """
+    lo = datetime.combine(day, datetime.min.time(), UTC)
+    group = "event, distinct_id, pathname, company"
+    return (
+        f"select '{day.isoformat()}' as day, event, distinct_id, "
+        "properties.$pathname as pathname, properties.$groups.company as company, "
+        "count() as n_events, min(timestamp) as first_at, max(timestamp) as last_at, "
+        f"'{_iso(pulled_at)}' as pulled_at from events "
+        f"where timestamp >= {_hogql_ts(lo)} and timestamp < {_hogql_ts(hi)} "
+        f"group by {group} order by {group} limit {int(page_size)} offset {int(offset)}"
+    )
+
+
 def parse_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
-    """The result rows and `hasMore` of a query response; anything else is invalid."""
+    """The result rows and `hasMore` of an events query response; anything else is invalid."""
+    return _parse(body, COLUMNS)
+
+
+def parse_daily_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
+    """The result rows and `hasMore` of a daily-aggregate query response."""
+    return _parse(body, DAILY_COLUMNS)
+
+
+def _parse(body: bytes, columns: list[str]) -> tuple[list[list[Any]], bool | None]:
     try:
         doc = json.loads(body)
     except ValueError as exc:
@@ -144,13 +225,15 @@ def parse_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
         ) from None
     if not isinstance(doc, dict) or not isinstance(doc.get("results"), list):
         raise InvalidResponseError("posthog", "query response has no `results` list")
-    if "columns" in doc and doc["columns"] != COLUMNS:
+    if "columns" in doc and doc["columns"] != columns:
         raise InvalidResponseError("posthog", f"unexpected result columns {doc['columns']!r}")
     rows = doc["results"]
     # The loader checks every row; here only the ones the keyset depends on.
     for row in rows[:1] + rows[-1:]:
-        if not isinstance(row, list) or len(row) != len(COLUMNS):
-            raise InvalidResponseError("posthog", "query result row is not a 5-column array")
+        if not isinstance(row, list) or len(row) != len(columns):
+            raise InvalidResponseError(
+                "posthog", f"query result row is not a {len(columns)}-column array"
+            )
     more = doc.get("hasMore")
     return rows, more if isinstance(more, bool) else None
 
@@ -159,9 +242,7 @@ class PostHogConnector:
     """Events of one PostHog project, landed as query-API response bodies."""
 
     source = "posthog"
-    stream = "events"
     kind = "usage"
-    spec = POSTHOG_QUERY_EVENTS
 
     def __init__(
         self,
@@ -173,6 +254,10 @@ class PostHogConnector:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.settings = settings
+        # Each mode keeps its own cursor (ops.sync_state stream); both land in raw.posthog__events.
+        daily = settings.mode == "daily_aggregates"
+        self.stream = "event_days" if daily else "events"
+        self.spec: SourceSpec = POSTHOG_QUERY_DAILY if daily else POSTHOG_QUERY_EVENTS
         self._session, self._retry, self._sleep = session, retry, sleep
         self._budget = budget
         self._client: HttpClient | None = None
@@ -217,6 +302,9 @@ class PostHogConnector:
         return max(_parse_ts(mark) - timedelta(days=s.lookback_days), configured)
 
     def pages(self, state: dict[str, Any] | None, window_end: datetime) -> Iterator[LandedPage]:
+        if self.settings.mode == "daily_aggregates":
+            yield from self._daily_pages(state, window_end)
+            return
         s = self.settings
         end = _utc(window_end)
         lo = self.start_at(state, end)
@@ -277,3 +365,72 @@ class PostHogConnector:
         if after is not None and ts < after[0]:
             raise PaginationLoopError(self.source, f"keyset went backwards to {raw_ts}")
         return ts, uuid
+
+    # -- daily_aggregates ----------------------------------------------------------------------
+
+    def first_day(self, state: dict[str, Any] | None, window_end: datetime) -> tuple[date, int]:
+        """(day, offset) to start from: an interrupted day resumes at its next page; otherwise
+        the last day pulled minus ceil(lookback_days) whole days, never before the configured
+        start. The last day is always pulled again: it was pulled while still going on."""
+        s = self.settings
+        end = _utc(window_end)
+        if s.start_date is not None:
+            configured = s.start_date
+        else:
+            configured = (end - timedelta(days=s.initial_days)).date()
+        last = (state or {}).get("day")
+        if not last:
+            return configured, 0
+        try:
+            last_day = date.fromisoformat(last)
+        except (TypeError, ValueError):
+            return configured, 0
+        offset = (state or {}).get("offset")
+        if isinstance(offset, int) and offset > 0:
+            return max(last_day, configured), offset if last_day >= configured else 0
+        back = int(-(-s.lookback_days // 1))  # ceil
+        return max(last_day - timedelta(days=back), configured), 0
+
+    def _daily_pages(
+        self, state: dict[str, Any] | None, window_end: datetime
+    ) -> Iterator[LandedPage]:
+        """One query per UTC day (more when a day has over page_size groups), every day up to
+        window_end; the state after each page is the day and the offset of its next page
+        (None once the day is complete). Empty days yield an empty page, so the cursor moves."""
+        s = self.settings
+        end = _utc(window_end)
+        day, offset = self.first_day(state, end)
+        path = f"/api/projects/{s.project_id}/query/"
+        n_pages = n_rows = 0
+        while datetime.combine(day, datetime.min.time(), UTC) < end:
+            hi = min(datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC), end)
+            while True:
+                query = build_daily_query(day, hi, end, s.page_size, offset)
+                resp = self.client.request(
+                    "POST",
+                    path,
+                    json={"query": {"kind": "HogQLQuery", "query": query}},
+                    read=True,
+                    expect=parse_daily_page,
+                )
+                rows, more = resp.parsed
+                self._check_daily_rows(rows, day)
+                more = more if more is not None else len(rows) >= s.page_size
+                more = more and bool(rows)
+                offset += len(rows)
+                state_out = {"day": day.isoformat(), "offset": offset if more else None}
+                n_pages, n_rows = n_pages + 1, n_rows + len(rows)
+                yield LandedPage(body=resp.content, state=state_out, n_records=len(rows))
+                if not more:
+                    break
+            day, offset = day + timedelta(days=1), 0
+        log.info("posthog: %d daily page(s), %d group row(s) up to %s", n_pages, n_rows, _iso(end))
+
+    def _check_daily_rows(self, rows: list[list[Any]], day: date) -> None:
+        """The first and last rows must be the queried day's (a server that ignored the bounds
+        would otherwise land another day's counts under this day's keys)."""
+        for row in rows[:1] + rows[-1:]:
+            if row[0] != day.isoformat():
+                raise InvalidResponseError(
+                    self.source, f"daily row for {row[0]!r} in the answer for {day.isoformat()}"
+                )

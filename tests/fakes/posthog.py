@@ -1,4 +1,5 @@
-"""A PostHog-shaped fake: the HogQL query API filtering and keyset-paging a list of events."""
+"""A PostHog-shaped fake: the HogQL query API filtering and keyset-paging a list of events, and
+grouping them into daily aggregates (LIMIT/OFFSET pages) as ClickHouse would."""
 
 from __future__ import annotations
 
@@ -23,11 +24,70 @@ _AFTER = re.compile(
     rf"\(timestamp > {_TS} or \(timestamp = {_TS} and uuid > toUUID\('([0-9a-f-]+)'\)\)\)"
 )
 _TAIL = re.compile(r" order by timestamp, uuid limit (\d+)$")
+DAILY_COLUMNS = [
+    "day",
+    "event",
+    "distinct_id",
+    "pathname",
+    "company",
+    "n_events",
+    "first_at",
+    "last_at",
+    "pulled_at",
+]
+DAILY_TYPES = [
+    "String",
+    "String",
+    "String",
+    "Nullable(String)",
+    "Nullable(String)",
+    "UInt64",
+    "DateTime64(6, 'UTC')",
+    "DateTime64(6, 'UTC')",
+    "String",
+]
+_GROUP = "event, distinct_id, pathname, company"
+_DAILY = re.compile(
+    r"^select '(\d{4}-\d{2}-\d{2})' as day, event, distinct_id, "
+    r"properties\.\$pathname as pathname, properties\.\$groups\.company as company, "
+    r"count\(\) as n_events, min\(timestamp\) as first_at, max\(timestamp\) as last_at, "
+    rf"'([^']+)' as pulled_at from events where timestamp >= {_TS} and timestamp < {_TS} "
+    rf"group by {_GROUP} order by {_GROUP} limit (\d+) offset (\d+)$"
+)
 
 
 def _ts(value: str) -> datetime:
     dt = datetime.fromisoformat(value)
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
+
+
+def _prop_text(value: Any) -> str | None:
+    """A property as HogQL's `properties.x` gives it: text as is, anything else as JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)
+
+
+def daily_groups(
+    events: list[dict[str, Any]], lo: datetime, hi: datetime
+) -> list[tuple[tuple, list[datetime]]]:
+    """(event, distinct_id, pathname, company) -> timestamps of the events with lo <= ts < hi,
+    in the query's order (ClickHouse sorts NULLs last)."""
+    groups: dict[tuple, list[datetime]] = {}
+    for e in events:
+        ts = _ts(e["timestamp"])
+        if not lo <= ts < hi:
+            continue
+        props = e.get("properties") or {}
+        company = (props.get("$groups") or {}).get("company")
+        key = (
+            e.get("event"),
+            e.get("distinct_id"),
+            _prop_text(props.get("$pathname")),
+            _prop_text(company),
+        )
+        groups.setdefault(key, []).append(ts)
+    return sorted(groups.items(), key=lambda kv: [(v is None, v or "") for v in kv[0]])
 
 
 def _pid(req: Request) -> str:
@@ -94,6 +154,9 @@ def posthog_api(
         if q.get("kind") != "HogQLQuery" or not isinstance(q.get("query"), str):
             return _invalid("expected a HogQLQuery")
         text = q["query"]
+        daily = _DAILY.match(text)
+        if daily:
+            return _daily_answer(daily, text)
         lo, hi, tail = _LO.search(text), _HI.search(text), _TAIL.search(text)
         if not (_SELECT.match(text) and lo and hi and tail):
             return _invalid(f"fake PostHog does not understand: {text}")
@@ -134,6 +197,37 @@ def posthog_api(
                 "hogql": text,
                 "limit": n,
                 "offset": 0,
+                "results": results,
+                "timings": [],
+            }
+        )
+
+    def _daily_answer(m: re.Match[str], text: str) -> Response:
+        day, pulled_at, lo, hi = m[1], m[2], _ts(m[3]), _ts(m[4])
+        limit, offset = int(m[5]), int(m[6])
+        n = min(limit, page_limit) if page_limit else limit
+        groups = daily_groups(events, lo, hi)
+        results = [
+            [
+                day,
+                *key,
+                len(stamps),
+                min(stamps).astimezone(tz).isoformat(timespec="microseconds"),
+                max(stamps).astimezone(tz).isoformat(timespec="microseconds"),
+                pulled_at,
+            ]
+            for key, stamps in groups[offset : offset + n]
+        ]
+        return Response.json(
+            {
+                "cache_key": None,
+                "clickhouse": "SELECT ... (omitted by the fake)",
+                "columns": DAILY_COLUMNS,
+                "types": DAILY_TYPES,
+                "hasMore": len(groups) > offset + n,
+                "hogql": text,
+                "limit": n,
+                "offset": offset,
                 "results": results,
                 "timings": [],
             }

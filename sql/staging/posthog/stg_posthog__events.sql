@@ -1,12 +1,37 @@
--- grain: one row per PostHog event; key: event_id ('posthog:' || the event uuid).
+-- grain: one row per PostHog event, or per daily group pulled in daily_aggregates mode; key:
+-- event_id ('posthog:' || the event uuid, or 'posthog:daily:<UTC day>:<md5 of the group>').
 -- Renames, casts and normalises raw.posthog__events (file exports and the query API land the
 -- same record shape there) to the stg_usage_events columns. A wrongly typed value (an object as
 -- the event name, text as properties, a number or unparseable text as the time) is named in
 -- type_error, and the stg_usage_events suite quarantines the row with that reason.
+-- Daily groups (tasks/clients/posthog.py, mode daily_aggregates): one row per UTC day x event x
+-- distinct_id x $pathname x $groups.company, occurred_at = the group's first event, n_events =
+-- its count (1 for an event). A UTC day that has daily groups is represented by them alone: its
+-- single events (from an earlier events mode or export files) are left out, never added twice.
 with
 
 source as (
-    select * from raw.posthog__events
+    select
+        *,
+        starts_with(event_id, 'daily:') as is_daily
+    from raw.posthog__events
+),
+
+daily_days as (
+    select distinct try_cast(properties ->> '$._daily.day' as date) as day
+    from source
+    where is_daily
+),
+
+kept as (
+    select source.*
+    from source
+    where
+        source.is_daily
+        or not exists (
+            select 1 from daily_days
+            where daily_days.day = try_cast(source.event_time ->> '$' as timestamptz)::date
+        )
 ),
 
 typed as (
@@ -16,7 +41,7 @@ typed as (
         json_type(
             properties, ['$', '$."$groups"', '$."$groups".company', '$."$pathname"']
         ) as property_types
-    from source
+    from kept
 ),
 
 renamed as (
@@ -33,6 +58,9 @@ renamed as (
         nullif(trim(event), '') as event_name,
         json_extract_string(properties, '$."$pathname"') as url_path,
         properties,
+        case
+            when is_daily then try_cast(properties ->> '$._daily.n_events' as bigint) else 1
+        end as n_events,
         nullif(concat_ws(
             ',',
             type_check_text(event, 'event'),
@@ -41,7 +69,13 @@ renamed as (
             type_is(property_types[1], ['OBJECT'], 'properties'),
             type_is(property_types[2], ['OBJECT'], '$groups'),
             type_is(property_types[3], ['VARCHAR', 'BIGINT', 'UBIGINT'], '$groups.company'),
-            type_is(property_types[4], ['VARCHAR'], '$pathname')
+            type_is(property_types[4], ['VARCHAR'], '$pathname'),
+            case
+                when
+                    is_daily
+                    and coalesce(try_cast(properties ->> '$._daily.n_events' as bigint) < 1, true)
+                    then 'wrong_type:n_events'
+            end
         ), '') as type_error
     from typed
 )
