@@ -34,7 +34,7 @@ def stage(con, events: pl.DataFrame, tickets=None, bugs=None, errors=None):
     con.execute("""create or replace table staging.stg_usage_events__unvalidated as
         select event_id, 'posthog' as source, occurred_at::timestamptz as occurred_at,
                now() as ingested_at, user_key, 'acct-' || user_key as account_key, event_name,
-               url_path, '{}'::json as properties from ev""")
+               url_path, '{}'::json as properties, 1::bigint as n_events from ev""")
     con.execute("""create or replace view staging.stg_usage_events as
         select * from staging.stg_usage_events__unvalidated where event_id not in (
             select record_key from quality.quarantine where stage = 'validate'
@@ -551,7 +551,7 @@ def test_usage_rollups_are_incremental_and_equal_a_full_rebuild(con):
     con.execute(
         "insert into staging.stg_usage_events__unvalidated select event_id, 'posthog', "
         "occurred_at, '2026-11-21'::timestamptz, user_key, 'acct-' || user_key, event_name, "
-        "url_path, '{}'::json from late"
+        "url_path, '{}'::json, 1 from late"
     )
     con.execute(
         "insert into quality.quarantine values ('q1', 'validate', 'posthog', "

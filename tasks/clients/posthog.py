@@ -216,6 +216,20 @@ def parse_daily_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
     return _parse(body, DAILY_COLUMNS)
 
 
+def _check_daily_rows(
+    parsed: tuple[list[list[Any]], bool | None], day: date
+) -> tuple[list[list[Any]], bool | None]:
+    """The first and last rows must be the queried day's: a server that ignored the bounds
+    would otherwise land another day's counts under this day's keys (invalid: retried)."""
+    rows = parsed[0]
+    for row in rows[:1] + rows[-1:]:
+        if row[0] != day.isoformat():
+            raise InvalidResponseError(
+                "posthog", f"daily row for {row[0]!r} in the answer for {day.isoformat()}"
+            )
+    return parsed
+
+
 def _parse(body: bytes, columns: list[str]) -> tuple[list[list[Any]], bool | None]:
     try:
         doc = json.loads(body)
@@ -411,10 +425,9 @@ class PostHogConnector:
                     path,
                     json={"query": {"kind": "HogQLQuery", "query": query}},
                     read=True,
-                    expect=parse_daily_page,
+                    expect=lambda body, day=day: _check_daily_rows(parse_daily_page(body), day),
                 )
                 rows, more = resp.parsed
-                self._check_daily_rows(rows, day)
                 more = more if more is not None else len(rows) >= s.page_size
                 more = more and bool(rows)
                 offset += len(rows)
@@ -425,12 +438,3 @@ class PostHogConnector:
                     break
             day, offset = day + timedelta(days=1), 0
         log.info("posthog: %d daily page(s), %d group row(s) up to %s", n_pages, n_rows, _iso(end))
-
-    def _check_daily_rows(self, rows: list[list[Any]], day: date) -> None:
-        """The first and last rows must be the queried day's (a server that ignored the bounds
-        would otherwise land another day's counts under this day's keys)."""
-        for row in rows[:1] + rows[-1:]:
-            if row[0] != day.isoformat():
-                raise InvalidResponseError(
-                    self.source, f"daily row for {row[0]!r} in the answer for {day.isoformat()}"
-                )
