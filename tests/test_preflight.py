@@ -187,6 +187,12 @@ CASES: list[tuple[str, object, dict, list[str]]] = [
         ["connectors.posthog.apikey", "unknown setting"],
     ),
     (
+        "posthog_unknown_mode",
+        _with(BASE, connectors__posthog='project_id = "1"\nmode = "hourly_aggregates"'),
+        {"env": {"POSTHOG_PERSONAL_API_KEY": "phx_test"}},
+        ["connectors.posthog.mode", "'events' or 'daily_aggregates'"],
+    ),
+    (
         "connector_credential_env_missing",
         _with(BASE, connectors__github='owner = "acme"\nrepo = "app"'),
         {},
