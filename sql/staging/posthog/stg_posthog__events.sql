@@ -18,20 +18,12 @@ source as (
 ),
 
 daily_days as (
+    -- read from raw itself: a second reference to `source` would materialise every event
     select distinct try_cast(properties ->> '$._daily.day' as date) as day
-    from source
-    where is_daily
-),
-
-kept as (
-    select source.*
-    from source
+    from raw.posthog__events
     where
-        source.is_daily
-        or not exists (
-            select 1 from daily_days
-            where daily_days.day = try_cast(source.event_time ->> '$' as timestamptz)::date
-        )
+        starts_with(event_id, 'daily:')
+        and try_cast(properties ->> '$._daily.day' as date) is not null
 ),
 
 typed as (
@@ -41,7 +33,7 @@ typed as (
         json_type(
             properties, ['$', '$."$groups"', '$."$groups".company', '$."$pathname"']
         ) as property_types
-    from kept
+    from source
 ),
 
 renamed as (
@@ -58,6 +50,7 @@ renamed as (
         nullif(trim(event), '') as event_name,
         json_extract_string(properties, '$."$pathname"') as url_path,
         properties,
+        is_daily,
         case
             when is_daily then try_cast(properties ->> '$._daily.n_events' as bigint) else 1
         end as n_events,
@@ -78,6 +71,16 @@ renamed as (
             end
         ), '') as type_error
     from typed
+),
+
+final as (
+    -- single events of a day held as daily groups are left out (no extra parse: occurred_at)
+    select renamed.* exclude (is_daily)  -- noqa: RF03
+    from renamed
+    where
+        renamed.is_daily
+        -- an IN list, not a correlated NOT EXISTS: about free when there are no daily groups
+        or not coalesce(renamed.occurred_at::date in (select daily_days.day from daily_days), false)
 )
 
-select * from renamed
+select * from final
