@@ -25,7 +25,8 @@ def _add_events(con, n: int, loaded_at: datetime, start: int = 0, prefix: str = 
         insert into raw.posthog__events
         select ? || i, 'export_started', 'user-' || (i % 7),
                to_json(strftime(?::timestamptz - interval (i % 48) hour, '%Y-%m-%dT%H:%M:%SZ')),
-               json_object('$pathname', '/exports', '$groups', json_object('company', 'a' || i % 3)),
+               json_object('$pathname', '/exports',
+                           '$groups', json_object('company', 'a' || i % 3)),
                'cursor', 'events.jsonl', 'batch-' || ?, ?::timestamptz
         from range(?, ? + ?) as r (i)
         """,
@@ -101,7 +102,8 @@ def test_event_tables_are_parquet_views_answering_like_the_warehouse(wh):
     try:
         kinds = dict(
             snap.sql(
-                "select table_schema || '.' || table_name, table_type from information_schema.tables"
+                "select table_schema || '.' || table_name, table_type "
+                "from information_schema.tables"
             ).fetchall()
         )
         live_tables = [
@@ -119,7 +121,6 @@ def test_event_tables_are_parquet_views_answering_like_the_warehouse(wh):
             if rel != "raw.posthog__events":
                 assert kinds[rel] == "BASE TABLE", rel
                 assert _fingerprint(snap, rel) == _fingerprint(wh["con"], rel), rel
-        # the copied table's row is not in the snapshot file: it is small
         comment = snap.sql(
             "select comment from duckdb_views() where view_name = 'posthog__events'"
         ).fetchall()[0][0]
