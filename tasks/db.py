@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -9,6 +10,8 @@ import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
 
 import duckdb
@@ -136,33 +139,317 @@ def build_relation(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> int
 # The analyst snapshot is written in DuckDB's v1.1.0 storage format: the warehouse's own format
 # (DuckDB 2.0, storage version 69) cannot be read by the DuckDB analysts have — the newest
 # `duckdb-cli` on the package index (1.5.x) reads versions 64-68 only, 1.1.x the same. v1.1.0 is
-# read by every DuckDB from 1.1 on (tests/test_snapshot_compat.py opens it with 1.1.3 and the
-# 1.x CLI); the live warehouse keeps the newest format.
+# read by every DuckDB from 1.1 on (tests/test_nightly_e2e.py opens it with 1.1.3 and the 1.x
+# CLI); the live warehouse keeps the newest format.
 SNAPSHOT_STORAGE_VERSION = "v1.1.0"
+SNAPSHOT_MODES = ("parquet", "full")
+# Event-sized relations: the raw event tables (`raw.<vendor>__events`). In the `parquet` mode the
+# snapshot does not copy them: they are exported as Parquet, one folder per UTC day their rows
+# were loaded (`_loaded_at`), and the snapshot holds views of the same name over those files.
+# A night's load lands in one new day; older days change only when rows leave them (a newer
+# version of an event replaces the old row, which is loaded again today), so a publish rewrites
+# the days whose row count or newest `_loaded_at` changed and nothing else. Everything else
+# (marts, quality, ops, intermediate rollups, ticket/bug/account raw and staging tables) is small
+# and copied as tables; the staging views (stg_usage_events and the vendor views) are views in
+# the snapshot as in the warehouse, now reading the Parquet views.
+PARQUET_SCHEMA = "raw"
+PARQUET_SUFFIX = "__events"
+_MANIFEST = "_manifest.json"
+_DAY_US = 86_400_000_000
 
 
-def publish_snapshot(con: duckdb.DuckDBPyConnection, db_path: Path, snapshot_path: Path) -> float:
-    """Copy the warehouse into a fresh file (storage SNAPSHOT_STORAGE_VERSION) and atomically
-    swap it in for analysts.
+@dataclass
+class SnapshotStats:
+    """What one publish did: seconds, tables copied, Parquet day files written / kept."""
 
-    Readers of the previous copy are undisturbed; the nightly writer never waits for them.
-    Returns seconds taken.
+    seconds: float = 0.0
+    mode: str = "parquet"
+    tables_copied: int = 0
+    parquet_tables: list[str] = field(default_factory=list)
+    days_written: int = 0
+    days_kept: int = 0
+    days_dropped: int = 0
+    rows_written: int = 0
+    bytes_written: int = 0
+    files_deleted: int = 0
+
+
+def parquet_dir(snapshot_path: Path) -> Path:
+    """The folder next to the snapshot that holds its Parquet files (`<stem>_parquet`)."""
+    return snapshot_path.with_name(snapshot_path.stem + "_parquet")
+
+
+def publish_snapshot(
+    con: duckdb.DuckDBPyConnection,
+    db_path: Path,
+    snapshot_path: Path,
+    mode: str = "parquet",
+) -> SnapshotStats:
+    """Publish the read-only analyst copy (storage SNAPSHOT_STORAGE_VERSION) and swap it in
+    atomically (os.replace); readers of the previous copy are undisturbed.
+
+    `parquet` (default): every table is copied except the raw event tables, which are kept as
+    Parquet day files next to the snapshot (`parquet_dir`), rewritten only for the days that
+    changed since the last publish, and read by views of the same name. Files the previous
+    snapshot still reads are kept until the publish after (so a session open on it keeps working
+    for a night); older ones are deleted. `full`: one standalone file, everything copied
+    (`COPY FROM DATABASE`), cost growing with the history.
     """
+    if mode not in SNAPSHOT_MODES:
+        raise ValueError(f"snapshot mode must be one of {SNAPSHOT_MODES}, not {mode!r}")
     started = time.perf_counter()
+    stats = SnapshotStats(mode=mode)
     snapshot_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = snapshot_path.with_name(snapshot_path.name + ".tmp")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
         leftover.unlink(missing_ok=True)
     catalog = con.sql("select current_database()").fetchall()[0][0]
+    if mode == "full":
+        con.execute(
+            f"attach {sql_literal(tmp)} as fl_snapshot "
+            f"(storage_version '{SNAPSHOT_STORAGE_VERSION}')"
+        )
+        try:
+            con.execute(f'copy from database "{catalog}" to fl_snapshot')
+        finally:
+            con.execute("detach fl_snapshot")
+        os.replace(tmp, snapshot_path)
+        stats.tables_copied = len(_tables(con, catalog))
+        stats.seconds = time.perf_counter() - started
+        return stats
+
+    folder = parquet_dir(snapshot_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    old = _read_manifest(folder)
+    gen = f"{time.time_ns():x}"
+    tables = _tables(con, catalog)
+    exported = {t for t in tables if _is_parquet_table(con, catalog, t)}
+    new_tables = {
+        table: _export_days(con, catalog, table, old["tables"].get(table), folder, gen, stats)
+        for table in sorted(exported)
+    }
+    stats.parquet_tables = sorted(exported)
+
     con.execute(
-        f"attach '{_sql_str(tmp)}' as fl_snapshot (storage_version '{SNAPSHOT_STORAGE_VERSION}')"
+        f"attach {sql_literal(tmp)} as fl_snapshot (storage_version '{SNAPSHOT_STORAGE_VERSION}')"
     )
     try:
-        con.execute(f'copy from database "{catalog}" to fl_snapshot')
+        # Schemas, tables (empty), views, macros and comments; then the rows of the copied
+        # tables, and the event tables replaced by views over their Parquet files.
+        con.execute(f'copy from database "{catalog}" to fl_snapshot (schema)')
+        for table in tables:
+            if table in exported:
+                continue
+            con.execute(
+                f"insert into fl_snapshot.{_ident(table)} select * from {_qual(catalog, table)}"
+            )
+            stats.tables_copied += 1
+        for table in sorted(exported):
+            _create_parquet_view(con, catalog, table, new_tables[table], folder)
     finally:
         con.execute("detach fl_snapshot")
+
+    current = {d["file"] for t in new_tables.values() for d in t["days"].values()}
+    _write_manifest(folder, {"version": 1, "tables": new_tables})
     os.replace(tmp, snapshot_path)
-    return time.perf_counter() - started
+    # The files of the snapshot just replaced stay until the next publish (open sessions on it).
+    stats.files_deleted = _collect_garbage(folder, current | old["current_files"])
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[str]:
+    """`schema.table` of every base table in the warehouse catalog."""
+    rows = con.execute(
+        "select schema_name, table_name from duckdb_tables() "
+        "where database_name = ? and not temporary order by all",
+        [catalog],
+    ).fetchall()
+    return [f"{s}.{t}" for s, t in rows]
+
+
+def _is_parquet_table(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> bool:
+    """A raw event table with rows and a `_loaded_at` column (an empty one is copied: no files
+    to read, nothing to save)."""
+    schema, name = table.split(".", 1)
+    if schema != PARQUET_SCHEMA or not name.endswith(PARQUET_SUFFIX):
+        return False
+    if "_loaded_at" not in dict(_columns(con, catalog, table)):
+        return False
+    return bool(con.sql(f"select exists (select 1 from {_qual(catalog, table)})").fetchall()[0][0])
+
+
+def _columns(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> list[tuple[str, str]]:
+    schema, name = table.split(".", 1)
+    return [
+        (c, t)
+        for c, t in con.execute(
+            "select column_name, data_type from duckdb_columns() where database_name = ? "
+            "and schema_name = ? and table_name = ? order by column_index",
+            [catalog, schema, name],
+        ).fetchall()
+    ]
+
+
+def _export_days(
+    con: duckdb.DuckDBPyConnection,
+    catalog: str,
+    table: str,
+    before: dict | None,
+    folder: Path,
+    gen: str,
+    stats: SnapshotStats,
+) -> dict:
+    """Write the Parquet day files of `table` that changed since `before` (its manifest entry);
+    returns the table's new manifest entry (columns, and per day rows, newest _loaded_at, file).
+
+    A day is rewritten when its row count or its newest `_loaded_at` differs from the last
+    publish, when its file is gone, or when the table's columns changed (then every day). Rows
+    are only ever added with a `_loaded_at` later than every row already there (the load stamps
+    `now()`; runs of a warehouse take turns), so an added, replaced or deleted row always shows in
+    one of the two: one scan of `_loaded_at`, no row is read from an unchanged day.
+    """
+    columns = _columns(con, catalog, table)
+    days_now = {
+        str(day): (int(n), int(newest))
+        for day, n, newest in con.sql(
+            f"select strftime(make_timestamp(epoch_us(_loaded_at) // {_DAY_US} * {_DAY_US}), "
+            f"'%Y-%m-%d') as day, count(*), epoch_us(max(_loaded_at)) "
+            f"from {_qual(catalog, table)} group by all"
+        ).fetchall()
+    }
+    same_shape = before is not None and [list(c) for c in columns] == before["columns"]
+    old_days = before["days"] if same_shape else {}
+    keep = {
+        day: old_days[day]
+        for day, (n, newest) in days_now.items()
+        if day in old_days
+        and old_days[day]["rows"] == n
+        and old_days[day]["max_loaded_at_us"] == newest
+        and (folder / old_days[day]["file"]).exists()
+    }
+    stats.days_kept += len(keep)
+    stats.days_dropped += len(set(old_days) - set(days_now))
+    changed = sorted(set(days_now) - set(keep))
+    entry = {"columns": [list(c) for c in columns], "days": dict(keep)}
+    cols = ", ".join(_quote(c) for c, _ in columns)
+    for day in changed:
+        # one plain file per day, read by a range on _loaded_at (zone maps skip other days):
+        # cheaper than one partitioned COPY, and the name is new, so no reader sees it half done
+        start = _day_number(day) * 86_400
+        rel = f"{table}/day={day}/part-{gen}.parquet"
+        target = folder / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        con.execute(
+            f"copy (select {cols} from {_qual(catalog, table)} "
+            f"where _loaded_at >= to_timestamp({start}) "
+            f"and _loaded_at < to_timestamp({start + 86_400})) "
+            f"to {sql_literal(target)} (format parquet)"
+        )
+        n, newest = days_now[day]
+        entry["days"][day] = {"rows": n, "max_loaded_at_us": newest, "file": rel}
+        stats.days_written += 1
+        stats.rows_written += n
+        stats.bytes_written += target.stat().st_size
+    entry["days"] = dict(sorted(entry["days"].items()))
+    return entry
+
+
+def _create_parquet_view(
+    con: duckdb.DuckDBPyConnection, catalog: str, table: str, entry: dict, folder: Path
+) -> None:
+    """Replace the (empty) copied table by a view of the same name, columns and types over its
+    Parquet files, with the warehouse's comments (the relation's says where the rows are)."""
+    files = ", ".join(sql_literal((folder / d["file"]).resolve()) for d in entry["days"].values())
+    cols = ", ".join(f"{_quote(c)}::{t} as {_quote(c)}" for c, t in entry["columns"])
+    schema, name = table.split(".", 1)
+    comment, col_comments = _comments_of(con, catalog, schema, name)
+    con.execute(f"drop table fl_snapshot.{_ident(table)}")
+    con.execute(
+        f"create view fl_snapshot.{_ident(table)} as select {cols} "
+        f"from read_parquet([{files}], hive_partitioning = false)"
+    )
+    note = (
+        f"In the analyst snapshot: a view over Parquet files ({folder.name}/{table}/"
+        "day=YYYY-MM-DD/), one per UTC day the rows were loaded (_loaded_at); a publish "
+        "rewrites changed days only."
+    )
+    con.execute(
+        f"comment on view fl_snapshot.{_ident(table)} is "
+        f"{sql_literal(((comment or '') + ' ' + note).strip())}"
+    )
+    for col, text in col_comments:
+        if text:
+            con.execute(
+                f"comment on column fl_snapshot.{_ident(table)}.{_quote(col)} is "
+                f"{sql_literal(text)}"
+            )
+
+
+def _comments_of(
+    con: duckdb.DuckDBPyConnection, catalog: str, schema: str, name: str
+) -> tuple[str | None, list[tuple[str, str | None]]]:
+    rel = con.execute(
+        "select comment from duckdb_tables() where database_name = ? and schema_name = ? "
+        "and table_name = ?",
+        [catalog, schema, name],
+    ).fetchall()
+    cols = con.execute(
+        "select column_name, comment from duckdb_columns() where database_name = ? "
+        "and schema_name = ? and table_name = ? order by column_index",
+        [catalog, schema, name],
+    ).fetchall()
+    return (rel[0][0] if rel else None), cols
+
+
+def _read_manifest(folder: Path) -> dict:
+    """The last publish's manifest: tables and the files its snapshot reads (empty if none or
+    unreadable: then every day is written again)."""
+    path = folder / _MANIFEST
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        tables = data["tables"] if data.get("version") == 1 else {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"tables": {}, "current_files": set()}
+    current = {d["file"] for t in tables.values() for d in t["days"].values()}
+    return {"tables": tables, "current_files": current}
+
+
+def _write_manifest(folder: Path, manifest: dict) -> None:
+    tmp = folder / (_MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, folder / _MANIFEST)
+
+
+def _collect_garbage(folder: Path, keep: set[str]) -> int:
+    """Delete Parquet files neither snapshot reads (the new one, the one it replaced) and
+    leftovers of interrupted publishes; returns files deleted."""
+    n = 0
+    for path in folder.glob("*/day=*/*.parquet"):
+        if path.relative_to(folder).as_posix() not in keep:
+            path.unlink(missing_ok=True)
+            n += 1
+    for d in sorted(folder.glob("*/day=*"), reverse=True) + sorted(folder.glob("*")):
+        if d.is_dir() and not any(d.iterdir()):
+            d.rmdir()
+    return n
+
+
+def _day_number(day: str) -> int:
+    return (date.fromisoformat(day) - date(1970, 1, 1)).days
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _ident(table: str) -> str:
+    schema, name = table.split(".", 1)
+    return f"{_quote(schema)}.{_quote(name)}"
+
+
+def _qual(catalog: str, table: str) -> str:
+    return f"{_quote(catalog)}.{_ident(table)}"
 
 
 def _sql_str(p: Path | str) -> str:

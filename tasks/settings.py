@@ -226,6 +226,12 @@ class Settings(_Strict):
         Path("data/feedback_analyst.duckdb"),
         description="Read-only analyst copy, replaced atomically at the end of every run.",
     )
+    snapshot_mode: Literal["parquet", "full"] = Field(
+        "parquet",
+        description="parquet: the raw event tables stay Parquet day files in <snapshot stem>"
+        "_parquet/ next to the snapshot (only changed days rewritten), read by views of the same "
+        "name; full: one standalone file with every table copied (cost grows with history).",
+    )
     duckdb_memory_limit: str = "4GB"
     warehouse_wait_minutes: float = Field(
         240,

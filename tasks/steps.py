@@ -505,11 +505,23 @@ def run_write_back(
 @task(name="publish-snapshot")
 def publish_snapshot(settings: Settings) -> float:
     with db.warehouse(settings.duckdb_path) as con:
-        seconds = db.publish_snapshot(con, settings.duckdb_path, settings.snapshot_path)
+        st = db.publish_snapshot(
+            con, settings.duckdb_path, settings.snapshot_path, mode=settings.snapshot_mode
+        )
     get_run_logger().info(
-        "analyst snapshot published to %s in %.2fs", settings.snapshot_path, seconds
+        "analyst snapshot published to %s in %.2fs (%s: %d tables copied; Parquet %s: "
+        "%d day files written, %.1f MB, %d unchanged kept, %d old files deleted)",
+        settings.snapshot_path,
+        st.seconds,
+        st.mode,
+        st.tables_copied,
+        ", ".join(st.parquet_tables) or "none",
+        st.days_written,
+        st.bytes_written / 1e6,
+        st.days_kept,
+        st.files_deleted,
     )
-    return seconds
+    return st.seconds
 
 
 @task(name="write-report")
