@@ -825,6 +825,159 @@ def _cursor(ts: int, ticket_id: int) -> str:
     return base64.urlsafe_b64encode(f"{ts}.{ticket_id}".encode()).decode().rstrip("=")
 
 
+def _ticket_chain(
+    rng: np.random.Generator,
+    pop: _Population,
+    candidates: dict[str | None, tuple[np.ndarray, np.ndarray]],
+    t: dict[str, Any],
+    ticket_id: int,
+    end_ts: int,
+) -> list[dict[str, Any]]:
+    """The versions of one ticket created at t["created"] (one, or two when it changed again
+    before end_ts), drawing from rng in a fixed order."""
+    feature, spike = t["feature"], t["spike"]
+    idx, cum = candidates["spike" if spike else feature]
+    user = int(idx[min(np.searchsorted(cum, rng.random() * cum[-1]), len(idx) - 1)])
+    acct = int(pop.account[user])
+    first = _FIRST[(user * 7 + 3) % len(_FIRST)]
+    last = _LAST[(user * 13 + 5) % len(_LAST)]
+    company = (
+        f"{_COMPANY_A[acct % len(_COMPANY_A)]} "
+        f"{_COMPANY_B[(acct // len(_COMPANY_A)) % len(_COMPANY_B)]}"
+    )
+    if feature is None:
+        tags = list(_TAGS[None][int(rng.integers(len(_TAGS[None])))])
+    elif rng.random() < (0.9 if spike else 0.78):
+        opts = _TAGS[feature]
+        tags = list(opts[int(rng.integers(len(opts)))])
+    else:
+        tags = []
+    if rng.random() < 0.4:
+        tags.append(_EXTRA_TAGS[int(rng.integers(len(_EXTRA_TAGS)))])
+    subjects = _SPIKE_SUBJECTS if spike else _SUBJECTS[feature]
+    subject = subjects[int(rng.integers(len(subjects)))]
+    pr = rng.random()
+    if spike:
+        priority: str | None = "urgent" if pr < 0.25 else "high" if pr < 0.75 else "normal"
+    else:
+        priority = (
+            "urgent"
+            if pr < 0.04
+            else "high"
+            if pr < 0.22
+            else "normal"
+            if pr < 0.68
+            else "low"
+            if pr < 0.85
+            else None
+        )
+    ch = rng.random()
+    channel = "email" if ch < 0.5 else "web" if ch < 0.8 else "chat" if ch < 0.92 else "api"
+    ty = rng.random()
+    ttype = (
+        "question"
+        if ty < 0.4
+        else "incident"
+        if ty < 0.65
+        else "problem"
+        if ty < 0.8
+        else "task"
+        if ty < 0.85
+        else None
+    )
+    created = t["created"]
+    second = rng.random() < 0.30
+    deleted = rng.random() < 0.02
+    gap2 = 3600 + int(rng.exponential(2.0 * _DAY_S))
+    age = end_ts - created
+    base: dict[str, Any] = {
+        "url": f"{_ZENDESK_HOST}/api/v2/tickets/{ticket_id}.json",
+        "id": ticket_id,
+        "external_id": None,
+        "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}},
+        "created_at": _zts(created),
+        "updated_at": None,
+        "generated_timestamp": None,
+        "type": ttype,
+        "subject": subject,
+        "raw_subject": subject,
+        "description": _description(rng, feature, spike, first, last, company),
+        "priority": priority,
+        "status": None,
+        "recipient": None,
+        "requester_id": _REQUESTER_BASE + user + 1,
+        "submitter_id": _REQUESTER_BASE + user + 1,
+        "assignee_id": None,
+        "organization_id": _ORG_BASE + acct + 1,
+        "group_id": _GROUPS[int(rng.integers(len(_GROUPS)))],
+        "collaborator_ids": [],
+        "follower_ids": [],
+        "has_incidents": False,
+        "is_public": True,
+        "due_at": None,
+        "tags": tags,
+        "custom_fields": [],
+        "satisfaction_rating": None,
+    }
+    agent = _AGENTS[int(rng.integers(len(_AGENTS)))]
+    st = rng.random()
+    has_v2 = second and created + gap2 + 900 <= end_ts
+    if has_v2 or age < 5 * _DAY_S:
+        status1 = "new" if st < 0.4 else "open" if st < 0.85 else "pending" if st < 0.95 else "hold"
+        upd1 = created + int(rng.integers(0, 900))
+    else:
+        status1 = (
+            "solved"
+            if st < 0.55
+            else "closed"
+            if st < 0.85
+            else "pending"
+            if st < 0.9
+            else "open"
+            if st < 0.97
+            else "hold"
+        )
+        upd1 = min(created + int(rng.exponential(1.5 * _DAY_S)), end_ts)
+    v1 = dict(
+        base,
+        updated_at=_zts(upd1),
+        generated_timestamp=upd1,
+        status=status1,
+        assignee_id=None if status1 == "new" else agent,
+    )
+    chain = [v1]
+    if has_v2:
+        upd2 = upd1 + gap2
+        st2 = rng.random()
+        status2 = (
+            "solved"
+            if st2 < 0.5
+            else "closed"
+            if st2 < 0.65
+            else "pending"
+            if st2 < 0.8
+            else "open"
+            if st2 < 0.95
+            else "hold"
+        )
+        if status2 == status1:
+            status2 = "solved"  # a repeated version always carries a change
+        prio2 = "high" if priority == "normal" and rng.random() < 0.1 else priority
+        chain.append(
+            dict(
+                base,
+                updated_at=_zts(upd2),
+                generated_timestamp=upd2,
+                status=status2,
+                priority=prio2,
+                assignee_id=agent,
+            )
+        )
+    if deleted:
+        chain[-1]["status"] = "deleted"
+    return chain
+
+
 def _zendesk(
     cfg: DemoConfig, pop: _Population, out: Path
 ) -> tuple[int, int, int, list[dict[str, Any]]]:
@@ -878,149 +1031,7 @@ def _zendesk(
     versions: list[dict[str, Any]] = []
     tickets: list[list[dict[str, Any]]] = []
     for n, t in enumerate(raw):
-        feature, spike = t["feature"], t["spike"]
-        ticket_id = 18_001 + n
-        idx, cum = candidates["spike" if spike else feature]
-        user = int(idx[min(np.searchsorted(cum, rng.random() * cum[-1]), len(idx) - 1)])
-        acct = int(pop.account[user])
-        first = _FIRST[(user * 7 + 3) % len(_FIRST)]
-        last = _LAST[(user * 13 + 5) % len(_LAST)]
-        company = (
-            f"{_COMPANY_A[acct % len(_COMPANY_A)]} "
-            f"{_COMPANY_B[(acct // len(_COMPANY_A)) % len(_COMPANY_B)]}"
-        )
-        if feature is None:
-            tags = list(_TAGS[None][int(rng.integers(len(_TAGS[None])))])
-        elif rng.random() < (0.9 if spike else 0.78):
-            opts = _TAGS[feature]
-            tags = list(opts[int(rng.integers(len(opts)))])
-        else:
-            tags = []
-        if rng.random() < 0.4:
-            tags.append(_EXTRA_TAGS[int(rng.integers(len(_EXTRA_TAGS)))])
-        subjects = _SPIKE_SUBJECTS if spike else _SUBJECTS[feature]
-        subject = subjects[int(rng.integers(len(subjects)))]
-        pr = rng.random()
-        if spike:
-            priority: str | None = "urgent" if pr < 0.25 else "high" if pr < 0.75 else "normal"
-        else:
-            priority = (
-                "urgent"
-                if pr < 0.04
-                else "high"
-                if pr < 0.22
-                else "normal"
-                if pr < 0.68
-                else "low"
-                if pr < 0.85
-                else None
-            )
-        ch = rng.random()
-        channel = "email" if ch < 0.5 else "web" if ch < 0.8 else "chat" if ch < 0.92 else "api"
-        ty = rng.random()
-        ttype = (
-            "question"
-            if ty < 0.4
-            else "incident"
-            if ty < 0.65
-            else "problem"
-            if ty < 0.8
-            else "task"
-            if ty < 0.85
-            else None
-        )
-        created = t["created"]
-        second = rng.random() < 0.30
-        deleted = rng.random() < 0.02
-        gap2 = 3600 + int(rng.exponential(2.0 * _DAY_S))
-        age = end_ts - created
-        base: dict[str, Any] = {
-            "url": f"{_ZENDESK_HOST}/api/v2/tickets/{ticket_id}.json",
-            "id": ticket_id,
-            "external_id": None,
-            "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}},
-            "created_at": _zts(created),
-            "updated_at": None,
-            "generated_timestamp": None,
-            "type": ttype,
-            "subject": subject,
-            "raw_subject": subject,
-            "description": _description(rng, feature, spike, first, last, company),
-            "priority": priority,
-            "status": None,
-            "recipient": None,
-            "requester_id": _REQUESTER_BASE + user + 1,
-            "submitter_id": _REQUESTER_BASE + user + 1,
-            "assignee_id": None,
-            "organization_id": _ORG_BASE + acct + 1,
-            "group_id": _GROUPS[int(rng.integers(len(_GROUPS)))],
-            "collaborator_ids": [],
-            "follower_ids": [],
-            "has_incidents": False,
-            "is_public": True,
-            "due_at": None,
-            "tags": tags,
-            "custom_fields": [],
-            "satisfaction_rating": None,
-        }
-        agent = _AGENTS[int(rng.integers(len(_AGENTS)))]
-        st = rng.random()
-        has_v2 = second and created + gap2 + 900 <= end_ts
-        if has_v2 or age < 5 * _DAY_S:
-            status1 = (
-                "new" if st < 0.4 else "open" if st < 0.85 else "pending" if st < 0.95 else "hold"
-            )
-            upd1 = created + int(rng.integers(0, 900))
-        else:
-            status1 = (
-                "solved"
-                if st < 0.55
-                else "closed"
-                if st < 0.85
-                else "pending"
-                if st < 0.9
-                else "open"
-                if st < 0.97
-                else "hold"
-            )
-            upd1 = min(created + int(rng.exponential(1.5 * _DAY_S)), end_ts)
-        v1 = dict(
-            base,
-            updated_at=_zts(upd1),
-            generated_timestamp=upd1,
-            status=status1,
-            assignee_id=None if status1 == "new" else agent,
-        )
-        chain = [v1]
-        if has_v2:
-            upd2 = upd1 + gap2
-            st2 = rng.random()
-            status2 = (
-                "solved"
-                if st2 < 0.5
-                else "closed"
-                if st2 < 0.65
-                else "pending"
-                if st2 < 0.8
-                else "open"
-                if st2 < 0.95
-                else "hold"
-            )
-            if status2 == status1:
-                status2 = "solved"  # a repeated version always carries a change
-            prio2 = "high" if priority == "normal" and rng.random() < 0.1 else priority
-            chain.append(
-                dict(
-                    base,
-                    updated_at=_zts(upd2),
-                    generated_timestamp=upd2,
-                    status=status2,
-                    priority=prio2,
-                    assignee_id=agent,
-                )
-            )
-        if deleted:
-            chain[-1]["status"] = "deleted"
+        chain = _ticket_chain(rng, pop, candidates, t, 18_001 + n, end_ts)
         tickets.append(chain)
         versions.extend(chain)
 
@@ -1200,6 +1211,78 @@ def _label(name: str) -> dict[str, Any]:
     }
 
 
+def _gh_obj(
+    rng: np.random.Generator, n: int, it: dict[str, Any], start_ts: int, end_ts: int
+) -> dict[str, Any]:
+    """The GitHub issue (or pull request) object numbered n for item `it`, drawing from rng in
+    a fixed order."""
+    created, closed = it["created"], it["closed"]
+    lo = max(created, start_ts)
+    if closed is not None:
+        updated = min(closed + int(rng.integers(0, 7200)), end_ts)
+    else:
+        updated = min(lo + int(rng.integers(0, max(1, end_ts - lo))), end_ts)
+    updated = max(updated, created)
+    state = "closed" if closed is not None else "open"
+    reason = None
+    if state == "closed":
+        reason = "completed" if it["pr"] or rng.random() < 0.85 else "not_planned"
+    elif not it["pr"] and rng.random() < 0.08:
+        reason = "reopened"
+    plus = int(rng.integers(5, 25)) if it["planted"] else int(rng.poisson(1.5))
+    kind = "pull" if it["pr"] else "issues"
+    obj: dict[str, Any] = {
+        "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}",
+        "repository_url": f"https://api.github.com/repos/{_GH_REPO}",
+        "html_url": f"https://github.com/{_GH_REPO}/{kind}/{n}",
+        "id": 2_400_000_000 + n * 7919,
+        "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{b62(n * 7919 + 1_000_003)}",
+        "number": n,
+        "title": it["title"],
+        "user": {
+            "login": _LOGINS[int(rng.integers(len(_LOGINS)))],
+            "id": 70_000_000 + int(rng.integers(0, 9_999_999)),
+            "type": "User",
+        },
+        "labels": [_label(name) for name in it["labels"]],
+        "state": state,
+        "locked": False,
+        "assignee": None,
+        "assignees": [],
+        "milestone": None,
+        "comments": int(rng.poisson(6 if it["planted"] else 2)),
+        "created_at": _zts(created),
+        "updated_at": _zts(updated),
+        "closed_at": _zts(closed) if closed is not None else None,
+        "author_association": "MEMBER",
+        "active_lock_reason": None,
+        "body": it["body"],
+        "reactions": {
+            "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}/reactions",
+            "total_count": plus,
+            "+1": plus,
+            "-1": 0,
+            "laugh": 0,
+            "hooray": 0,
+            "confused": 0,
+            "heart": 0,
+            "rocket": 0,
+            "eyes": 0,
+        },
+        "state_reason": reason,
+    }
+    if it["pr"]:
+        obj["draft"] = False
+        obj["pull_request"] = {
+            "url": f"https://api.github.com/repos/{_GH_REPO}/pulls/{n}",
+            "html_url": f"https://github.com/{_GH_REPO}/pull/{n}",
+            "diff_url": f"https://github.com/{_GH_REPO}/pull/{n}.diff",
+            "patch_url": f"https://github.com/{_GH_REPO}/pull/{n}.patch",
+            "merged_at": _zts(closed) if closed is not None else None,
+        }
+    return obj
+
+
 def _github(
     cfg: DemoConfig, pop: _Population, out: Path
 ) -> tuple[int, int, int, list[int], list[dict[str, Any]]]:
@@ -1313,70 +1396,7 @@ def _github(
     objs: list[dict[str, Any]] = []
     planted_numbers: list[int] = []
     for n, it in enumerate(items, start=1200):
-        created, closed = it["created"], it["closed"]
-        lo = max(created, start_ts)
-        if closed is not None:
-            updated = min(closed + int(rng.integers(0, 7200)), end_ts)
-        else:
-            updated = min(lo + int(rng.integers(0, max(1, end_ts - lo))), end_ts)
-        updated = max(updated, created)
-        state = "closed" if closed is not None else "open"
-        reason = None
-        if state == "closed":
-            reason = "completed" if it["pr"] or rng.random() < 0.85 else "not_planned"
-        elif not it["pr"] and rng.random() < 0.08:
-            reason = "reopened"
-        plus = int(rng.integers(5, 25)) if it["planted"] else int(rng.poisson(1.5))
-        kind = "pull" if it["pr"] else "issues"
-        obj: dict[str, Any] = {
-            "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}",
-            "repository_url": f"https://api.github.com/repos/{_GH_REPO}",
-            "html_url": f"https://github.com/{_GH_REPO}/{kind}/{n}",
-            "id": 2_400_000_000 + n * 7919,
-            "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{b62(n * 7919 + 1_000_003)}",
-            "number": n,
-            "title": it["title"],
-            "user": {
-                "login": _LOGINS[int(rng.integers(len(_LOGINS)))],
-                "id": 70_000_000 + int(rng.integers(0, 9_999_999)),
-                "type": "User",
-            },
-            "labels": [_label(name) for name in it["labels"]],
-            "state": state,
-            "locked": False,
-            "assignee": None,
-            "assignees": [],
-            "milestone": None,
-            "comments": int(rng.poisson(6 if it["planted"] else 2)),
-            "created_at": _zts(created),
-            "updated_at": _zts(updated),
-            "closed_at": _zts(closed) if closed is not None else None,
-            "author_association": "MEMBER",
-            "active_lock_reason": None,
-            "body": it["body"],
-            "reactions": {
-                "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}/reactions",
-                "total_count": plus,
-                "+1": plus,
-                "-1": 0,
-                "laugh": 0,
-                "hooray": 0,
-                "confused": 0,
-                "heart": 0,
-                "rocket": 0,
-                "eyes": 0,
-            },
-            "state_reason": reason,
-        }
-        if it["pr"]:
-            obj["draft"] = False
-            obj["pull_request"] = {
-                "url": f"https://api.github.com/repos/{_GH_REPO}/pulls/{n}",
-                "html_url": f"https://github.com/{_GH_REPO}/pull/{n}",
-                "diff_url": f"https://github.com/{_GH_REPO}/pull/{n}.diff",
-                "patch_url": f"https://github.com/{_GH_REPO}/pull/{n}.patch",
-                "merged_at": _zts(closed) if closed is not None else None,
-            }
+        obj = _gh_obj(rng, n, it, start_ts, end_ts)
         if it["planted"]:
             planted_numbers.append(n)
         objs.append(obj)
