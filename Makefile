@@ -22,6 +22,7 @@ help:
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
 	@echo "make bench-names  name redaction: recall, product words kept, tickets/s, load slowdown"
 	@echo "make bench-parallel  load step of the demo on 10 API fakes, serial vs parallel pulls (LATENCY_MS=30 PULLS=4)"
+	@echo "make bench-scale  nights 1 (first), 2 (no new data), 3 (one new day) per history size (SIZES=...)"
 	@echo "make evaluate    scenario suite: 11 planted worlds replayed 14 nights each, targets checked"
 	@echo "make drill       robustness/privacy drill: crashes, faulty APIs, bad inputs/settings, secret scan"
 	@echo "make lock        re-pin requirements.lock from pyproject.toml"
@@ -112,6 +113,11 @@ PULLS ?= 4
 bench-parallel: $(STAMP)
 	$(BIN)/python benchmarks/bench_parallel.py --latency-ms $(LATENCY_MS) --parallel $(PULLS) \
 		--repeat $(REPEAT)
+
+.PHONY: bench-scale
+SIZES ?= 1000000 10000000
+bench-scale: $(STAMP)
+	$(BIN)/python benchmarks/bench_scale.py --sizes $(SIZES)
 
 .PHONY: evaluate
 EVAL_JOBS ?= 2

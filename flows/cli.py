@@ -296,9 +296,27 @@ def _check_backfill_args(args: argparse.Namespace) -> None:
 def cmd_demo_data(args: argparse.Namespace) -> int:
     _, err = _console()
     settings = _settings(args)
-    from tasks.demo_data import DemoConfig, generate_demo_data
+    from tasks.demo_data import DemoConfig, append_day, generate_demo_data
 
     out_dir = Path(args.out).resolve() if args.out else settings.demo.out_dir
+    if args.append_day:
+        given = [f for f in ("events", "users", "days", "end_date") if getattr(args, f)]
+        if given:
+            flags = ", ".join("--" + f.replace("_", "-") for f in given)
+            raise UserError(f"--append-day takes the data set's own parameters; drop {flags}")
+        started = time.perf_counter()
+        try:
+            day = append_day(
+                out_dir, args.append_day, progress=lambda m: err.print(f"  {m}", markup=False)
+            )
+        except (FileNotFoundError, FileExistsError, ValueError) as exc:
+            raise UserError(f"--append-day: {exc}") from None
+        err.print(
+            f"appended {day['day']} to {out_dir} ({time.perf_counter() - started:.1f}s): "
+            + json.dumps(day["rows"]),
+            markup=False,
+        )
+        return 0
     end = args.end_date or (datetime.now(UTC).date() - timedelta(days=1))
     cfg = DemoConfig(
         out_dir=out_dir,
@@ -869,6 +887,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--days", type=int, help="days of history (default 90)")
     d.add_argument("--end-date", type=_date, help="last day of data (default: yesterday UTC)")
     d.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
+    d.add_argument(
+        "--append-day",
+        type=_date,
+        metavar="YYYY-MM-DD",
+        help="add one day after the window of the data set in --out, as new files only (same "
+        "users and scale, read from its _manifest.json; existing files stay untouched)",
+    )
     d.set_defaults(func=cmd_demo_data)
 
     s = sub.add_parser(

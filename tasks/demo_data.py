@@ -344,6 +344,18 @@ class _Population:
             )
         )[:, 0]
 
+    def extend(self, seed: int, n_days: int) -> None:
+        """Let the day arrays run to day n_days - 1, past the window (appended days): the new
+        days' noise comes from per-day streams, and users still there at the window's end stay."""
+        if n_days <= len(self.day_mult):
+            return
+        new = range(len(self.day_mult), n_days)
+        mult = [float(np.clip(_rng(seed, _S_DAYS, d).normal(1.0, 0.04), 0.85, 1.15)) for d in new]
+        wd = [_WEEKDAY[(self.start + timedelta(days=d)).weekday()] for d in new]
+        self.day_mult = np.concatenate([self.day_mult, mult])
+        self.weekday = np.concatenate([self.weekday, wd])
+        self.churn = np.where(self.churn >= self.days, n_days, self.churn)
+
     def account_key(self, acct: int) -> str:
         return f"acct-{acct + 1:0{self.width_a}d}"
 
@@ -825,14 +837,15 @@ def _cursor(ts: int, ticket_id: int) -> str:
     return base64.urlsafe_b64encode(f"{ts}.{ticket_id}".encode()).decode().rstrip("=")
 
 
-def _zendesk(
-    cfg: DemoConfig, pop: _Population, out: Path
-) -> tuple[int, int, int, list[dict[str, Any]]]:
-    """Write ticket pages; returns (pages, versions, tickets, malformed rows)."""
-    rng = _rng(cfg.seed, _S_ZENDESK)
-    scale = max(1.0, pop.n_users / 5000)
-    start_ts = int(datetime.combine(pop.start, datetime.min.time(), UTC).timestamp())
-    end_ts = start_ts + cfg.days * _DAY_S - 1
+_TICKET_HOURS = np.array(
+    [0.2, 0.2, 0.2, 0.2, 0.3, 0.5, 1, 2, 4, 6, 7, 7, 7, 8, 9, 9, 8, 7, 5, 3, 2, 1, 0.5, 0.3]
+)
+_TICKET_HOURS /= _TICKET_HOURS.sum()  # UTC hour-of-day weights of ticket creation
+
+
+def _ticket_candidates(pop: _Population) -> dict[str | None, tuple[np.ndarray, np.ndarray]]:
+    """Per ticket topic (feature, None = unmapped, "spike" = the regression): the users who may
+    file it and their cumulative weights (active users write more tickets)."""
     weights = pop.p_base
     candidates: dict[str | None, tuple[np.ndarray, np.ndarray]] = {}
     for key in (*FEATURES, None, "spike"):
@@ -846,10 +859,172 @@ def _zendesk(
             mask = np.ones(pop.n_users, dtype=bool)
         idx = np.flatnonzero(mask)
         candidates[key] = (idx, np.cumsum(weights[idx]))
-    hours = np.array(
-        [0.2, 0.2, 0.2, 0.2, 0.3, 0.5, 1, 2, 4, 6, 7, 7, 7, 8, 9, 9, 8, 7, 5, 3, 2, 1, 0.5, 0.3]
+    return candidates
+
+
+def _ticket_chain(
+    rng: np.random.Generator,
+    pop: _Population,
+    candidates: dict[str | None, tuple[np.ndarray, np.ndarray]],
+    t: dict[str, Any],
+    ticket_id: int,
+    end_ts: int,
+) -> list[dict[str, Any]]:
+    """The versions of one ticket created at t["created"] (one, or two when it changed again
+    before end_ts), drawing from rng in a fixed order."""
+    feature, spike = t["feature"], t["spike"]
+    idx, cum = candidates["spike" if spike else feature]
+    user = int(idx[min(np.searchsorted(cum, rng.random() * cum[-1]), len(idx) - 1)])
+    acct = int(pop.account[user])
+    first = _FIRST[(user * 7 + 3) % len(_FIRST)]
+    last = _LAST[(user * 13 + 5) % len(_LAST)]
+    company = (
+        f"{_COMPANY_A[acct % len(_COMPANY_A)]} "
+        f"{_COMPANY_B[(acct // len(_COMPANY_A)) % len(_COMPANY_B)]}"
     )
-    hours /= hours.sum()
+    if feature is None:
+        tags = list(_TAGS[None][int(rng.integers(len(_TAGS[None])))])
+    elif rng.random() < (0.9 if spike else 0.78):
+        opts = _TAGS[feature]
+        tags = list(opts[int(rng.integers(len(opts)))])
+    else:
+        tags = []
+    if rng.random() < 0.4:
+        tags.append(_EXTRA_TAGS[int(rng.integers(len(_EXTRA_TAGS)))])
+    subjects = _SPIKE_SUBJECTS if spike else _SUBJECTS[feature]
+    subject = subjects[int(rng.integers(len(subjects)))]
+    pr = rng.random()
+    if spike:
+        priority: str | None = "urgent" if pr < 0.25 else "high" if pr < 0.75 else "normal"
+    else:
+        priority = (
+            "urgent"
+            if pr < 0.04
+            else "high"
+            if pr < 0.22
+            else "normal"
+            if pr < 0.68
+            else "low"
+            if pr < 0.85
+            else None
+        )
+    ch = rng.random()
+    channel = "email" if ch < 0.5 else "web" if ch < 0.8 else "chat" if ch < 0.92 else "api"
+    ty = rng.random()
+    ttype = (
+        "question"
+        if ty < 0.4
+        else "incident"
+        if ty < 0.65
+        else "problem"
+        if ty < 0.8
+        else "task"
+        if ty < 0.85
+        else None
+    )
+    created = t["created"]
+    second = rng.random() < 0.30
+    deleted = rng.random() < 0.02
+    gap2 = 3600 + int(rng.exponential(2.0 * _DAY_S))
+    age = end_ts - created
+    base: dict[str, Any] = {
+        "url": f"{_ZENDESK_HOST}/api/v2/tickets/{ticket_id}.json",
+        "id": ticket_id,
+        "external_id": None,
+        "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}},
+        "created_at": _zts(created),
+        "updated_at": None,
+        "generated_timestamp": None,
+        "type": ttype,
+        "subject": subject,
+        "raw_subject": subject,
+        "description": _description(rng, feature, spike, first, last, company),
+        "priority": priority,
+        "status": None,
+        "recipient": None,
+        "requester_id": _REQUESTER_BASE + user + 1,
+        "submitter_id": _REQUESTER_BASE + user + 1,
+        "assignee_id": None,
+        "organization_id": _ORG_BASE + acct + 1,
+        "group_id": _GROUPS[int(rng.integers(len(_GROUPS)))],
+        "collaborator_ids": [],
+        "follower_ids": [],
+        "has_incidents": False,
+        "is_public": True,
+        "due_at": None,
+        "tags": tags,
+        "custom_fields": [],
+        "satisfaction_rating": None,
+    }
+    agent = _AGENTS[int(rng.integers(len(_AGENTS)))]
+    st = rng.random()
+    has_v2 = second and created + gap2 + 900 <= end_ts
+    if has_v2 or age < 5 * _DAY_S:
+        status1 = "new" if st < 0.4 else "open" if st < 0.85 else "pending" if st < 0.95 else "hold"
+        upd1 = created + int(rng.integers(0, 900))
+    else:
+        status1 = (
+            "solved"
+            if st < 0.55
+            else "closed"
+            if st < 0.85
+            else "pending"
+            if st < 0.9
+            else "open"
+            if st < 0.97
+            else "hold"
+        )
+        upd1 = min(created + int(rng.exponential(1.5 * _DAY_S)), end_ts)
+    v1 = dict(
+        base,
+        updated_at=_zts(upd1),
+        generated_timestamp=upd1,
+        status=status1,
+        assignee_id=None if status1 == "new" else agent,
+    )
+    chain = [v1]
+    if has_v2:
+        upd2 = upd1 + gap2
+        st2 = rng.random()
+        status2 = (
+            "solved"
+            if st2 < 0.5
+            else "closed"
+            if st2 < 0.65
+            else "pending"
+            if st2 < 0.8
+            else "open"
+            if st2 < 0.95
+            else "hold"
+        )
+        if status2 == status1:
+            status2 = "solved"  # a repeated version always carries a change
+        prio2 = "high" if priority == "normal" and rng.random() < 0.1 else priority
+        chain.append(
+            dict(
+                base,
+                updated_at=_zts(upd2),
+                generated_timestamp=upd2,
+                status=status2,
+                priority=prio2,
+                assignee_id=agent,
+            )
+        )
+    if deleted:
+        chain[-1]["status"] = "deleted"
+    return chain
+
+
+def _zendesk(
+    cfg: DemoConfig, pop: _Population, out: Path
+) -> tuple[int, int, int, list[dict[str, Any]]]:
+    """Write ticket pages; returns (pages, versions, tickets, malformed rows)."""
+    rng = _rng(cfg.seed, _S_ZENDESK)
+    scale = max(1.0, pop.n_users / 5000)
+    start_ts = int(datetime.combine(pop.start, datetime.min.time(), UTC).timestamp())
+    end_ts = start_ts + cfg.days * _DAY_S - 1
+    candidates = _ticket_candidates(pop)
+    hours = _TICKET_HOURS
 
     raw: list[dict[str, Any]] = []
     for day in range(cfg.days):
@@ -878,149 +1053,7 @@ def _zendesk(
     versions: list[dict[str, Any]] = []
     tickets: list[list[dict[str, Any]]] = []
     for n, t in enumerate(raw):
-        feature, spike = t["feature"], t["spike"]
-        ticket_id = 18_001 + n
-        idx, cum = candidates["spike" if spike else feature]
-        user = int(idx[min(np.searchsorted(cum, rng.random() * cum[-1]), len(idx) - 1)])
-        acct = int(pop.account[user])
-        first = _FIRST[(user * 7 + 3) % len(_FIRST)]
-        last = _LAST[(user * 13 + 5) % len(_LAST)]
-        company = (
-            f"{_COMPANY_A[acct % len(_COMPANY_A)]} "
-            f"{_COMPANY_B[(acct // len(_COMPANY_A)) % len(_COMPANY_B)]}"
-        )
-        if feature is None:
-            tags = list(_TAGS[None][int(rng.integers(len(_TAGS[None])))])
-        elif rng.random() < (0.9 if spike else 0.78):
-            opts = _TAGS[feature]
-            tags = list(opts[int(rng.integers(len(opts)))])
-        else:
-            tags = []
-        if rng.random() < 0.4:
-            tags.append(_EXTRA_TAGS[int(rng.integers(len(_EXTRA_TAGS)))])
-        subjects = _SPIKE_SUBJECTS if spike else _SUBJECTS[feature]
-        subject = subjects[int(rng.integers(len(subjects)))]
-        pr = rng.random()
-        if spike:
-            priority: str | None = "urgent" if pr < 0.25 else "high" if pr < 0.75 else "normal"
-        else:
-            priority = (
-                "urgent"
-                if pr < 0.04
-                else "high"
-                if pr < 0.22
-                else "normal"
-                if pr < 0.68
-                else "low"
-                if pr < 0.85
-                else None
-            )
-        ch = rng.random()
-        channel = "email" if ch < 0.5 else "web" if ch < 0.8 else "chat" if ch < 0.92 else "api"
-        ty = rng.random()
-        ttype = (
-            "question"
-            if ty < 0.4
-            else "incident"
-            if ty < 0.65
-            else "problem"
-            if ty < 0.8
-            else "task"
-            if ty < 0.85
-            else None
-        )
-        created = t["created"]
-        second = rng.random() < 0.30
-        deleted = rng.random() < 0.02
-        gap2 = 3600 + int(rng.exponential(2.0 * _DAY_S))
-        age = end_ts - created
-        base: dict[str, Any] = {
-            "url": f"{_ZENDESK_HOST}/api/v2/tickets/{ticket_id}.json",
-            "id": ticket_id,
-            "external_id": None,
-            "via": {"channel": channel, "source": {"from": {}, "to": {}, "rel": None}},
-            "created_at": _zts(created),
-            "updated_at": None,
-            "generated_timestamp": None,
-            "type": ttype,
-            "subject": subject,
-            "raw_subject": subject,
-            "description": _description(rng, feature, spike, first, last, company),
-            "priority": priority,
-            "status": None,
-            "recipient": None,
-            "requester_id": _REQUESTER_BASE + user + 1,
-            "submitter_id": _REQUESTER_BASE + user + 1,
-            "assignee_id": None,
-            "organization_id": _ORG_BASE + acct + 1,
-            "group_id": _GROUPS[int(rng.integers(len(_GROUPS)))],
-            "collaborator_ids": [],
-            "follower_ids": [],
-            "has_incidents": False,
-            "is_public": True,
-            "due_at": None,
-            "tags": tags,
-            "custom_fields": [],
-            "satisfaction_rating": None,
-        }
-        agent = _AGENTS[int(rng.integers(len(_AGENTS)))]
-        st = rng.random()
-        has_v2 = second and created + gap2 + 900 <= end_ts
-        if has_v2 or age < 5 * _DAY_S:
-            status1 = (
-                "new" if st < 0.4 else "open" if st < 0.85 else "pending" if st < 0.95 else "hold"
-            )
-            upd1 = created + int(rng.integers(0, 900))
-        else:
-            status1 = (
-                "solved"
-                if st < 0.55
-                else "closed"
-                if st < 0.85
-                else "pending"
-                if st < 0.9
-                else "open"
-                if st < 0.97
-                else "hold"
-            )
-            upd1 = min(created + int(rng.exponential(1.5 * _DAY_S)), end_ts)
-        v1 = dict(
-            base,
-            updated_at=_zts(upd1),
-            generated_timestamp=upd1,
-            status=status1,
-            assignee_id=None if status1 == "new" else agent,
-        )
-        chain = [v1]
-        if has_v2:
-            upd2 = upd1 + gap2
-            st2 = rng.random()
-            status2 = (
-                "solved"
-                if st2 < 0.5
-                else "closed"
-                if st2 < 0.65
-                else "pending"
-                if st2 < 0.8
-                else "open"
-                if st2 < 0.95
-                else "hold"
-            )
-            if status2 == status1:
-                status2 = "solved"  # a repeated version always carries a change
-            prio2 = "high" if priority == "normal" and rng.random() < 0.1 else priority
-            chain.append(
-                dict(
-                    base,
-                    updated_at=_zts(upd2),
-                    generated_timestamp=upd2,
-                    status=status2,
-                    priority=prio2,
-                    assignee_id=agent,
-                )
-            )
-        if deleted:
-            chain[-1]["status"] = "deleted"
+        chain = _ticket_chain(rng, pop, candidates, t, 18_001 + n, end_ts)
         tickets.append(chain)
         versions.extend(chain)
 
@@ -1200,6 +1233,78 @@ def _label(name: str) -> dict[str, Any]:
     }
 
 
+def _gh_obj(
+    rng: np.random.Generator, n: int, it: dict[str, Any], start_ts: int, end_ts: int
+) -> dict[str, Any]:
+    """The GitHub issue (or pull request) object numbered n for item `it`, drawing from rng in
+    a fixed order."""
+    created, closed = it["created"], it["closed"]
+    lo = max(created, start_ts)
+    if closed is not None:
+        updated = min(closed + int(rng.integers(0, 7200)), end_ts)
+    else:
+        updated = min(lo + int(rng.integers(0, max(1, end_ts - lo))), end_ts)
+    updated = max(updated, created)
+    state = "closed" if closed is not None else "open"
+    reason = None
+    if state == "closed":
+        reason = "completed" if it["pr"] or rng.random() < 0.85 else "not_planned"
+    elif not it["pr"] and rng.random() < 0.08:
+        reason = "reopened"
+    plus = int(rng.integers(5, 25)) if it["planted"] else int(rng.poisson(1.5))
+    kind = "pull" if it["pr"] else "issues"
+    obj: dict[str, Any] = {
+        "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}",
+        "repository_url": f"https://api.github.com/repos/{_GH_REPO}",
+        "html_url": f"https://github.com/{_GH_REPO}/{kind}/{n}",
+        "id": 2_400_000_000 + n * 7919,
+        "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{b62(n * 7919 + 1_000_003)}",
+        "number": n,
+        "title": it["title"],
+        "user": {
+            "login": _LOGINS[int(rng.integers(len(_LOGINS)))],
+            "id": 70_000_000 + int(rng.integers(0, 9_999_999)),
+            "type": "User",
+        },
+        "labels": [_label(name) for name in it["labels"]],
+        "state": state,
+        "locked": False,
+        "assignee": None,
+        "assignees": [],
+        "milestone": None,
+        "comments": int(rng.poisson(6 if it["planted"] else 2)),
+        "created_at": _zts(created),
+        "updated_at": _zts(updated),
+        "closed_at": _zts(closed) if closed is not None else None,
+        "author_association": "MEMBER",
+        "active_lock_reason": None,
+        "body": it["body"],
+        "reactions": {
+            "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}/reactions",
+            "total_count": plus,
+            "+1": plus,
+            "-1": 0,
+            "laugh": 0,
+            "hooray": 0,
+            "confused": 0,
+            "heart": 0,
+            "rocket": 0,
+            "eyes": 0,
+        },
+        "state_reason": reason,
+    }
+    if it["pr"]:
+        obj["draft"] = False
+        obj["pull_request"] = {
+            "url": f"https://api.github.com/repos/{_GH_REPO}/pulls/{n}",
+            "html_url": f"https://github.com/{_GH_REPO}/pull/{n}",
+            "diff_url": f"https://github.com/{_GH_REPO}/pull/{n}.diff",
+            "patch_url": f"https://github.com/{_GH_REPO}/pull/{n}.patch",
+            "merged_at": _zts(closed) if closed is not None else None,
+        }
+    return obj
+
+
 def _github(
     cfg: DemoConfig, pop: _Population, out: Path
 ) -> tuple[int, int, int, list[int], list[dict[str, Any]]]:
@@ -1313,70 +1418,7 @@ def _github(
     objs: list[dict[str, Any]] = []
     planted_numbers: list[int] = []
     for n, it in enumerate(items, start=1200):
-        created, closed = it["created"], it["closed"]
-        lo = max(created, start_ts)
-        if closed is not None:
-            updated = min(closed + int(rng.integers(0, 7200)), end_ts)
-        else:
-            updated = min(lo + int(rng.integers(0, max(1, end_ts - lo))), end_ts)
-        updated = max(updated, created)
-        state = "closed" if closed is not None else "open"
-        reason = None
-        if state == "closed":
-            reason = "completed" if it["pr"] or rng.random() < 0.85 else "not_planned"
-        elif not it["pr"] and rng.random() < 0.08:
-            reason = "reopened"
-        plus = int(rng.integers(5, 25)) if it["planted"] else int(rng.poisson(1.5))
-        kind = "pull" if it["pr"] else "issues"
-        obj: dict[str, Any] = {
-            "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}",
-            "repository_url": f"https://api.github.com/repos/{_GH_REPO}",
-            "html_url": f"https://github.com/{_GH_REPO}/{kind}/{n}",
-            "id": 2_400_000_000 + n * 7919,
-            "node_id": f"{'PR' if it['pr'] else 'I'}_kwDOH7qZ{b62(n * 7919 + 1_000_003)}",
-            "number": n,
-            "title": it["title"],
-            "user": {
-                "login": _LOGINS[int(rng.integers(len(_LOGINS)))],
-                "id": 70_000_000 + int(rng.integers(0, 9_999_999)),
-                "type": "User",
-            },
-            "labels": [_label(name) for name in it["labels"]],
-            "state": state,
-            "locked": False,
-            "assignee": None,
-            "assignees": [],
-            "milestone": None,
-            "comments": int(rng.poisson(6 if it["planted"] else 2)),
-            "created_at": _zts(created),
-            "updated_at": _zts(updated),
-            "closed_at": _zts(closed) if closed is not None else None,
-            "author_association": "MEMBER",
-            "active_lock_reason": None,
-            "body": it["body"],
-            "reactions": {
-                "url": f"https://api.github.com/repos/{_GH_REPO}/issues/{n}/reactions",
-                "total_count": plus,
-                "+1": plus,
-                "-1": 0,
-                "laugh": 0,
-                "hooray": 0,
-                "confused": 0,
-                "heart": 0,
-                "rocket": 0,
-                "eyes": 0,
-            },
-            "state_reason": reason,
-        }
-        if it["pr"]:
-            obj["draft"] = False
-            obj["pull_request"] = {
-                "url": f"https://api.github.com/repos/{_GH_REPO}/pulls/{n}",
-                "html_url": f"https://github.com/{_GH_REPO}/pull/{n}",
-                "diff_url": f"https://github.com/{_GH_REPO}/pull/{n}.diff",
-                "patch_url": f"https://github.com/{_GH_REPO}/pull/{n}.patch",
-                "merged_at": _zts(closed) if closed is not None else None,
-            }
+        obj = _gh_obj(rng, n, it, start_ts, end_ts)
         if it["planted"]:
             planted_numbers.append(n)
         objs.append(obj)
@@ -1574,4 +1616,178 @@ def generate_demo_data(
         "malformed": malformed + z_bad + g_bad,
     }
     (out / "_manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+# --------------------------------------------------------------------------------------------
+# One more day after the window (a night with new data, for benchmarks and tests)
+# --------------------------------------------------------------------------------------------
+
+# Ids of appended records come from their own ranges (per day), so appending days in any order
+# or skipping one never collides with the window's records or with another appended day.
+_APPEND_TICKET_BASE = 50_000_000  # ticket id = base + day index * 10_000 + k
+_APPEND_ISSUE_BASE = 100_000  # issue number = base + day index * 100 + k
+
+
+def _config_from_manifest(out: Path) -> tuple[DemoConfig, dict[str, Any]]:
+    path = out / "_manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: generate the demo data set first")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("generator_version") != GENERATOR_VERSION:
+        raise ValueError(
+            f"{path} was written by generator version {manifest.get('generator_version')}, "
+            f"this is version {GENERATOR_VERSION}: regenerate the data set"
+        )
+    p = manifest["params"]
+    cfg = DemoConfig(
+        out_dir=out,
+        end_date=date.fromisoformat(p["end_date"]),
+        days=p["days"],
+        users=p["users_requested"],
+        accounts=p["accounts_requested"],
+        events=p["events_target"],
+        seed=p["seed"],
+    )
+    return cfg, p
+
+
+def append_day(
+    out_dir: Path, day: date, progress: Callable[[str], None] | None = None
+) -> dict[str, Any]:
+    """Add the data of one day after the window of the data set in out_dir, in the same formats,
+    as new files only (events-<day>.jsonl, zendesk/tickets-<day>-page-NNNN.json,
+    github/issues-<day>.json, _appended-<day>.json); no existing file is touched.
+
+    The same users, accounts and event scale as the window (read from _manifest.json), the
+    regression still on; new tickets and new bug-tracker issues created that day (no updates of
+    older ones). Deterministic: the day's bytes depend only on the data set's parameters and the
+    day, so any order of appended days gives the same files. Returns the day's manifest."""
+    say = progress or (lambda msg: logger.info(msg))
+    out = Path(out_dir)
+    cfg, params = _config_from_manifest(out)
+    if day <= cfg.end_date:
+        raise ValueError(f"{day} is inside the window (last day {cfg.end_date}); append later days")
+    iso = day.isoformat()
+    marker = out / f"_appended-{iso}.json"
+    ev_rel = f"posthog/events-{iso}.jsonl"
+    if marker.exists() or (out / ev_rel).exists():
+        raise FileExistsError(f"{iso} is already in {out}")
+    pop = _Population(cfg, params["users"], params["accounts"])
+    s, r = _calibrate(pop, cfg.events)
+    idx = (day - pop.start).days
+    pop.extend(cfg.seed, idx + 1)
+    day_start = int(datetime.combine(day, datetime.min.time(), UTC).timestamp())
+    day_end = day_start + _DAY_S - 1
+
+    lines = _posthog_day(pop, _KindTable(), cfg.seed, idx, s, r)
+    pl.DataFrame({"line": lines}).write_csv(out / ev_rel, include_header=False, quote_style="never")
+    say(f"posthog {iso}: {len(lines)} events")
+
+    # Tickets created that day, at the window's rates (the regression's spike included).
+    rng = _rng(cfg.seed, _S_ZENDESK, idx)
+    scale = max(1.0, pop.n_users / 5000)
+    wk = 1.2 if day.weekday() < 5 else 0.5
+    raw: list[dict[str, Any]] = []
+    for feature, base in _TICKET_RATE.items():
+        spike = feature == "exports" and idx >= pop.reg_start
+        for _ in range(int(rng.poisson(base * scale * wk * (_TICKET_SPIKE if spike else 1.0)))):
+            created = (
+                day_start + int(rng.choice(24, p=_TICKET_HOURS)) * 3600 + int(rng.integers(0, 3600))
+            )
+            raw.append({"feature": feature, "spike": spike, "created": created})
+    raw.sort(key=lambda t: (t["created"], str(t["feature"])))
+    if len(raw) >= 10_000:
+        raise ValueError(f"{len(raw)} tickets on {iso}: more than an appended day's id range")
+    candidates = _ticket_candidates(pop)
+    versions: list[dict[str, Any]] = []
+    for k, t in enumerate(raw):
+        ticket_id = _APPEND_TICKET_BASE + idx * 10_000 + k
+        versions.extend(_ticket_chain(rng, pop, candidates, t, ticket_id, day_end))
+    versions.sort(key=lambda v: (v["generated_timestamp"], v["id"]))
+    pages = [versions[i : i + 100] for i in range(0, len(versions), 100)] or [[]]
+    files = [ev_rel]
+    prev: str | None = None
+    for n, page in enumerate(pages, start=1):
+        rel = f"zendesk/tickets-{iso}-page-{n:04d}.json"
+        last = page[-1] if page else {"generated_timestamp": day_start, "id": 0}
+        after = _cursor(last["generated_timestamp"], last["id"])
+        url = f"{_ZENDESK_HOST}/api/v2/incremental/tickets/cursor.json?cursor="
+        doc = {
+            "tickets": page,
+            "users": _sideloaded_users(page),
+            "after_cursor": after,
+            "before_cursor": prev,
+            "after_url": url + after,
+            "before_url": url + prev if prev else None,
+            "end_of_stream": n == len(pages),
+        }
+        prev = after
+        (out / rel).write_text(json.dumps(doc, ensure_ascii=False) + "\n", encoding="utf-8")
+        files.append(rel)
+    say(f"zendesk {iso}: {len(raw)} new tickets, {len(versions)} versions")
+
+    # Bug-tracker issues opened that day: the window's mix of areas, still open at its end.
+    rng = _rng(cfg.seed, _S_GITHUB, idx)
+    keys = list(_ISSUE_COUNTS)
+    counts = np.array([_ISSUE_COUNTS[k] for k in keys], dtype=float)
+    rate = counts.sum() * max(1.0, (pop.n_users / 5000) ** 0.5) / 90
+    n_issues = min(int(rng.poisson(rate)), 99)
+    objs: list[dict[str, Any]] = []
+    for k in range(n_issues):
+        key = keys[int(rng.choice(len(keys), p=counts / counts.sum()))]
+        feature = key if key in _F else None
+        created = day_start + int(rng.integers(0, _DAY_S - 3600))
+        is_bug = key is not None and rng.random() < 0.8
+        labels = [
+            str(rng.choice(["documentation", "chore", "question"]))
+            if key is None
+            else _AREA[feature]
+            if feature is not None
+            else key
+        ]
+        if is_bug:
+            # fresh critical/high bugs stay unique to the planted regression, as in the window
+            sev = "low" if feature == "dashboards" else str(rng.choice(["medium", "low"]))
+            labels = ["bug", *labels, f"severity:{sev}"]
+        elif key is not None:
+            labels.insert(0, "enhancement")
+        titles = _BUG_TITLES[key]
+        title = titles[int(rng.integers(len(titles)))]
+        if not is_bug and key is not None:
+            title = f"Feature request: {title[0].lower()}{title[1:]}"
+        item = {
+            "created": created,
+            "closed": None,
+            "labels": labels,
+            "title": title,
+            "pr": False,
+            "feature": feature,
+            "planted": False,
+            "body": f"{title}.\n\n### Steps to reproduce\n1. Open the page\n"
+            f"2. Repeat the action\n\n### Expected\nIt works.\n\n"
+            f"### Actual\nIt does not ({int(rng.integers(1, 6))} reports).",
+        }
+        number = _APPEND_ISSUE_BASE + idx * 100 + k
+        objs.append(_gh_obj(rng, number, item, day_start, day_end))
+    objs.sort(key=lambda o: (o["updated_at"], o["number"]))
+    gh_rel = f"github/issues-{iso}.json"
+    (out / gh_rel).write_text(json.dumps(objs, ensure_ascii=False) + "\n", encoding="utf-8")
+    files.append(gh_rel)
+    say(f"github {iso}: {len(objs)} new issues")
+
+    manifest: dict[str, Any] = {
+        "generator": "feedback-loop demo_data append_day",
+        "generator_version": GENERATOR_VERSION,
+        "day": iso,
+        "day_index": idx,
+        "files": files,
+        "rows": {
+            "posthog_lines": len(lines),
+            "zendesk_ticket_versions": len(versions),
+            "zendesk_tickets": len(raw),
+            "github_issues": len(objs),
+        },
+    }
+    marker.write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest

@@ -109,3 +109,12 @@ def test_query_markdown_format(tmp_path, capsys):
     con.close()
     assert main(["query", "select * from t", "--db", str(db), "--format", "markdown"]) == 0
     assert capsys.readouterr().out.splitlines() == ["| f | n |", "|---|---|", "| a\\|b | 1 |"]
+
+
+def test_demo_data_append_day_mistakes_are_one_line_and_exit_2(tmp_path, capsys):
+    out = str(tmp_path / "demo")
+    assert main(["demo-data", "--out", out, "--append-day", "2026-11-25"]) == 2
+    err = capsys.readouterr().err
+    assert "--append-day" in err and "_manifest.json" in err and "Traceback" not in err
+    assert main(["demo-data", "--out", out, "--append-day", "2026-11-25", "--events", "9"]) == 2
+    assert "drop --events" in capsys.readouterr().err

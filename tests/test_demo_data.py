@@ -437,3 +437,54 @@ def test_manifest_malformed_records_exist_where_stated(demo: tuple[Path, dict[st
     assert sum(t.get("priority") == "critical" for t in _tickets(out)) == 1
     assert sum("id" not in t for t in _tickets(out)) == 1
     assert sum(i["state"] not in ("open", "closed") for i in _issues(out)) == 1
+
+
+def test_append_day_adds_only_new_files_of_that_day(tmp_path: Path) -> None:
+    """A night with new data: one more day after the window, as new files in the same formats;
+    every existing file keeps its bytes, and the day is the same whichever copy it is added to."""
+    from datetime import timedelta
+
+    from tasks.demo_data import append_day
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    generate_demo_data(_small(a))
+    generate_demo_data(_small(b))
+    before = _hashes(a)
+    day = END + timedelta(days=1)
+    messages: list[str] = []
+    manifest = append_day(a, day, progress=messages.append)
+    after = _hashes(a)
+    assert {k: after[k] for k in before} == before, "an existing file changed"
+    iso = day.isoformat()
+    new = set(after) - set(before)
+    assert new == {*manifest["files"], f"_appended-{iso}.json"}
+    assert f"posthog/events-{iso}.jsonl" in new
+    assert any(f.startswith(f"zendesk/tickets-{iso}-page-") for f in new)
+    assert f"github/issues-{iso}.json" in new
+
+    con = duckdb.connect()
+    ts = con.sql(
+        "select min(timestamp), max(timestamp), count(*), count(distinct uuid) from read_json(?, "
+        "format='newline_delimited', columns=?)",
+        params=[str(a / f"posthog/events-{iso}.jsonl"), PH_COLUMNS],
+    ).fetchall()[0]
+    assert ts[0].startswith(iso) and ts[1].startswith(iso), ts
+    assert ts[2] == manifest["rows"]["posthog_lines"] == ts[3] > 100
+    tickets = [
+        t
+        for f in sorted(new)
+        if f.startswith("zendesk/")
+        for t in json.loads((a / f).read_text())["tickets"]
+    ]
+    assert tickets and all(t["created_at"].startswith(iso) for t in tickets)
+    old_ids = {t.get("id") for t in _tickets(a) if not t["created_at"].startswith(iso)}
+    assert not old_ids & {t["id"] for t in tickets}, "an appended ticket reuses an id"
+    issues = json.loads((a / f"github/issues-{iso}.json").read_text())
+    assert all(i["created_at"].startswith(iso) for i in issues)
+
+    assert append_day(b, day) == manifest
+    assert {k: v for k, v in _hashes(b).items() if k in new} == {k: after[k] for k in new}
+    with pytest.raises(FileExistsError):
+        append_day(a, day)
+    with pytest.raises(ValueError, match="inside the window"):
+        append_day(a, END)
