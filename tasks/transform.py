@@ -129,6 +129,9 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     timings: dict[str, float] = {}
     started = time.perf_counter()
     rollup = build_usage_rollups(con, full_refresh=params.full_refresh)
+    # Rollups kept across runs: a warehouse built before their docs existed gets them here.
+    for name in ("int_event_feature_map", "int_feature_user_days"):
+        document(con, "intermediate", name)
     timings["intermediate.usage_rollups"] = round(time.perf_counter() - started, 3)
     timings["usage_rollup_days"] = rollup["days"]
     timings["usage_rollup_full"] = rollup["full"]
