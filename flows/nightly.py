@@ -157,6 +157,7 @@ def _run(
             as_of,
             window_days,
             failed,
+            full_refresh,
         )
         scored = timed("score", score_features, settings, as_of, window_days, run_id, full_refresh)
         marts_gate = timed(
