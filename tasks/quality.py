@@ -139,6 +139,9 @@ class GateResult:
     sources: list[dict[str, Any]]  # quality.source_status rows of the run
     checks: list[dict[str, Any]]  # one row per expectation, for the Prefect table artifact
     seconds: float = 0.0
+    # What each raw/staging table's validation covered: table, mode (full | incremental),
+    # reason, rows_in (the rows judged) and since (the previous watermark), as plain values.
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -250,6 +253,16 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         sources=sources,
         checks=check_rows(results, verdicts),
         seconds=round(_time.perf_counter() - started, 3),
+        batches=[
+            {
+                "table": b.table,
+                "mode": b.mode,
+                "reason": b.reason,
+                "rows_in": b.rows_in,
+                "since": b.since.isoformat() if b.since else None,
+            }
+            for b in batches.values()
+        ],
     )
     log.info("input gate %s: %s in %.1fs", p.run_id, out.verdict, out.seconds)
     return out

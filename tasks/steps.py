@@ -290,6 +290,16 @@ def validate_staging(
             full_refresh=full_refresh,
         ),
     )
+    full = [b for b in gate.batches if b["mode"] == "full"]
+    for reason in sorted({b["reason"] for b in full}):
+        tables = ", ".join(b["table"] for b in full if b["reason"] == reason)
+        logger.info("validating every row (%s): %s", reason, tables)
+    new = [b for b in gate.batches if b["mode"] == "incremental"]
+    if new:
+        logger.info(
+            "validating new rows only (loaded since the last validation): %s",
+            ", ".join(f"{b['table']} {b['rows_in']}" for b in new),
+        )
     for v in gate.verdicts:
         log = logger.warning if v.verdict != "pass" else logger.info
         log(

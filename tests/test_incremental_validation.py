@@ -34,11 +34,12 @@ ROW_TABLES = {"stg_usage_events", "stg_support_tickets", "stg_bug_issues"}
 
 
 def _feed(demo: Path, feed: Path, *, first_batch: bool) -> None:
-    """Copy the demo exports into `feed`: the first 40 days and half the ticket pages, or all."""
+    """Copy the demo exports into `feed`: two thirds of the days and half the ticket pages, or
+    all of them."""
     for sub in ("posthog", "zendesk", "github"):
         files = sorted((demo / sub).glob("*"))
         if first_batch and sub != "github":
-            files = files[: 40 if sub == "posthog" else len(files) // 2]
+            files = files[: len(files) * 2 // 3 if sub == "posthog" else len(files) // 2]
         (feed / sub).mkdir(parents=True, exist_ok=True)
         for f in files:
             if not (feed / sub / f.name).exists():
@@ -114,7 +115,7 @@ def batches(tmp_path_factory):
     one warehouse and with a full refresh in a copy of it."""
     root = tmp_path_factory.mktemp("incremental")
     demo = root / "demo"
-    generate_demo_data(DemoConfig(out_dir=demo, end_date=END, days=63, users=400, accounts=40))
+    generate_demo_data(DemoConfig(out_dir=demo, end_date=END, days=42, users=200, accounts=20))
     feed = root / "feed"
     inc, full = root / "inc.duckdb", root / "full.duckdb"
     _feed(demo, feed, first_batch=True)
