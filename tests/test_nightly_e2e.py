@@ -89,7 +89,7 @@ def test_second_night_without_new_data_validates_no_rows_again(demo):
     try:
         seen = con.sql(
             "select distinct element_count from quality.dq_results d join ops.runs r "
-            "using (run_id) where d.layer = 'staging' and d.column_name is not null "
+            "using (run_id) where d.layer = 'staging' and d.element_count is not null "
             "and r.started_at = (select max(started_at) from ops.runs)"
         ).fetchall()
         kept = con.sql(
