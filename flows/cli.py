@@ -831,7 +831,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument(
         "--full-refresh",
         action="store_true",
-        help="rebuild the usage rollups from every event instead of the days that changed",
+        help="rebuild the usage rollups from every event instead of the days that changed, "
+        "and validate every row again instead of the rows loaded since the last run",
     )
     r.add_argument(
         "--max-new",

@@ -59,7 +59,10 @@ def nightly(
     config_path: runtime.ConfigPathParam = None,
     full_refresh: Annotated[
         bool,
-        Field(description="Rebuild the usage rollups from all events, not only changed days."),
+        Field(
+            description="Rebuild the usage rollups from all events, not only changed days, "
+            "and validate every row again, not only new rows."
+        ),
     ] = False,
     allow_backdated_writeback: Annotated[
         bool,
@@ -80,7 +83,8 @@ def nightly(
         config_path: Settings file (TOML); empty = $FEEDBACK_LOOP_CONFIG, else (production
             deployments) the Prefect Variable feedback_loop_config, else the embedded demo.
         full_refresh: Rebuild the daily usage rollups from every event instead of the days
-            touched by new or changed data (same result, slower).
+            touched by new or changed data (same result, slower), and validate every row again
+            instead of the rows loaded since the last validation.
         allow_backdated_writeback: A run whose as_of is older than the newest day already
             scored writes nothing to the tracker (its stale suggestions would undo newer ones,
             and a problem absent on an older day is no recovery) unless this is set; even then
@@ -157,6 +161,7 @@ def _run(
             as_of,
             window_days,
             failed,
+            full_refresh,
         )
         scored = timed("score", score_features, settings, as_of, window_days, run_id, full_refresh)
         marts_gate = timed(

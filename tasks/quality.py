@@ -25,6 +25,7 @@ quality.schema_profile/schema_baseline/schema_drift, quality.volume_daily, quali
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import time as _time
@@ -107,6 +108,8 @@ class TableVerdict:
     layer: str = "staging"  # raw | staging | intermediate | marts
     relation: str = ""  # schema.table
     reason: str | None = None
+    # full: every row was judged; incremental: the new batch only (rows_in = new rows)
+    mode: str = "full"
 
 
 @dataclass(frozen=True)
@@ -123,6 +126,9 @@ class GateParams:
     # Sources whose load failed this run (load-layer verdicts): (source, kind, one-line reason).
     # Each fails its source kind critically: dependent suggestions are blocked, the run Degraded.
     failed_loads: tuple[tuple[str, str, str], ...] = ()
+    # Validate every row again (the run's --full-refresh), not only the rows loaded since the
+    # last validated watermark (quality.validation_state).
+    full_refresh: bool = False
 
 
 @dataclass
@@ -133,6 +139,9 @@ class GateResult:
     sources: list[dict[str, Any]]  # quality.source_status rows of the run
     checks: list[dict[str, Any]]  # one row per expectation, for the Prefect table artifact
     seconds: float = 0.0
+    # What each raw/staging table's validation covered: table, mode (full | incremental),
+    # reason, rows_in (the rows judged) and since (the previous watermark), as plain values.
+    batches: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def verdict(self) -> str:
@@ -159,55 +168,84 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         profile_raw_schemas(
             con, p.run_id, p.run_started_at, [BY_SOURCE[v].raw_table for v in vendors]
         )
+        # A kind without any active vendor (no help desk, say) has nothing to judge.
+        active_kinds = {BY_SOURCE[v].kind for v in vendors}
+        staging = [t for t in STAGING_TABLES if t.source_kind in active_kinds]
+        batches = prepare_batches(con, p, params, vendors, staging)
+        update_volume_rows(con, [batches[t.table] for t in staging])
         build_check_relations(con, as_of, p.check_days)
 
-    raw_results = [
-        _validate(
-            db_path,
-            "raw",
-            BY_SOURCE[v].raw_table.split(".")[1],
-            BY_SOURCE[v].raw_key,
-            f"raw_{v}__{BY_SOURCE[v].stream}",
-            params,
-            p.memory_limit,
-        )
-        for v in vendors
-    ]
-    # A kind without any active vendor (no help desk, say) has nothing to judge.
-    active_kinds = {BY_SOURCE[v].kind for v in vendors}
-    staging_results = [
-        _validate(
-            db_path, "staging", f"{t.table}__unvalidated", t.key, t.table, params, p.memory_limit
-        )
-        for t in STAGING_TABLES
-        if t.source_kind in active_kinds
-    ]
-    with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
-        staging_verdicts = apply_staging_validation(con, staging_results, p.run_id)
+    try:
+        raw_results = [
+            _validate(
+                db_path,
+                "raw",
+                batches[_raw_suite(v)].relation,
+                BY_SOURCE[v].raw_key,
+                _raw_suite(v),
+                params,
+                p.memory_limit,
+            )
+            for v in vendors
+        ]
+        staging_results = [
+            _validate(
+                db_path,
+                "staging",
+                batches[t.table].relation,
+                t.key,
+                t.table,
+                params,
+                p.memory_limit,
+            )
+            for t in staging
+        ]
+        with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+            incremental = {b.suite for b in batches.values() if b.mode == "incremental"}
+            staging_verdicts = apply_staging_validation(
+                con, staging_results, p.run_id, incremental=incremental
+            )
+            if p.catalog_path is not None:
+                build_coverage_relations(con, p.catalog_path)
+        coverage_results = []
         if p.catalog_path is not None:
-            build_coverage_relations(con, p.catalog_path)
-    coverage_results = []
-    if p.catalog_path is not None:
-        coverage_results = [
-            _validate(db_path, "intermediate", name, key, name, params, p.memory_limit)
-            for name, key, kind in COVERAGE_TABLES
-            if kind in active_kinds
-        ]
+            coverage_results = [
+                _validate(db_path, "intermediate", name, key, name, params, p.memory_limit)
+                for name, key, kind in COVERAGE_TABLES
+                if kind in active_kinds
+            ]
 
-    kinds = {f"raw_{v}__{BY_SOURCE[v].stream}": BY_SOURCE[v].kind for v in vendors}
-    kinds.update({name: kind for name, _, kind in COVERAGE_TABLES})
-    with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
-        verdicts = [_plain_verdict(con, r, "raw", kinds[r.suite_name]) for r in raw_results]
-        flag_load_rejections(con, p.run_id, verdicts)
-        verdicts += staging_verdicts
-        verdicts += [
-            _plain_verdict(con, r, "intermediate", kinds[r.suite_name]) for r in coverage_results
-        ]
-        verdicts += load_verdicts(p.failed_loads)
-        results = raw_results + staging_results + coverage_results
-        store_results(con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate"))
-        sources = record_source_status(con, p.run_id, verdicts)
-        update_schema_baseline(con, p.run_id, raw_results)
+        kinds = {_raw_suite(v): BY_SOURCE[v].kind for v in vendors}
+        kinds.update({name: kind for name, _, kind in COVERAGE_TABLES})
+        with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+            verdicts = [_plain_verdict(con, r, "raw", kinds[r.suite_name]) for r in raw_results]
+            for v in verdicts:
+                v.mode = batches[v.table].mode
+            flag_load_rejections(con, p.run_id, verdicts)
+            verdicts += staging_verdicts
+            verdicts += [
+                _plain_verdict(con, r, "intermediate", kinds[r.suite_name])
+                for r in coverage_results
+            ]
+            verdicts += load_verdicts(p.failed_loads)
+            results = raw_results + staging_results + coverage_results
+            # The results and the advanced watermarks in one transaction: a run that dies
+            # before this commit validates the same batch again next time.
+            con.execute("begin transaction")
+            try:
+                store_results(
+                    con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate")
+                )
+                sources = record_source_status(con, p.run_id, verdicts)
+                update_schema_baseline(con, p.run_id, raw_results)
+                commit_validation_state(con, p.run_id, batches.values())
+                con.execute("commit")
+            except BaseException:
+                con.execute("rollback")
+                raise
+    finally:
+        with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
+            drop_batches(con, batches.values())
     out = GateResult(
         run_id=p.run_id,
         as_of=as_of,
@@ -215,6 +253,16 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
         sources=sources,
         checks=check_rows(results, verdicts),
         seconds=round(_time.perf_counter() - started, 3),
+        batches=[
+            {
+                "table": b.table,
+                "mode": b.mode,
+                "reason": b.reason,
+                "rows_in": b.rows_in,
+                "since": b.since.isoformat() if b.since else None,
+            }
+            for b in batches.values()
+        ],
     )
     log.info("input gate %s: %s in %.1fs", p.run_id, out.verdict, out.seconds)
     return out
@@ -490,6 +538,286 @@ def build_check_relations(con: duckdb.DuckDBPyConnection, as_of: date, check_day
     document(con, "quality", "volume_daily")
 
 
+# --- batches: which rows a run validates ----------------------------------------------------------
+
+# Staging tables whose rows feed quality.volume_daily: (record time, content hash of a row).
+VOLUME_TABLES = {
+    "stg_usage_events": ("occurred_at", "hash(user_key, event_name, occurred_at)"),
+    "stg_support_tickets": ("created_at", "hash(ticket_id)"),
+}
+_EPOCH = "'-infinity'::timestamptz"
+
+
+@dataclass
+class Batch:
+    """The rows of one raw or staging table a run validates, as relation `schema.relation`:
+    every row (mode full: first validation, a changed suite, --full-refresh) or the rows loaded
+    or updated (raw `_loaded_at`) after `since` up to `watermark` (mode incremental)."""
+
+    table: str  # schema.name judged: raw.posthog__events, staging.stg_usage_events
+    suite: str
+    schema: str
+    relation: str  # <name>__batch: a view on the table (full) or a table of the new rows
+    mode: str  # full | incremental
+    reason: str
+    suite_hash: str
+    since: datetime | None
+    watermark: datetime | None
+    rows_in: int = 0
+    newest_record_at: datetime | None = None
+    materialized: bool = False
+
+
+def _raw_suite(vendor: str) -> str:
+    from tasks.sources import BY_SOURCE
+
+    return f"raw_{vendor}__{BY_SOURCE[vendor].stream}"
+
+
+def suite_hash(suite: str) -> str:
+    """Content hash of expectations/<suite>.json: a changed suite validates every row again."""
+    return hashlib.sha256((EXPECTATIONS_DIR / f"{suite}.json").read_bytes()).hexdigest()[:16]
+
+
+def prepare_batches(
+    con: duckdb.DuckDBPyConnection,
+    p: GateParams,
+    params: dict[str, Any],
+    vendors: list[str],
+    staging: list[StagingTable],
+) -> dict[str, Batch]:
+    """Per raw table of `vendors` and per staging table: the batch relation GX validates (in the
+    table's schema, dropped again by drop_batches), its row count and the newest record so far,
+    recorded in quality.validation_batches. Returns {suite name: Batch}."""
+    from tasks.sources import BY_SOURCE, vendors_of
+
+    state = {
+        r[0]: r[1:]
+        for r in con.execute(
+            "select table_name, suite_hash, watermark, newest_record_at "
+            "from quality.validation_state"
+        ).fetchall()
+    }
+    con.execute("delete from quality.validation_batches where run_id = ?", [p.run_id])
+    out: dict[str, Batch] = {}
+    for v in vendors:
+        vendor = BY_SOURCE[v]
+        out[_raw_suite(v)] = _prepare_batch(
+            con,
+            p,
+            params,
+            state,
+            table=vendor.raw_table,
+            suite=_raw_suite(v),
+            source=vendor.raw_table,
+            loaded=[(vendor.raw_table, None)],
+            filter_column="_loaded_at",
+        )
+    existing = {
+        f"{s}.{t}"
+        for s, t in con.sql(
+            "select schema_name, table_name from duckdb_tables() "
+            "where database_name = current_database()"
+        ).fetchall()
+    }
+    for t in staging:
+        source = f"staging.{t.table}__unvalidated"
+        columns = {
+            c
+            for (c,) in con.execute(
+                "select column_name from information_schema.columns "
+                "where table_schema = 'staging' and table_name = ?",
+                [f"{t.table}__unvalidated"],
+            ).fetchall()
+        }
+        loaded = [
+            (v.raw_table, v.source if v.id_prefix else None)
+            for v in vendors_of(t.source_kind)
+            if v.raw_table in existing
+        ]
+        out[t.table] = _prepare_batch(
+            con,
+            p,
+            params,
+            state,
+            table=f"staging.{t.table}",
+            suite=t.table,
+            source=source,
+            loaded=loaded,
+            # staging rows carry their raw row's _loaded_at as ingested_at where the model has
+            # it (a filter DuckDB pushes down to the raw scan); else by key from the raw rows
+            filter_column="ingested_at" if "ingested_at" in columns else None,
+            key=t.key,
+        )
+    return out
+
+
+def _prepare_batch(
+    con: duckdb.DuckDBPyConnection,
+    p: GateParams,
+    params: dict[str, Any],
+    state: dict[str, tuple],
+    *,
+    table: str,
+    suite: str,
+    source: str,
+    loaded: list[tuple[str, str | None]],  # (raw table, key prefix or None)
+    filter_column: str | None,
+    key: str | None = None,
+) -> Batch:
+    from tasks.validation import MAX_ALLOWED_AT, load_suite
+
+    schema, name = table.split(".")
+    digest = suite_hash(suite)
+    prev = state.get(table)
+    if p.full_refresh:
+        mode, reason = "full", "--full-refresh"
+    elif prev is None:
+        mode, reason = "full", "first validation"
+    elif prev[0] != digest:
+        mode, reason = "full", f"suite {suite} changed"
+    else:
+        mode, reason = "incremental", "rows loaded since the last validation"
+    since = prev[1] if mode == "incremental" else None
+    newest_loaded = con.sql(
+        "select max(t) from ("
+        + " union all ".join(f"select max(_loaded_at) as t from {raw}" for raw, _ in loaded)
+        + ")"
+    ).fetchall()[0][0]
+    watermark = newest_loaded if newest_loaded is not None else since
+    relation = f"{name}__batch"
+    _drop_relation(con, schema, relation)
+    if mode == "full":
+        con.execute(f"create view {schema}.{relation} as select * from {source}")
+    else:
+        lower, upper = (
+            _EPOCH if t is None else f"{sql_literal(t.isoformat())}::timestamptz"
+            for t in (since, watermark)
+        )
+        if filter_column is not None:
+            where = f"{filter_column} > {lower} and {filter_column} <= {upper}"
+        else:
+            raw_keys = " union all ".join(
+                f"select {sql_literal(prefix + ':') + ' || ' if prefix else ''}"
+                f"{_raw_key(raw)}::varchar from {raw} "
+                f"where _loaded_at > {lower} and _loaded_at <= {upper}"
+                for raw, prefix in loaded
+            )
+            where = f"{key} in ({raw_keys})"
+        con.execute(f"create table {schema}.{relation} as select * from {source} where {where}")
+    batch = Batch(
+        table=table,
+        suite=suite,
+        schema=schema,
+        relation=relation,
+        mode=mode,
+        reason=reason,
+        suite_hash=digest,
+        since=since,
+        watermark=watermark,
+        materialized=mode == "incremental",
+    )
+    newest_expr = (
+        load_suite(EXPECTATIONS_DIR / f"{suite}.json").get("meta", {}).get("newest_record")
+    )
+    newest = "null::timestamptz"
+    if newest_expr:
+        newest = (
+            f"max({newest_expr}) filter (where {newest_expr} <= "
+            f"{sql_literal(params[MAX_ALLOWED_AT])}::timestamptz)"
+        )
+    batch.rows_in, batch.newest_record_at = con.sql(
+        f"select count(*), {newest} from {schema}.{relation}"
+    ).fetchall()[0]
+    if mode == "incremental" and prev[2] is not None:
+        batch.newest_record_at = max(filter(None, (prev[2], batch.newest_record_at)))
+    con.execute(
+        "insert into quality.validation_batches values (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+        [
+            p.run_id,
+            table,
+            suite,
+            mode,
+            reason,
+            since,
+            watermark,
+            batch.rows_in,
+            batch.newest_record_at,
+            digest,
+        ],
+    )
+    if mode == "full":
+        log.info("validating all %d row(s) of %s (%s)", batch.rows_in, table, reason)
+    else:
+        log.info(
+            "validating %d new row(s) of %s (loaded after %s)",
+            batch.rows_in,
+            table,
+            since.isoformat() if since else "-",
+        )
+    return batch
+
+
+def _raw_key(raw_table: str) -> str:
+    from tasks.sources import VENDORS
+
+    return next(v.raw_key for v in VENDORS if v.raw_table == raw_table)
+
+
+def _drop_relation(con: duckdb.DuckDBPyConnection, schema: str, name: str) -> None:
+    kinds = con.execute(
+        "select 'view' from duckdb_views() where schema_name = $1 and view_name = $2 "
+        "and database_name = current_database() union all select 'table' from duckdb_tables() "
+        "where schema_name = $1 and table_name = $2 and database_name = current_database()",
+        [schema, name],
+    ).fetchall()
+    for (kind,) in kinds:
+        con.execute(f"drop {kind} if exists {schema}.{name}")
+
+
+def drop_batches(con: duckdb.DuckDBPyConnection, batches) -> None:
+    """Drop the batch relations (they hold nothing the warehouse keeps)."""
+    for b in batches:
+        _drop_relation(con, b.schema, b.relation)
+
+
+def update_volume_rows(con: duckdb.DuckDBPyConnection, batches: list[Batch]) -> None:
+    """Keep quality.volume_rows (one narrow row per staging row: key hash, record time, content
+    hash) up to date from the batches of the volume-checked tables: a full batch replaces the
+    table's rows, an incremental one replaces the rows of its keys (an updated row moves)."""
+    for b in batches:
+        name = b.table.split(".")[1]
+        if name not in VOLUME_TABLES:
+            continue
+        at, content = VOLUME_TABLES[name]
+        key = next(t.key for t in STAGING_TABLES if t.table == name)
+        batch = f"{b.schema}.{b.relation}"
+        if b.mode == "full":
+            con.execute("delete from quality.volume_rows where table_name = ?", [b.table])
+        else:
+            con.execute(
+                f"delete from quality.volume_rows where table_name = ? "
+                f"and key_hash in (select hash({key}) from {batch})",
+                [b.table],
+            )
+        con.execute(
+            f"""insert into quality.volume_rows
+                select $1, source, hash({key}), {at}, {content} from {batch}""",
+            [b.table],
+        )
+
+
+def commit_validation_state(con: duckdb.DuckDBPyConnection, run_id: str, batches) -> None:
+    """Advance each table's watermark, suite hash and newest record to what this run judged
+    (call inside the transaction that stores the run's results)."""
+    for b in batches:
+        con.execute("delete from quality.validation_state where table_name = ?", [b.table])
+        con.execute(
+            "insert into quality.validation_state values (?, ?, ?, ?, ?, ?, now())",
+            [b.table, b.suite, b.suite_hash, b.watermark, b.newest_record_at, run_id],
+        )
+
+
 def build_coverage_relations(con: duckdb.DuckDBPyConnection, catalog_path: Path) -> None:
     """Publish the catalog and build the mapped tickets/bugs from the validated staging rows, so
     mapping coverage is judged before scoring (score_features rebuilds them identically)."""
@@ -594,19 +922,28 @@ def _validate(
 
 
 def record_quarantine(
-    con: duckdb.DuckDBPyConnection, rejects: str, stage: str, tables: list[str], run_id: str
+    con: duckdb.DuckDBPyConnection,
+    rejects: str,
+    stage: str,
+    tables: list[str],
+    run_id: str,
+    *,
+    scope: str | None = None,
 ) -> None:
     """Merge the rows of temp table `rejects` into quality.quarantine, idempotently.
 
     `rejects` has quarantine_id, stage, source, table_name, record_key, rule, reason, payload,
-    source_file. For the validate stage the set is recomputed each run, so rows that no longer
-    fail (a newer version fixed them) leave quarantine.
+    source_file. For the validate stage the set is recomputed for the judged rows, so rows that
+    no longer fail (a newer version fixed them) leave quarantine: every row of the tables, or
+    only the keys `scope` (a subquery) when the run judged a batch of new rows.
     """
     if stage == "validate":
+        within = "" if scope is None else f"and q.record_key in {scope}"
         con.execute(
             f"""delete from quality.quarantine q
                 where q.stage = 'validate'
                   and q.table_name in ({", ".join(sql_literal(t) for t in tables)})
+                  {within}
                   and q.quarantine_id not in (select quarantine_id from {rejects})"""
         )
     con.execute(
@@ -623,17 +960,25 @@ def record_quarantine(
 
 
 def apply_staging_validation(
-    con: duckdb.DuckDBPyConnection, results: list, run_id: str
+    con: duckdb.DuckDBPyConnection,
+    results: list,
+    run_id: str,
+    *,
+    incremental: set[str] | frozenset[str] = frozenset(),
 ) -> list[TableVerdict]:
     """Quarantine the failing rows of each staging table (the canonical staging views leave them
-    out) and check rows in (the unvalidated union) = accepted + quarantined."""
+    out) and check rows in = accepted + quarantined over the validated relation: the whole
+    unvalidated union, or for the tables in `incremental` the new batch (`<table>__batch`), whose
+    rows alone are judged again (rows quarantined earlier and not in the batch stay so)."""
     verdicts: list[TableVerdict] = []
-    by_table = {r.table.removesuffix("__unvalidated"): r for r in results}
+    by_table = {r.table.removesuffix("__unvalidated").removesuffix("__batch"): r for r in results}
     for t in STAGING_TABLES:
         res = by_table.get(t.table)
         if res is None:
             continue
-        rows_in = con.sql(f"select count(*) from staging.{t.table}__unvalidated").fetchall()[0][0]
+        validated = f"staging.{res.table}"
+        scope = validated if t.table in incremental else None
+        rows_in = con.sql(f"select count(*) from {validated}").fetchall()[0][0]
         con.execute(
             "create or replace temp table _failing (record_key varchar, rule varchar, "
             "reason varchar)"
@@ -664,35 +1009,52 @@ def apply_staging_validation(
         finally:
             con.execute("reset search_path")
         _build_rejects(con, t)
-        record_quarantine(con, "_rejects", "validate", [f"staging.{t.table}"], run_id)
+        record_quarantine(
+            con,
+            "_rejects",
+            "validate",
+            [f"staging.{t.table}"],
+            run_id,
+            scope=None if scope is None else f"(select {t.key} from {scope})",
+        )
         n_quarantined = con.sql("select count(distinct record_key) from _failing").fetchall()[0][0]
-        rows_accepted = con.sql(f"select count(*) from staging.{t.table}").fetchall()[0][0]
+        # The validated rows the canonical view keeps (as its anti-join on quality.quarantine).
+        rows_accepted = con.sql(
+            f"""select count(*) from {validated} as c where not exists (
+                    select 1 from quality.quarantine as q
+                    where q.stage = 'validate' and q.table_name = 'staging.{t.table}'
+                      and q.record_key = c.{t.key})"""
+        ).fetchall()[0][0]
         if rows_in != rows_accepted + n_quarantined:
             raise RuntimeError(
-                f"staging.{t.table}: rows in {rows_in} != accepted {rows_accepted} + "
+                f"{validated}: rows in {rows_in} != accepted {rows_accepted} + "
                 f"quarantined {n_quarantined}"
             )
-        verdicts.append(
-            _verdict(res, "staging", t.source_kind, rows_in, rows_accepted, n_quarantined)
-        )
-        log_unknown_enums(con, t.table)
+        verdict = _verdict(res, "staging", t.source_kind, rows_in, rows_accepted, n_quarantined)
+        verdict.mode = "incremental" if scope else "full"
+        verdicts.append(verdict)
+        log_unknown_enums(con, t.table, res.table)
     con.execute("drop table if exists _failing")
     con.execute("drop table if exists _rejects")
     return verdicts
 
 
-def log_unknown_enums(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    """Log (and return) one warning per enum column of `staging.<table>__unvalidated` holding
-    values outside its canonical set: the field, the count and up to three examples (redacted and
-    cut short at staging, in `<field>_unknown`). The rows stay, with the value 'unknown'; the
-    suite's warning rule fails (lowering confidence) only above 1% of the rows."""
+def log_unknown_enums(
+    con: duckdb.DuckDBPyConnection, table: str, relation: str | None = None
+) -> list[str]:
+    """Log (and return) one warning per enum column of `staging.<relation>` (default
+    `<table>__unvalidated`; a run passes the batch it validated) holding values outside its
+    canonical set: the field, the count and up to three examples (redacted and cut short at
+    staging, in `<field>_unknown`). The rows stay, with the value 'unknown'; the suite's warning
+    rule fails (lowering confidence) only above 1% of the rows."""
+    relation = relation or f"{table}__unvalidated"
     columns = [
         r[0]
         for r in con.execute(
             "select column_name from information_schema.columns where table_schema = 'staging' "
             "and table_name = ? and column_name like '%\\_unknown' escape '\\' "
             "order by ordinal_position",
-            [f"{table}__unvalidated"],
+            [relation],
         ).fetchall()
     ]
     out = []
@@ -700,7 +1062,7 @@ def log_unknown_enums(con: duckdb.DuckDBPyConnection, table: str) -> list[str]:
         field_name = col.removesuffix("_unknown")
         n, examples = con.sql(
             f"select count(*), list_slice(list_sort(list_distinct(list({col}))), 1, 3) "
-            f"from staging.{table}__unvalidated where {col} is not null"
+            f"from staging.{relation} where {col} is not null"
         ).fetchall()[0]
         if n:
             message = (
@@ -812,7 +1174,7 @@ def _verdict(res, layer: str, kind: str | None, rows_in: int, accepted: int, qua
         failed=[o.label for o in critical + warning],
         seconds=round(res.seconds, 3),
         layer=layer,
-        relation=f"{res.schema}.{res.table.removesuffix('__unvalidated')}",
+        relation=f"{res.schema}.{res.table.removesuffix('__unvalidated').removesuffix('__batch')}",
         reason=reason,
     )
 

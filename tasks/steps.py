@@ -263,11 +263,14 @@ def validate_staging(
     as_of: date | None = None,
     window_days: int = 28,
     failed_loads: dict[str, dict[str, str]] | None = None,
+    full_refresh: bool = False,
 ) -> quality.GateResult:
     """Great Expectations on the inputs: raw payloads (freshness, schema drift), staging (keys,
     enums, ranges, volume, duplicates; failing rows quarantined) and catalog mapping coverage.
-    Sources that failed to load (`failed_loads(loads)`) fail their kind as load-layer verdicts.
-    Sets the per-source verdicts that scores and write-back depend on."""
+    Row-level rules judge the rows loaded since the last validation (every row on a first run,
+    after a suite changed, or with `full_refresh`). Sources that failed to load
+    (`failed_loads(loads)`) fail their kind as load-layer verdicts. Sets the per-source verdicts
+    that scores and write-back depend on."""
     from prefect.artifacts import create_table_artifact
 
     logger = get_run_logger()
@@ -284,15 +287,27 @@ def validate_staging(
             failed_loads=tuple(
                 (name, f["kind"], f["reason"]) for name, f in (failed_loads or {}).items()
             ),
+            full_refresh=full_refresh,
         ),
     )
+    full = [b for b in gate.batches if b["mode"] == "full"]
+    for reason in sorted({b["reason"] for b in full}):
+        tables = ", ".join(b["table"] for b in full if b["reason"] == reason)
+        logger.info("validating every row (%s): %s", reason, tables)
+    new = [b for b in gate.batches if b["mode"] == "incremental"]
+    if new:
+        logger.info(
+            "validating new rows only (loaded since the last validation): %s",
+            ", ".join(f"{b['table']} {b['rows_in']}" for b in new),
+        )
     for v in gate.verdicts:
         log = logger.warning if v.verdict != "pass" else logger.info
         log(
-            "%s: %s — %d in = %d accepted + %d quarantined%s",
+            "%s: %s — %d %s = %d accepted + %d quarantined%s",
             v.relation,
             v.verdict.upper(),
             v.rows_in,
+            "new rows in" if v.mode == "incremental" else "in",
             v.rows_accepted,
             v.rows_quarantined,
             f"; {v.reason}" if v.reason else "",

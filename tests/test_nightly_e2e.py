@@ -70,6 +70,41 @@ def test_runs_complete_with_a_passing_quality_verdict(demo):
             assert v["rows_in"] == v["rows_accepted"] + v["rows_quarantined"]
 
 
+def test_second_night_without_new_data_validates_no_rows_again(demo):
+    """Row-level rules judge the rows loaded since the last validation: the first night every
+    row, the second (same exports, nothing new) none; verdicts and quarantine stay."""
+    first, second = (
+        {v["table"]: v for v in state.result()["validation"] if v["layer"] in ("raw", "staging")}
+        for state in (demo["first"], demo["second"])
+    )
+    assert set(first) == set(second)
+    assert {v["mode"] for v in first.values()} == {"full"}
+    assert {v["mode"] for v in second.values()} == {"incremental"}
+    assert all(v["rows_in"] > 0 for v in first.values())
+    assert {v["rows_in"] for v in second.values()} == {0}
+    assert {t: v["verdict"] for t, v in first.items()} == {
+        t: v["verdict"] for t, v in second.items()
+    }
+    con = _con(demo)
+    try:
+        seen = con.sql(
+            "select distinct element_count from quality.dq_results d join ops.runs r "
+            "using (run_id) where d.layer = 'staging' and d.element_count is not null "
+            "and r.started_at = (select max(started_at) from ops.runs)"
+        ).fetchall()
+        kept = con.sql(
+            "select count(*) from quality.quarantine where stage = 'validate' "
+            "and first_run_id <> last_run_id"
+        ).fetchall()[0][0]
+        total = con.sql(
+            "select count(*) from quality.quarantine where stage = 'validate'"
+        ).fetchall()[0][0]
+    finally:
+        con.close()
+    assert seen == [(0,)]  # GX judged empty batches on the second night
+    assert total > 0 and kept == 0  # quarantined by the first night, not judged again
+
+
 def test_planted_regression_ranks_first_and_healthy_popular_feature_below(demo):
     planted = demo["manifest"]["planted"]
     con = _con(demo)

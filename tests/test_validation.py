@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -78,8 +79,37 @@ def make_db(path: Path, build) -> Path:
     quality.ensure_quality_tables(con)  # table-level rules read
     build(con)
     _add_staging_check_columns(con)
+    _record_newest(con)
     con.close()  # the caller closes its connection before validating (the documented contract)
     return path
+
+
+def _record_newest(con: duckdb.DuckDBPyConnection) -> None:
+    """What the gate records per table before validating (quality.validation_batches): the
+    newest record up to max_allowed_at (the suite's meta.newest_record), read by the freshness
+    rules. Here every row is the batch."""
+    tables = {
+        f"{s}.{t}"
+        for s, t in con.sql(
+            "select table_schema, table_name from information_schema.tables"
+        ).fetchall()
+    }
+    for path in sorted(EXPECTATIONS_DIR.glob("*.json")):
+        suite = v.load_suite(path)
+        expr = suite.get("meta", {}).get("newest_record")
+        table = suite.get("meta", {}).get("table") or f"staging.{suite['name']}"
+        if not expr or table not in tables:
+            continue
+        columns = {d[0] for d in con.sql(f"select * from {table} limit 0").description}
+        if not set(re.findall(r"\w+", expr)) & columns:
+            continue  # a test's deliberately broken table
+        con.execute(
+            f"""insert into quality.validation_batches
+                select $1, $2, $3, 'full', 'test', null, null, count(*),
+                       max({expr}) filter (where {expr} <= $4::timestamptz), 'h', now()
+                from {table}""",
+            [PARAMS["run_id"], table, suite["name"], PARAMS[v.MAX_ALLOWED_AT]],
+        )
 
 
 def _add_staging_check_columns(con: duckdb.DuckDBPyConnection) -> None:

@@ -80,3 +80,51 @@ create table if not exists quality.volume_daily (
     baseline_median double,
     detail varchar
 );
+
+create table if not exists quality.validation_state (
+    table_name varchar not null,
+    suite_name varchar not null,
+    suite_hash varchar not null,
+    watermark timestamptz,
+    newest_record_at timestamptz,
+    run_id varchar not null,
+    updated_at timestamptz not null
+);
+comment on table quality.validation_state is
+'grain: one row per validated raw or staging table; key: table_name. What its last stored '
+'validation covered: the newest _loaded_at of the raw rows judged (the next run validates only '
+'rows loaded or updated after it), the suite content hash it was judged with (a changed suite '
+'validates everything again) and the newest record time so far (freshness). Advanced in the '
+'transaction that stores the results.';
+
+create table if not exists quality.validation_batches (
+    run_id varchar not null,
+    table_name varchar not null,
+    suite_name varchar not null,
+    mode varchar not null,
+    reason varchar,
+    since timestamptz,
+    watermark timestamptz,
+    rows_in bigint not null,
+    newest_record_at timestamptz,
+    suite_hash varchar not null,
+    created_at timestamptz not null
+);
+comment on table quality.validation_batches is
+'grain: one row per run x validated raw or staging table; key: (run_id, table_name). The batch '
+'the run validated: mode full (first run, changed suite, --full-refresh) or incremental (rows '
+'loaded after since, up to watermark), its rows and the newest record so far (read by the '
+'freshness rules).';
+
+create table if not exists quality.volume_rows (
+    table_name varchar not null,
+    source varchar,
+    key_hash ubigint not null,
+    happened_at timestamptz,
+    content_hash ubigint
+);
+comment on table quality.volume_rows is
+'grain: one row per row of a volume-checked staging table (before validation); key: '
+'(table_name, key_hash). Narrow per-row index (hash of the key, the record time, a content '
+'hash) kept up to date from each validated batch, so quality.volume_daily counts the checked '
+'window without re-reading every event.';

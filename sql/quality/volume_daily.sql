@@ -2,7 +2,8 @@
 -- (table_name, source, day). Rows per day (before validation) against the median of the same
 -- weekday in the 4 weeks before, for the volume and duplicate rules of the staging suites.
 -- Days without any row are listed with n_rows = 0, so a missing day shows. Checked window: the
--- getvariable('dq_check_days') days up to getvariable('as_of').
+-- getvariable('dq_check_days') days up to getvariable('as_of'). Reads quality.volume_rows
+-- (tasks/quality.py update_volume_rows), not the staging tables.
 with
 
 params as (
@@ -11,28 +12,14 @@ params as (
         getvariable('dq_check_days')::integer as check_days
 ),
 
-usage_events as (
-    select
-        'staging.stg_usage_events' as table_name,
-        source,
-        occurred_at as happened_at,
-        hash(user_key, event_name, occurred_at) as content_hash
-    from staging.stg_usage_events__unvalidated
-),
-
-support_tickets as (
-    select
-        'staging.stg_support_tickets' as table_name,
-        source,
-        created_at as happened_at,
-        hash(ticket_id) as content_hash
-    from staging.stg_support_tickets__unvalidated
-),
-
 unioned as (
-    select * from usage_events
-    union all
-    select * from support_tickets
+    -- quality.volume_rows: one narrow row per staging row, kept up to date per validated batch
+    select
+        table_name,
+        source,
+        happened_at,
+        content_hash
+    from quality.volume_rows
 ),
 
 first_days as (
