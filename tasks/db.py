@@ -154,6 +154,9 @@ SNAPSHOT_MODES = ("parquet", "full")
 # the snapshot as in the warehouse, now reading the Parquet views.
 PARQUET_SCHEMA = "raw"
 PARQUET_SUFFIX = "__events"
+# Not in the analyst snapshot: bookkeeping of the run itself that grows with every row of
+# history (the validation's per-row volume index; quality.volume_daily has its daily counts).
+SNAPSHOT_SKIP = frozenset({"quality.volume_rows"})
 _MANIFEST = "_manifest.json"
 _DAY_US = 86_400_000_000
 
@@ -237,8 +240,10 @@ def publish_snapshot(
         # Schemas, tables (empty), views, macros and comments; then the rows of the copied
         # tables, and the event tables replaced by views over their Parquet files.
         con.execute(f'copy from database "{catalog}" to fl_snapshot (schema)')
+        for table in SNAPSHOT_SKIP & set(tables):
+            con.execute(f"drop table fl_snapshot.{_ident(table)}")
         for table in tables:
-            if table in exported:
+            if table in exported or table in SNAPSHOT_SKIP:
                 continue
             con.execute(
                 f"insert into fl_snapshot.{_ident(table)} select * from {_qual(catalog, table)}"

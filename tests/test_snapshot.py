@@ -271,7 +271,15 @@ def test_the_demo_snapshot_answers_like_the_warehouse_for_every_relation(demo_ni
             ).fetchall()
         ]
         assert len(relations) > 50
-        for rel in relations:
+        skipped = [r for r in relations if r in db.SNAPSHOT_SKIP]
+        assert (
+            skipped == ["quality.volume_rows"]
+            and not snap.sql(
+                "select * from information_schema.tables where table_schema || '.' || table_name "
+                "= 'quality.volume_rows'"
+            ).fetchall()
+        )
+        for rel in (r for r in relations if r not in db.SNAPSHOT_SKIP):
             if rel == "ops.runs":  # the live row gets the snapshot's own seconds afterwards
                 continue
             count = f"select count(*) from {rel}"

@@ -127,4 +127,4 @@ comment on table quality.volume_rows is
 'grain: one row per row of a volume-checked staging table (before validation); key: '
 '(table_name, key_hash). Narrow per-row index (hash of the key, the record time, a content '
 'hash) kept up to date from each validated batch, so quality.volume_daily counts the checked '
-'window without re-reading every event.';
+'window without re-reading every event. Not in the analyst snapshot (it grows with history).';
