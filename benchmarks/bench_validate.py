@@ -72,7 +72,9 @@ def build(db_path: Path, rows: int) -> None:
                   'alert_created', 'invite_sent'])[1 + (hash(i * 3) % 6)::integer] as event_name,
                 '/' || (['dashboards', 'exports', 'search', 'alerts', 'home'])[
                     1 + (hash(i * 5) % 5)::integer] || '/' || (i % 100) as url_path,
-                '{{}}'::json as properties
+                '{{}}'::json as properties,
+                1::bigint as n_events,
+                null::varchar as type_error
             from ev
             """
         )
@@ -114,13 +116,26 @@ def _volume(db_path: Path, memory_limit: str) -> float:
             "null::varchar as ticket_id, null::varchar as source, null::timestamptz as "
             "created_at where false"
         )
+        # A full batch, as the first night's gate records it: the per-row volume index
+        # (volume_daily reads it) and the batch's newest record (the freshness rule reads it).
+        at, content = quality.VOLUME_TABLES["stg_usage_events"]
+        con.execute("delete from quality.volume_rows")
+        con.execute(
+            f"insert into quality.volume_rows select 'staging.stg_usage_events', source, "
+            f"hash(event_id), {at}, {content} from staging.{TABLE}"
+        )
+        con.execute("delete from quality.validation_batches where run_id = 'bench'")
+        con.execute(
+            "insert into quality.validation_batches select 'bench', 'staging.stg_usage_events', "
+            "'stg_usage_events', 'full', 'benchmark', null, max(ingested_at), count(*), "
+            f"max(occurred_at) filter (where occurred_at <= now()), '', now() from staging.{TABLE}"
+        )
         con.execute("set variable as_of = ?::date", [END.isoformat()])
         con.execute("set variable dq_check_days = 28")
         con.execute(
             "create or replace table quality.volume_daily as\n"
             + sql_text("quality/volume_daily.sql").strip().rstrip(";")
         )
-    del quality
     return time.perf_counter() - t0
 
 
