@@ -727,13 +727,16 @@ def cmd_alerts(args: argparse.Namespace) -> int:
 
 def deployment_flow(deployment: dict):
     """The flow object a prefect.yaml deployment's entrypoint names: serve builds each
-    deployment from its own flow (nightly for nightly and manual, backfill for backfill)."""
+    deployment from its own flow (nightly for nightly and manual, backfill for backfill,
+    extract for extract)."""
     from flows.backfill import backfill
+    from flows.extract import extract
     from flows.nightly import nightly
 
     by_entrypoint = {
         "flows/nightly.py:nightly": nightly,
         "flows/backfill.py:backfill": backfill,
+        "flows/extract.py:extract": extract,
     }
     entrypoint = deployment.get("entrypoint", "")
     if entrypoint not in by_entrypoint:
@@ -901,7 +904,7 @@ def build_parser() -> argparse.ArgumentParser:
         "serve",
         parents=[common],
         help="serve the prefect.yaml deployments",
-        description="Serve the nightly (cron), manual and backfill deployments from "
+        description="Serve the nightly (cron), manual, backfill and extract deployments from "
         "prefect.yaml. Starts a local Prefect server unless PREFECT_API_URL is set.",
     )
     s.add_argument("--port", type=int, default=4200, help="local server port (default 4200)")

@@ -15,6 +15,7 @@ from prefect.runtime import flow_run
 from prefect.states import Failed
 from pydantic import Field
 
+from flows.extract import config_path_for_workers, run_extracts
 from tasks import quality, reporting, runtime
 from tasks.history import CLEAN_WRITEBACK_STATUSES, nightly_run_kind, record_run_kind
 from tasks.preflight import preflight
@@ -71,6 +72,13 @@ def nightly(
             "(creates/updates only; recovery, close and reopen stay with the newest day)."
         ),
     ] = False,
+    extract_on_workers: Annotated[
+        bool,
+        Field(
+            description="Pull each API connector in its own `extract` flow run on the work "
+            "pool (needs the extract deployment and workers); commits stay in this run."
+        ),
+    ] = False,
 ):
     """Pull usage, tickets and bugs; check them; score every feature; write back suggestions.
 
@@ -89,6 +97,10 @@ def nightly(
             scored writes nothing to the tracker (its stale suggestions would undo newer ones,
             and a problem absent on an older day is no recovery) unless this is set; even then
             it never comments or closes a recovery or reopens (tasks/history.py).
+        extract_on_workers: Start one `extract` flow run per API connector on the work pool
+            (flows/extract.py), wait for them, then commit their landed pages here, one
+            source at a time; a failed extract run is a failed load of its source (Degraded).
+            Off: the connectors are pulled in this run's threads (max_parallel_pulls).
     """
     logger = get_run_logger()
     settings = runtime.run_settings(config_path)  # production: a settings file, never the demo
@@ -103,6 +115,8 @@ def nightly(
         if max_new_suggestions is None
         else max_new_suggestions
     )
+    # The settings file the extract runs read (None: the workers' Prefect Variable).
+    extract_config = {"config_path": config_path_for_workers(config_path)}
     # One writer per warehouse: a second run (any deployment, the CLI, a backfill) waits here,
     # in the AwaitingWarehouse state, until this one has finished.
     with runtime.writer(settings, flow="nightly", run_id=run_id, logger=logger):
@@ -116,6 +130,7 @@ def nightly(
             max_new,
             full_refresh,
             allow_backdated_writeback,
+            extract_config if extract_on_workers else False,
         )
     if reasons:
         # A FAILED-type state named Degraded: red in the run list, counted by the dashboard and
@@ -134,6 +149,7 @@ def _run(
     max_new: int,
     full_refresh: bool,
     allow_backdated_writeback: bool,
+    on_workers: dict | bool = False,
 ) -> tuple[dict, list[str]]:
     """The run itself, holding the writer lock: returns its summary and Degraded reasons."""
     logger = get_run_logger()
@@ -149,7 +165,19 @@ def _run(
     try:
         record_run_kind(settings, run_id, nightly_run_kind(flow_run.get_tags()))
         timed("demo_data", prepare_demo_data, settings)
-        loads = timed("load", load_sources, settings, sources, run_id, started_at)
+        landed = None
+        if on_workers:  # fetched by extract runs on the work pool, committed below
+            landed = timed(
+                "extract",
+                run_extracts,
+                settings,
+                {str(k) for k in sources},
+                run_id,
+                started_at,
+                on_workers["config_path"],
+                logger,
+            )
+        loads = timed("load", load_sources, settings, sources, run_id, started_at, landed)
         failed = failed_loads(loads)  # isolated failures: the other sources loaded
         staged = timed("staging", build_staging, settings)
         gate = timed(
@@ -197,6 +225,7 @@ def _run(
             "plan": wb["plan"],
             "writeback": {k: v for k, v in wb.items() if k != "plan"},
             "failed_sources": failed,
+            "extract_runs": landed,
             "db_path": str(settings.duckdb_path),
             "snapshot_path": str(settings.snapshot_path),
             "tracker_dir": str(settings.writeback.tracker_dir),

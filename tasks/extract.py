@@ -19,12 +19,20 @@ source that fails ends Failed with its masked one-line reason). Outside a run (t
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
+import os
+import shutil
 import threading
-from collections.abc import Callable
+import time
+import uuid
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import duckdb
@@ -163,3 +171,167 @@ def pull_all(
                 exc = problem if isinstance(problem, Exception) else RuntimeError(str(problem))
                 out[pull.key] = settle(logger, pull, exc)
     return {pull.key: out[pull.key] for pull in pulls}
+
+
+# -- extraction on workers ---------------------------------------------------------------------
+#
+# With `extract_on_workers` the nightly starts one `extract` flow run per connector on the work
+# pool (flows/extract.py). Each fetches its connector's new pages from the cursor the nightly
+# handed it and lands them under `<landing_dir>/extract/<source>-<stream>/<key>/`, where `key`
+# names the request (cursor + window end): never the warehouse. A folder is complete only once
+# its manifest is written, and it is moved into place whole (written as `<key>.partial-*`, then
+# renamed), so a crashed extract leaves no folder the commit would read; a re-run for the same
+# key finds the complete folder and skips. The nightly then commits the landed pages serially
+# with the same code as an in-process pull (tasks/load.py load_pages: screening, batches, each
+# batch with its cursor), and removes the folder once committed.
+
+MANIFEST = "manifest.json"
+MANIFEST_VERSION = 1
+
+
+class ExtractFailed(RuntimeError):
+    """The connector's extract run did not land a complete batch (the message is one line)."""
+
+
+def extract_root(landing_dir: Path) -> Path:
+    return Path(landing_dir) / "extract"
+
+
+def extract_key(state: dict[str, Any] | None, window_end: datetime) -> str:
+    """What an extract fetches is fixed by its start cursor and window end: same key, same pages."""
+    text = json.dumps(
+        {"state": state, "window_end": window_end.astimezone(UTC).isoformat()},
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:20]
+
+
+def extract_dir(
+    landing_dir: Path, source: str, stream: str, state: dict[str, Any] | None, window_end: datetime
+) -> Path:
+    return extract_root(landing_dir) / f"{source}-{stream}" / extract_key(state, window_end)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    """The manifest of a complete landed batch, or None when there is none (never landed, or a
+    partial folder). Raises ExtractFailed when a page is missing or differs from the manifest."""
+    try:
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if manifest.get("version") != MANIFEST_VERSION or not manifest.get("complete"):
+        return None
+    for page in manifest["pages"]:
+        path = folder / page["file"]
+        if not path.is_file() or path.stat().st_size != page["bytes"]:
+            raise ExtractFailed(f"{folder.name}: landed page {page['file']} is missing or cut")
+    return manifest
+
+
+def landed_pages(folder: Path, manifest: dict[str, Any]) -> Iterator[Any]:
+    """The manifest's pages in order, as the connector yielded them (body, state after it);
+    a page whose bytes differ from the manifest's sha256 stops the commit (ExtractFailed)."""
+    from tasks.clients.base import LandedPage
+
+    for page in manifest["pages"]:
+        body = (folder / page["file"]).read_bytes()
+        if hashlib.sha256(body).hexdigest() != page["sha256"]:
+            raise ExtractFailed(f"{folder.name}: landed page {page['file']} changed after landing")
+        yield LandedPage(body=body, state=page["state"], n_records=page["n_records"])
+
+
+def land_connector(
+    connector: Any,
+    state: dict[str, Any] | None,
+    window_end: datetime,
+    landing_dir: Path,
+    *,
+    progress: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Fetch `connector`'s pages from `state` up to `window_end` into its extract folder and
+    return the manifest (`skipped` when a complete folder for the same key was already there).
+    Touches no warehouse. A fetch that fails leaves nothing behind (the pages may hold text not
+    yet redacted) and raises."""
+    folder = extract_dir(landing_dir, connector.source, connector.stream, state, window_end)
+    existing = read_manifest(folder)
+    if existing is not None:
+        if progress:
+            progress(f"{connector.source}: already landed ({folder}); skipped")
+        return existing | {"skipped": True, "folder": str(folder)}
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f"{folder.name}.partial-*"):  # a killed extract's pages
+        shutil.rmtree(stale, ignore_errors=True)
+    if folder.exists():  # a folder without a valid manifest (cannot be ours): fetched again
+        shutil.rmtree(folder, ignore_errors=True)
+    partial = folder.with_name(f"{folder.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:6]}")
+    partial.mkdir(mode=0o700)
+    started = time.perf_counter()
+    pages: list[dict[str, Any]] = []
+    suffix = "jsonl" if connector.spec.layout == "lines" else "json"
+    try:
+        for i, page in enumerate(connector.pages(state, window_end)):
+            name = f"page-{i:06d}.{suffix}"
+            with open(partial / name, "wb") as fh:
+                fh.write(page.body)
+                fh.flush()
+                os.fsync(fh.fileno())
+            pages.append(
+                {
+                    "file": name,
+                    "bytes": len(page.body),
+                    "sha256": hashlib.sha256(page.body).hexdigest(),
+                    "n_records": page.n_records,
+                    "state": page.state,
+                }
+            )
+            if progress and (i + 1) % 50 == 0:
+                progress(f"{connector.source}: landed {i + 1} pages")
+        manifest = {
+            "version": MANIFEST_VERSION,
+            "complete": True,
+            "source": connector.source,
+            "stream": connector.stream,
+            "kind": connector.kind,
+            "key": folder.name,
+            "state_in": state,
+            "window_end": window_end.astimezone(UTC).isoformat(),
+            "n_pages": len(pages),
+            "n_records": sum(p["n_records"] for p in pages),
+            "bytes": sum(p["bytes"] for p in pages),
+            "seconds": round(time.perf_counter() - started, 3),
+            "pages": pages,
+        }
+        tmp = partial / (MANIFEST + ".tmp")
+        tmp.write_text(json.dumps(manifest, default=str), encoding="utf-8")
+        os.replace(tmp, partial / MANIFEST)
+        try:
+            os.rename(partial, folder)  # the folder appears whole, manifest included
+        except OSError:  # another extract of the same key finished first: keep its folder
+            shutil.rmtree(partial, ignore_errors=True)
+            if (done := read_manifest(folder)) is None:
+                raise
+            return done | {"skipped": True, "folder": str(folder)}
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    if progress:
+        progress(
+            f"{connector.source}: landed {manifest['n_pages']} pages, "
+            f"{manifest['n_records']} records in {folder}"
+        )
+    return manifest | {"skipped": False, "folder": str(folder)}
+
+
+def clear_extracts(landing_dir: Path, source: str, stream: str, keep: str | None = None) -> int:
+    """Remove a connector's landed folders except `keep` (a key): batches of earlier runs that
+    were never committed (they are fetched again from the committed cursor) and partial ones.
+    Returns how many were removed."""
+    parent = extract_root(landing_dir) / f"{source}-{stream}"
+    removed = 0
+    for path in parent.glob("*") if parent.is_dir() else []:
+        if keep is not None and path.name == keep:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed

@@ -54,7 +54,11 @@ def prepare_demo_data(settings: Settings) -> dict[str, Any] | None:
 
 @task(name="load-sources", retries=0)
 def load_sources(
-    settings: Settings, sources: list[SourceKind], run_id: str, window_end: datetime
+    settings: Settings,
+    sources: list[SourceKind],
+    run_id: str,
+    window_end: datetime,
+    landed: dict[str, dict] | None = None,
 ) -> dict[str, dict]:
     """Export files and API connectors, pulled concurrently; each batch commits with its cursor.
 
@@ -68,6 +72,11 @@ def load_sources(
 
     No Prefect retries: the HTTP layer already retried what is transient, and a rerun resumes
     from the last committed cursor.
+
+    `landed` (extraction on workers, flows/extract.py): {connector source: {"folder": its landed
+    batch} or {"error": why its extract run failed}}. The connectors' pages are then not
+    fetched here but read from those folders and committed one source at a time through the
+    same load_pages (a failed extract is that source's failed load).
     """
     from tasks.connectors import build_connectors
     from tasks.extract import pull_all
@@ -79,7 +88,8 @@ def load_sources(
         kinds.add("errors")  # error signals (Sentry) travel with the bug trackers
     files = _file_pulls(settings, sources, run_id)
     connectors = build_connectors(settings, kinds)
-    pulls = files + _connector_pulls(settings, connectors, files, run_id, window_end)
+    pulls = files + _connector_pulls(settings, connectors, files, run_id, window_end, landed)
+    parallel = settings.max_parallel_pulls if landed is None else 1  # commits only: serial
     secrets = _credential_values(settings)
 
     def settle(log_to, pull: Pull, outcome: load.LoadStats | Exception) -> dict:
@@ -91,7 +101,7 @@ def load_sources(
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
         register_duckdb(con, settings.hash_salt.get_secret_value())
-        out = pull_all(con, pulls, settle, max_parallel=settings.max_parallel_pulls, logger=logger)
+        out = pull_all(con, pulls, settle, max_parallel=parallel, logger=logger)
         if settings.sources.accounts:
             out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
     return out
@@ -130,10 +140,16 @@ def _file_pulls(settings: Settings, sources: list[SourceKind], run_id: str) -> l
 
 
 def _connector_pulls(
-    settings: Settings, connectors: list[Any], files: list[Pull], run_id: str, window_end: datetime
+    settings: Settings,
+    connectors: list[Any],
+    files: list[Pull],
+    run_id: str,
+    window_end: datetime,
+    landed: dict[str, dict] | None = None,
 ) -> list[Pull]:
     """The API connectors of the run, as pulls; one beside its vendor's export files is keyed
-    `<source> (api)`. Each resumes from the cursor its last committed batch stored."""
+    `<source> (api)`. Each resumes from the cursor its last committed batch stored (with
+    `landed`: commits the pages its extract run landed from that cursor)."""
     from tasks.extract import Pull
 
     with_files = {p.source for p in files}
@@ -142,6 +158,17 @@ def _connector_pulls(
 
         def load_api(con, commit_lock, logger, connector=connector) -> load.LoadStats:
             state = load.read_state(con, connector.source, connector.stream)
+            if landed is not None:
+                return _commit_landed(
+                    settings,
+                    con,
+                    connector,
+                    state,
+                    landed.get(connector.source) or {"error": "no extract run"},
+                    run_id,
+                    commit_lock,
+                    logger,
+                )
             logger.info("%s: pulling from %s", connector.source, state or "the configured start")
             return load.load_pages(
                 con,
@@ -164,6 +191,49 @@ def _connector_pulls(
             )
         )
     return pulls
+
+
+def _commit_landed(
+    settings: Settings,
+    con: duckdb.DuckDBPyConnection,
+    connector: Any,
+    state: dict[str, Any] | None,
+    got: dict,
+    run_id: str,
+    commit_lock: Any,
+    logger: Any,
+) -> load.LoadStats:
+    """Commit the pages a connector's extract run landed (tasks/extract.py), through load_pages
+    as an in-process pull would; the folder is removed once its batches have committed."""
+    import shutil
+    from pathlib import Path
+
+    from tasks.extract import ExtractFailed, landed_pages, read_manifest
+
+    if got.get("error"):
+        raise ExtractFailed(f"extract run failed: {got['error']}")
+    folder = Path(got["folder"])
+    manifest = read_manifest(folder)
+    if manifest is None:
+        raise ExtractFailed(f"no complete landed batch in {folder}")
+    if manifest["state_in"] != state:  # landed from another cursor: not this batch
+        raise ExtractFailed(
+            f"landed batch {folder.name} starts from another cursor than the committed one"
+        )
+    logger.info(
+        "%s: committing %d landed page(s) from %s", connector.source, manifest["n_pages"], folder
+    )
+    stats = load.load_pages(
+        con,
+        connector.spec,
+        landed_pages(folder, manifest),
+        run_id,
+        settings.landing_dir,
+        progress=logger.info,
+        commit_lock=commit_lock,
+    )
+    shutil.rmtree(folder, ignore_errors=True)  # committed, its cursor with it
+    return stats
 
 
 def failure_reason(exc: BaseException, secrets: tuple[str, ...] = ()) -> str:

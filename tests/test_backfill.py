@@ -264,8 +264,11 @@ def test_serve_builds_each_deployment_from_its_own_flow():
         "nightly": "nightly",
         "manual": "nightly",
         "backfill": "backfill",
+        "extract": "extract",
     }
     assert not by_name["backfill"].get("schedules")
+    assert not by_name["extract"].get("schedules")  # started by the nightly only
+    assert by_name["extract"]["work_pool"] == by_name["nightly"]["work_pool"]
     assert by_name["backfill"]["tags"] == ["feedback-loop", "backfill"]
     assert by_name["backfill"]["work_pool"] == by_name["nightly"]["work_pool"]
     backfill = build_parser().parse_args(["backfill", "--from", "2026-11-01", "--to", "2026-11-02"])
