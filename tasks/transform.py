@@ -363,5 +363,58 @@ def default_as_of(con: duckdb.DuckDBPyConnection) -> date:
     from datetime import UTC, datetime, timedelta
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    last = con.sql("select max(occurred_at)::date from staging.stg_usage_events").fetchall()[0][0]
+    last = _last_usage_day(con)
     return min(yesterday, last) if last else yesterday
+
+
+def _last_usage_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The newest UTC day of the validated events, without reading every event when the usage
+    rollups can tell: their newest day (as of their last build) or the day of an event that
+    landed after their watermark or left the quarantine since. When an event entered the
+    quarantine since (the rollups may hold a day it alone made) or there are no rollups yet,
+    every event is read."""
+    full = "select max(occurred_at)::date from staging.stg_usage_events"
+    have = {
+        r[0]
+        for r in con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_schema in ('ops', 'intermediate')"
+        ).fetchall()
+    }
+    if (
+        not {
+            "ops.rollup_state",
+            "ops.rollup_quarantined_keys",
+            "intermediate.int_event_coverage_days",
+        }
+        <= have
+    ):
+        return con.sql(full).fetchall()[0][0]
+    state = con.sql("select watermark from ops.rollup_state where model = 'usage'").fetchall()
+    quarantined = (
+        "select record_key from quality.quarantine "
+        "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
+    )
+    entered = con.sql(
+        f"select count(*) from ({quarantined} except "
+        "select record_key from ops.rollup_quarantined_keys)"
+    ).fetchall()[0][0]
+    if not state or entered:
+        return con.sql(full).fetchall()[0][0]
+    return con.execute(
+        f"""
+        select max(day) from (
+            select max(activity_date) as day from intermediate.int_event_coverage_days
+            union all
+            select max(occurred_at)::date from staging.stg_usage_events
+            where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
+            union all
+            select max(u.occurred_at)::date from staging.stg_usage_events as u
+            semi join (
+                select record_key from ops.rollup_quarantined_keys
+                except {quarantined}
+            ) as moved on u.event_id = moved.record_key
+        )
+        """,
+        [state[0][0]],
+    ).fetchall()[0][0]

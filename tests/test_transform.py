@@ -655,3 +655,24 @@ def test_engagement_is_judged_against_the_catalog_expectation(con, column, value
     why = con.sql("select why from marts.backlog_suggestions").fetchall()[0][0]
     assert ("too few to stick" in why) == (flag == "is_weak_stickiness")
     assert ("catalog expects" in why) == (flag == "is_weak_frequency")
+
+
+def test_last_usage_day_from_the_rollups_equals_reading_every_event(con):
+    """default_as_of's last data day, taken from the rollups plus what changed since, is the
+    newest validated event day: after new days land, and when events leave or enter the
+    quarantine."""
+    full = "select max(occurred_at)::date from staging.stg_usage_events"
+    stage(con, _daily(days=10, features={"export_started": 5}))
+    con.execute("update staging.stg_usage_events__unvalidated set ingested_at = '2026-11-25'")
+    _quarantine(con, "export_started-0-1")  # keeps its day: others remain
+    transform.build_usage_rollups(con, full_refresh=True)
+    assert transform._last_usage_day(con) == AS_OF
+    _add_events(con, [("next-1", "user-1", "export_started", "/", ts(-1))], "2026-11-26")
+    assert transform._last_usage_day(con) == AS_OF + timedelta(days=1)  # before the rollups
+    transform.build_usage_rollups(con)
+    _quarantine(con, "next-1")  # the only event of its day enters the quarantine
+    assert transform._last_usage_day(con) == con.sql(full).fetchall()[0][0] == AS_OF
+    transform.build_usage_rollups(con)
+    con.execute("delete from quality.quarantine where record_key = 'next-1'")  # and leaves it
+    assert transform._last_usage_day(con) == con.sql(full).fetchall()[0][0]
+    assert transform._last_usage_day(con) == AS_OF + timedelta(days=1)
