@@ -156,18 +156,30 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
     return timings
 
 
-# bump when int_feature_user_days / int_event_feature_map change (2: tie-break)
-ROLLUP_VERSION = "2"
+# bump when the usage rollups (USAGE_ROLLUPS) change (2: tie-break; 3: coverage and
+# feature x day rollups added)
+ROLLUP_VERSION = "3"
+# The incremental usage rollups, in build order; every one but the map is rebuilt per changed
+# day (column activity_date), the map only gains the pairs it does not hold yet.
+USAGE_ROLLUPS = (
+    "int_event_feature_map",
+    "int_feature_user_days",
+    "int_event_coverage_days",
+    "int_feature_usage_daily",
+)
 
 
 def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = False) -> dict:
-    """Maintain the event -> feature map and the feature x user x day rollup incrementally.
+    """Maintain the usage rollups (USAGE_ROLLUPS) incrementally: the event -> feature map, the
+    feature x user x day rollup, the day x event x path root coverage counts and the feature x
+    day usage counts.
 
     Only the days touched since the last build are recomputed: days of raw events landed after
     the watermark (late events included, by their event day) and days of events that entered or
     left the validation quarantine. A changed catalog (feature rules), a new rollup version, a
     missing table or `full_refresh` rebuilds everything; both paths give identical rows (tested).
-    The watermark and the quarantined keys it saw are committed with the rows.
+    The watermark and the quarantined keys it saw are committed with the rows. A night without
+    new data reads only the events landed after the watermark (none) and the quarantine keys.
     """
     rules_hash = con.sql(
         "select coalesce(md5(string_agg(feature_key || '|' || signal || '|' || pattern || '|' "
@@ -187,16 +199,11 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     state = con.execute(
         "select fingerprint, watermark from ops.rollup_state where model = 'usage'"
     ).fetchall()
-    tables_exist = (
-        con.execute(
-            "select count(*) from information_schema.tables where table_schema = 'intermediate' "
-            "and table_name in ('int_feature_user_days', 'int_event_feature_map')"
-        ).fetchall()[0][0]
-        == 2
-    )
-    new_mark = con.sql(
-        "select max(ingested_at) from staging.stg_usage_events__unvalidated"
-    ).fetchall()[0][0]
+    tables_exist = con.execute(
+        "select count(*) from information_schema.tables where table_schema = 'intermediate' "
+        "and list_contains(?, table_name)",
+        [list(USAGE_ROLLUPS)],
+    ).fetchall()[0][0] == len(USAGE_ROLLUPS)
     quarantined = (
         "select record_key from quality.quarantine "
         "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
@@ -205,47 +212,28 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     con.execute("begin transaction")
     try:
         if full:
+            new_mark = con.sql(
+                "select max(ingested_at) from staging.stg_usage_events__unvalidated"
+            ).fetchall()[0][0]
             con.execute("set variable rollup_days = null")
-            for name in ("int_event_feature_map", "int_feature_user_days"):
+            for name in USAGE_ROLLUPS:
                 build_relation(con, "intermediate", name)
             n_days = con.sql(
                 "select count(distinct activity_date) from intermediate.int_feature_user_days"
             ).fetchall()[0][0]
         else:
-            mark = state[0][1]
-            days = [
-                r[0]
-                for r in con.execute(
-                    f"""
-                    select distinct occurred_at::date from staging.stg_usage_events__unvalidated
-                    where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
-                      and occurred_at is not null
-                    union
-                    select distinct u.occurred_at::date
-                    from staging.stg_usage_events__unvalidated as u
-                    inner join (
-                        (select record_key from ops.rollup_quarantined_keys
-                         except select record_key from ({quarantined}))
-                        union all
-                        (select record_key from ({quarantined})
-                         except select record_key from ops.rollup_quarantined_keys)
-                    ) as changed on u.event_id = changed.record_key
-                    where u.occurred_at is not null
-                    order by 1
-                    """,
-                    [mark],
-                ).fetchall()
-            ]
+            days, new_mark = _changed_days(con, state[0][1], quarantined)
             n_days = len(days)
             if days:
                 con.execute("set variable rollup_days = ?::date[]", [days])
                 _insert_new_pairs(con)
-                con.execute(
-                    "delete from intermediate.int_feature_user_days "
-                    "where list_contains(getvariable('rollup_days'), activity_date)"
-                )
-                select = sql_text("intermediate/int_feature_user_days.sql").strip().rstrip(";")
-                con.execute(f"insert into intermediate.int_feature_user_days by name\n{select}")
+                for name in USAGE_ROLLUPS[1:]:  # in order: each reads the one before
+                    con.execute(
+                        f"delete from intermediate.{name} "
+                        "where list_contains(getvariable('rollup_days'), activity_date)"
+                    )
+                    select = sql_text(f"intermediate/{name}.sql").strip().rstrip(";")
+                    con.execute(f"insert into intermediate.{name} by name\n{select}")
         con.execute("delete from ops.rollup_quarantined_keys")
         con.execute(f"insert into ops.rollup_quarantined_keys {quarantined}")
         con.execute(
@@ -259,6 +247,52 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     finally:
         con.execute("set variable rollup_days = null")
     return {"full": full, "days": n_days}
+
+
+def _changed_days(con: duckdb.DuckDBPyConnection, mark, quarantined: str) -> tuple[list, object]:
+    """The UTC days to recompute since watermark `mark`, and the new watermark.
+
+    Only events landed after the mark are read (the filter on ingested_at reaches the raw
+    tables' _loaded_at, where the zone maps skip the older row groups) — the new watermark is
+    their newest ingested_at, or the old one when nothing landed. The quarantine side joins the
+    events to the keys that entered or left the quarantine, which is empty on most nights.
+    """
+    landed = con.execute(
+        """
+        select occurred_at::date as day, max(ingested_at) as newest
+        from staging.stg_usage_events__unvalidated
+        where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
+        group by all
+        """,
+        [mark],
+    ).fetchall()
+    newest = [r[1] for r in landed if r[1] is not None]
+    new_mark = max([*newest, *([mark] if mark is not None else [])], default=None)
+    days = {r[0] for r in landed if r[0] is not None}
+    con.execute(
+        f"""
+        create or replace temp table _moved_keys as
+        (select record_key from ops.rollup_quarantined_keys
+         except select record_key from ({quarantined}))
+        union all
+        (select record_key from ({quarantined})
+         except select record_key from ops.rollup_quarantined_keys)
+        """
+    )
+    try:
+        if con.sql("select count(*) from _moved_keys").fetchall()[0][0]:
+            days |= {
+                r[0]
+                for r in con.sql(
+                    "select distinct u.occurred_at::date "
+                    "from staging.stg_usage_events__unvalidated as u "
+                    "semi join _moved_keys as m on u.event_id = m.record_key "
+                    "where u.occurred_at is not null"
+                ).fetchall()
+            }
+    finally:
+        con.execute("drop table _moved_keys")
+    return sorted(days), new_mark
 
 
 def _insert_new_pairs(con: duckdb.DuckDBPyConnection) -> None:
@@ -332,5 +366,58 @@ def default_as_of(con: duckdb.DuckDBPyConnection) -> date:
     from datetime import UTC, datetime, timedelta
 
     yesterday = datetime.now(UTC).date() - timedelta(days=1)
-    last = con.sql("select max(occurred_at)::date from staging.stg_usage_events").fetchall()[0][0]
+    last = _last_usage_day(con)
     return min(yesterday, last) if last else yesterday
+
+
+def _last_usage_day(con: duckdb.DuckDBPyConnection) -> date | None:
+    """The newest UTC day of the validated events, without reading every event when the usage
+    rollups can tell: their newest day (as of their last build) or the day of an event that
+    landed after their watermark or left the quarantine since. When an event entered the
+    quarantine since (the rollups may hold a day it alone made) or there are no rollups yet,
+    every event is read."""
+    full = "select max(occurred_at)::date from staging.stg_usage_events"
+    have = {
+        r[0]
+        for r in con.execute(
+            "select table_schema || '.' || table_name from information_schema.tables "
+            "where table_schema in ('ops', 'intermediate')"
+        ).fetchall()
+    }
+    if (
+        not {
+            "ops.rollup_state",
+            "ops.rollup_quarantined_keys",
+            "intermediate.int_event_coverage_days",
+        }
+        <= have
+    ):
+        return con.sql(full).fetchall()[0][0]
+    state = con.sql("select watermark from ops.rollup_state where model = 'usage'").fetchall()
+    quarantined = (
+        "select record_key from quality.quarantine "
+        "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
+    )
+    entered = con.sql(
+        f"select count(*) from ({quarantined} except "
+        "select record_key from ops.rollup_quarantined_keys)"
+    ).fetchall()[0][0]
+    if not state or entered:
+        return con.sql(full).fetchall()[0][0]
+    return con.execute(
+        f"""
+        select max(day) from (
+            select max(activity_date) as day from intermediate.int_event_coverage_days
+            union all
+            select max(occurred_at)::date from staging.stg_usage_events
+            where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
+            union all
+            select max(u.occurred_at)::date from staging.stg_usage_events as u
+            semi join (
+                select record_key from ops.rollup_quarantined_keys
+                except {quarantined}
+            ) as moved on u.event_id = moved.record_key
+        )
+        """,
+        [state[0][0]],
+    ).fetchall()[0][0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -536,44 +537,98 @@ def test_rows_of_the_v1_formula_stay_readable(con):
     ).fetchall() == [(71.5,)]
 
 
+def _rollup_rows(con) -> dict[str, list[tuple]]:
+    """Every row of every incremental usage rollup, sorted."""
+    return {
+        name: con.sql(f"select * from intermediate.{name} order by all").fetchall()
+        for name in transform.USAGE_ROLLUPS
+    }
+
+
+def _add_events(con, rows, ingested_at: str, n_events: int = 1, user_key: bool = True) -> None:
+    con.register("late", _events(rows))
+    con.execute(
+        "insert into staging.stg_usage_events__unvalidated select event_id, 'posthog', "
+        f"occurred_at, '{ingested_at}'::timestamptz, "
+        + ("user_key, 'acct-' || user_key" if user_key else "null, null")
+        + f", event_name, url_path, '{{}}'::json, {n_events} from late"
+    )
+    con.unregister("late")
+
+
+def _quarantine(con, record_key: str) -> None:
+    con.execute(
+        "insert into quality.quarantine values (?, 'validate', 'posthog', "
+        "'staging.stg_usage_events', ?, 'r', 'why', null, null, 'r', 'r', now())",
+        [f"q-{record_key}", record_key],
+    )
+
+
 def test_usage_rollups_are_incremental_and_equal_a_full_rebuild(con):
-    """Late events, a new day and a newly quarantined event touch 3 days; only those are
-    recomputed, and the rows equal a --full-refresh rebuild."""
+    """Late events, a new day and events entering and leaving the quarantine touch a few days;
+    only those are recomputed in every usage rollup (feature x user x day, the coverage counts,
+    feature x day), and the rows - and the marts built from them - equal a --full-refresh
+    rebuild."""
     stage(con, _daily(days=40, features={"export_started": _noisy(50), "search_performed": 30}))
     con.execute("update staging.stg_usage_events__unvalidated set ingested_at = '2026-11-20'")
     transform.build_usage_rollups(con, full_refresh=True)
-    late = [
-        ("late-1", "user-900", "export_started", "/", ts(30)),  # a late event of an old day
-        ("late-2", "user-901", "alert_created", "/", ts(30)),  # and a new (event, path) pair
-        ("new-1", "user-1", "search_performed", "/", ts(0, 23)),
-    ]
-    con.register("late", _events(late))
-    con.execute(
-        "insert into staging.stg_usage_events__unvalidated select event_id, 'posthog', "
-        "occurred_at, '2026-11-21'::timestamptz, user_key, 'acct-' || user_key, event_name, "
-        "url_path, '{}'::json, 1 from late"
+    _add_events(
+        con,
+        [
+            ("late-1", "user-900", "export_started", "/", ts(30)),  # a late event of an old day
+            ("late-2", "user-901", "alert_created", "/", ts(30)),  # and a new (event, path) pair
+            ("new-1", "user-1", "search_performed", "/", ts(0, 23)),
+        ],
+        "2026-11-21",
     )
-    con.execute(
-        "insert into quality.quarantine values ('q1', 'validate', 'posthog', "
-        "'staging.stg_usage_events', 'export_started-12-3', 'r', 'why', null, null, 'r', 'r', "
-        "now())"
-    )
+    _quarantine(con, "export_started-12-3")  # an accepted event enters the quarantine
     out = transform.build_usage_rollups(con)
     assert out == {"full": False, "days": 3}
-    incremental = con.sql(
-        "select * from intermediate.int_feature_user_days order by all"
-    ).fetchall()
-    pairs = con.sql("select * from intermediate.int_event_feature_map order by all").fetchall()
-    assert ("alert_created", "/", "alerts") in pairs
+    incremental = _rollup_rows(con)
+    assert ("alert_created", "/", "alerts") in incremental["int_event_feature_map"]
     assert transform.build_usage_rollups(con) == {"full": False, "days": 0}  # nothing new
+    assert _rollup_rows(con) == incremental
     assert transform.build_usage_rollups(con, full_refresh=True)["full"]
-    assert (
-        con.sql("select * from intermediate.int_feature_user_days order by all").fetchall()
-        == incremental
+    assert _rollup_rows(con) == incremental
+
+    # The quarantined event leaves the quarantine (a newer version passed); weighted events
+    # (a PostHog daily group) and events without a user land late on another old day.
+    con.execute("delete from quality.quarantine where record_key = 'export_started-12-3'")
+    _add_events(con, [("grp-1", "user-5", "export_started", "/", ts(20))], "2026-11-22", n_events=3)
+    _add_events(
+        con,
+        [("anon-1", "nobody", "odd_event", "/reports/42", ts(20))],
+        "2026-11-22",
+        n_events=4,
+        user_key=False,
     )
-    assert (
-        con.sql("select * from intermediate.int_event_feature_map order by all").fetchall() == pairs
-    )
+    assert transform.build_usage_rollups(con) == {"full": False, "days": 2}
+    incremental = _rollup_rows(con)
+    params = transform.ScoreParams(AS_OF, 28, ScoreWeights().normalised(), "run-2")
+    transform.build_marts(con, params)
+    marts = {
+        t: con.sql(f"select * from marts.{t} order by all").fetchall()
+        for t in ("feature_daily", "catalog_coverage")
+    }
+    coverage = {r[0]: r for r in marts["catalog_coverage"]}
+    total = con.sql("select sum(n_events) from staging.stg_usage_events").fetchall()[0][0]
+    assert coverage["events"][1] == total  # weights and user-less events counted
+    assert "odd_event /reports (4)" in coverage["events"][4]
+    day20 = con.sql(
+        "select n_events, n_users from marts.feature_daily "
+        "where feature_key = 'exports' and day = ?",
+        params=[ts(20).date()],
+    ).fetchall()
+    base = con.sql(
+        "select sum(n_events), count(distinct user_key) from staging.stg_usage_events "
+        "where event_name = 'export_started' and occurred_at::date = ?",
+        params=[ts(20).date()],
+    ).fetchall()
+    assert day20 == base
+    transform.build_marts(con, dataclasses.replace(params, full_refresh=True))
+    assert _rollup_rows(con) == incremental
+    for t, rows in marts.items():
+        assert con.sql(f"select * from marts.{t} order by all").fetchall() == rows
     # A changed catalog rebuilds everything.
     con.execute("update marts.feature_rules set pattern = 'search*' where pattern = 'search_*'")
     assert transform.build_usage_rollups(con)["full"]
@@ -600,3 +655,24 @@ def test_engagement_is_judged_against_the_catalog_expectation(con, column, value
     why = con.sql("select why from marts.backlog_suggestions").fetchall()[0][0]
     assert ("too few to stick" in why) == (flag == "is_weak_stickiness")
     assert ("catalog expects" in why) == (flag == "is_weak_frequency")
+
+
+def test_last_usage_day_from_the_rollups_equals_reading_every_event(con):
+    """default_as_of's last data day, taken from the rollups plus what changed since, is the
+    newest validated event day: after new days land, and when events leave or enter the
+    quarantine."""
+    full = "select max(occurred_at)::date from staging.stg_usage_events"
+    stage(con, _daily(days=10, features={"export_started": 5}))
+    con.execute("update staging.stg_usage_events__unvalidated set ingested_at = '2026-11-25'")
+    _quarantine(con, "export_started-0-1")  # keeps its day: others remain
+    transform.build_usage_rollups(con, full_refresh=True)
+    assert transform._last_usage_day(con) == AS_OF
+    _add_events(con, [("next-1", "user-1", "export_started", "/", ts(-1))], "2026-11-26")
+    assert transform._last_usage_day(con) == AS_OF + timedelta(days=1)  # before the rollups
+    transform.build_usage_rollups(con)
+    _quarantine(con, "next-1")  # the only event of its day enters the quarantine
+    assert transform._last_usage_day(con) == con.sql(full).fetchall()[0][0] == AS_OF
+    transform.build_usage_rollups(con)
+    con.execute("delete from quality.quarantine where record_key = 'next-1'")  # and leaves it
+    assert transform._last_usage_day(con) == con.sql(full).fetchall()[0][0]
+    assert transform._last_usage_day(con) == AS_OF + timedelta(days=1)

@@ -1,19 +1,17 @@
 -- grain: one row per signal kind (events, tickets, bugs); key: signal.
 -- Share of records the feature catalog maps, and the biggest unmapped cluster to add next.
--- Events count by their n_events weight (a PostHog daily group stands for its events).
+-- Events count by their n_events weight (a PostHog daily group stands for its events), read from
+-- intermediate.int_event_coverage_days (day x event x path root x feature, maintained incrementally).
 with
 
 events as (
+    -- the per-day rollup (intermediate.int_event_coverage_days), not every event
     select
-        map.feature_key,
-        coalesce(stg.event_name, '') as event_name,
-        regexp_extract(coalesce(stg.url_path, ''), '^/[^/]*') as path_root,
-        stg.n_events
-    from staging.stg_usage_events as stg
-    left join intermediate.int_event_feature_map as map
-        on
-            coalesce(stg.event_name, '') = map.event_name
-            and coalesce(stg.url_path, '') = map.url_path
+        feature_key,
+        event_name,
+        path_root,
+        n_events
+    from intermediate.int_event_coverage_days
 ),
 
 unmapped_events as (

@@ -2,10 +2,12 @@
 -- key: (feature_key, day). The daily rollup every score, detector and chart reads: usage, the
 -- feature's share of product actives, engagement, priority-weighted tickets and new bugs by
 -- severity. It does not depend on the as-of date (scores read the days up to theirs).
+-- Usage comes from intermediate.int_feature_usage_daily (feature x day, maintained incrementally),
+-- tickets and bugs (small) are counted here.
 with
 
-user_days as (
-    select * from intermediate.int_feature_user_days
+usage_daily as (
+    select * from intermediate.int_feature_usage_daily
 ),
 
 tickets as (
@@ -25,9 +27,9 @@ features as (
 days as (
     select unnest(
         generate_series(
-            (select min(activity_date) from user_days),
+            (select min(activity_date) from usage_daily),
             greatest(
-                (select max(activity_date) from user_days),
+                (select max(activity_date) from usage_daily),
                 getvariable('as_of')::date
             ),
             interval 1 day
@@ -38,23 +40,20 @@ days as (
 product as (
     select
         activity_date as day,
-        count(*) as n_product_users,
-        count(distinct account_key) as n_product_accounts
-    from user_days
+        n_users as n_product_users
+    from usage_daily
     where feature_key = '__product__'
-    group by all
 ),
 
 usage as (
     select
         feature_key,
         activity_date as day,
-        count(*) as n_users,
-        count(distinct account_key) as n_accounts,
-        sum(n_events) as n_events
-    from user_days
+        n_users,
+        n_accounts,
+        n_events
+    from usage_daily
     where feature_key <> '__product__'
-    group by all
 ),
 
 tickets_daily as (
