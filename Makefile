@@ -15,7 +15,7 @@ help:
 	@echo "make run         run the nightly flow on the demo data (generated on first run)"
 	@echo "make test        run the test suite (default, fast)"
 	@echo "make test-slow   run the slow scale tests"
-	@echo "make test-server real Prefect server + work pool + worker: deploy, queue, alerts (~4 min)"
+	@echo "make test-server real Prefect server + work pool + workers: deploy, queue, alerts, extraction on two workers (~8 min)"
 	@echo "make lint        ruff + sqlfluff"
 	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
