@@ -1415,17 +1415,24 @@ def _land_direct(
         [batch_id],
     )
     if not ordered:
-        # Ties the order would break: two copies of an id from the same file.
+        # Ties the order would break: two copies of an id from the same file — unless every
+        # copy landed as it was read and they are equal in every column: then either copy
+        # lands the same row and quarantines the same payload (an exact repeat of a line, the
+        # usual case), and landing the batch again in order would only cost a second read.
+        same = ", ".join(f"{c}::varchar" for c in others)
         tied = con.execute(
             f"""
             select count(*) from (
                 select 1 from (
-                    select {k} as rec_id, _source_file as source_file from {t}
+                    select {k} as rec_id, _source_file as source_file, false as irr,
+                           row({same}, cursor_at) as payload
+                    from {t}
                     where _batch_id = $1 and rowid in (select rid from _rank where not irr)
                     union all
-                    select rec_id, source_file from _irr
+                    select rec_id, source_file, true, null from _irr
                     where rid in (select rid from _rank where irr)
-                ) group by all having count(*) > 1
+                ) group by rec_id, source_file
+                having count(*) > 1 and (bool_or(irr) or count(distinct payload) > 1)
             )
             """,
             [batch_id],

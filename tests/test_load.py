@@ -425,3 +425,65 @@ def test_posthog_query_record_fields_equal_the_record_sql_object(tmp_path, monke
     staged = land(old_spec, "old-staged"), land(POSTHOG_QUERY_EVENTS, "new-staged")
     assert staged[1] == staged[0]
     assert staged[0] == fast[0]
+
+
+def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypatch):
+    """An id repeated within one file: the batch lands as the order-preserving insert lands
+    it, whether the copies are exact repeats of a line (landed without the ordered retry) or
+    differ (retried in order)."""
+    import functools
+
+    import duckdb
+
+    from tasks import db
+
+    a, b = posthog_event("a"), posthog_event("b")
+    b_later = posthog_event("b", event="other_event")
+    c_null = posthog_event("c", ts=None)
+    write_jsonl(
+        tmp_path / "ph" / "events-1.jsonl",
+        [a, posthog_event("x1"), a, b, b_later, c_null, c_null, "{bad", posthog_event("x2")],
+    )
+    write_jsonl(tmp_path / "ph" / "events-2.jsonl", [a, posthog_event("x3"), c_null])
+
+    def land(name: str) -> tuple:
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        db.ensure_schema(con)
+        stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r")
+        raw = con.sql(
+            "select * exclude (_batch_id, _loaded_at) from raw.posthog__events order by all"
+        ).fetchall()
+        rejects = con.sql(
+            "select quarantine_id, rule, record_key, reason, payload from quality.quarantine "
+            "order by all"
+        ).fetchall()
+        con.close()
+        counts = stats.as_dict()
+        counts.pop("seconds")
+        return raw, rejects, counts
+
+    retries = []
+    land_direct = load._land_direct
+
+    def counting(*args, **kwargs):
+        retries.append(kwargs.get("ordered", False))
+        return land_direct(*args, **kwargs)
+
+    monkeypatch.setattr(load, "_land_direct", counting)
+    got = land("default")
+    assert retries == [False, True]  # b's copies differ: retried in order
+    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    assert got == land("ordered")
+    assert got[2]["quarantine_reasons"] == {"duplicate": 5, "invalid_json": 1}
+
+    # Only exact repeats: no retry, the same outcome as in order.
+    write_jsonl(tmp_path / "ph" / "events-1.jsonl", [a, posthog_event("x1"), a, c_null, c_null])
+    (tmp_path / "default.duckdb").unlink()
+    (tmp_path / "ordered.duckdb").unlink()
+    retries.clear()
+    monkeypatch.setattr(load, "_land_direct", counting)
+    got = land("default")
+    assert retries == [False]
+    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    assert got == land("ordered")
+    assert got[2]["quarantine_reasons"] == {"duplicate": 4}
