@@ -12,8 +12,9 @@ then measures, each in its own child process under GNU `/usr/bin/time -v`:
             HogQL server (127.0.0.1, its own process) serving pages serialised before timing.
 
 `seconds` is the work inside the child (connect .. staging built); `wall` is the whole child
-process as `time -v` saw it (Python start-up and imports included). Targets: (b) >= 50% of (a)
-rows/s with peak RSS <= 1.5 GiB at 10M events; (c) >= 100k rows/s at 1M events.
+process as `time -v` saw it (Python start-up and imports included). Targets (issue 12): (b) >= 65%
+of (a) rows/s with peak RSS <= 1.5 GiB at 10M events; (c) >= 30% of (a) rows/s at 1M events —
+both as ratios to the floor measured in the same run, since the machine's speed varies.
 """
 
 from __future__ import annotations
@@ -37,10 +38,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 OUT = ROOT / "benchmarks" / "out"
 
-FILE_TARGET_RATIO = 0.5
+FILE_TARGET_RATIO = 0.65
 FILE_TARGET_RSS_MIB = 1.5 * 1024
 FILE_TARGET_EVENTS = 10_000_000
-HTTP_TARGET_ROWS_S = 100_000
+HTTP_TARGET_RATIO = 0.30
 HTTP_TARGET_EVENTS = 1_000_000
 API_KEY = "phx_bench_key"
 # The export's top-level fields with the loader's types (tasks.load.POSTHOG_EVENTS.fields).
@@ -524,17 +525,22 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]], http
         ok = ratio >= FILE_TARGET_RATIO and rss <= FILE_TARGET_RSS_MIB
         note = "" if args.events == FILE_TARGET_EVENTS else " (the target is set at 10M events)"
         print(
-            f"target b: file ingest at {ratio:.0%} of the floor's rows/s (>= 50%), "
+            f"target b: file ingest at {ratio:.0%} of the floor's rows/s "
+            f"(>= {FILE_TARGET_RATIO:.0%}), "
             f"peak RSS {rss:,.0f} MiB (<= 1,536)  -> {'PASS' if ok else 'MISS'}{note}"
         )
     if "http" in results:
         rate = results["http"]["rate"]
-        ok = rate >= HTTP_TARGET_ROWS_S
         note = "" if args.http_events == HTTP_TARGET_EVENTS else " (the target is set at 1M events)"
-        print(
-            f"target c: HTTP ingest {rate:,.0f} rows/s (>= 100,000)  -> {'PASS' if ok else 'MISS'}"
-            f"{note}"
-        )
+        if "floor" in results:
+            ratio = rate / results["floor"]["rate"]
+            ok = ratio >= HTTP_TARGET_RATIO
+            print(
+                f"target c: HTTP ingest {rate:,.0f} rows/s, {ratio:.0%} of the floor's rows/s "
+                f"(>= {HTTP_TARGET_RATIO:.0%})  -> {'PASS' if ok else 'MISS'}{note}"
+            )
+        else:
+            print(f"target c: HTTP ingest {rate:,.0f} rows/s (no floor measured: no ratio)")
 
 
 if __name__ == "__main__":

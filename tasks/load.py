@@ -76,6 +76,12 @@ class SourceSpec:
     # explicit columns (DuckDB's fastest path); key_expr/cursor_expr then refer to the raw
     # column names instead of `j`.
     fields: tuple[tuple[str, str, str], ...] = ()
+    # The typed fields straight from the raw record `j`, in place of record_sql + a parse of
+    # the object it builds: (SQL over `j` computed once per record as `_r`, e.g. one multi-path
+    # json_extract_string, then per field of `fields` an SQL over `_r`). For record_sql that
+    # always builds an object; the expressions must give exactly what record_sql's object gave
+    # (tests/test_load.py compares them).
+    record_fields: tuple[str, tuple[str, ...]] | None = None
     # A list beside the records in each page that record_sql may consult, as `page`:
     # (name, JSONPath of the list, the item's key field, the record field(s) holding keys: each
     # a scalar key or a list of keys).
@@ -432,13 +438,22 @@ def _page_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[
     body ({"message": …}, {"error": …}, {"errors": […]}) in place of the page."""
     container = spec.layout.removesuffix("[*]")
     name = "the page" if container == "$" else f"`{container.removeprefix('$.')}`"
+    # Each JSON function parses the page again: a page with its list (nearly every page) is
+    # parsed twice, the page type and keys are read only for the others.
     rows = con.execute(f"""
-        select filename, ok,
-               case when ok then json_type(content, {sql_literal(container)}) end,
-               case when ok then json_type(content) end,
-               case when ok and json_type(content) = 'OBJECT' then json_keys(content) end
-        from (select filename, content, json_valid(content) as ok
-              from read_text({_file_list(paths)}))
+        select filename, ok, list_type,
+               case when off then json_type(content) end,
+               case when off and json_type(content) = 'OBJECT' then json_keys(content) end
+        from (
+            select *, ok and list_type is distinct from 'ARRAY' as off
+            from (
+                select filename, content, ok,
+                       case when ok then json_type(content, {sql_literal(container)}) end
+                           as list_type
+                from (select filename, content, json_valid(content) as ok
+                      from read_text({_file_list(paths)}))
+            )
+        )
     """).fetchall()
     out = {}
     for filename, ok, list_type, page_type, keys in rows:
@@ -670,6 +685,22 @@ def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) 
             union all
             select {_source_file_sql()}, 0, null, null, 'invalid_json_file', null::json
             from files where not ok
+        """
+    if spec.record_fields:
+        pre, exprs = spec.record_fields
+        direct = "".join(
+            f", case when j is not null then {e} end::{typ} as {col}"
+            for (col, _, typ), e in zip(spec.fields, exprs, strict=True)
+        )
+        # j is not kept: record_sql's object only fed the fields and the not-an-object check,
+        # which it always passed.
+        return f"""
+            with raw_recs as ({recs})
+            select * exclude (_r, j), null::json as j{direct}
+            from (
+                select * exclude (page), case when j is not null then {pre} end as _r
+                from raw_recs
+            )
         """
     # Text and JSON fields come out of one json_transform (one parse of the record instead of
     # one per field); it agrees with ->> / -> except that a JSON null gives SQL NULL, where
@@ -1384,17 +1415,24 @@ def _land_direct(
         [batch_id],
     )
     if not ordered:
-        # Ties the order would break: two copies of an id from the same file.
+        # Ties the order would break: two copies of an id from the same file — unless every
+        # copy landed as it was read and they are equal in every column: then either copy
+        # lands the same row and quarantines the same payload (an exact repeat of a line, the
+        # usual case), and landing the batch again in order would only cost a second read.
+        same = ", ".join(f"{c}::varchar" for c in others)
         tied = con.execute(
             f"""
             select count(*) from (
                 select 1 from (
-                    select {k} as rec_id, _source_file as source_file from {t}
+                    select {k} as rec_id, _source_file as source_file, false as irr,
+                           row({same}, cursor_at) as payload
+                    from {t}
                     where _batch_id = $1 and rowid in (select rid from _rank where not irr)
                     union all
-                    select rec_id, source_file from _irr
+                    select rec_id, source_file, true, null from _irr
                     where rid in (select rid from _rank where irr)
-                ) group by all having count(*) > 1
+                ) group by rec_id, source_file
+                having count(*) > 1 and (bool_or(irr) or count(distinct payload) > 1)
             )
             """,
             [batch_id],

@@ -347,3 +347,143 @@ def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_na
     else:
         # 1: the newer updated_at (p1); 2: same updated_at, the last page (p3).
         assert "1-p1" in text and "2-p3" in text and "1-p2" not in text and "2-p2" not in text
+
+
+# HogQL result rows: ordinary ones, and every shape the record SQL must survive (nulls, short and
+# long rows, non-array rows, non-string cells, properties that are not JSON, JSON scalars, odd
+# numbers and escapes, duplicates of one uuid).
+_HOGQL_ROWS = [
+    ["u1", "e", "d", "2026-11-20T10:00:00+00:00", '{"a": 1, "b" : [2.50, -0.0, 1e400]}'],
+    ["u2", None, None, None, None],
+    ["u3", "e", "d", "2026-11-20T10:00:01+00:00", "not json"],
+    ["u4", "e", "d", "2026-11-20T10:00:02+00:00", "null"],
+    ["u5", "e", "d", "t", "5"],
+    ["u6", "e", "d", "t", '"str"'],
+    ["u7", 5, True, 1.5, {"obj": [1, {"x": None}]}],
+    [" u8 ", "é😀\\", "\u0001ctl", 'ts"q/', ""],
+    ["u9"],
+    [],
+    None,
+    {"a": 1},
+    "s",
+    7,
+    ["u10", "e", "d", "t", '{"dup":1,"dup":2,"n":12345678901234567890123}', "extra"],
+    ["u11", "e", "d", {"t": 1}, [1, 2]],
+    ["u12", "e", "d", "t", '  {"sp" :  true, "c": "x\\u00e9/\\"q"}  '],
+    ["u1", "e2", "d", "2026-11-20T11:00:00+00:00", "{}"],
+]
+
+
+def test_posthog_query_record_fields_equal_the_record_sql_object(tmp_path, monkeypatch):
+    """The PostHog query spec's one-parse typed fields land exactly what its record_sql object
+    gave: raw rows, quarantine rows and counts, on the fast page path and the staging path."""
+    import dataclasses
+
+    import duckdb
+
+    from tasks import db
+    from tasks.clients.base import LandedPage
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    assert POSTHOG_QUERY_EVENTS.record_fields
+    old_spec = dataclasses.replace(POSTHOG_QUERY_EVENTS, record_fields=None)
+    pages = [
+        {"results": _HOGQL_ROWS[:9]},
+        {"results": _HOGQL_ROWS[9:]},
+        {"results": [["u20", "e", "d", "t", "{}"]]},
+    ]
+
+    def land(spec, name) -> tuple[list, list, dict]:
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        db.ensure_schema(con)
+        bodies = [json.dumps(p).encode() for p in pages]
+        stats = load.load_pages(
+            con,
+            spec,
+            [LandedPage(b, {"n": i}, 1) for i, b in enumerate(bodies)],
+            "r1",
+            tmp_path / "landing",
+        )
+        raw = con.sql(
+            "select * exclude (_batch_id, _loaded_at) from raw.posthog__events order by all"
+        ).fetchall()
+        rejects = con.sql(
+            "select quarantine_id, rule, record_key, reason, payload from quality.quarantine "
+            "order by all"
+        ).fetchall()
+        con.close()
+        counts = stats.as_dict()
+        for k in ("seconds", "batches"):
+            counts.pop(k, None)
+        return raw, rejects, counts
+
+    fast = land(old_spec, "old"), land(POSTHOG_QUERY_EVENTS, "new")
+    assert fast[1] == fast[0]
+    assert len(fast[0][0]) >= 10 and fast[0][1]
+    # The staging path (read_text + json_extract), taken when read_json refuses a batch.
+    monkeypatch.setattr(load, "_read_pages", lambda *a: False)
+    staged = land(old_spec, "old-staged"), land(POSTHOG_QUERY_EVENTS, "new-staged")
+    assert staged[1] == staged[0]
+    assert staged[0] == fast[0]
+
+
+def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypatch):
+    """An id repeated within one file: the batch lands as the order-preserving insert lands
+    it, whether the copies are exact repeats of a line (landed without the ordered retry) or
+    differ (retried in order)."""
+    import functools
+
+    import duckdb
+
+    from tasks import db
+
+    a, b = posthog_event("a"), posthog_event("b")
+    b_later = posthog_event("b", event="other_event")
+    c_null = posthog_event("c", ts=None)
+    write_jsonl(
+        tmp_path / "ph" / "events-1.jsonl",
+        [a, posthog_event("x1"), a, b, b_later, c_null, c_null, "{bad", posthog_event("x2")],
+    )
+    write_jsonl(tmp_path / "ph" / "events-2.jsonl", [a, posthog_event("x3"), c_null])
+
+    def land(name: str) -> tuple:
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        db.ensure_schema(con)
+        stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r")
+        raw = con.sql(
+            "select * exclude (_batch_id, _loaded_at) from raw.posthog__events order by all"
+        ).fetchall()
+        rejects = con.sql(
+            "select quarantine_id, rule, record_key, reason, payload from quality.quarantine "
+            "order by all"
+        ).fetchall()
+        con.close()
+        counts = stats.as_dict()
+        counts.pop("seconds")
+        return raw, rejects, counts
+
+    retries = []
+    land_direct = load._land_direct
+
+    def counting(*args, **kwargs):
+        retries.append(kwargs.get("ordered", False))
+        return land_direct(*args, **kwargs)
+
+    monkeypatch.setattr(load, "_land_direct", counting)
+    got = land("default")
+    assert retries == [False, True]  # b's copies differ: retried in order
+    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    assert got == land("ordered")
+    assert got[2]["quarantine_reasons"] == {"duplicate": 5, "invalid_json": 1}
+
+    # Only exact repeats: no retry, the same outcome as in order.
+    write_jsonl(tmp_path / "ph" / "events-1.jsonl", [a, posthog_event("x1"), a, c_null, c_null])
+    (tmp_path / "default.duckdb").unlink()
+    (tmp_path / "ordered.duckdb").unlink()
+    retries.clear()
+    monkeypatch.setattr(load, "_land_direct", counting)
+    got = land("default")
+    assert retries == [False]
+    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    assert got == land("ordered")
+    assert got[2]["quarantine_reasons"] == {"duplicate": 4}
