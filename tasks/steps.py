@@ -589,7 +589,7 @@ def run_write_back(
 
 @task(name="publish-snapshot")
 def publish_snapshot(settings: Settings) -> float:
-    with db.warehouse(settings.duckdb_path) as con:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         st = db.publish_snapshot(
             con, settings.duckdb_path, settings.snapshot_path, mode=settings.snapshot_mode
         )
@@ -616,7 +616,7 @@ def write_report(settings: Settings, as_of: str) -> dict[str, Any]:
     run summary but loses nothing (every number on the page is in the warehouse)."""
     logger = get_run_logger()
     try:
-        with db.warehouse(settings.duckdb_path) as con:
+        with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
             rep = html_report.write_report(con, as_of, settings.reports_dir)
     except Exception as exc:  # the run's data is committed; the page is a view of it
         logger.error("the HTML report for %s was not written: %s", as_of, failure_reason(exc))
@@ -704,7 +704,7 @@ def finish_run(
         },
         "staging": summary.get("staging_rows"),
     }
-    with db.warehouse(settings.duckdb_path) as con:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         con.execute(
             "update ops.runs set finished_at = now(), status = ?, as_of_date = ?::date, "
             "dq_verdict = ?, summary = ?::json, stage_seconds = ?::json, row_counts = ?::json "
@@ -723,7 +723,7 @@ def finish_run(
 
 def record_stage_seconds(settings: Settings, run_id: str, timings: dict[str, float]) -> None:
     """Stage timings known only after the row was final (the snapshot's), in the live file."""
-    with db.warehouse(settings.duckdb_path) as con:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         con.execute(
             "update ops.runs set stage_seconds = ?::json, "
             "summary = json_merge_patch(summary, json_object('timings', ?::json)) where run_id = ?",
@@ -734,5 +734,5 @@ def record_stage_seconds(settings: Settings, run_id: str, timings: dict[str, flo
 @task(name="collect-results")
 def collect_results(settings: Settings, as_of: str, plan: list[dict]) -> tuple[list, list]:
     """Health and suggestion rows for the artifacts and the CLI."""
-    with db.warehouse(settings.duckdb_path) as con:
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         return reporting.health_rows(con, as_of), reporting.suggestion_rows(con, as_of, plan)
