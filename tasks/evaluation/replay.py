@@ -177,7 +177,6 @@ def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -
                 check_days=options.window_days,
                 vendors=quality.configured_vendors(settings),
                 catalog_path=settings.catalog_path,
-                docs_dir=None,
                 memory_limit=mem,
             ),
         )
@@ -191,7 +190,7 @@ def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -
     def validate_marts_step() -> Any:
         if not options.validate:
             return None
-        return quality.check_marts(path, run_id, as_of, started_at, docs_dir=None, memory_limit=mem)
+        return quality.check_marts(path, run_id, as_of, started_at, memory_limit=mem)
 
     try:
         loads = timed("load", load_step)
