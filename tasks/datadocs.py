@@ -30,6 +30,7 @@ PYTHON_BUILT = {
     "intermediate.int_tracker_effort": ("ops.writeback_ledger",),
     "ops.rollup_state": ("staging.stg_usage_events__unvalidated", "marts.feature_rules"),
     "ops.rollup_quarantined_keys": ("quality.quarantine",),
+    "ops.rollup_load_days": ("staging.stg_usage_events__unvalidated",),
 }
 LINEAGE_NOTE = (
     "Lineage is derived from the SQL that builds each relation: the `schema.name` references "

@@ -157,8 +157,8 @@ def build_marts(con: duckdb.DuckDBPyConnection, params: ScoreParams) -> dict[str
 
 
 # bump when the usage rollups (USAGE_ROLLUPS) change (2: tie-break; 3: coverage and
-# feature x day rollups added)
-ROLLUP_VERSION = "3"
+# feature x day rollups added; 4: ops.rollup_load_days, built in full once)
+ROLLUP_VERSION = "4"
 # The incremental usage rollups, in build order; every one but the map is rebuilt per changed
 # day (column activity_date), the map only gains the pairs it does not hold yet.
 USAGE_ROLLUPS = (
@@ -176,8 +176,12 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
 
     Only the days touched since the last build are recomputed: days of raw events landed after
     the watermark (late events included, by their event day) and days of events that entered or
-    left the validation quarantine. A changed catalog (feature rules), a new rollup version, a
-    missing table or `full_refresh` rebuilds everything; both paths give identical rows (tested).
+    left the validation quarantine. A changed day's events are read only from the loads that
+    hold events of that day (ops.rollup_load_days: load time x event day, kept with the rows),
+    as a range on ingested_at that reaches the raw tables' _loaded_at zone maps — a night's cost
+    follows the loads it touches, not the whole history. A changed catalog (feature rules), a
+    new rollup version, a missing table or `full_refresh` rebuilds everything; both paths give
+    identical rows (tested).
     The watermark and the quarantined keys it saw are committed with the rows. A night without
     new data reads only the events landed after the watermark (none) and the quarantine keys.
     """
@@ -194,8 +198,12 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     con.execute(
         "create table if not exists ops.rollup_quarantined_keys (record_key varchar not null)"
     )
-    document(con, "ops", "rollup_state")
-    document(con, "ops", "rollup_quarantined_keys")
+    con.execute(
+        "create table if not exists ops.rollup_load_days (ingested_at timestamptz, "
+        "activity_date date not null, n_rows bigint not null)"
+    )
+    for name in ("rollup_state", "rollup_quarantined_keys", "rollup_load_days"):
+        document(con, "ops", name)
     state = con.execute(
         "select fingerprint, watermark from ops.rollup_state where model = 'usage'"
     ).fetchall()
@@ -216,8 +224,15 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
                 "select max(ingested_at) from staging.stg_usage_events__unvalidated"
             ).fetchall()[0][0]
             con.execute("set variable rollup_days = null")
+            con.execute("set variable rollup_loads = null")
             for name in USAGE_ROLLUPS:
                 build_relation(con, "intermediate", name)
+            con.execute("delete from ops.rollup_load_days")
+            con.execute(
+                "insert into ops.rollup_load_days select ingested_at, occurred_at::date, "
+                "count(*) from staging.stg_usage_events__unvalidated "
+                "where occurred_at is not null group by all"
+            )
             n_days = con.sql(
                 "select count(distinct activity_date) from intermediate.int_feature_user_days"
             ).fetchall()[0][0]
@@ -226,6 +241,11 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
             n_days = len(days)
             if days:
                 con.execute("set variable rollup_days = ?::date[]", [days])
+                con.execute(
+                    "set variable rollup_loads = (select coalesce(list(distinct ingested_at), "
+                    "[])::timestamptz[] from ops.rollup_load_days "
+                    "where list_contains(getvariable('rollup_days'), activity_date))"
+                )
                 _insert_new_pairs(con)
                 for name in USAGE_ROLLUPS[1:]:  # in order: each reads the one before
                     con.execute(
@@ -246,29 +266,37 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
         raise
     finally:
         con.execute("set variable rollup_days = null")
+        con.execute("set variable rollup_loads = null")
     return {"full": full, "days": n_days}
 
 
 def _changed_days(con: duckdb.DuckDBPyConnection, mark, quarantined: str) -> tuple[list, object]:
-    """The UTC days to recompute since watermark `mark`, and the new watermark.
+    """The UTC days to recompute since watermark `mark`, and the new watermark; records the
+    new loads' event days in ops.rollup_load_days.
 
     Only events landed after the mark are read (the filter on ingested_at reaches the raw
     tables' _loaded_at, where the zone maps skip the older row groups) — the new watermark is
     their newest ingested_at, or the old one when nothing landed. The quarantine side joins the
     events to the keys that entered or left the quarantine, which is empty on most nights.
     """
-    landed = con.execute(
+    con.execute(
         """
-        select occurred_at::date as day, max(ingested_at) as newest
+        create or replace temp table _landed as
+        select ingested_at, occurred_at::date as day, count(*) as n
         from staging.stg_usage_events__unvalidated
         where ingested_at > coalesce(?::timestamptz, '-infinity'::timestamptz)
         group by all
         """,
         [mark],
-    ).fetchall()
-    newest = [r[1] for r in landed if r[1] is not None]
-    new_mark = max([*newest, *([mark] if mark is not None else [])], default=None)
-    days = {r[0] for r in landed if r[0] is not None}
+    )
+    con.execute("insert into ops.rollup_load_days select * from _landed where day is not null")
+    newest, days = con.sql(
+        "select max(ingested_at), coalesce(list(distinct day) filter (day is not null), []) "
+        "from _landed"
+    ).fetchall()[0]
+    con.execute("drop table _landed")
+    new_mark = max([d for d in (newest, mark) if d is not None], default=None)
+    days = set(days)
     con.execute(
         f"""
         create or replace temp table _moved_keys as

@@ -584,6 +584,16 @@ def test_usage_rollups_are_incremental_and_equal_a_full_rebuild(con):
     _quarantine(con, "export_started-12-3")  # an accepted event enters the quarantine
     out = transform.build_usage_rollups(con)
     assert out == {"full": False, "days": 3}
+    # The loads holding each day are recorded, so a changed day reads only those loads:
+    # the late event's day is in both loads, an untouched day only in the first.
+    loads = dict(
+        con.sql(
+            "select activity_date, list(ingested_at::date::varchar order by ingested_at) "
+            "from ops.rollup_load_days group by all"
+        ).fetchall()
+    )
+    assert loads[ts(30).date()] == ["2026-11-20", "2026-11-21"]
+    assert loads[ts(10).date()] == ["2026-11-20"]
     incremental = _rollup_rows(con)
     assert ("alert_created", "/", "alerts") in incremental["int_event_feature_map"]
     assert transform.build_usage_rollups(con) == {"full": False, "days": 0}  # nothing new

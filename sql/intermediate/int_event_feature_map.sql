@@ -1,7 +1,7 @@
 -- grain: one row per distinct (event_name, url_path) seen in staging; key: (event_name, url_path).
 -- Maps each pair to its feature once, so the big event table joins on equality, not on LIKE.
--- Incremental like int_feature_user_days: with rollup_days set, only the pairs of those days
--- (new pairs are added to the table, known ones kept).
+-- Incremental like int_feature_user_days: with rollup_days (and rollup_loads) set, only the
+-- pairs of those days (new pairs are added to the table, known ones kept).
 with
 
 pairs as (
@@ -10,8 +10,18 @@ pairs as (
         coalesce(url_path, '') as url_path
     from staging.stg_usage_events
     where
-        getvariable('rollup_days') is null
-        or list_contains(getvariable('rollup_days'), occurred_at::date)
+        (
+            getvariable('rollup_days') is null
+            or list_contains(getvariable('rollup_days'), occurred_at::date)
+        )
+        and (
+            getvariable('rollup_loads') is null
+            or (
+                ingested_at between list_min(getvariable('rollup_loads'))
+                and list_max(getvariable('rollup_loads'))
+                and list_contains(getvariable('rollup_loads'), ingested_at)
+            )
+        )
 ),
 
 rules as (

@@ -177,19 +177,73 @@ launch as (
     group by all
 ),
 
+-- Monthly actives per feature and day without a 28-fold join: each activity day a of a user
+-- keeps them monthly active on days a .. min(a + 27, their next activity day - 1), so +1 at a and
+-- -1 at min(a + 28, next activity day), summed up to each day, count the distinct users of the
+-- 28 days ending there. User-days and events come from the feature x day rollup.
+activity as (
+    select
+        user_days.feature_key,
+        user_days.activity_date,
+        lead(user_days.activity_date) over (
+            partition by user_days.feature_key, user_days.user_key
+            order by user_days.activity_date
+        ) as next_date
+    from intermediate.int_feature_user_days as user_days
+    cross join params
+    where user_days.activity_date between params.as_of - 54 and params.as_of
+),
+
+edges as (
+    select
+        feature_key,
+        activity_date as day,
+        1 as delta
+    from activity
+    union all
+    select
+        feature_key,
+        least(activity_date + 28, coalesce(next_date, activity_date + 28)) as day,
+        -1 as delta
+    from activity
+),
+
+active_edges as (
+    select
+        feature_key,
+        day,
+        sum(delta) as delta
+    from edges
+    group by all
+),
+
+monthly_actives as (
+    select
+        days.feature_key,
+        days.day,
+        sum(active_edges.delta) as n_mau
+    from days
+    inner join active_edges
+        on days.feature_key = active_edges.feature_key and days.day >= active_edges.day
+    group by all
+),
+
 stickiness as (
     select
         days.feature_key,
         days.day,
-        count(*) / 28.0 / nullif(count(distinct user_days.user_key), 0) as dau_mau,
-        sum(user_days.n_events) filter (where user_days.activity_date > days.day - 7)
-        / nullif(count(*) filter (where user_days.activity_date > days.day - 7), 0)
+        sum(usage_daily.n_users)::bigint / 28.0 / nullif(any_value(monthly_actives.n_mau), 0)
+            as dau_mau,
+        sum(usage_daily.n_events) filter (where usage_daily.activity_date > days.day - 7)
+        / nullif(sum(usage_daily.n_users) filter (where usage_daily.activity_date > days.day - 7), 0)
             as events_per_user_7d
     from days
-    inner join intermediate.int_feature_user_days as user_days
+    inner join intermediate.int_feature_usage_daily as usage_daily
         on
-            days.feature_key = user_days.feature_key
-            and user_days.activity_date between days.day - 27 and days.day
+            days.feature_key = usage_daily.feature_key
+            and usage_daily.activity_date between days.day - 27 and days.day
+    inner join monthly_actives
+        on days.feature_key = monthly_actives.feature_key and days.day = monthly_actives.day
     group by all
 ),
 

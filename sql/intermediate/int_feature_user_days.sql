@@ -4,6 +4,8 @@
 -- same whether PostHog delivered single events or daily aggregates.
 -- Maintained incrementally (tasks/transform.py build_usage_rollups): with the variable
 -- rollup_days set to a list of dates, only those days are computed; NULL computes every day.
+-- rollup_loads (when set) lists the load times (ingested_at) holding events of those days, so
+-- the scan skips every other load's rows.
 with
 
 events as (
@@ -20,6 +22,14 @@ events as (
         and (
             getvariable('rollup_days') is null
             or list_contains(getvariable('rollup_days'), occurred_at::date)
+        )
+        and (
+            getvariable('rollup_loads') is null
+            or (
+                ingested_at between list_min(getvariable('rollup_loads'))
+                and list_max(getvariable('rollup_loads'))
+                and list_contains(getvariable('rollup_loads'), ingested_at)
+            )
         )
 ),
 
