@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import duckdb
@@ -158,6 +158,9 @@ PARQUET_SUFFIX = "__events"
 # history (the validation's per-row volume index; quality.volume_daily has its daily counts).
 SNAPSHOT_SKIP = frozenset({"quality.volume_rows"})
 _MANIFEST = "_manifest.json"
+MANIFEST_VERSION = 2
+# A day with this many part files is written again as one (several runs on one load day).
+MAX_DAY_PARTS = 8
 _DAY_US = 86_400_000_000
 
 
@@ -170,6 +173,7 @@ class SnapshotStats:
     tables_copied: int = 0
     parquet_tables: list[str] = field(default_factory=list)
     days_written: int = 0
+    parts_appended: int = 0
     days_kept: int = 0
     days_dropped: int = 0
     rows_written: int = 0
@@ -254,8 +258,8 @@ def publish_snapshot(
     finally:
         con.execute("detach fl_snapshot")
 
-    current = {d["file"] for t in new_tables.values() for d in t["days"].values()}
-    _write_manifest(folder, {"version": 1, "tables": new_tables})
+    current = _manifest_files(new_tables)
+    _write_manifest(folder, {"version": MANIFEST_VERSION, "tables": new_tables})
     os.replace(tmp, snapshot_path)
     # The files of the snapshot just replaced stay until the next publish (open sessions on it).
     stats.files_deleted = _collect_garbage(folder, current | old["current_files"])
@@ -305,14 +309,18 @@ def _export_days(
     gen: str,
     stats: SnapshotStats,
 ) -> dict:
-    """Write the Parquet day files of `table` that changed since `before` (its manifest entry);
-    returns the table's new manifest entry (columns, and per day rows, newest _loaded_at, file).
+    """Write the Parquet files of `table` that changed since `before` (its manifest entry);
+    returns the table's new manifest entry (columns, and per load day its rows, newest
+    _loaded_at and part files).
 
-    A day is rewritten when its row count or its newest `_loaded_at` differs from the last
-    publish, when its file is gone, or when the table's columns changed (then every day). Rows
-    are only ever added with a `_loaded_at` later than every row already there (the load stamps
-    `now()`; runs of a warehouse take turns), so an added, replaced or deleted row always shows in
-    one of the two: one scan of `_loaded_at`, no row is read from an unchanged day.
+    Rows are only ever added with a `_loaded_at` later than every row already there (the load
+    stamps `now()`; runs of a warehouse take turns), so per day: the same row count and newest
+    `_loaded_at` as the last publish → kept; a later newest with every earlier row still there
+    (the count up to the old newest is unchanged) → the new rows are written as one more part
+    file of that day, the old parts untouched (a second run on the same day costs what it
+    loaded); anything else (a row replaced or deleted, a part file gone, too many parts, the
+    table's columns changed) → the day is written again as one file. One scan of `_loaded_at`
+    finds the changed days; no row is read from an unchanged day.
     """
     columns = _columns(con, catalog, table)
     days_now = {
@@ -325,37 +333,50 @@ def _export_days(
     }
     same_shape = before is not None and [list(c) for c in columns] == before["columns"]
     old_days = before["days"] if same_shape else {}
-    keep = {
-        day: old_days[day]
-        for day, (n, newest) in days_now.items()
-        if day in old_days
-        and old_days[day]["rows"] == n
-        and old_days[day]["max_loaded_at_us"] == newest
-        and (folder / old_days[day]["file"]).exists()
-    }
-    stats.days_kept += len(keep)
-    stats.days_dropped += len(set(old_days) - set(days_now))
-    changed = sorted(set(days_now) - set(keep))
-    entry = {"columns": [list(c) for c in columns], "days": dict(keep)}
+    entry = {"columns": [list(c) for c in columns], "days": {}}
     cols = ", ".join(_quote(c) for c, _ in columns)
-    for day in changed:
-        # one plain file per day, read by a range on _loaded_at (zone maps skip other days):
-        # cheaper than one partitioned COPY, and the name is new, so no reader sees it half done
+
+    def write_part(day: str, after_us: int | None) -> dict:
+        # a plain file read by a range on _loaded_at (zone maps skip other days): cheaper than
+        # one partitioned COPY, and the name is new, so no reader sees it half done
         start = _day_number(day) * 86_400
         rel = f"{table}/day={day}/part-{gen}.parquet"
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        con.execute(
+        since = "" if after_us is None else f"and _loaded_at > {_ts_literal(after_us)} "
+        n = con.execute(
             f"copy (select {cols} from {_qual(catalog, table)} "
             f"where _loaded_at >= to_timestamp({start}) "
-            f"and _loaded_at < to_timestamp({start + 86_400})) "
+            f"and _loaded_at < to_timestamp({start + 86_400}) {since}) "
             f"to {sql_literal(target)} (format parquet)"
-        )
-        n, newest = days_now[day]
-        entry["days"][day] = {"rows": n, "max_loaded_at_us": newest, "file": rel}
-        stats.days_written += 1
+        ).fetchall()[0][0]
         stats.rows_written += n
         stats.bytes_written += target.stat().st_size
+        return {"file": rel, "rows": n}
+
+    for day, (n, newest) in days_now.items():
+        old = old_days.get(day)
+        intact = old is not None and all((folder / part["file"]).exists() for part in old["parts"])
+        if intact and old["rows"] == n and old["max_loaded_at_us"] == newest:
+            entry["days"][day] = old
+            stats.days_kept += 1
+            continue
+        parts: list[dict] = []
+        if intact and newest > old["max_loaded_at_us"] and len(old["parts"]) < MAX_DAY_PARTS:
+            start = _day_number(day) * 86_400
+            still = con.execute(
+                f"select count(*) from {_qual(catalog, table)} "
+                f"where _loaded_at >= to_timestamp({start}) "
+                f"and _loaded_at <= {_ts_literal(old['max_loaded_at_us'])}"
+            ).fetchall()[0][0]
+            if still == old["rows"]:
+                parts = [*old["parts"], write_part(day, old["max_loaded_at_us"])]
+                stats.parts_appended += 1
+        if not parts:
+            parts = [write_part(day, None)]
+            stats.days_written += 1
+        entry["days"][day] = {"rows": n, "max_loaded_at_us": newest, "parts": parts}
+    stats.days_dropped += len(set(old_days) - set(days_now))
     entry["days"] = dict(sorted(entry["days"].items()))
     return entry
 
@@ -365,7 +386,11 @@ def _create_parquet_view(
 ) -> None:
     """Replace the (empty) copied table by a view of the same name, columns and types over its
     Parquet files, with the warehouse's comments (the relation's says where the rows are)."""
-    files = ", ".join(sql_literal((folder / d["file"]).resolve()) for d in entry["days"].values())
+    files = ", ".join(
+        sql_literal((folder / part["file"]).resolve())
+        for d in entry["days"].values()
+        for part in d["parts"]
+    )
     cols = ", ".join(f"{_quote(c)}::{t} as {_quote(c)}" for c, t in entry["columns"])
     schema, name = table.split(".", 1)
     comment, col_comments = _comments_of(con, catalog, schema, name)
@@ -376,8 +401,8 @@ def _create_parquet_view(
     )
     note = (
         f"In the analyst snapshot: a view over Parquet files ({folder.name}/{table}/"
-        "day=YYYY-MM-DD/), one per UTC day the rows were loaded (_loaded_at); a publish "
-        "rewrites changed days only."
+        "day=YYYY-MM-DD/), per UTC day the rows were loaded (_loaded_at); a publish adds "
+        "the new rows of a day as one more file and rewrites only days that lost rows."
     )
     con.execute(
         f"comment on view fl_snapshot.{_ident(table)} is "
@@ -413,11 +438,21 @@ def _read_manifest(folder: Path) -> dict:
     path = folder / _MANIFEST
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        tables = data["tables"] if data.get("version") == 1 else {}
-    except (OSError, ValueError, KeyError, TypeError):
+        tables = data["tables"]
+        if data.get("version") == 1:  # one file per day
+            for t in tables.values():
+                for d in t["days"].values():
+                    d["parts"] = [{"file": d.pop("file"), "rows": d["rows"]}]
+        elif data.get("version") != MANIFEST_VERSION:
+            tables = {}
+        current = _manifest_files(tables)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return {"tables": {}, "current_files": set()}
-    current = {d["file"] for t in tables.values() for d in t["days"].values()}
     return {"tables": tables, "current_files": current}
+
+
+def _manifest_files(tables: dict) -> set[str]:
+    return {p["file"] for t in tables.values() for d in t["days"].values() for p in d["parts"]}
 
 
 def _write_manifest(folder: Path, manifest: dict) -> None:
@@ -438,6 +473,12 @@ def _collect_garbage(folder: Path, keep: set[str]) -> int:
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
     return n
+
+
+def _ts_literal(epoch_us: int) -> str:
+    """A TIMESTAMPTZ literal for microseconds since the epoch, exact (no float)."""
+    at = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=epoch_us)
+    return f"'{at.isoformat()}'::timestamptz"
 
 
 def _day_number(day: str) -> int:

@@ -229,7 +229,7 @@ class Settings(_Strict):
     snapshot_mode: Literal["parquet", "full"] = Field(
         "parquet",
         description="parquet: the raw event tables stay Parquet day files in <snapshot stem>"
-        "_parquet/ next to the snapshot (only changed days rewritten), read by views of the same "
+        "_parquet/ next to the snapshot (only new rows written), read by views of the same "
         "name; full: one standalone file with every table copied (cost grows with history).",
     )
     duckdb_memory_limit: str = Field(

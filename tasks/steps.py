@@ -595,13 +595,15 @@ def publish_snapshot(settings: Settings) -> float:
         )
     get_run_logger().info(
         "analyst snapshot published to %s in %.2fs (%s: %d tables copied; Parquet %s: "
-        "%d day files written, %.1f MB, %d unchanged kept, %d old files deleted)",
+        "%d day files written, %d new-rows parts added, %.1f MB, %d unchanged days kept, "
+        "%d old files deleted)",
         settings.snapshot_path,
         st.seconds,
         st.mode,
         st.tables_copied,
         ", ".join(st.parquet_tables) or "none",
         st.days_written,
+        st.parts_appended,
         st.bytes_written / 1e6,
         st.days_kept,
         st.files_deleted,

@@ -174,7 +174,7 @@ def test_an_open_reader_of_the_old_snapshot_keeps_working(wh):
     try:
         old = _fingerprint(reader, "staging.stg_usage_events")
         _add_events(wh["con"], 40, DAY1 + timedelta(days=2), start=500)
-        _add_events(wh["con"], 10, DAY1 + timedelta(hours=2), start=540)  # day 2 changes too
+        wh["con"].execute("delete from raw.posthog__events where event_id = 'e310'")  # day 2
         _publish(wh)
         # the old session still reads the old copy and its files, unchanged
         assert _fingerprint(reader, "staging.stg_usage_events") == old
@@ -186,6 +186,36 @@ def test_an_open_reader_of_the_old_snapshot_keeps_working(wh):
     assert len(_days(_files(wh["snap"]))) == 3 and len(_files(wh["snap"])) == 4
     stats = _publish(wh)
     assert stats.files_deleted == 1 and len(_files(wh["snap"])) == 3
+
+
+def test_rows_added_to_a_published_day_are_one_more_part(wh):
+    """A second load on the same UTC day (a run by hand after the nightly) writes only its own
+    rows, as one more part file of that day; the old files stay untouched. A day that reached
+    MAX_DAY_PARTS, or lost a row, is written again as one file."""
+    _publish(wh)
+    before = _files(wh["snap"])
+    _add_events(wh["con"], 10, DAY1 + timedelta(hours=2), start=500)  # day 2, a later load
+    stats = _publish(wh)
+    assert (stats.parts_appended, stats.days_written, stats.rows_written) == (1, 0, 10)
+    after = _files(wh["snap"])
+    assert {rel: after[rel] for rel in before} == before and len(after) == 3
+    _same_as_live(wh)
+    for i in range(db.MAX_DAY_PARTS - 2):  # up to MAX_DAY_PARTS parts on day 2
+        _add_events(wh["con"], 5, DAY1 + timedelta(hours=3 + i), start=600 + 10 * i)
+        assert _publish(wh).parts_appended == 1
+    day2 = [f for f in _files(wh["snap"]) if "day=2026-11-21" in f]
+    assert len(day2) == db.MAX_DAY_PARTS
+    _add_events(wh["con"], 5, DAY1 + timedelta(hours=12), start=900)
+    stats = _publish(wh)
+    assert (stats.parts_appended, stats.days_written) == (0, 1)  # compacted into one file
+    _same_as_live(wh)
+    _add_events(wh["con"], 5, DAY1 + timedelta(hours=13), start=950)
+    wh["con"].execute("delete from raw.posthog__events where event_id = 'e300'")  # day 2 loses one
+    stats = _publish(wh)
+    assert (stats.parts_appended, stats.days_written) == (0, 1)
+    _same_as_live(wh)
+    _publish(wh)  # the files of the replaced snapshot go one publish later
+    assert len([f for f in _files(wh["snap"]) if "day=2026-11-21" in f]) == 1
 
 
 def test_a_missing_parquet_file_is_written_again(wh):
@@ -298,6 +328,7 @@ def test_the_demo_snapshot_answers_like_the_warehouse_for_every_relation(demo_ni
     folder = db.parquet_dir(root / "feedback_analyst.duckdb")
     manifest = json.loads((folder / "_manifest.json").read_text(encoding="utf-8"))
     files = list(folder.rglob("*.parquet"))
-    assert len(files) == sum(len(t["days"]) for t in manifest["tables"].values()) > 0
+    parts = [p for t in manifest["tables"].values() for d in t["days"].values() for p in d["parts"]]
+    assert len(files) == len(parts) > 0
     started = datetime.strptime(second_started.split("-")[0], "%Y%m%dT%H%M%S").replace(tzinfo=UTC)
     assert all(datetime.fromtimestamp(p.stat().st_mtime, UTC) < started for p in files)
