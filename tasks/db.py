@@ -143,17 +143,22 @@ def build_relation(con: duckdb.DuckDBPyConnection, layer: str, name: str) -> int
 # CLI); the live warehouse keeps the newest format.
 SNAPSHOT_STORAGE_VERSION = "v1.1.0"
 SNAPSHOT_MODES = ("parquet", "full")
-# Event-sized relations: the raw event tables (`raw.<vendor>__events`). In the `parquet` mode the
-# snapshot does not copy them: they are exported as Parquet, one folder per UTC day their rows
-# were loaded (`_loaded_at`), and the snapshot holds views of the same name over those files.
+# History-sized relations: the raw event tables (`raw.<vendor>__events`) and the feature x user x
+# day rollup. In the `parquet` mode the snapshot does not copy them: they are exported as Parquet,
+# one folder per day (for the event tables the UTC day their rows were loaded, `_loaded_at`; for
+# the rollup its activity_date), and the snapshot holds views of the same name over those files.
 # A night's load lands in one new day; older days change only when rows leave them (a newer
-# version of an event replaces the old row, which is loaded again today), so a publish rewrites
-# the days whose row count or newest `_loaded_at` changed and nothing else. Everything else
-# (marts, quality, ops, intermediate rollups, ticket/bug/account raw and staging tables) is small
-# and copied as tables; the staging views (stg_usage_events and the vendor views) are views in
-# the snapshot as in the warehouse, now reading the Parquet views.
+# version of an event replaces the old row, which is loaded again today), so a publish writes the
+# new rows and rewrites only the days that lost rows (see _export_days). Everything else (marts,
+# quality, ops, the small rollups, ticket/bug/account raw and staging tables) is small and copied
+# as tables; the staging views (stg_usage_events and the vendor views) are views in the snapshot
+# as in the warehouse, now reading the Parquet views.
 PARQUET_SCHEMA = "raw"
 PARQUET_SUFFIX = "__events"
+# History-sized rollups kept incrementally per day (tasks/transform.py build_usage_rollups):
+# exported as Parquet by that day column, a day rewritten when its row count or row digest
+# changed (a rollup day is recomputed whole, so there is no append).
+PARQUET_DAY_TABLES = {"intermediate.int_feature_user_days": "activity_date"}
 # Not in the analyst snapshot: bookkeeping of the run itself that grows with every row of
 # history (the validation's per-row volume index; quality.volume_daily has its daily counts).
 SNAPSHOT_SKIP = frozenset({"quality.volume_rows"})
@@ -278,12 +283,22 @@ def _tables(con: duckdb.DuckDBPyConnection, catalog: str) -> list[str]:
 
 
 def _is_parquet_table(con: duckdb.DuckDBPyConnection, catalog: str, table: str) -> bool:
-    """A raw event table with rows and a `_loaded_at` column (an empty one is copied: no files
-    to read, nothing to save)."""
+    """A raw event table with rows and a `_loaded_at` column, or a day-partitioned rollup
+    (PARQUET_DAY_TABLES) with rows and no NULL day (an empty one is copied: no files to read,
+    nothing to save)."""
     schema, name = table.split(".", 1)
+    columns = dict(_columns(con, catalog, table))
+    if table in PARQUET_DAY_TABLES:
+        day = _quote(PARQUET_DAY_TABLES[table])
+        if PARQUET_DAY_TABLES[table] not in columns:
+            return False
+        n, nulls = con.sql(
+            f"select count(*), count(*) filter (where {day} is null) from {_qual(catalog, table)}"
+        ).fetchall()[0]
+        return n > 0 and nulls == 0
     if schema != PARQUET_SCHEMA or not name.endswith(PARQUET_SUFFIX):
         return False
-    if "_loaded_at" not in dict(_columns(con, catalog, table)):
+    if "_loaded_at" not in columns:
         return False
     return bool(con.sql(f"select exists (select 1 from {_qual(catalog, table)})").fetchall()[0][0])
 
@@ -321,19 +336,36 @@ def _export_days(
     loaded); anything else (a row replaced or deleted, a part file gone, too many parts, the
     table's columns changed) → the day is written again as one file. One scan of `_loaded_at`
     finds the changed days; no row is read from an unchanged day.
+
+    A rollup of PARQUET_DAY_TABLES is split by its own day column instead, and a day is written
+    again (one file) when its row count or the sum of its rows' hashes changed: the rollup
+    recomputes a changed day whole, and one pass over its few columns costs far less than
+    copying them.
     """
     columns = _columns(con, catalog, table)
-    days_now = {
-        str(day): (int(n), int(newest))
-        for day, n, newest in con.sql(
-            f"select strftime(make_timestamp(epoch_us(_loaded_at) // {_DAY_US} * {_DAY_US}), "
-            f"'%Y-%m-%d') as day, count(*), epoch_us(max(_loaded_at)) "
-            f"from {_qual(catalog, table)} group by all"
-        ).fetchall()
-    }
+    day_column = PARQUET_DAY_TABLES.get(table)
+    if day_column:  # a rollup: its day column, and a digest of every row of the day
+        row = ", ".join(_quote(c) for c, _ in columns)
+        days_now = {
+            str(day): (int(n), str(digest))
+            for day, n, digest in con.sql(
+                f"select {_quote(day_column)}::varchar, count(*), sum(hash({row})) "
+                f"from {_qual(catalog, table)} group by all"
+            ).fetchall()
+        }
+    else:
+        days_now = {
+            str(day): (int(n), int(newest))
+            for day, n, newest in con.sql(
+                f"select strftime(make_timestamp(epoch_us(_loaded_at) // {_DAY_US} * {_DAY_US}), "
+                f"'%Y-%m-%d') as day, count(*), epoch_us(max(_loaded_at)) "
+                f"from {_qual(catalog, table)} group by all"
+            ).fetchall()
+        }
     same_shape = before is not None and [list(c) for c in columns] == before["columns"]
     old_days = before["days"] if same_shape else {}
     entry = {"columns": [list(c) for c in columns], "days": {}}
+    token_key = "digest" if day_column else "max_loaded_at_us"
     cols = ", ".join(_quote(c) for c, _ in columns)
 
     def write_part(day: str, after_us: int | None) -> dict:
@@ -343,11 +375,17 @@ def _export_days(
         rel = f"{table}/day={day}/part-{gen}.parquet"
         target = folder / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        since = "" if after_us is None else f"and _loaded_at > {_ts_literal(after_us)} "
+        if day_column:
+            where = f"{_quote(day_column)} = date '{day}'"
+        else:
+            where = (
+                f"_loaded_at >= to_timestamp({start}) "
+                f"and _loaded_at < to_timestamp({start + 86_400})"
+            )
+        if after_us is not None:
+            where += f" and _loaded_at > {_ts_literal(after_us)}"
         n = con.execute(
-            f"copy (select {cols} from {_qual(catalog, table)} "
-            f"where _loaded_at >= to_timestamp({start}) "
-            f"and _loaded_at < to_timestamp({start + 86_400}) {since}) "
+            f"copy (select {cols} from {_qual(catalog, table)} where {where}) "
             f"to {sql_literal(target)} (format parquet)"
         ).fetchall()[0][0]
         stats.rows_written += n
@@ -357,12 +395,13 @@ def _export_days(
     for day, (n, newest) in days_now.items():
         old = old_days.get(day)
         intact = old is not None and all((folder / part["file"]).exists() for part in old["parts"])
-        if intact and old["rows"] == n and old["max_loaded_at_us"] == newest:
+        if intact and old["rows"] == n and old[token_key] == newest:
             entry["days"][day] = old
             stats.days_kept += 1
             continue
         parts: list[dict] = []
-        if intact and newest > old["max_loaded_at_us"] and len(old["parts"]) < MAX_DAY_PARTS:
+        appendable = not day_column and intact and len(old["parts"]) < MAX_DAY_PARTS
+        if appendable and newest > old[token_key]:
             start = _day_number(day) * 86_400
             still = con.execute(
                 f"select count(*) from {_qual(catalog, table)} "
@@ -375,7 +414,7 @@ def _export_days(
         if not parts:
             parts = [write_part(day, None)]
             stats.days_written += 1
-        entry["days"][day] = {"rows": n, "max_loaded_at_us": newest, "parts": parts}
+        entry["days"][day] = {"rows": n, token_key: newest, "parts": parts}
     stats.days_dropped += len(set(old_days) - set(days_now))
     entry["days"] = dict(sorted(entry["days"].items()))
     return entry
@@ -399,11 +438,18 @@ def _create_parquet_view(
         f"create view fl_snapshot.{_ident(table)} as select {cols} "
         f"from read_parquet([{files}], hive_partitioning = false)"
     )
-    note = (
-        f"In the analyst snapshot: a view over Parquet files ({folder.name}/{table}/"
-        "day=YYYY-MM-DD/), per UTC day the rows were loaded (_loaded_at); a publish adds "
-        "the new rows of a day as one more file and rewrites only days that lost rows."
-    )
+    if table in PARQUET_DAY_TABLES:
+        note = (
+            f"In the analyst snapshot: a view over Parquet files ({folder.name}/{table}/"
+            f"day=YYYY-MM-DD/), one per {PARQUET_DAY_TABLES[table]}; a publish rewrites only "
+            "the days whose rows changed."
+        )
+    else:
+        note = (
+            f"In the analyst snapshot: a view over Parquet files ({folder.name}/{table}/"
+            "day=YYYY-MM-DD/), per UTC day the rows were loaded (_loaded_at); a publish adds "
+            "the new rows of a day as one more file and rewrites only days that lost rows."
+        )
     con.execute(
         f"comment on view fl_snapshot.{_ident(table)} is "
         f"{sql_literal(((comment or '') + ' ' + note).strip())}"

@@ -218,6 +218,46 @@ def test_rows_added_to_a_published_day_are_one_more_part(wh):
     assert len([f for f in _files(wh["snap"]) if "day=2026-11-21" in f]) == 1
 
 
+def test_the_user_day_rollup_is_parquet_by_activity_day_rewritten_only_where_it_changed(wh):
+    """intermediate.int_feature_user_days (history-sized) is a view over one Parquet file per
+    activity_date; a publish rewrites only the days whose rows changed (recomputed whole by the
+    rollup), found by row count and row digest."""
+    con = wh["con"]
+    con.execute(
+        "create table intermediate.int_feature_user_days as select 'exports' as feature_key, "
+        "'user-' || (i % 40) as user_key, 'acct' as account_key, "
+        "date '2026-11-01' + (i // 40)::int as activity_date, 1 + i % 3 as n_events "
+        "from range(200) as r (i)"
+    )
+    stats = _publish(wh)
+    assert "intermediate.int_feature_user_days" in stats.parquet_tables
+    rollup = "intermediate.int_feature_user_days"
+    days = sorted(f for f in _files(wh["snap"]) if f.startswith(rollup))
+    assert len(days) == 5  # 2026-11-01 .. 05
+    _same_as_live(wh, [rollup])
+    before = _files(wh["snap"])
+    assert _publish(wh).days_written == 0
+    # the rollup recomputes 11-03: same row count, one changed value -> only that day is new
+    con.execute(
+        f"update {rollup} set n_events = n_events + 1 "
+        "where activity_date = '2026-11-03' and user_key = 'user-7'"
+    )
+    stats = _publish(wh)
+    assert (stats.days_written, stats.rows_written) == (1, 40)
+    changed = {f for f, stamp in _files(wh["snap"]).items() if before.get(f) != stamp}
+    assert [f.split("/")[1] for f in changed] == ["day=2026-11-03"]
+    _same_as_live(wh, [rollup])
+    snap = duckdb.connect(str(wh["snap"]), read_only=True)
+    try:
+        kind = snap.sql(
+            "select table_type from information_schema.tables "
+            "where table_name = 'int_feature_user_days'"
+        ).fetchall()
+    finally:
+        snap.close()
+    assert kind == [("VIEW",)]
+
+
 def test_a_missing_parquet_file_is_written_again(wh):
     _publish(wh)
     lost = sorted(_files(wh["snap"]))[0]
