@@ -118,11 +118,21 @@ def _volume(db_path: Path, memory_limit: str) -> float:
         )
         # A full batch, as the first night's gate records it: the per-row volume index
         # (volume_daily reads it) and the batch's newest record (the freshness rule reads it).
-        at, content = quality.VOLUME_TABLES["stg_usage_events"]
-        con.execute("delete from quality.volume_rows")
-        con.execute(
-            f"insert into quality.volume_rows select 'staging.stg_usage_events', source, "
-            f"hash(event_id), {at}, {content} from staging.{TABLE}"
+        quality.update_volume_rows(
+            con,
+            [
+                quality.Batch(
+                    table="staging.stg_usage_events",
+                    suite="stg_usage_events",
+                    schema="staging",
+                    relation=TABLE,
+                    mode="full",
+                    reason="benchmark",
+                    suite_hash="",
+                    since=None,
+                    watermark=None,
+                )
+            ],
         )
         con.execute("delete from quality.validation_batches where run_id = 'bench'")
         con.execute(

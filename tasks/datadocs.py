@@ -31,6 +31,7 @@ PYTHON_BUILT = {
     "ops.rollup_state": ("staging.stg_usage_events__unvalidated", "marts.feature_rules"),
     "ops.rollup_quarantined_keys": ("quality.quarantine",),
     "ops.rollup_load_days": ("staging.stg_usage_events__unvalidated",),
+    "quality.volume_day_counts": ("quality.volume_rows",),
 }
 LINEAGE_NOTE = (
     "Lineage is derived from the SQL that builds each relation: the `schema.name` references "

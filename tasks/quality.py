@@ -784,7 +784,9 @@ def drop_batches(con: duckdb.DuckDBPyConnection, batches) -> None:
 def update_volume_rows(con: duckdb.DuckDBPyConnection, batches: list[Batch]) -> None:
     """Keep quality.volume_rows (one narrow row per staging row: key hash, record time, content
     hash) up to date from the batches of the volume-checked tables: a full batch replaces the
-    table's rows, an incremental one replaces the rows of its keys (an updated row moves)."""
+    table's rows, an incremental one replaces the rows of its keys (an updated row moves).
+    Then quality.volume_day_counts is recomputed for the days those rows left or entered (every
+    day after a full batch, or when the counts are missing)."""
     for b in batches:
         name = b.table.split(".")[1]
         if name not in VOLUME_TABLES:
@@ -792,9 +794,21 @@ def update_volume_rows(con: duckdb.DuckDBPyConnection, batches: list[Batch]) -> 
         at, content = VOLUME_TABLES[name]
         key = next(t.key for t in STAGING_TABLES if t.table == name)
         batch = f"{b.schema}.{b.relation}"
+        have_counts = con.execute(
+            "select exists (select 1 from quality.volume_day_counts where table_name = ?)",
+            [b.table],
+        ).fetchall()[0][0]
+        every_day = b.mode == "full" or not have_counts
         if b.mode == "full":
             con.execute("delete from quality.volume_rows where table_name = ?", [b.table])
         else:
+            con.execute(
+                f"""create or replace temp table _volume_days as
+                    select distinct happened_at::date as day from quality.volume_rows
+                    where table_name = $1 and key_hash in (select hash({key}) from {batch})
+                    union select distinct ({at})::date from {batch}""",
+                [b.table],
+            )
             con.execute(
                 f"delete from quality.volume_rows where table_name = ? "
                 f"and key_hash in (select hash({key}) from {batch})",
@@ -805,6 +819,41 @@ def update_volume_rows(con: duckdb.DuckDBPyConnection, batches: list[Batch]) -> 
                 select $1, source, hash({key}), {at}, {content} from {batch}""",
             [b.table],
         )
+        _update_volume_day_counts(con, b.table, every_day)
+
+
+# Days per query when every day is counted again: the distinct count holds one chunk's rows.
+_VOLUME_CHUNK_DAYS = 14
+
+
+def _update_volume_day_counts(con: duckdb.DuckDBPyConnection, table: str, every_day: bool) -> None:
+    """Recompute quality.volume_day_counts of `table` for the days in _volume_days (or every
+    day, _VOLUME_CHUNK_DAYS at a time, so memory follows a chunk, not the history)."""
+    count = """insert into quality.volume_day_counts
+        select table_name, source, day, count(*), count(*) - count(distinct content_hash)
+        from (select *, happened_at::date as day from quality.volume_rows
+              where table_name = $1 and happened_at is not null)
+        where {days}
+        group by all"""
+    if not every_day:
+        days = "day in (select day from _volume_days where day is not null)"
+        con.execute(
+            f"delete from quality.volume_day_counts where table_name = $1 and {days}", [table]
+        )
+        con.execute(count.format(days=days), [table])
+        con.execute("drop table _volume_days")
+        return
+    con.execute("drop table if exists _volume_days")
+    con.execute("delete from quality.volume_day_counts where table_name = $1", [table])
+    first, last = con.execute(
+        "select min(happened_at)::date, max(happened_at)::date from quality.volume_rows "
+        "where table_name = $1",
+        [table],
+    ).fetchall()[0]
+    while first is not None and first <= last:
+        end = first + timedelta(days=_VOLUME_CHUNK_DAYS)
+        con.execute(count.format(days=f"day >= date '{first}' and day < date '{end}'"), [table])
+        first = end
 
 
 def commit_validation_state(con: duckdb.DuckDBPyConnection, run_id: str, batches) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from tasks.comments import stale_docs
 from tasks.datadocs import Column, Relation, references, to_html
-from tasks.db import SNAPSHOT_SKIP
+from tasks.db import PARQUET_DAY_TABLES, SNAPSHOT_SKIP
 from tests.helpers import cli
 
 SCHEMAS = ["raw", "staging", "intermediate", "marts", "quality", "ops"]
@@ -69,23 +69,30 @@ def test_docs_name_only_what_exists(run):
 
 
 def test_the_snapshot_keeps_the_comments(run):
-    """Every relation and column comment, as in the warehouse; the raw event tables, views over
-    Parquet files in the snapshot (tasks/db.py publish_snapshot), add where their rows are."""
+    """Every relation and column comment, as in the warehouse; the raw event tables and the
+    feature x user x day rollup, views over Parquet files in the snapshot (tasks/db.py
+    publish_snapshot), add where their rows are."""
     snap, live = _comments(run["snapshot"]), _comments(run["db"])
     live = {k: v for k, v in live.items() if ".".join(k.split(".")[:2]) not in SNAPSHOT_SKIP}
     assert snap.keys() == live.keys()
-    parquet = {k for k in live if k.count(".") == 1 and k.startswith("raw.") and "__events" in k}
+    parquet = {
+        k
+        for k in live
+        if k.count(".") == 1
+        and ((k.startswith("raw.") and "__events" in k) or k in PARQUET_DAY_TABLES)
+    }
     con = duckdb.connect(str(run["snapshot"]), read_only=True)
     try:
         views = {
             f"{s}.{v}"
             for s, v in con.sql(
-                "select schema_name, view_name from duckdb_views() where schema_name = 'raw'"
+                "select schema_name, view_name from duckdb_views() "
+                "where schema_name in ('raw', 'intermediate')"
             ).fetchall()
         }
     finally:
         con.close()
-    assert "raw.posthog__events" in views and views <= parquet
+    assert {"raw.posthog__events", "intermediate.int_feature_user_days"} <= views <= parquet
     for key, comment in live.items():
         if key in views:
             assert snap[key].startswith(comment) and "Parquet files" in snap[key], key

@@ -153,6 +153,10 @@ def test_incremental_and_full_validation_give_the_same_quarantine_and_staging(ba
     assert _staging(batches["inc"]) == _staging(batches["full"])
     volume = "select * from quality.volume_daily order by all"
     assert _sql(batches["inc"], volume) == _sql(batches["full"], volume)
+    # the per-day counts behind it, kept for the days each batch touched, equal a recount
+    counts = "select * from quality.volume_day_counts order by all"
+    assert _sql(batches["inc"], counts) == _sql(batches["full"], counts)
+    assert len(_sql(batches["inc"], counts)) > 40
     assert {v.table: v.verdict for v in second.values()} == {
         v.table: v.verdict for v in full.values()
     }

@@ -128,3 +128,15 @@ comment on table quality.volume_rows is
 '(table_name, key_hash). Narrow per-row index (hash of the key, the record time, a content '
 'hash) kept up to date from each validated batch, so quality.volume_daily counts the checked '
 'window without re-reading every event. Not in the analyst snapshot (it grows with history).';
+
+create table if not exists quality.volume_day_counts (
+    table_name varchar not null,
+    source varchar,
+    day date not null,
+    n_rows bigint not null,
+    n_duplicate_content bigint not null
+);
+comment on table quality.volume_day_counts is
+'grain: one row per volume-checked staging table x source x day with rows; key: (table_name, '
+'source, day). Rows and repeated content per record day, rolled up from quality.volume_rows '
+'for the days each validated batch touched, so quality.volume_daily reads days, not rows.';

@@ -2,7 +2,7 @@
 -- (table_name, source, day). Rows per day (before validation) against the median of the same
 -- weekday in the 4 weeks before, for the volume and duplicate rules of the staging suites.
 -- Days without any row are listed with n_rows = 0, so a missing day shows. Checked window: the
--- getvariable('dq_check_days') days up to getvariable('as_of'). Reads quality.volume_rows
+-- getvariable('dq_check_days') days up to getvariable('as_of'). Reads quality.volume_day_counts
 -- (tasks/quality.py update_volume_rows), not the staging tables.
 with
 
@@ -12,39 +12,37 @@ params as (
         getvariable('dq_check_days')::integer as check_days
 ),
 
-unioned as (
-    -- quality.volume_rows: one narrow row per staging row, kept up to date per validated batch
+day_counts as (
+    -- quality.volume_day_counts: rows and repeats per record day, kept up to date per
+    -- validated batch from quality.volume_rows (one narrow row per staging row)
     select
         table_name,
         source,
-        happened_at,
-        content_hash
-    from quality.volume_rows
+        day,
+        n_rows,
+        n_duplicate_content
+    from quality.volume_day_counts
 ),
 
 first_days as (
     select
         table_name,
         source,
-        min(happened_at)::date as first_day
-    from unioned
-    where happened_at is not null
+        min(day) as first_day
+    from day_counts
     group by all
 ),
 
 counted as (
     select
-        unioned.table_name,
-        unioned.source,
-        unioned.happened_at::date as day,
-        count(*) as n_rows,
-        count(*) - count(distinct unioned.content_hash) as n_duplicate_content
-    from unioned
+        day_counts.table_name,
+        day_counts.source,
+        day_counts.day,
+        day_counts.n_rows,
+        day_counts.n_duplicate_content
+    from day_counts
     cross join params
-    where
-        unioned.happened_at::date
-        between params.as_of - (params.check_days + 27) and params.as_of
-    group by all
+    where day_counts.day between params.as_of - (params.check_days + 27) and params.as_of
 ),
 
 spine as (
