@@ -9,6 +9,7 @@ from datetime import date
 
 import duckdb
 
+from tasks import rawstore
 from tasks.comments import document
 from tasks.db import build_relation, sql_text
 from tasks.settings import SQL_DIR, DetectionSettings
@@ -209,6 +210,7 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
         "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
     )
     full = full_refresh or not state or state[0][0] != fingerprint or not tables_exist
+    expired = rawstore.expired_before(con)
     con.execute("begin transaction")
     try:
         if full:
@@ -216,13 +218,28 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
                 "select max(ingested_at) from staging.stg_usage_events__unvalidated"
             ).fetchall()[0][0]
             con.execute("set variable rollup_days = null")
+            # Days past the raw retention horizon (Parquet event store) have no events left:
+            # their rollup rows are kept as they are and the rebuild covers the days after.
+            kept = [n for n in USAGE_ROLLUPS[1:] if expired and tables_exist]
+            for name in kept:
+                con.execute(
+                    f"create or replace temp table _kept_{name} as select * from "
+                    f"intermediate.{name} where activity_date < ?",
+                    [expired],
+                )
             for name in USAGE_ROLLUPS:
                 build_relation(con, "intermediate", name)
+            for name in kept:
+                con.execute(f"delete from intermediate.{name} where activity_date < ?", [expired])
+                con.execute(f"insert into intermediate.{name} by name select * from _kept_{name}")
+                con.execute(f"drop table _kept_{name}")
             n_days = con.sql(
                 "select count(distinct activity_date) from intermediate.int_feature_user_days"
             ).fetchall()[0][0]
         else:
             days, new_mark = _changed_days(con, state[0][1], quarantined)
+            if expired:  # days past the raw retention horizon keep the rollups they have
+                days = [d for d in days if d >= expired]
             n_days = len(days)
             if days:
                 con.execute("set variable rollup_days = ?::date[]", [days])
