@@ -336,3 +336,53 @@ def test_the_nightly_flow_in_the_parquet_store(tmp_path, prefect_api):
     )
     # the analyst snapshot's history view reads the same files
     assert sql(snap, f"select count(*) from {rawstore.history(T)}")[0][0] == n_events
+
+
+def test_the_staged_merge_path_reads_archived_days_back_too(con, tmp_path):
+    """Mixpanel lands through the staging path (_merge_raw), not the direct one."""
+    from tasks.clients.mixpanel import MIXPANEL_EVENTS
+
+    def event(name: str, day: date, insert_id: str) -> dict:
+        ts = int((day - date(1970, 1, 1)).total_seconds()) + 3600
+        props = {"time": ts, "distinct_id": "u1", "$insert_id": insert_id}
+        return {"event": name, "properties": props}
+
+    old, new = TODAY - timedelta(days=10), TODAY - timedelta(days=1)
+    first = tmp_path / "in" / "a.jsonl"
+    first.parent.mkdir()
+    first.write_text(
+        "\n".join(json.dumps(e) for e in (event("open", old, "i1"), event("open", new, "i2"))),
+        encoding="utf-8",
+    )
+    load.load_source(con, MIXPANEL_EVENTS, str(first), "r1")
+    table = "raw.mixpanel__events"
+    st = rawstore.archive(con, _store(tmp_path / "raw_events", hot_days=3), today=TODAY)
+    assert (st.days_written, st.rows_moved) == (1, 1)
+    late = tmp_path / "in" / "b.jsonl"
+    late.write_text(
+        "\n".join(json.dumps(e) for e in (event("open", old, "i1"), event("save", old, "i3"))),
+        encoding="utf-8",
+    )
+    stats = load.load_source(con, MIXPANEL_EVENTS, str(late), "r2")
+    assert (stats.n_inserted, stats.n_unchanged) == (1, 1)
+    view = rawstore.history(table)
+    assert con.sql(f"select count(*), count(distinct event_id) from {view}").fetchall() == [(3, 3)]
+    assert con.sql("select count(*) from ops.raw_event_files").fetchall() == [(0,)]
+    rawstore.archive(con, _store(tmp_path / "raw_events", hot_days=3), today=TODAY)
+    assert con.sql(f"select count(*) from {table}").fetchall() == [(1,)]
+    assert con.sql(f"select count(*), count(distinct event_id) from {view}").fetchall() == [(3, 3)]
+
+
+def test_settings_of_the_raw_event_store(tmp_path):
+    from tasks.settings import ConfigError, load_settings
+
+    cfg = tmp_path / "s.toml"
+    cfg.write_text('raw_events_store = "parquet"\n', encoding="utf-8")
+    s = load_settings(cfg, environ={})
+    assert rawstore.RawStore.from_settings(s).root == str(tmp_path / "data" / "raw_events")
+    cfg.write_text('raw_events_path = "gs://b/x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="not supported"):
+        load_settings(cfg, environ={})
+    cfg.write_text("raw_events_hot_days = 5\nraw_events_retention_days = 5\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="more than raw_events_hot_days"):
+        load_settings(cfg, environ={})
