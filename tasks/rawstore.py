@@ -37,6 +37,7 @@ Credentials come only from the standard AWS environment / profile chain of s3fs/
 from __future__ import annotations
 
 import logging
+import os
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -360,6 +361,55 @@ def archive(
     stats.seconds = round(time.perf_counter() - started, 3)
     log.info("raw events archived: %s", stats)
     return stats
+
+
+# Compact the warehouse file after a move when at least this share of its blocks, and this
+# many bytes, are free: DuckDB reuses freed blocks but never gives them back to the file system,
+# so without it the file would keep the size of the history it held before the first move.
+COMPACT_MIN_FREE_SHARE = 0.5
+COMPACT_MIN_FREE_BYTES = 64 * 1024 * 1024
+
+
+def compact(
+    db_path: Path,
+    memory_limit: str | None = None,
+    min_free_share: float = COMPACT_MIN_FREE_SHARE,
+    min_free_bytes: int = COMPACT_MIN_FREE_BYTES,
+) -> tuple[int, int] | None:
+    """Rewrite the warehouse into a new file (ATTACH + COPY FROM DATABASE: tables, constraints,
+    views, macros, comments) and swap it in with os.replace, when it is mostly free blocks.
+    Returns (bytes before, bytes after), or None when not worth it. The caller holds the
+    writer lock and no other connection to the file; a crash before the swap leaves the
+    original untouched (the half-written copy is deleted next time)."""
+    from tasks import db
+
+    db_path = Path(db_path)
+    tmp = db_path.with_name(db_path.name + ".compact")
+    for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+        leftover.unlink(missing_ok=True)
+    before = db_path.stat().st_size
+    con = db.connect(db_path, memory_limit=memory_limit)
+    try:
+        con.execute("checkpoint")
+        row = con.sql("pragma database_size").fetchall()[0]
+        block_size, total, free = int(row[2]), int(row[3]), int(row[5])
+        if not total or free < total * min_free_share or free * block_size < min_free_bytes:
+            return None
+        catalog = con.sql("select current_database()").fetchall()[0][0]
+        con.execute(f"attach {sql_literal(tmp)} as fl_compact")
+        try:
+            con.execute(f'copy from database "{catalog}" to fl_compact')
+        finally:
+            con.execute("detach fl_compact")
+    finally:
+        con.close()
+    if db_path.with_name(db_path.name + ".wal").exists():  # not checkpointed: leave it be
+        tmp.unlink(missing_ok=True)
+        return None
+    os.replace(tmp, db_path)
+    after = db_path.stat().st_size
+    log.info("warehouse compacted: %.1f MB -> %.1f MB", before / 1e6, after / 1e6)
+    return before, after
 
 
 def _collect_garbage(con: duckdb.DuckDBPyConnection, store: RawStore, fs, table: str) -> int:
