@@ -403,13 +403,26 @@ def compact(
             con.execute("detach fl_compact")
     finally:
         con.close()
-    if db_path.with_name(db_path.name + ".wal").exists():  # not checkpointed: leave it be
+    if db_path.with_name(db_path.name + ".wal").exists() or _open_in_process(db_path):
+        # not checkpointed, or another connection of this process still holds the database
+        # (DuckDB would hand later connections that instance, i.e. the replaced file)
         tmp.unlink(missing_ok=True)
         return None
     os.replace(tmp, db_path)
     after = db_path.stat().st_size
     log.info("warehouse compacted: %.1f MB -> %.1f MB", before / 1e6, after / 1e6)
     return before, after
+
+
+def _open_in_process(db_path: Path) -> bool:
+    """Whether this process still has a DuckDB connection to `db_path`: opening it with a
+    configuration no other connection uses fails while an instance is cached for the file."""
+    try:
+        probe = duckdb.connect(str(db_path), read_only=True, config={"memory_limit": "77MB"})
+    except duckdb.ConnectionException:
+        return True
+    probe.close()
+    return False
 
 
 def _collect_garbage(con: duckdb.DuckDBPyConnection, store: RawStore, fs, table: str) -> int:

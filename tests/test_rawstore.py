@@ -408,6 +408,8 @@ def test_the_warehouse_file_is_compacted_after_the_move(world, tmp_path):
     before, after = rawstore.compact(path, min_free_bytes=0)
     assert after < before / 2 and path.stat().st_size == after
     assert not path.with_name(path.name + ".compact").exists()
+    with db.warehouse(path):  # another connection of this process open: never swapped
+        assert rawstore.compact(path, min_free_bytes=0, min_free_share=0.0) is None
     marts = {}
     for p in (path, tmp_path / "uncompacted.duckdb"):
         with db.warehouse(p) as con:
