@@ -11,6 +11,10 @@ Before a batch is read, each file is screened (_screen_files): gzip is decompres
 bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside whole
 (quarantined without their text, recorded as rejected), and JSON-lines files lose only their
 non-UTF-8 lines. Which version of a record wins is fixed by _VERSION_ORDER, whatever the load order.
+
+With the Parquet raw event store (tasks/rawstore.py), a batch of events first reads back the
+archived event days it touches (rawstore.pull_back, inside its transaction), so the merge sees
+every stored version as in the warehouse store.
 """
 
 from __future__ import annotations

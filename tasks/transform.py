@@ -181,6 +181,8 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     missing table or `full_refresh` rebuilds everything; both paths give identical rows (tested).
     The watermark and the quarantined keys it saw are committed with the rows. A night without
     new data reads only the events landed after the watermark (none) and the quarantine keys.
+    Days before the raw retention horizon (rawstore.expired_before: their events are deleted)
+    keep their rows, in the incremental and the full path alike.
     """
     rules_hash = con.sql(
         "select coalesce(md5(string_agg(feature_key || '|' || signal || '|' || pattern || '|' "
