@@ -145,9 +145,16 @@ def activate(settings: Any) -> RawStore:
 
 
 def register(con: duckdb.DuckDBPyConnection) -> None:
-    """Register the active store's s3 filesystem with `con` (no-op for local folders)."""
+    """Prepare `con` for the active Parquet store: keep Parquet footers cached between queries
+    (each query over a *_all view otherwise re-reads every day file's footer; files are never
+    rewritten under the same name, so the cache cannot go stale) and register an s3 store's
+    filesystem."""
     store = _ACTIVE
-    if store is None or not store.is_s3:
+    if store is None:
+        return
+    if store.mode == "parquet":
+        con.execute("set parquet_metadata_cache = true")
+    if not store.is_s3:
         return
     fs = store.filesystem()
     if not con.filesystem_is_registered(
