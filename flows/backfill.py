@@ -32,6 +32,7 @@ from tasks.settings import Settings
 from tasks.steps import (
     ALL_SOURCES,
     SourceKind,
+    archive_raw_events,
     build_staging,
     failed_loads,
     finish_run,
@@ -139,6 +140,7 @@ def _backfill(
         )
         rows, marts_verdicts = score_days(settings, days, window_days, run_id, started_at, gate)
         timings["days"] = round(sum(r["seconds"] for r in rows), 3)
+        timed("archive_raw", archive_raw_events, settings)  # after every day's rollups
 
         verdicts = gate.verdicts + marts_verdicts
         reasons = degraded_reasons(failed, verdicts, rows)

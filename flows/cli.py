@@ -54,6 +54,9 @@ def _settings(args: argparse.Namespace) -> Settings:
 
         check_settings(settings)
         check_catalog(settings)
+        from tasks import rawstore
+
+        rawstore.activate(settings)  # s3:// raw event store: registered on every connection
         return settings
     except ConfigError as exc:
         raise UserError(str(exc)) from None

@@ -23,6 +23,7 @@ from tasks.settings import ConfigError
 from tasks.steps import (
     ALL_SOURCES,
     SourceKind,
+    archive_raw_events,
     build_staging,
     collect_results,
     failed_loads,
@@ -195,6 +196,8 @@ def _run(
         marts_gate = timed(
             "validate_marts", validate_marts, settings, run_id, scored["as_of"], started_at
         )
+        # The rollups and checks have consumed the night's rows: older event days can move out.
+        timed("archive_raw", archive_raw_events, settings)
         verdicts = gate.verdicts + marts_gate.verdicts
         wb = timed(
             "write_back",

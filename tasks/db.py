@@ -61,7 +61,8 @@ def connect(
     next_report = started
     while True:
         try:
-            return duckdb.connect(str(path), read_only=read_only, config=config)
+            con = duckdb.connect(str(path), read_only=read_only, config=config)
+            break
         except duckdb.IOException as exc:
             if "lock" not in str(exc).lower():
                 raise
@@ -83,6 +84,10 @@ def connect(
                 next_report = now + 30.0
             time.sleep(delay + random.uniform(0, delay / 2))
             delay = min(delay * 2, 3.0)
+    from tasks import rawstore
+
+    rawstore.register(con)  # an s3:// raw event store: the *_all views read its files
+    return con
 
 
 def _lock_holder(message: str) -> str:

@@ -11,6 +11,10 @@ Before a batch is read, each file is screened (_screen_files): gzip is decompres
 bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside whole
 (quarantined without their text, recorded as rejected), and JSON-lines files lose only their
 non-UTF-8 lines. Which version of a record wins is fixed by _VERSION_ORDER, whatever the load order.
+
+With the Parquet raw event store (tasks/rawstore.py), a batch of events first reads back the
+archived event days it touches (rawstore.pull_back, inside its transaction), so the merge sees
+every stored version as in the warehouse store.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from typing import Any
 
 import duckdb
 
-from tasks import redact
+from tasks import rawstore, redact
 from tasks.db import sql_literal
 from tasks.quality import record_quarantine
 
@@ -1346,6 +1350,17 @@ def _land_direct(
         ).fetchall()[0][0]
     finally:
         con.execute(f"set preserve_insertion_order = {'true' if keep_order else 'false'}")
+    # Parquet event store: the archived days this batch touches come back first (their ids join
+    # _seen_keys), so the settling below sees the stored versions as in the warehouse store.
+    _, day_sql = rawstore.EVENT_TABLES.get(t, (None, None))
+    if day_sql:
+        rawstore.pull_back(
+            con,
+            t,
+            f"select distinct {day_sql} from {t} where _batch_id in (?, ?, ?)",
+            [batch_id, mark_null, mark_text],
+            seen_keys=True,
+        )
     con.execute(
         f"""create or replace temp table _landed as
             select _source_file as source_file, count(*) as n from {t}
@@ -1703,6 +1718,10 @@ def _merge_raw(con: duckdb.DuckDBPyConnection, spec: SourceSpec, batch_id: str) 
     cols = spec.payload_columns
     src = cols if spec.fields else ["j"]
     accepted = "from _batch_v where rn = 1 and reject_rule is null and not is_dropped"
+    _, day_sql = rawstore.EVENT_TABLES.get(t, (None, None))
+    if day_sql:  # Parquet event store: the archived days the batch touches come back first
+        as_raw = ", ".join(f"{s} as {c}" for s, c in zip(src, cols, strict=True))
+        rawstore.pull_back(con, t, f"select distinct {day_sql} from (select {as_raw} {accepted})")
     overlap = con.execute(
         f"select count(*) from (select rec_id {accepted}) b semi join {t} r on r.{k} = b.rec_id"
     ).fetchall()[0][0]

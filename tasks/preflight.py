@@ -72,6 +72,14 @@ def check_settings(settings: Settings) -> None:
             "(duckdb_path); give the analyst snapshot its own file name"
         )
     _check_memory_limit(settings.duckdb_memory_limit)
+    if settings.raw_events_store == "parquet" and settings.raw_events_path.startswith("s3://"):
+        try:
+            import s3fs  # noqa: F401
+        except ImportError:
+            raise ConfigError(
+                "raw_events_path is s3:// but s3fs is not installed: pip install "
+                "'feedback-loop[s3]'"
+            ) from None
     template = settings.writeback.report_url
     if template:
         names = {f for _, f, _, _ in Formatter().parse(template) if f is not None}
@@ -244,6 +252,10 @@ def output_paths(settings: Settings) -> list[tuple[str, Path, str]]:
         out.append(("writeback.tracker_dir", settings.writeback.tracker_dir, "dir"))
     if _demo_pending(settings):
         out.append(("demo.out_dir", settings.demo.out_dir, "dir"))
+    if settings.raw_events_store == "parquet" and "://" not in settings.raw_events_path:
+        from tasks.rawstore import RawStore
+
+        out.append(("raw_events_path", Path(RawStore.from_settings(settings).root), "dir"))
     return out
 
 

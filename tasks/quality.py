@@ -372,6 +372,7 @@ def configured_vendors(settings: Any) -> tuple[str, ...]:
 def active_vendors(con: duckdb.DuckDBPyConnection, configured: tuple[str, ...] | None) -> list[str]:
     """Configured vendors (an empty raw table then fails: the source returned nothing) plus any
     vendor whose raw table holds rows; only vendors with a suite in expectations/."""
+    from tasks import rawstore
     from tasks.sources import VENDORS
 
     out = []
@@ -379,7 +380,10 @@ def active_vendors(con: duckdb.DuckDBPyConnection, configured: tuple[str, ...] |
         if not (EXPECTATIONS_DIR / f"raw_{v.source}__{v.stream}.json").exists():
             continue
         wanted = configured is not None and v.source in configured
-        if wanted or con.sql(f"select exists (select 1 from {v.raw_table})").fetchall()[0][0]:
+        # the full history (raw.<vendor>__events_all) of an event table: in the Parquet event
+        # store its warehouse table may hold no rows after a quiet spell
+        rel = rawstore.history(v.raw_table) if v.raw_table in rawstore.EVENT_TABLES else v.raw_table
+        if wanted or con.sql(f"select exists (select 1 from {rel})").fetchall()[0][0]:
             out.append(v.source)
     return out
 

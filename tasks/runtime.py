@@ -86,6 +86,9 @@ def run_settings(config_path: str | None) -> Settings:
             f"deployment's environment or a Prefect Secret block named by the Variable "
             f"{SALT_BLOCK_VARIABLE}"
         )
+    from tasks import rawstore
+
+    rawstore.activate(settings)  # every connection of the run reaches the raw event store
     return settings
 
 
@@ -109,6 +112,9 @@ def writer(settings: Settings, *, flow: str, run_id: str, logger) -> Iterator[fl
     from tasks.writer_lock import warehouse_writer
 
     db.set_lock_wait(settings.lock_wait_seconds)
+    from tasks import rawstore
+
+    rawstore.activate(settings)
     flow_run_id = _flow_run_id()
 
     def on_wait(message: str) -> None:

@@ -238,6 +238,37 @@ class Settings(_Strict):
         "spills to disk). 1GB keeps a 10M-event night under ~1.7 GiB peak RSS, no slower than "
         "4GB (make bench-scale).",
     )
+    raw_events_store: Literal["warehouse", "parquet"] = Field(
+        "warehouse",
+        description="warehouse: the raw event tables keep every event in the DuckDB file. "
+        "parquet: after each night's rollups, event days older than raw_events_hot_days move "
+        "to Parquet day files under raw_events_path (raw.<vendor>__events_all reads both).",
+    )
+    raw_events_path: str = Field(
+        "",
+        description="Where the Parquet event days go in parquet mode: a local folder (default "
+        "<warehouse folder>/raw_events) or s3://bucket/prefix (credentials from the standard "
+        "AWS environment variables / profile only, never from this file).",
+    )
+    raw_events_s3_endpoint_url: str = Field(
+        "",
+        description="S3-compatible endpoint (MinIO, moto, R2...) for an s3:// raw_events_path; "
+        "empty = AWS.",
+    )
+    raw_events_s3_region: str = Field("", description="S3 region; empty = the AWS default.")
+    raw_events_hot_days: int = Field(
+        3,
+        ge=1,
+        le=365,
+        description="Event days (UTC) kept in the warehouse in parquet mode; older days move "
+        "to Parquet after the night's rollups.",
+    )
+    raw_events_retention_days: int = Field(
+        0,
+        ge=0,
+        description="Parquet mode: delete event days older than this many days (0 = keep "
+        "everything). The rollups of deleted days are kept; a full refresh cannot rebuild them.",
+    )
     warehouse_wait_minutes: float = Field(
         240,
         ge=0,
@@ -273,6 +304,20 @@ class Settings(_Strict):
         description="Sources pulled at the same time (each a pull-<source> task run): their "
         "fetching and landing overlap, their warehouse commits take turns. 1 = one after another.",
     )
+
+    @model_validator(mode="after")
+    def _raw_events(self) -> Settings:
+        scheme = self.raw_events_path.split("://", 1)[0] if "://" in self.raw_events_path else ""
+        if scheme not in ("", "s3", "file"):
+            raise ValueError(
+                f"raw_events_path: {scheme}:// is not supported (a local folder or s3://bucket/…)"
+            )
+        if 0 < self.raw_events_retention_days <= self.raw_events_hot_days:
+            raise ValueError(
+                "raw_events_retention_days must be 0 (keep everything) or more than "
+                f"raw_events_hot_days ({self.raw_events_hot_days})"
+            )
+        return self
 
     @field_validator("hash_salt")
     @classmethod
@@ -311,6 +356,11 @@ class Settings(_Strict):
                 "duckdb_path": fix(self.duckdb_path),
                 "snapshot_path": fix(self.snapshot_path),
                 "catalog_path": fix(self.catalog_path),
+                "raw_events_path": (
+                    self.raw_events_path
+                    if "://" in self.raw_events_path or not self.raw_events_path
+                    else str(fix(Path(self.raw_events_path)))
+                ),
                 "demo": self.demo.model_copy(update={"out_dir": fix(self.demo.out_dir)}),
                 "sources": self.sources.model_copy(
                     update={

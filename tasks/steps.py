@@ -587,6 +587,44 @@ def run_write_back(
     return out
 
 
+@task(name="archive-raw-events")
+def archive_raw_events(settings: Settings) -> dict[str, Any]:
+    """raw_events_store = "parquet": move the event days older than the hot window to Parquet
+    and apply the retention (tasks/rawstore.py), then compact the warehouse file when the move
+    left it mostly free blocks. After the rollups; a no-op in the warehouse store."""
+    from tasks import rawstore
+
+    store = rawstore.activate(settings)
+    if store.mode != "parquet":
+        return {"mode": store.mode}
+    with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
+        st = rawstore.archive(con, store)
+    compacted = (
+        rawstore.compact(settings.duckdb_path, settings.duckdb_memory_limit)
+        if st.rows_moved or st.rows_expired
+        else None
+    )
+    if compacted:
+        get_run_logger().info(
+            "warehouse file compacted after the move: %.1f MB -> %.1f MB",
+            compacted[0] / 1e6,
+            compacted[1] / 1e6,
+        )
+    get_run_logger().info(
+        "raw events: %d day(s) (%d rows, %.1f MB) moved to Parquet at %s; %d day(s) past the "
+        "%s-day retention deleted; %d stale file(s) removed (%.2fs)",
+        st.days_written,
+        st.rows_moved,
+        st.bytes_written / 1e6,
+        store.root,
+        st.days_expired,
+        store.retention_days or "no",
+        st.files_deleted,
+        st.seconds,
+    )
+    return {"mode": store.mode, "compacted": compacted, **st.__dict__}
+
+
 @task(name="publish-snapshot")
 def publish_snapshot(settings: Settings) -> float:
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:

@@ -9,6 +9,7 @@ from datetime import date
 
 import duckdb
 
+from tasks import rawstore
 from tasks.comments import document
 from tasks.db import build_relation, sql_text
 from tasks.settings import SQL_DIR, DetectionSettings
@@ -184,6 +185,8 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     identical rows (tested).
     The watermark and the quarantined keys it saw are committed with the rows. A night without
     new data reads only the events landed after the watermark (none) and the quarantine keys.
+    Days before the raw retention horizon (rawstore.expired_before: their events are deleted)
+    keep their rows, in the incremental and the full path alike.
     """
     rules_hash = con.sql(
         "select coalesce(md5(string_agg(feature_key || '|' || signal || '|' || pattern || '|' "
@@ -217,6 +220,7 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
         "where stage = 'validate' and table_name = 'staging.stg_usage_events'"
     )
     full = full_refresh or not state or state[0][0] != fingerprint or not tables_exist
+    expired = rawstore.expired_before(con)
     con.execute("begin transaction")
     try:
         if full:
@@ -225,8 +229,21 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
             ).fetchall()[0][0]
             con.execute("set variable rollup_days = null")
             con.execute("set variable rollup_loads = null")
+            # Days past the raw retention horizon (Parquet event store) have no events left:
+            # their rollup rows are kept as they are and the rebuild covers the days after.
+            kept = [n for n in USAGE_ROLLUPS[1:] if expired and tables_exist]
+            for name in kept:
+                con.execute(
+                    f"create or replace temp table _kept_{name} as select * from "
+                    f"intermediate.{name} where activity_date < ?",
+                    [expired],
+                )
             for name in USAGE_ROLLUPS:
                 build_relation(con, "intermediate", name)
+            for name in kept:
+                con.execute(f"delete from intermediate.{name} where activity_date < ?", [expired])
+                con.execute(f"insert into intermediate.{name} by name select * from _kept_{name}")
+                con.execute(f"drop table _kept_{name}")
             con.execute("delete from ops.rollup_load_days")
             con.execute(
                 "insert into ops.rollup_load_days select ingested_at, occurred_at::date, "
@@ -238,6 +255,8 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
             ).fetchall()[0][0]
         else:
             days, new_mark = _changed_days(con, state[0][1], quarantined)
+            if expired:  # days past the raw retention horizon keep the rollups they have
+                days = [d for d in days if d >= expired]
             n_days = len(days)
             if days:
                 con.execute("set variable rollup_days = ?::date[]", [days])

@@ -12,3 +12,6 @@ create table if not exists raw.amplitude__events (
 comment on table raw.amplitude__events is
 'grain: one row per Amplitude event; key: event_id (uuid, else ''insert_id:'' || $insert_id). '
 'Merged on event_id; cursor_at is the upload time.';
+
+-- Its full history (warehouse rows, plus Parquet day files in the parquet store; tasks/rawstore.py).
+create view if not exists raw.amplitude__events_all as select * from raw.amplitude__events;

@@ -12,3 +12,6 @@ create table if not exists raw.mixpanel__events (
 comment on table raw.mixpanel__events is
 'grain: one row per Mixpanel event; key: event_id = md5 of (event, distinct_id, time, $insert_id), '
 'or of the whole record without $insert_id. Re-exported days merge onto the same rows.';
+
+-- Its full history (warehouse rows, plus Parquet day files in the parquet store; tasks/rawstore.py).
+create view if not exists raw.mixpanel__events_all as select * from raw.mixpanel__events;

@@ -178,3 +178,25 @@ alter table ops.loaded_files add column if not exists sha256 varchar;
 -- Added with backfills (flows/backfill.py): which flow and trigger made the row. A backfill's
 -- as_of_date is the last day it scored; its summary lists every day.
 alter table ops.runs add column if not exists kind varchar;
+
+-- The full history of each raw event table (tasks/rawstore.py): in the "warehouse" store just its
+-- rows; in the "parquet" store re-created as its rows UNION ALL its Parquet day files. Staging
+-- reads these views. `if not exists`: a view over Parquet files is never reset here.
+create view if not exists raw.posthog__events_all as select * from raw.posthog__events;
+
+-- Parquet day files of the raw event tables (raw_events_store = "parquet"): the explicit list
+-- the *_all views read (tasks/rawstore.py).
+create table if not exists ops.raw_event_files (
+    table_name varchar not null,
+    day date not null,
+    file varchar not null,
+    n_rows bigint not null,
+    n_bytes bigint,
+    written_at timestamptz not null
+);
+
+create table if not exists ops.raw_event_retention (
+    table_name varchar not null,
+    expired_before date not null,
+    expired_at timestamptz not null
+);

@@ -5,7 +5,7 @@
 with
 
 source as (
-    select * from raw.amplitude__events
+    select * from raw.amplitude__events_all
 ),
 
 fields as (

@@ -6,7 +6,7 @@
 with
 
 source as (
-    select * from raw.mixpanel__events
+    select * from raw.mixpanel__events_all
 ),
 
 typed as (

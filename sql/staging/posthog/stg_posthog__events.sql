@@ -14,13 +14,13 @@ source as (
     select
         *,
         starts_with(event_id, 'daily:') as is_daily
-    from raw.posthog__events
+    from raw.posthog__events_all
 ),
 
 daily_days as (
     -- read from raw itself: a second reference to `source` would materialise every event
     select distinct try_cast(properties ->> '$._daily.day' as date) as day
-    from raw.posthog__events
+    from raw.posthog__events_all
     where
         starts_with(event_id, 'daily:')
         and try_cast(properties ->> '$._daily.day' as date) is not null
