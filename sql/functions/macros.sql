@@ -98,3 +98,21 @@ end;
 -- A vendor's enum value outside the canonical set, as kept for the quality warning's examples:
 -- redacted and cut to 24 characters.
 create or replace macro enum_example(v) as left(redact_text(v), 24);
+
+-- The rows an incremental usage rollup recomputes (tasks/transform.py build_usage_rollups):
+-- with rollup_days set, events of those UTC days only; with rollup_loads set too, only from the
+-- loads (ingested_at) that hold events of those days, as a range the raw tables' _loaded_at zone
+-- maps skip to. Both NULL (a full build): every row.
+create or replace macro in_rollup_scope(day, loaded) as
+(
+    getvariable('rollup_days') is null
+    or list_contains(getvariable('rollup_days'), day)
+)
+and (
+    getvariable('rollup_loads') is null
+    or (
+        loaded between list_min(getvariable('rollup_loads'))
+        and list_max(getvariable('rollup_loads'))
+        and list_contains(getvariable('rollup_loads'), loaded)
+    )
+);

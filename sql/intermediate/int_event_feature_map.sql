@@ -9,19 +9,7 @@ pairs as (
         coalesce(event_name, '') as event_name,
         coalesce(url_path, '') as url_path
     from staging.stg_usage_events
-    where
-        (
-            getvariable('rollup_days') is null
-            or list_contains(getvariable('rollup_days'), occurred_at::date)
-        )
-        and (
-            getvariable('rollup_loads') is null
-            or (
-                ingested_at between list_min(getvariable('rollup_loads'))
-                and list_max(getvariable('rollup_loads'))
-                and list_contains(getvariable('rollup_loads'), ingested_at)
-            )
-        )
+    where in_rollup_scope(occurred_at::date, ingested_at)
 ),
 
 rules as (

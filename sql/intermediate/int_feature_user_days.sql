@@ -19,18 +19,7 @@ events as (
     from staging.stg_usage_events
     where
         user_key is not null
-        and (
-            getvariable('rollup_days') is null
-            or list_contains(getvariable('rollup_days'), occurred_at::date)
-        )
-        and (
-            getvariable('rollup_loads') is null
-            or (
-                ingested_at between list_min(getvariable('rollup_loads'))
-                and list_max(getvariable('rollup_loads'))
-                and list_contains(getvariable('rollup_loads'), ingested_at)
-            )
-        )
+        and in_rollup_scope(occurred_at::date, ingested_at)
 ),
 
 feature_map as (
