@@ -30,6 +30,7 @@ import time
 import uuid
 import zlib
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -490,8 +491,14 @@ def _screen_files(
     their non-UTF-8 lines (to a cleaned copy). Cheap on good input: a byte scan per file and,
     for pages, one JSON validity/type pass."""
     out = _Screen()
-    for path in paths:
-        whole, readable, lines = _screen_file(spec, path, work)
+    if len(paths) > 1:
+        # The screen reads every byte of every file; file reads release the GIL, so a few
+        # threads screen a batch of files in a fraction of the time (DuckDB waits for it).
+        with ThreadPoolExecutor(min(4, len(paths)), thread_name_prefix="load-screen") as pool:
+            screened = list(pool.map(lambda path: _screen_file(spec, path, work), paths))
+    else:
+        screened = [_screen_file(spec, path, work) for path in paths]
+    for path, (whole, readable, lines) in zip(paths, screened, strict=True):
         if whole is not None:
             out.rejects.append(whole)
             continue
