@@ -4,8 +4,9 @@ tabular files (accounts: CSV or Parquet) in raw.*.
 Everything streams through DuckDB: files are read by `read_json`/`read_csv`/`read_text`, parsed
 with DuckDB's JSON functions and merged on the stable id in one transaction per batch of files,
 together with the quarantine rows and the file/cursor bookkeeping — so a crash never leaves a
-half-advanced state. Typed JSON lines (PostHog events) land straight in the raw table
-(_land_direct); everything else is staged in temp tables first (_stage_batch, _merge_raw).
+half-advanced state. Typed JSON lines (PostHog events) and pages with a record_type (PostHog
+query pages) land straight in the raw table (_land_direct); everything else, and a page batch with
+a record that needs a decision, is staged in temp tables first (_stage_batch, _merge_raw).
 
 Before a batch is read, each file is screened (_screen_files): gzip is decompressed by its magic
 bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside whole
