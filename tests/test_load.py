@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -565,3 +566,35 @@ def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypat
     monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
     assert got == land("ordered")
     assert got[2]["quarantine_reasons"] == {"duplicate": 4}
+
+
+def test_page_screen_one_parse_agrees_with_the_close_look(tmp_path):
+    """_page_rejects answers {} from one json_type per page only when every page has its list;
+    a batch with any other page (invalid JSON, an error body, the list an object) gets the close
+    look, which names exactly the pages at fault."""
+    import duckdb
+
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    con = duckdb.connect()
+    bodies = {
+        "ok": '{"results": [["u1"]]}',
+        "ok2": '{"results": [], "hasMore": false}',
+        "truncated": '{"results": [["u1"]',
+        "error": '{"error": "rate limited"}',
+        "object": '{"results": {"u1": 1}}',
+        "trailing": '{"results": []} x',
+    }
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(body)
+    spec = POSTHOG_QUERY_EVENTS
+    assert load._page_rejects(con, spec, [paths["ok"], paths["ok2"]]) == {}
+    got = load._page_rejects(con, spec, list(paths.values()))
+    assert {Path(f).stem: rule for f, (rule, _) in got.items()} == {
+        "truncated": "invalid_json_file",
+        "error": "error_page",
+        "object": "unexpected_page_shape",
+        "trailing": "invalid_json_file",
+    }
