@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -427,6 +428,84 @@ def test_posthog_query_record_fields_equal_the_record_sql_object(tmp_path, monke
     assert staged[0] == fast[0]
 
 
+def test_posthog_query_pages_land_direct_as_on_the_staging_path(tmp_path, monkeypatch):
+    """Pages of clean rows land straight in raw (read once as record_type, _land_direct) with
+    the raw rows, merge outcomes, quarantine rows and counts of the staging path; a batch with
+    a row the type does not fit, a repeated id or no usable id takes the staging path."""
+    import dataclasses
+
+    import duckdb
+
+    from tasks import db
+    from tasks.clients.base import LandedPage
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    clean = [r for r in _HOGQL_ROWS[:-1] if isinstance(r, list) and r and r[0] != " u8 "]
+    pages = [
+        clean,
+        # u1 updated, u3 re-delivered unchanged, u4 an older version (the stored row stays)
+        [
+            ["u1", "e2", "d", "2026-11-20T11:00:00+00:00", "{}"],
+            _HOGQL_ROWS[2],
+            ["u4", "old", "d", "2026-11-19T10:00:02+00:00", "{}"],
+            ["u13", "e", "d", "2026-11-20T12:00:00+00:00", '{"k": "v"}'],
+        ],
+        [["u14", "e", "d", "t", "{}"], {"a": 1}],  # a row that is not an array
+        [["u15", "e", "d", "t", "{}"], ["u15", "e", "d", "t", '{"x": 1}']],  # a repeat
+        [["u16", "e", "d", "t", "{}"], [" u8 ", "e", "d", "t", "{}"], []],  # ids to decide
+        [["u17", "e", "d", "2026-11-21T00:00:00+00:00", "[1]"]],
+    ]
+    direct: list[bool] = []
+    land_direct = load._land_direct
+
+    def spy(*args, **kwargs):
+        try:
+            out = land_direct(*args, **kwargs)
+        except Exception:
+            direct.append(False)
+            raise
+        direct.append(True)
+        return out
+
+    monkeypatch.setattr(load, "_land_direct", spy)
+
+    def land(spec, name) -> tuple[list, list, dict]:
+        con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
+        db.ensure_schema(con)
+        stats = load.load_pages(
+            con,
+            spec,
+            [
+                LandedPage(json.dumps({"results": p}).encode(), {"n": i}, 1)
+                for i, p in enumerate(pages)
+            ],
+            "r1",
+            tmp_path / "landing",
+            batch_bytes=1,
+        )
+        raw = con.sql(
+            "select * exclude (_batch_id, _loaded_at) from raw.posthog__events order by all"
+        ).fetchall()
+        rejects = con.sql(
+            "select quarantine_id, rule, record_key, reason, payload from quality.quarantine "
+            "order by all"
+        ).fetchall()
+        state = load.read_state(con, spec.source, spec.stream)
+        con.close()
+        counts = stats.as_dict()
+        counts.pop("seconds")
+        return raw, rejects, counts | {"state": state}
+
+    assert POSTHOG_QUERY_EVENTS.record_type
+    staged = land(dataclasses.replace(POSTHOG_QUERY_EVENTS, record_type=None), "staged")
+    assert direct == []
+    landed = land(POSTHOG_QUERY_EVENTS, "direct")
+    assert direct == [True, True, False, False, False, True]
+    assert landed == staged
+    assert landed[2]["n_updated"] == 1 and landed[2]["n_unchanged"] == 2
+    assert landed[2]["state"] == {"n": 5} and landed[1]
+
+
 def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypatch):
     """An id repeated within one file: the batch lands as the order-preserving insert lands
     it, whether the copies are exact repeats of a line (landed without the ordered retry) or
@@ -487,3 +566,35 @@ def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypat
     monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
     assert got == land("ordered")
     assert got[2]["quarantine_reasons"] == {"duplicate": 4}
+
+
+def test_page_screen_one_parse_agrees_with_the_close_look(tmp_path):
+    """_page_rejects answers {} from one json_type per page only when every page has its list;
+    a batch with any other page (invalid JSON, an error body, the list an object) gets the close
+    look, which names exactly the pages at fault."""
+    import duckdb
+
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    con = duckdb.connect()
+    bodies = {
+        "ok": '{"results": [["u1"]]}',
+        "ok2": '{"results": [], "hasMore": false}',
+        "truncated": '{"results": [["u1"]',
+        "error": '{"error": "rate limited"}',
+        "object": '{"results": {"u1": 1}}',
+        "trailing": '{"results": []} x',
+    }
+    paths = {}
+    for name, body in bodies.items():
+        paths[name] = tmp_path / f"{name}.json"
+        paths[name].write_text(body)
+    spec = POSTHOG_QUERY_EVENTS
+    assert load._page_rejects(con, spec, [paths["ok"], paths["ok2"]]) == {}
+    got = load._page_rejects(con, spec, list(paths.values()))
+    assert {Path(f).stem: rule for f, (rule, _) in got.items()} == {
+        "truncated": "invalid_json_file",
+        "error": "error_page",
+        "object": "unexpected_page_shape",
+        "trailing": "invalid_json_file",
+    }

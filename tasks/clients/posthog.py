@@ -124,8 +124,16 @@ RECORD_FIELDS = (
         "case when json_valid(_r[5]) then json(_r[5]) else 'null' end",
     ),
 )
+# Each result row read straight as text items (VARCHAR[]) is what RECORD_FIELDS' extract gives
+# (a short row gives a shorter list, whose missing items read as NULL alike): pages are parsed
+# once and land straight in raw; a row that is not an array fails the read and the batch takes
+# the staging path.
 POSTHOG_QUERY_EVENTS: SourceSpec = replace(
-    POSTHOG_EVENTS, layout="$.results[*]", record_sql=RECORD_SQL, record_fields=RECORD_FIELDS
+    POSTHOG_EVENTS,
+    layout="$.results[*]",
+    record_sql=RECORD_SQL,
+    record_fields=RECORD_FIELDS,
+    record_type="VARCHAR[]",
 )
 
 # daily_aggregates: a HogQL result row (array in DAILY_COLUMNS order) as an event-shaped record

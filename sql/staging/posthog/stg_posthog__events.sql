@@ -27,12 +27,16 @@ daily_days as (
 ),
 
 typed as (
-    -- one parse of properties for all its type checks (the high-volume path)
+    -- one parse of properties for all its type checks and one for both texts (the
+    -- high-volume path)
     select
         *,
         json_type(
             properties, ['$', '$."$groups"', '$."$groups".company', '$."$pathname"']
-        ) as property_types
+        ) as property_types,
+        json_extract_string(
+            properties, ['$."$groups".company', '$."$pathname"']
+        ) as property_texts
     from source
 ),
 
@@ -46,9 +50,9 @@ renamed as (
         end as occurred_at,
         _loaded_at as ingested_at,
         nullif(trim(distinct_id), '') as user_key,
-        json_extract_string(properties, '$."$groups".company') as account_key,
+        property_texts[1] as account_key,
         nullif(trim(event), '') as event_name,
-        json_extract_string(properties, '$."$pathname"') as url_path,
+        property_texts[2] as url_path,
         properties,
         is_daily,
         case
