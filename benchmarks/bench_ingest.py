@@ -92,6 +92,12 @@ def child_floor(data: Path, db_path: Path, memory_limit: str) -> dict[str, Any]:
     return {"rows": rows, "seconds": time.perf_counter() - t0}
 
 
+def _staged_events(con) -> int:
+    """Rows of the usage union (the nightly's build_staging no longer counts it: a view over
+    every event); counted outside the timed work, to check nothing was lost."""
+    return con.sql("select count(*) from staging.stg_usage_events__unvalidated").fetchall()[0][0]
+
+
 def child_file(data: Path, db_path: Path, memory_limit: str) -> dict[str, Any]:
     from tasks import db, load, transform
 
@@ -100,8 +106,9 @@ def child_file(data: Path, db_path: Path, memory_limit: str) -> dict[str, Any]:
         db.ensure_schema(con)
         stats = load.load_source(con, load.POSTHOG_EVENTS, str(data / "*.jsonl"), "bench")
         t1 = time.perf_counter()
-        counts = transform.build_staging(con, "bench-salt")
+        transform.build_staging(con, "bench-salt")
         t2 = time.perf_counter()
+        staged = _staged_events(con)  # a check, after the timed work
     return {
         "rows": stats.records_read,
         "seconds": time.perf_counter() - t0,
@@ -109,7 +116,7 @@ def child_file(data: Path, db_path: Path, memory_limit: str) -> dict[str, Any]:
         "staging_s": t2 - t1,
         "landed": stats.n_landed,
         "quarantined": stats.n_quarantined,
-        "staging_rows": counts["stg_usage_events"],
+        "staging_rows": staged,
     }
 
 
@@ -151,8 +158,9 @@ def child_http(
             **({"batch_bytes": batch_bytes} if batch_bytes else {}),
         )
         t1 = time.perf_counter()
-        counts = transform.build_staging(con, "bench-salt")
+        transform.build_staging(con, "bench-salt")
         t2 = time.perf_counter()
+        staged = _staged_events(con)  # a check, after the timed work
     shutil.rmtree(landing, ignore_errors=True)
     return {
         "rows": stats.records_read,
@@ -162,7 +170,7 @@ def child_http(
         "pages": stats.files_seen,
         "landed": stats.n_landed,
         "quarantined": stats.n_quarantined,
-        "staging_rows": counts["stg_usage_events"],
+        "staging_rows": staged,
     }
 
 

@@ -321,7 +321,12 @@ def _log_stats(logger, name: str, stats: load.LoadStats) -> None:
 def build_staging(settings: Settings) -> dict[str, int]:
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         counts = transform.build_staging(con, settings.hash_salt.get_secret_value())
-    get_run_logger().info("staging rows before validation: %s", counts)
+    get_run_logger().info(
+        "staging rows before validation: %s (%s: views over the raw event history, not counted "
+        "here; the validation counts the rows it judges)",
+        counts,
+        ", ".join(transform.UNCOUNTED_UNIONS),
+    )
     return counts
 
 

@@ -271,7 +271,8 @@ def test_snapshot_shows_each_run_final_with_its_stage_timings_and_row_counts(dem
     stages = json.loads(rows[-1][2])
     assert {"load", "staging", "validate", "score", "write_back"} <= set(stages)
     counts = json.loads(rows[-1][3])
-    assert counts["staging"]["stg_usage_events"] > 0 and "posthog" in counts["loaded"]
+    assert counts["staging"]["stg_support_tickets"] > 0 and "posthog" in counts["loaded"]
+    assert "stg_usage_events" not in counts["staging"]  # a view over all events: not counted
     con = _con(demo)  # the live file also has the snapshot's own time, known only afterwards
     live = json.loads(
         con.execute("select stage_seconds from ops.runs where run_id = ?", [last_id]).fetchall()[0][

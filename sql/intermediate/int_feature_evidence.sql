@@ -177,54 +177,32 @@ launch as (
     group by all
 ),
 
--- Monthly actives per feature and day without a 28-fold join: each activity day a of a user
--- keeps them monthly active on days a .. min(a + 27, their next activity day - 1), so +1 at a and
--- -1 at min(a + 28, next activity day), summed up to each day, count the distinct users of the
--- 28 days ending there. User-days and events come from the feature x day rollup.
-activity as (
+-- Monthly actives per feature and day without a 28-fold join: one bit per day of the 55 days up
+-- to as_of (bit k = as_of - k) per feature user; a user is a monthly active on as_of - k when a
+-- bit of k .. k + 27 is set. User-days and events come from the feature x day rollup.
+user_months as (
     select
         user_days.feature_key,
-        user_days.activity_date,
-        lead(user_days.activity_date) over (
-            partition by user_days.feature_key, user_days.user_key
-            order by user_days.activity_date
-        ) as next_date
+        bit_or(1::ubigint << (params.as_of - user_days.activity_date)::ubigint) as active_bits
     from intermediate.int_feature_user_days as user_days
     cross join params
     where user_days.activity_date between params.as_of - 54 and params.as_of
+    group by user_days.feature_key, user_days.user_key
 ),
 
-edges as (
-    select
-        feature_key,
-        activity_date as day,
-        1 as delta
-    from activity
-    union all
-    select
-        feature_key,
-        least(activity_date + 28, coalesce(next_date, activity_date + 28)) as day,
-        -1 as delta
-    from activity
-),
-
-active_edges as (
-    select
-        feature_key,
-        day,
-        sum(delta) as delta
-    from edges
-    group by all
+month_offsets as (
+    select unnest(range(0, 28))::integer as k
 ),
 
 monthly_actives as (
     select
-        days.feature_key,
-        days.day,
-        sum(active_edges.delta) as n_mau
-    from days
-    inner join active_edges
-        on days.feature_key = active_edges.feature_key and days.day >= active_edges.day
+        user_months.feature_key,
+        params.as_of - month_offsets.k as day,
+        count(*) as n_mau
+    from user_months
+    cross join params
+    cross join month_offsets
+    where (user_months.active_bits >> month_offsets.k::ubigint) & ((1::ubigint << 28) - 1) != 0
     group by all
 ),
 
