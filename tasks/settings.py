@@ -233,10 +233,10 @@ class Settings(_Strict):
         "name; full: one standalone file with every table copied (cost grows with history).",
     )
     duckdb_memory_limit: str = Field(
-        "1GB",
+        "768MB",
         description="DuckDB memory_limit of every warehouse connection of a run (larger work "
-        "spills to disk). 1GB keeps a 10M-event night under ~1.7 GiB peak RSS, no slower than "
-        "4GB (make bench-scale).",
+        "spills to disk). 768MB keeps every night at 10M events under 1.5 GiB peak RSS for the "
+        "whole process tree (1.44 GiB, the first night's validation; make bench-scale).",
     )
     raw_events_store: Literal["warehouse", "parquet"] = Field(
         "warehouse",
