@@ -373,7 +373,11 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--events", type=int, default=10_000_000, help="file events (default 10M)")
     p.add_argument("--http-events", type=int, default=1_000_000, help="HTTP events (default 1M)")
-    p.add_argument("--memory-limit", default="1GB", help="DuckDB memory_limit (default 1GB)")
+    p.add_argument(
+        "--memory-limit",
+        default="768MB",
+        help="DuckDB memory_limit (default 768MB, the nightly default)",
+    )
     p.add_argument("--page-size", type=int, default=50_000, help="HogQL page size (max 50k)")
     p.add_argument(
         "--batch-bytes", type=int, help="load_pages batch_bytes (default: load_pages' own)"
