@@ -1,5 +1,6 @@
 """Small helpers shared by the tests that run whole flows: the CLI in-process, read-only SQL on
-a warehouse file, and the settings file of a run over generated demo exports."""
+a warehouse file, the settings file of a run over generated demo exports, and a warehouse with
+demo exports landed in raw."""
 
 from __future__ import annotations
 
@@ -56,4 +57,22 @@ def demo_config(
         ),
         encoding="utf-8",
     )
+    return path
+
+
+def land_demo(root: Path, files, salt: str, run_id: str, **world) -> Path:
+    """Generate demo exports under `root`/demo (DemoConfig fields in `world`) and land the
+    `files` ((SourceSpec, glob relative to the demo folder), ...) into a fresh warehouse file
+    `root`/landed.duckdb, names hashed with `salt`; returns the file."""
+    from tasks import db, load
+    from tasks.demo_data import DemoConfig, generate_demo_data
+    from tasks.redact import register_duckdb
+
+    generate_demo_data(DemoConfig(out_dir=root / "demo", **world))
+    path = root / "landed.duckdb"
+    with db.warehouse(path) as con:
+        db.ensure_schema(con)
+        register_duckdb(con, salt)
+        for spec, pattern in files:
+            load.load_source(con, spec, str(root / "demo" / pattern), run_id)
     return path

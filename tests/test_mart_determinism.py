@@ -13,9 +13,10 @@ import pytest
 
 from tasks import catalog, db, load, transform
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
-from tasks.demo_data import ACCOUNTS_FILE, DemoConfig, generate_demo_data
+from tasks.demo_data import ACCOUNTS_FILE
 from tasks.redact import register_duckdb
 from tasks.settings import DEFAULT_CATALOG, ScoreWeights
+from tests.helpers import land_demo
 
 END = date(2026, 11, 24)
 SALT = "determinism-salt"
@@ -37,16 +38,7 @@ RAW_KEYS = {
 def landed(tmp_path_factory) -> Path:
     """A warehouse file with the demo data landed in raw.* (loaded once for the module)."""
     root = tmp_path_factory.mktemp("determinism")
-    generate_demo_data(
-        DemoConfig(out_dir=root / "demo", end_date=END, days=45, users=200, accounts=30)
-    )
-    path = root / "landed.duckdb"
-    with db.warehouse(path) as con:
-        db.ensure_schema(con)
-        register_duckdb(con, SALT)
-        for spec, pattern in FILES:
-            load.load_source(con, spec, str(root / "demo" / pattern), "run-load")
-    return path
+    return land_demo(root, FILES, SALT, "run-load", end_date=END, days=45, users=200, accounts=30)
 
 
 def _build_and_hash(landed: Path, work: Path, threads: int, shuffle_seed: str | None) -> dict:

@@ -17,6 +17,7 @@ from tasks import catalog, db, load, rawstore, transform
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.redact import register_duckdb
 from tasks.settings import DEFAULT_CATALOG, ScoreWeights
+from tests.helpers import land_demo
 
 END = date(2026, 11, 24)
 TODAY = END + timedelta(days=1)
@@ -28,15 +29,8 @@ T = "raw.posthog__events"
 def world(tmp_path_factory) -> dict:
     """Small demo exports, landed once into a warehouse file (copied by each test)."""
     root = tmp_path_factory.mktemp("rawstore")
-    generate_demo_data(
-        DemoConfig(out_dir=root / "demo", end_date=END, days=42, users=150, accounts=25)
-    )
-    path = root / "landed.duckdb"
-    with db.warehouse(path) as con:
-        db.ensure_schema(con)
-        register_duckdb(con, SALT)
-        load.load_source(con, load.POSTHOG_EVENTS, str(root / "demo/posthog/*.jsonl"), "run-0")
-        load.load_source(con, load.GITHUB_ISSUES, str(root / "demo/github/*.json"), "run-0")
+    files = ((load.POSTHOG_EVENTS, "posthog/*.jsonl"), (load.GITHUB_ISSUES, "github/*.json"))
+    path = land_demo(root, files, SALT, "run-0", end_date=END, days=42, users=150, accounts=25)
     return {"root": root, "landed": path}
 
 
