@@ -21,12 +21,14 @@ every stored version as in the warehouse store.
 from __future__ import annotations
 
 import codecs
+import contextvars
 import glob
 import gzip
 import hashlib
 import json
 import logging
 import os
+import queue
 import re
 import shutil
 import tempfile
@@ -34,7 +36,7 @@ import threading
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -500,12 +502,17 @@ def _page_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[
 
 
 def _screen_files(
-    con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path], work: Path
+    con: duckdb.DuckDBPyConnection,
+    spec: SourceSpec,
+    paths: list[Path],
+    work: Path,
+    shape_checked: bool = False,
 ) -> _Screen:
     """Screen files before DuckDB reads them: gzip is decompressed by its magic bytes; binary,
     HTML and (pages) non-UTF-8 or off-shape files are rejected whole; JSON-lines files lose only
     their non-UTF-8 lines (to a cleaned copy). Cheap on good input: a byte scan per file and,
-    for pages, one JSON validity/type pass."""
+    for pages, one JSON validity/type pass — skipped for pages whose shape the connector
+    already checked (LandedPage.shape_checked)."""
     out = _Screen()
     if len(paths) > 1:
         # The screen reads every byte of every file; file reads release the GIL, so a few
@@ -523,7 +530,7 @@ def _screen_files(
         out.paths.append(readable)
         if readable != path:
             out.aliases[str(readable)] = str(path)
-    if spec.layout not in ("lines", "table") and out.paths:
+    if spec.layout not in ("lines", "table") and out.paths and not shape_checked:
         bad = _page_rejects(con, spec, out.paths)
         for readable in [p for p in out.paths if str(p) in bad]:
             original = Path(out.aliases.pop(str(readable), str(readable)))
@@ -2047,6 +2054,76 @@ def read_state(con: duckdb.DuckDBPyConnection, source: str, stream: str) -> dict
     return state if isinstance(state, dict) else None
 
 
+# Pages fetched ahead of the one being landed (load_pages): the next request and its JSON check
+# run while DuckDB lands the current batch. 0 = fetch only when the loader asks.
+FETCH_AHEAD = 2
+
+
+class _FetchAhead:
+    """Iterates `pages` in a thread of its own, up to `depth` pages ahead of the consumer.
+
+    The order is kept and a fetch error is raised at the point of the iteration where it
+    happened: the pages before it are handed over first. The cursor is unaffected: a page
+    fetched ahead is only ever stored with the batch that lands it, so a crash (or an early
+    stop) loses at most pages that were never committed, and the next run fetches them again
+    from the committed cursor. `close()` stops the thread after its current fetch and waits
+    for it, so no request outlives the load. The thread runs in a copy of the caller's
+    context (Prefect's run context: connector logs still reach the run)."""
+
+    _END = object()
+
+    def __init__(self, pages: Iterable[Any], depth: int) -> None:
+        self._pages = pages
+        self._queue: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(depth)
+        self._stop = threading.Event()
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(
+            target=ctx.run, args=(self._produce,), name="fetch-ahead", daemon=True
+        )
+        self._thread.start()
+
+    def _put(self, item: Any, error: BaseException | None = None) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._queue.put((item, error), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        it = iter(self._pages)
+        try:
+            while not self._stop.is_set():
+                try:
+                    page = next(it)
+                except StopIteration:
+                    break
+                except BaseException as exc:  # handed to the consumer, raised there
+                    self._put(None, exc)
+                    return
+                if not self._put(page):
+                    return
+            self._put(self._END)
+        finally:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> Iterator[Any]:
+        while True:
+            item, error = self._queue.get()
+            if error is not None:
+                raise error
+            if item is self._END:
+                return
+            yield item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
 def load_pages(
     con: duckdb.DuckDBPyConnection,
     spec: SourceSpec,
@@ -2057,6 +2134,7 @@ def load_pages(
     batch_bytes: int = 64 * 1024 * 1024,
     progress: Callable[[str], None] | None = None,
     commit_lock: AbstractContextManager[Any] | None = None,
+    fetch_ahead: int | None = None,
 ) -> LoadStats:
     """Load a connector's pages (tasks.clients.base.LandedPage) into `spec.raw_table`.
 
@@ -2075,6 +2153,9 @@ def load_pages(
     warehouse has one writer at a time and a commit still carries exactly its batch's cursor.
     At most one batch of landed pages (on disk, about `batch_bytes`) waits for it.
 
+    `fetch_ahead` (default FETCH_AHEAD): how many pages a thread fetches ahead of the page being
+    landed (_FetchAhead), so requests overlap the batch's transaction; 0 fetches a page only
+    after the one before it is handled. Either way a commit carries its own pages' cursor only.
     """
     started = time.perf_counter()
     stats = LoadStats(source=spec.source)
@@ -2107,13 +2188,15 @@ def load_pages(
             Path(copy).unlink(missing_ok=True)
         pending, size, screened = [], 0, _Screen()
 
+    depth = FETCH_AHEAD if fetch_ahead is None else fetch_ahead
+    ahead = _FetchAhead(pages, depth) if depth > 0 else None
     _forget_seen_keys(con)
     try:
-        for i, page in enumerate(pages):
+        for i, page in enumerate(ahead if ahead is not None else pages):
             path = landing_dir / f"{spec.source}-{spec.stream}-{run_id}-{i:06d}.{suffix}"
             path.write_bytes(page.body)
             stats.files_seen += 1
-            screen = _screen_files(con, spec, [path], work)
+            screen = _screen_files(con, spec, [path], work, getattr(page, "shape_checked", False))
             if screen.rejected_files:
                 flush()  # the pages before it, with their cursor
                 try:
@@ -2143,6 +2226,8 @@ def load_pages(
                 flush()
         flush()
     finally:  # a failed fetch or batch: its pages are fetched again next run
+        if ahead is not None:
+            ahead.close()
         _forget_seen_keys(con)
         for p, _, _ in pending:
             p.unlink(missing_ok=True)

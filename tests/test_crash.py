@@ -47,9 +47,11 @@ PH_SETTINGS = {"project_id": "1", "start_date": "2026-11-19", "page_size": 2, "l
 
 
 class Gate:
-    """Wraps a fake's data handler: the `stall_at`-th request blocks (the child is then between
-    two commits: the loader asks for page k+1 only after page k committed) until released,
-    then the connection is dropped."""
+    """Wraps a fake's data handler: the `stall_at`-th request blocks until released, then the
+    connection is dropped. The loader fetches pages ahead of the one it lands
+    (load.FETCH_AHEAD), so the request for page k+1 may overlap page k's commit: run_and_kill
+    waits for the commits before the stalled request, and the child is then between two
+    commits."""
 
     def __init__(self, inner: Callable[[Request], Response], stall_at: int | None) -> None:
         self.inner, self.stall_at = inner, stall_at
@@ -229,19 +231,32 @@ def run_and_kill(
     mode: str,
     at: int,
     new_warehouse: Callable[[Path], Path],
+    committed: int = 0,
 ) -> Killed:
     """Run the child until the kill point, SIGKILL it. mode 'between': data request `at` is
-    made (every page before it committed); 'before_commit': page batch `at` is staged and
-    merged, its cursor written, the transaction still open."""
+    made and stalls, and the `committed` pages before it are committed; 'before_commit': page
+    batch `at` is staged and merged, its cursor written, the transaction still open (the
+    fetch-ahead thread may have requested up to FETCH_AHEAD + 1 pages after it)."""
     signal_file = tmp / "hung-state.json"
+    commits_file = tmp / "commits.txt"
     if mode == "before_commit":
         cfg = {**cfg, "hang_before_commit": at, "signal_file": str(signal_file)}
+        ready = signal_file.exists
     else:
         gate.stall_at = at
+        cfg = {**cfg, "commits_file": str(commits_file)}
+
+        def ready() -> bool:
+            if not gate.entered.is_set():
+                return False
+            done = int(commits_file.read_text()) if commits_file.exists() else 0
+            assert done <= committed, f"{done} batches committed, expected {committed}"
+            return done == committed
+
     new_warehouse(Path(cfg["db"]))
     child = spawn(src, cfg, tmp)
     try:
-        wait_for(gate.entered.is_set if mode == "between" else signal_file.exists, child, tmp)
+        wait_for(ready, child, tmp)
         sigkill(child)
     finally:
         if child.poll() is None:
@@ -338,11 +353,14 @@ def test_zendesk_killed_load_reruns_to_the_uninterrupted_result(
     srv.route("GET", zd.EXPORT_PATH, gate)
     cfg = child_config(ZENDESK, srv, tmp_path, "crashed")
 
-    killed = run_and_kill(ZENDESK, srv, gate, cfg, tmp_path, mode, at, new_warehouse)
+    killed = run_and_kill(ZENDESK, srv, gate, cfg, tmp_path, mode, at, new_warehouse, committed)
 
     # What survived the kill: exactly the committed pages, and the cursor after the last of them.
     reqs = killed.requests_before_kill
-    assert len(reqs) == at
+    if mode == "between":
+        assert len(reqs) == at  # the stalled request holds the fetch-ahead thread
+    else:  # fetched ahead of the hung batch: at most FETCH_AHEAD + 1 pages, of 5
+        assert at <= len(reqs) <= min(at + load.FETCH_AHEAD + 1, 5)
     state = committed_state(cfg["db"], ZENDESK)
     if committed == 0:
         assert state is None
@@ -476,16 +494,19 @@ def test_posthog_killed_load_reruns_to_the_uninterrupted_result(
     srv.route("POST", ph.QUERY_PATH, gate)
     cfg = child_config(POSTHOG, srv, tmp_path, "crashed")
 
-    killed = run_and_kill(POSTHOG, srv, gate, cfg, tmp_path, mode, at, new_warehouse)
+    # Request 5 is Nov 21's first page: the 3 pages of Nov 20 are committed before the kill.
+    committed = 3 if mode == "between" else 0
+    killed = run_and_kill(POSTHOG, srv, gate, cfg, tmp_path, mode, at, new_warehouse, committed)
 
     state = committed_state(cfg["db"], POSTHOG)
     survived = raw_rows(cfg["db"], POSTHOG)
-    if mode == "between":  # request 5 is Nov 21's first page: all of Nov 20 committed
+    if mode == "between":  # all of Nov 20 committed
         assert len(killed.requests_before_kill) == 5
         assert [r[0] for r in survived] == [e["uuid"] for e in events[:5]]
         assert state is not None and state["uuid"] == events[4]["uuid"]
     else:  # Nov 19 is empty (no page); page 1 [e0 e1] committed, page 2 [e2 e3] did not
-        assert len(killed.requests_before_kill) == 3
+        # (requests: Nov 19, page 1, page 2, then up to FETCH_AHEAD + 1 pages fetched ahead)
+        assert 3 <= len(killed.requests_before_kill) <= 3 + load.FETCH_AHEAD + 1
         assert killed.hung_state is not None and killed.hung_state["uuid"] == events[3]["uuid"]
         assert [r[0] for r in survived] == [e["uuid"] for e in events[:2]]
         assert state is not None and state["uuid"] == events[1]["uuid"]

@@ -598,3 +598,111 @@ def test_page_screen_one_parse_agrees_with_the_close_look(tmp_path):
         "object": "unexpected_page_shape",
         "trailing": "invalid_json_file",
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Fetching ahead (load_pages): the next pages are requested while a batch lands
+# --------------------------------------------------------------------------------------------
+
+
+class _Pages:
+    """A page generator that records how far it got and whether it was closed."""
+
+    def __init__(self, n: int, fail_after: int | None = None) -> None:
+        self.n, self.fail_after = n, fail_after
+        self.produced = 0
+        self.closed = False
+
+    def __iter__(self):
+        try:
+            for i in range(self.n):
+                if self.fail_after is not None and i == self.fail_after:
+                    raise ConnectionError(f"page {i} failed")
+                self.produced += 1
+                yield i
+        finally:
+            self.closed = True
+
+
+def test_fetch_ahead_keeps_order_stays_within_its_depth_and_raises_errors_in_place():
+    import time as _time
+
+    src = _Pages(10)
+    ahead = load._FetchAhead(src, depth=2)
+    got = []
+    for page in ahead:
+        _time.sleep(0.01)  # the producer has time to run ahead as far as it may
+        # in hand + 2 queued + 1 waiting to be queued
+        assert src.produced <= page + 1 + 2 + 1
+        got.append(page)
+    ahead.close()
+    assert got == list(range(10)) and src.closed
+
+    failing = _Pages(10, fail_after=3)
+    ahead = load._FetchAhead(failing, depth=2)
+    seen = []
+    with pytest.raises(ConnectionError, match="page 3 failed"):
+        for page in ahead:
+            seen.append(page)
+    ahead.close()
+    assert seen == [0, 1, 2]  # every page fetched before the failure is handed over first
+
+
+def test_fetch_ahead_close_stops_the_producer_and_runs_in_the_callers_context():
+    import contextvars
+
+    var = contextvars.ContextVar("run", default="none")
+    var.set("flow-run-1")
+    seen_context = []
+
+    def pages():
+        for i in range(1000):
+            seen_context.append(var.get())
+            yield i
+
+    src = pages()
+    ahead = load._FetchAhead(src, depth=2)
+    first = next(iter(ahead))
+    ahead.close()  # joins the thread: nothing is fetched after close returns
+    n = len(seen_context)
+    assert first == 0 and n <= 4
+    assert set(seen_context) == {"flow-run-1"}
+    assert src.gi_frame is None  # the generator was closed
+    assert len(seen_context) == n
+
+
+def test_load_pages_with_a_failing_fetch_commits_the_pages_before_it(con, tmp_path):
+    from tasks.clients.base import LandedPage
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+
+    def page(i):
+        rows = [[f"e{i}", "viewed", "u1", "2026-11-20T10:00:00.000000+00:00", "{}"]]
+        return LandedPage(json.dumps({"results": rows}).encode(), {"page": i}, 1, True)
+
+    def pages():
+        yield page(1)
+        yield page(2)
+        raise ConnectionError("page 3: connection reset")
+
+    with pytest.raises(ConnectionError, match="page 3"):
+        load.load_pages(con, POSTHOG_QUERY_EVENTS, pages(), "r1", tmp_path / "land", batch_bytes=1)
+    assert load.read_state(con, "posthog", "events") == {"page": 2}
+    ids = con.sql("select event_id from raw.posthog__events order by 1").fetchall()
+    assert ids == [("e1",), ("e2",)]
+    assert not list((tmp_path / "land").iterdir())  # no page left on disk
+
+
+def test_a_page_the_connector_checked_still_goes_through_the_byte_screen(con, tmp_path):
+    from tasks.clients.base import LandedPage
+    from tasks.clients.posthog import POSTHOG_QUERY_EVENTS, parse_page
+
+    body = b"<html><body>502 Bad Gateway</body></html>"
+    stats = load.load_pages(
+        con, POSTHOG_QUERY_EVENTS, [LandedPage(body, {"n": 1}, 0, True)], "r1", tmp_path / "l"
+    )
+    assert (stats.files_rejected, stats.quarantine_reasons) == (1, {"html_file": 1})
+    assert load.read_state(con, "posthog", "events") is None
+    # The connector claims the check only for bodies orjson (strict RFC 8259) accepted.
+    strict = parse_page(b'{"results": [["a", "e", "u", "2026-11-20T10:00:00Z", "{}"]]}')
+    lenient = parse_page(b'{"results": [["a", "e", "u", "2026-11-20T10:00:00Z", NaN]]}')
+    assert strict.strict and not lenient.strict

@@ -17,6 +17,10 @@ class LandedPage:
     body: bytes
     state: dict[str, Any]
     n_records: int
+    # The connector parsed the body as strict JSON (RFC 8259, UTF-8) and found the record list
+    # its spec.layout names as a list: the loader's own JSON shape pass is skipped for it (the
+    # byte screen still runs). False: the loader checks the shape itself.
+    shape_checked: bool = False
 
 
 class Connector(Protocol):

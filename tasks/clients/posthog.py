@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import requests
 from pydantic import BaseModel, ConfigDict, Field
@@ -231,19 +231,23 @@ def build_daily_query(
     )
 
 
-def parse_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
+class Parsed(NamedTuple):
+    rows: list[list[Any]]
+    more: bool | None  # hasMore, when the response says
+    strict: bool  # parsed by orjson: RFC 8259 JSON in UTF-8 (LandedPage.shape_checked)
+
+
+def parse_page(body: bytes) -> Parsed:
     """The result rows and `hasMore` of an events query response; anything else is invalid."""
     return _parse(body, COLUMNS)
 
 
-def parse_daily_page(body: bytes) -> tuple[list[list[Any]], bool | None]:
+def parse_daily_page(body: bytes) -> Parsed:
     """The result rows and `hasMore` of a daily-aggregate query response."""
     return _parse(body, DAILY_COLUMNS)
 
 
-def _check_daily_rows(
-    parsed: tuple[list[list[Any]], bool | None], day: date
-) -> tuple[list[list[Any]], bool | None]:
+def _check_daily_rows(parsed: Parsed, day: date) -> Parsed:
     """The first and last rows must be the queried day's: a server that ignored the bounds
     would otherwise land another day's counts under this day's keys (invalid: retried)."""
     rows = parsed[0]
@@ -255,21 +259,22 @@ def _check_daily_rows(
     return parsed
 
 
-def _loads(body: bytes) -> Any:
-    """json.loads, through orjson when it is installed (a dependency of Prefect's): a 50k-row
-    page parses several times faster. orjson is stricter (no BOM, NaN, lone surrogates, huge
-    integers); what it refuses, json.loads decides, so the same bodies pass or fail."""
+def _loads(body: bytes) -> tuple[Any, bool]:
+    """(json.loads, strict): through orjson when it is installed (a dependency of Prefect's): a
+    50k-row page parses several times faster. orjson is stricter (no BOM, NaN, lone surrogates,
+    huge integers, only UTF-8); what it refuses, json.loads decides, so the same bodies pass or
+    fail. `strict`: orjson accepted it."""
     if _orjson is not None:
         try:
-            return _orjson.loads(body)
+            return _orjson.loads(body), True
         except _orjson.JSONDecodeError:
             pass
-    return json.loads(body)
+    return json.loads(body), False
 
 
-def _parse(body: bytes, columns: list[str]) -> tuple[list[list[Any]], bool | None]:
+def _parse(body: bytes, columns: list[str]) -> Parsed:
     try:
-        doc = _loads(body)
+        doc, strict = _loads(body)
     except ValueError as exc:
         raise InvalidResponseError(
             "posthog", f"query response is not valid JSON ({exc.msg} at byte {exc.pos})"
@@ -286,7 +291,7 @@ def _parse(body: bytes, columns: list[str]) -> tuple[list[list[Any]], bool | Non
                 "posthog", f"query result row is not a {len(columns)}-column array"
             )
     more = doc.get("hasMore")
-    return rows, more if isinstance(more, bool) else None
+    return Parsed(rows, more if isinstance(more, bool) else None, strict)
 
 
 class PostHogConnector:
@@ -377,7 +382,7 @@ class PostHogConnector:
                     read=True,
                     expect=parse_page,
                 )
-                rows, more = resp.parsed
+                rows, more, strict = resp.parsed
                 if not rows:
                     break
                 ts, uuid = self._keyset(rows[-1], lo, hi, after)
@@ -385,7 +390,9 @@ class PostHogConnector:
                 watermark = ts if watermark is None else max(watermark, ts)
                 state_out = {"timestamp": _iso(ts), "uuid": uuid, "watermark": _iso(watermark)}
                 n_pages, n_rows = n_pages + 1, n_rows + len(rows)
-                yield LandedPage(body=resp.content, state=state_out, n_records=len(rows))
+                yield LandedPage(
+                    body=resp.content, state=state_out, n_records=len(rows), shape_checked=strict
+                )
                 if not (more if more is not None else len(rows) >= s.page_size):
                     break
                 after = (ts, uuid)
@@ -464,13 +471,15 @@ class PostHogConnector:
                     read=True,
                     expect=lambda body, day=day: _check_daily_rows(parse_daily_page(body), day),
                 )
-                rows, more = resp.parsed
+                rows, more, strict = resp.parsed
                 more = more if more is not None else len(rows) >= s.page_size
                 more = more and bool(rows)
                 offset += len(rows)
                 state_out = {"day": day.isoformat(), "offset": offset if more else None}
                 n_pages, n_rows = n_pages + 1, n_rows + len(rows)
-                yield LandedPage(body=resp.content, state=state_out, n_records=len(rows))
+                yield LandedPage(
+                    body=resp.content, state=state_out, n_records=len(rows), shape_checked=strict
+                )
                 if not more:
                     break
             day, offset = day + timedelta(days=1), 0

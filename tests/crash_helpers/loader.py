@@ -3,7 +3,10 @@
 `python -m tests.crash_helpers.loader '<json config>'` runs a nightly load step the way the flow
 does (committed state -> connector pages -> `load.load_pages` with one commit per page). With
 `hang_before_commit: N` the N-th batch is staged, merged and its cursor written, then the process
-announces it (`signal_file`) and blocks before COMMIT, so the parent can SIGKILL it there.
+announces it (`signal_file`) and blocks before COMMIT, so the parent can SIGKILL it there. With
+`commits_file` it writes the number of batches committed so far after each commit: pages are
+fetched ahead of the one being landed (load.FETCH_AHEAD), so the parent that stalls a request
+waits for the commits before it, too, before it kills.
 """
 
 from __future__ import annotations
@@ -84,8 +87,26 @@ def _hang_before_commit(n: int, signal_file: Path) -> None:
     load._advance_cursor = advance_then_hang
 
 
+def _announce_commits(commits_file: Path) -> None:
+    """Patch the loader so every committed batch bumps the count in `commits_file`."""
+    real = load._load_batch
+    calls = 0
+
+    def load_then_announce(*args: Any, **kwargs: Any) -> None:
+        nonlocal calls
+        real(*args, **kwargs)
+        calls += 1
+        tmp = commits_file.with_name(commits_file.name + ".tmp")
+        tmp.write_text(str(calls), encoding="utf-8")
+        tmp.replace(commits_file)
+
+    load._load_batch = load_then_announce
+
+
 def main(argv: list[str]) -> int:
     cfg = json.loads(argv[0])
+    if cfg.get("commits_file"):
+        _announce_commits(Path(cfg["commits_file"]))
     if cfg.get("hang_before_commit"):
         _hang_before_commit(int(cfg["hang_before_commit"]), Path(cfg["signal_file"]))
     stats = run_load(
