@@ -893,7 +893,7 @@ def load_source(
             stats.files_loaded += len(batch) - (stats.files_rejected - rejected_before)
     finally:
         _forget_seen_keys(con)
-    if stats.files_loaded:
+    if stats.files_loaded and stats.n_updated:  # inserts only: the per-batch cursor is exact
         with commit:
             _refresh_file_cursor(con, spec)
     stats.seconds = round(time.perf_counter() - started, 3)
@@ -2026,8 +2026,10 @@ def _advance_cursor(
 
 
 def _refresh_file_cursor(con: duckdb.DuckDBPyConnection, spec: SourceSpec) -> None:
-    """Recompute a file source's newest cursor once per load: per batch it only grows, so a
-    row updated to an older (or unreadable) cursor would leave it too high."""
+    """Recompute a file source's newest cursor once per load that updated rows: per batch it
+    only grows, so a row updated to an older (or unreadable) cursor would leave it too high.
+    (A full scan of raw: skipped when the load only inserted, where the per-batch value is
+    already exact.)"""
     con.execute(
         f"""
         update ops.sync_state set cursor_value = newest.v
