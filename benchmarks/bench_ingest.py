@@ -45,7 +45,7 @@ FILE_TARGET_EVENTS = 10_000_000
 HTTP_TARGET_RATIO = 0.30
 HTTP_TARGET_EVENTS = 1_000_000
 API_KEY = "phx_bench_key"
-# The export's top-level fields with the loader's types (tasks.load.POSTHOG_EVENTS.fields).
+# The export's top-level fields with the loader's types (tasks.contracts.POSTHOG_EVENTS.fields).
 FLOOR_COLUMNS = (
     "{'uuid': 'VARCHAR', 'event': 'VARCHAR', 'distinct_id': 'VARCHAR', "
     "'timestamp': 'JSON', 'properties': 'JSON'}"
@@ -104,12 +104,12 @@ def _staged_events(con) -> tuple[int, float]:
 
 
 def child_file(data: Path, db_path: Path, memory_limit: str) -> dict[str, Any]:
-    from tasks import db, load, transform
+    from tasks import contracts, db, load, transform
 
     t0 = time.perf_counter()
     with db.warehouse(db_path, memory_limit=memory_limit) as con:
         db.ensure_schema(con)
-        stats = load.load_source(con, load.POSTHOG_EVENTS, str(data / "*.jsonl"), "bench")
+        stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(data / "*.jsonl"), "bench")
         t1 = time.perf_counter()
         transform.build_staging(con, "bench-salt")
         t2 = time.perf_counter()

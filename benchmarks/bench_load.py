@@ -25,7 +25,7 @@ OUT = ROOT / "benchmarks" / "out"
 
 
 def stage_only(data: Path, db_path: Path, memory_limit: str) -> dict:
-    from tasks import db, load, transform
+    from tasks import contracts, db, load, transform
 
     db_path.unlink(missing_ok=True)
     timings = {}
@@ -34,9 +34,9 @@ def stage_only(data: Path, db_path: Path, memory_limit: str) -> dict:
         t0 = time.perf_counter()
         stats = {}
         for spec, pattern in (
-            (load.POSTHOG_EVENTS, data / "posthog" / "*.jsonl"),
-            (load.ZENDESK_TICKETS, data / "zendesk" / "*.json"),
-            (load.GITHUB_ISSUES, data / "github" / "*.json"),
+            (contracts.POSTHOG_EVENTS, data / "posthog" / "*.jsonl"),
+            (contracts.ZENDESK_TICKETS, data / "zendesk" / "*.json"),
+            (contracts.GITHUB_ISSUES, data / "github" / "*.json"),
         ):
             stats[spec.source] = load.load_source(con, spec, str(pattern), "bench").as_dict()
         timings["load_s"] = round(time.perf_counter() - t0, 2)

@@ -361,9 +361,9 @@ def child_load(pages: Path) -> dict[str, float]:
     import duckdb
 
     from tasks import db, load
-    from tasks.clients.base import LandedPage
     from tasks.clients.intercom import IntercomConversations
     from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
+    from tasks.contracts import LandedPage
     from tasks.redact import register_duckdb
 
     out: dict[str, float] = {}

@@ -8,7 +8,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -30,6 +30,18 @@ class WarehouseLockedError(RuntimeError):
 # (lock_wait_seconds) with `set_lock_wait`.
 LOCK_WAIT_SECONDS = 600.0
 _LOCK_HOLDER = re.compile(r"Conflicting lock is held in (.+?) \(PID (\d+)\)")
+
+
+# Called with every connection `connect` opens, in the order added: a module that must prepare
+# connections (tasks.rawstore registers the run's raw event store) adds itself, so db imports
+# none of them.
+_ON_CONNECT: dict[str, Callable[[duckdb.DuckDBPyConnection], None]] = {}
+
+
+def on_connect(name: str, prepare: Callable[[duckdb.DuckDBPyConnection], None]) -> None:
+    """Call `prepare(con)` on every connection `connect` opens from now on (`name` replaces an
+    earlier hook of that name)."""
+    _ON_CONNECT[name] = prepare
 
 
 def set_lock_wait(seconds: float) -> None:
@@ -84,9 +96,8 @@ def connect(
                 next_report = now + 30.0
             time.sleep(delay + random.uniform(0, delay / 2))
             delay = min(delay * 2, 3.0)
-    from tasks import rawstore
-
-    rawstore.register(con)  # an s3:// raw event store: the *_all views read its files
+    for prepare in _ON_CONNECT.values():
+        prepare(con)
     return con
 
 

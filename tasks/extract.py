@@ -232,7 +232,7 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
 def landed_pages(folder: Path, manifest: dict[str, Any]) -> Iterator[Any]:
     """The manifest's pages in order, as the connector yielded them (body, state after it);
     a page whose bytes differ from the manifest's sha256 stops the commit (ExtractFailed)."""
-    from tasks.clients.base import LandedPage
+    from tasks.contracts import LandedPage
 
     for page in manifest["pages"]:
         body = (folder / page["file"]).read_bytes()

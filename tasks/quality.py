@@ -36,6 +36,7 @@ from typing import Any
 
 import duckdb
 
+from tasks.contracts import SPECS, WHOLE_FILE_RULES, payload_text
 from tasks.db import sql_literal, sql_text
 from tasks.db import warehouse as open_warehouse
 from tasks.settings import EXPECTATIONS_DIR
@@ -456,8 +457,6 @@ def _profile_sql(con: duckdb.DuckDBPyConnection, raw_table: str) -> str:
     """SELECT (field, n_records, n_present, n_nonnull, json_type, type_share) over the raw
     records loaded since $1. Payload tables: the keys of `payload`. Typed tables (the loader's
     fast path): each typed column (named by its source key) plus the keys of JSON objects."""
-    from tasks.load import SPECS
-
     schema, table = raw_table.split(".")
     columns = {
         name
@@ -1129,13 +1128,12 @@ def log_unknown_enums(
 
 def _build_rejects(con: duckdb.DuckDBPyConnection, t: StagingTable) -> None:
     """Temp table _rejects: each failing row with its original raw record, per vendor."""
-    from tasks.load import SPECS, _payload_text
     from tasks.sources import vendors_of
 
     parts = []
     for v in vendors_of(t.source_kind):
         spec = next((s for s in SPECS.values() if s.raw_table == v.raw_table), None)
-        payload = _payload_text(spec, alias="r") if spec and spec.fields else "r.payload::varchar"
+        payload = payload_text(spec, alias="r") if spec and spec.fields else "r.payload::varchar"
         if spec and spec.private:  # kept in raw, never copied to quarantine (an account's name)
             hidden = json.dumps(dict.fromkeys(spec.private))
             payload = f"json_merge_patch(r.payload, {sql_literal(hidden)})::varchar"
@@ -1168,7 +1166,6 @@ def flag_load_rejections(
     """A warning on a raw table whose loader set files or pages aside whole in this run
     (undecodable, HTML, invalid JSON, error bodies, not the vendor's page shape): the data may
     be incomplete, so confidence drops and the run report says so. Returns {source: count}."""
-    from tasks.load import WHOLE_FILE_RULES
     from tasks.sources import BY_SOURCE
 
     rules = ", ".join(sql_literal(r) for r in WHOLE_FILE_RULES)

@@ -29,7 +29,7 @@ any warehouse rows) and the horizon is recorded in `ops.raw_event_retention`; th
 keep what they computed for those days and never recompute them (tasks/transform.py).
 
 s3:// paths are reached through fsspec (s3fs) registered with every DuckDB connection
-(`register`, called by tasks.db.connect once `activate` has been given the settings): DuckDB's
+(`register`, which `activate` hooks into tasks.db.connect for every connection): DuckDB's
 COPY TO and read_parquet use the registered filesystem, so no httpfs extension is needed.
 Credentials come only from the standard AWS environment / profile chain of s3fs/botocore.
 """
@@ -47,6 +47,7 @@ from typing import Any
 
 import duckdb
 
+from tasks import db
 from tasks.db import sql_literal
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,7 @@ def activate(settings: Any) -> RawStore:
     s3:// store registers its filesystem there: the views read its files)."""
     global _ACTIVE
     _ACTIVE = RawStore.from_settings(settings)
+    db.on_connect("rawstore", register)
     return _ACTIVE
 
 
@@ -388,8 +390,6 @@ def compact(
     Returns (bytes before, bytes after), or None when not worth it. The caller holds the
     writer lock and no other connection to the file; a crash before the swap leaves the
     original untouched (the half-written copy is deleted next time)."""
-    from tasks import db
-
     db_path = Path(db_path)
     tmp = db_path.with_name(db_path.name + ".compact")
     for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):

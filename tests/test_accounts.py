@@ -12,7 +12,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks import db, demo_data, load, quality, steps, transform
+from tasks import contracts, db, demo_data, load, quality, steps, transform
 from tasks.demo_data import ACCOUNTS_FILE, DemoConfig, generate_demo_data
 from tasks.redact import register_duckdb
 from tasks.settings import FileSources, Settings
@@ -61,7 +61,7 @@ def test_csv_lands_with_case_insensitive_columns_and_staging_casts_them(con, tmp
             "acct-3,0,Pro,Mid-Market,,2026-10-01,",
         ],
     )
-    stats = load.load_source(con, load.ACCOUNTS, str(tmp_path / "acc" / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(tmp_path / "acc" / "*.csv"), "r1")
     assert (stats.records_read, stats.n_inserted, stats.n_quarantined) == (3, 3, 0)
     assert stats.errors == []
     rows = raw_rows(con)
@@ -116,7 +116,7 @@ def test_parquet_lands_like_csv(con, tmp_path):
             ) as t("ACCOUNT_KEY", "Arr", plan, segment, updated_at)
         ) to '{out}' (format parquet)
     """)
-    stats = load.load_source(con, load.ACCOUNTS, str(tmp_path / "acc" / "*"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(tmp_path / "acc" / "*"), "r1")
     assert (stats.records_read, stats.n_inserted, stats.n_quarantined) == (2, 2, 0)
     assert raw_rows(con)["acct-1"]["arr"] == 1200.5
     register_duckdb(con, SALT)
@@ -134,15 +134,15 @@ def test_newest_file_wins_unchanged_files_are_skipped_and_older_never_rolls_back
     folder = tmp_path / "acc"
     pattern = str(folder / "*.csv")
     write_csv(folder / "a.csv", [HEADER, "acct-1,100,pro,smb,,", "acct-2,200,pro,smb,,"], 1_000)
-    first = load.load_source(con, load.ACCOUNTS, pattern, "r1")
+    first = load.load_source(con, contracts.ACCOUNTS, pattern, "r1")
     assert (first.files_loaded, first.n_inserted) == (1, 2)
 
-    again = load.load_source(con, load.ACCOUNTS, pattern, "r2")
+    again = load.load_source(con, contracts.ACCOUNTS, pattern, "r2")
     assert (again.files_loaded, again.files_skipped, again.records_read) == (0, 1, 0)
 
     # A newer export: acct-1 changed, acct-3 is new, acct-2 unchanged (and kept).
     write_csv(folder / "b.csv", [HEADER, "acct-1,150,pro,smb,,", "acct-3,50,starter,smb,,"], 2_000)
-    newer = load.load_source(con, load.ACCOUNTS, pattern, "r3")
+    newer = load.load_source(con, contracts.ACCOUNTS, pattern, "r3")
     assert (newer.files_loaded, newer.files_skipped) == (1, 1)
     assert (newer.n_inserted, newer.n_updated) == (1, 1)
     assert {k: r["arr"] for k, r in raw_rows(con).items()} == {
@@ -153,7 +153,7 @@ def test_newest_file_wins_unchanged_files_are_skipped_and_older_never_rolls_back
 
     # An older file turning up later (a restored backup) never rolls a row back.
     write_csv(folder / "0-old.csv", [HEADER, "acct-1,1,pro,smb,,"], 500)
-    old = load.load_source(con, load.ACCOUNTS, pattern, "r4")
+    old = load.load_source(con, contracts.ACCOUNTS, pattern, "r4")
     assert (old.n_unchanged, old.n_updated) == (1, 0)
     assert raw_rows(con)["acct-1"]["arr"] == 150.0
     assert con.sql(
@@ -166,7 +166,7 @@ def test_within_one_batch_the_newest_file_wins_and_the_others_are_superseded(con
     # Named so that name order and time order disagree: time decides.
     write_csv(folder / "z-january.csv", [HEADER, "acct-1,100,pro,smb,,"], 1_000)
     write_csv(folder / "a-february.csv", [HEADER, "acct-1,300,pro,smb,,"], 2_000)
-    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r1")
     assert (stats.records_read, stats.n_inserted, stats.n_superseded) == (2, 1, 1)
     assert conserved(stats)
     assert raw_rows(con)["acct-1"]["arr"] == 300.0
@@ -193,7 +193,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_every_row_is_accounted_for(co
             "acct-same,40,pro,smb,Same Co,",
         ],
     )
-    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r1")
     assert stats.records_read == 11
     assert stats.quarantine_reasons == {
         "missing_id": 1,
@@ -233,7 +233,7 @@ def test_bad_rows_are_quarantined_with_reasons_and_every_row_is_accounted_for(co
     # Loading the same rows again (a touched file) quarantines nothing twice.
     f = folder / "accounts.csv"
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    again = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r2")
+    again = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r2")
     assert conserved(again) and again.n_quarantined == 9
     assert len(load_quarantine(con)) == 9
 
@@ -242,7 +242,7 @@ def test_a_file_missing_a_required_column_is_set_aside_with_an_actionable_error(
     folder = tmp_path / "acc"
     write_csv(folder / "good.csv", [HEADER, "acct-1,100,pro,smb,,"])
     bad = write_csv(folder / "crm.csv", ["Account_Key,revenue_usd,plan", "acct-2,5,pro"])
-    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r1")
 
     assert set(raw_rows(con)) == {"acct-1"}  # the good file of the same batch landed
     assert stats.quarantine_reasons == {"missing_column": 1} and conserved(stats)
@@ -257,7 +257,7 @@ def test_a_file_missing_a_required_column_is_set_aside_with_an_actionable_error(
     # The broken file is not recorded as loaded: the next run reads and reports it again.
     loaded = con.sql("select path from ops.loaded_files where source = 'accounts'").fetchall()
     assert loaded == [(str(folder / "good.csv"),)]
-    again = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r2")
+    again = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r2")
     assert (again.files_skipped, again.files_loaded, len(again.errors)) == (1, 1, 1)
     last = con.sql(
         "select last_run_id from quality.quarantine where rule = 'missing_column'"
@@ -266,7 +266,7 @@ def test_a_file_missing_a_required_column_is_set_aside_with_an_actionable_error(
 
     # Fixed: it loads, and is skipped from then on.
     write_csv(bad, ["Account_Key,ARR,plan", "acct-2,5,pro"])
-    fixed = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r3")
+    fixed = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r3")
     assert (fixed.n_inserted, fixed.errors) == (1, [])
     assert set(raw_rows(con)) == {"acct-1", "acct-2"}
 
@@ -274,7 +274,7 @@ def test_a_file_missing_a_required_column_is_set_aside_with_an_actionable_error(
 def test_an_unreadable_csv_is_set_aside_instead_of_landing_lines_as_keys(con, tmp_path):
     folder = tmp_path / "acc"
     write_csv(folder / "ragged.csv", ["account_key,arr", "acct-1,1", "acct-2,2,3"])
-    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r1")
     assert stats.quarantine_reasons == {"unreadable_file": 1}
     assert "ragged.csv" in stats.errors[0] and "could not be read as CSV" in stats.errors[0]
     assert raw_rows(con) == {}
@@ -349,7 +349,7 @@ def gate(tmp_path: Path, folder: Path, run_id: str, raw_sql: str | None = None):
     with db.warehouse(db_path) as con:
         db.ensure_schema(con)
         register_duckdb(con, SALT)
-        stats = load.load_source(con, load.ACCOUNTS, str(folder / "*"), run_id)
+        stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*"), run_id)
         if raw_sql:
             con.execute(raw_sql)
         transform.build_staging(con, SALT)
@@ -482,7 +482,7 @@ def test_demo_accounts_cover_every_account_key_in_the_demo_events(demo, tmp_path
     # The file loads cleanly through the real loader.
     with duckdb.connect(str(tmp_path / "w.duckdb")) as wh:
         db.ensure_schema(wh)
-        stats = load.load_source(wh, load.ACCOUNTS, str(demo / "accounts" / "*.csv"), "r1")
+        stats = load.load_source(wh, contracts.ACCOUNTS, str(demo / "accounts" / "*.csv"), "r1")
     assert (stats.n_inserted, stats.n_quarantined, stats.errors) == (60, 0, [])
 
 

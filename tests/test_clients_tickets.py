@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 
 from tasks import db, load
-from tasks.clients.base import LandedPage
 from tasks.clients.freshdesk import FreshdeskSettings, FreshdeskTickets
 from tasks.clients.http import (
     AuthError,
@@ -23,6 +22,7 @@ from tasks.clients.http import (
 )
 from tasks.clients.intercom import IntercomConversations, IntercomSettings
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC, ZendeskSettings, ZendeskTickets
+from tasks.contracts import LandedPage
 from tasks.redact import register_duckdb
 from tasks.settings import ConfigError
 from tests.conftest import write_json, zendesk_page, zendesk_ticket

@@ -15,7 +15,6 @@ import pytest
 
 from tasks import db, load
 from tasks.clients.amplitude import AmplitudeConnector, AmplitudeSettings
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     AuthError,
     InvalidBodyError,
@@ -25,6 +24,7 @@ from tasks.clients.http import (
 )
 from tasks.clients.mixpanel import MixpanelConnector, MixpanelSettings
 from tasks.clients.posthog import PostHogConnector, PostHogSettings
+from tasks.contracts import LandedPage
 from tests.conftest import posthog_event
 from tests.fakes.amplitude import amplitude_api, amplitude_event, export_zip
 from tests.fakes.mixpanel import epoch, mixpanel_api, mixpanel_event

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tasks import catalog, db, load, transform
+from tasks import catalog, contracts, db, load, transform
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
 from tasks.evaluation.worlds import (
     DEFAULT_END,
@@ -80,9 +80,9 @@ def test_world_files_load_and_match_the_truth(
     db.ensure_schema(con)
     register_duckdb(con, "test-salt")
     specs = (
-        (load.POSTHOG_EVENTS, "posthog/*.jsonl"),
+        (contracts.POSTHOG_EVENTS, "posthog/*.jsonl"),
         (ZENDESK_TICKETS_SPEC, "zendesk/*.json"),
-        (load.GITHUB_ISSUES, "github/*.json"),
+        (contracts.GITHUB_ISSUES, "github/*.json"),
     )
     stats = {s.source: load.load_source(con, s, str(world / g), "gen-test") for s, g in specs}
     rows = truth["rows"]

@@ -8,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from tasks.clients.base import LandedPage
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
+from tasks.contracts import LandedPage
 from tasks.extract import (
     ExtractFailed,
     clear_extracts,

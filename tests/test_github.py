@@ -13,8 +13,7 @@ import duckdb
 import pytest
 import requests
 
-from tasks import load, writeback
-from tasks.clients.base import LandedPage
+from tasks import contracts, load, writeback
 from tasks.clients.github import GitHubIssuesConnector, GitHubSettings, make_client
 from tasks.clients.http import (
     AuthError,
@@ -25,6 +24,7 @@ from tasks.clients.http import (
     RequestBudget,
     RetryPolicy,
 )
+from tasks.contracts import LandedPage
 from tasks.settings import ConfigError
 from tasks.trackers.base import TrackerIssue, marker_for
 from tasks.trackers.github import GitHubIssue, GitHubTracker, WritePacer
@@ -103,7 +103,7 @@ def land(
     con: duckdb.DuckDBPyConnection, pages: list[LandedPage], run_id: str, tmp_path: Path
 ) -> load.LoadStats:
     """Through the real loader: raw rows and the cursor state commit together."""
-    return load.load_pages(con, load.GITHUB_ISSUES, pages, run_id, tmp_path / "landing")
+    return load.load_pages(con, contracts.GITHUB_ISSUES, pages, run_id, tmp_path / "landing")
 
 
 # -- the spec and the fake ------------------------------------------------------------------

@@ -16,7 +16,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks import db, load, quality, transform
+from tasks import contracts, db, load, quality, transform
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.redact import register_duckdb
@@ -25,9 +25,9 @@ from tasks.settings import EXPECTATIONS_DIR
 END = datetime.now(UTC).date() - timedelta(days=1)  # the gate judges against the run's start
 SALT = "incremental-salt"
 FILES = (
-    (load.POSTHOG_EVENTS, "posthog/*.jsonl"),
+    (contracts.POSTHOG_EVENTS, "posthog/*.jsonl"),
     (ZENDESK_TICKETS_SPEC, "zendesk/*.json"),
-    (load.GITHUB_ISSUES, "github/*.json"),
+    (contracts.GITHUB_ISSUES, "github/*.json"),
 )
 VENDORS = ("github", "posthog", "zendesk")
 ROW_TABLES = {"stg_usage_events", "stg_support_tickets", "stg_bug_issues"}

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import load
+from tasks import contracts, load
 from tests.conftest import (
     github_issue,
     posthog_event,
@@ -34,7 +34,7 @@ def test_posthog_lines_quarantine_bad_lines_and_keep_good_ones(con, tmp_path):
         tmp_path / "ph" / "events-2026-11-20.jsonl",
         [*good, '{"uuid": "broken", "event": ', no_id, good[1], "[1, 2]"],
     )
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
 
     assert stats.records_read == 9
     assert stats.n_inserted == 5
@@ -54,13 +54,13 @@ def test_posthog_lines_quarantine_bad_lines_and_keep_good_ones(con, tmp_path):
 def test_reload_of_unchanged_files_is_skipped_and_idempotent(con, tmp_path):
     f = write_jsonl(tmp_path / "ph" / "e.jsonl", [posthog_event("a"), "{bad"])
     pattern = str(tmp_path / "ph" / "*.jsonl")
-    load.load_source(con, load.POSTHOG_EVENTS, pattern, "r1")
-    again = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r2")
+    load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r1")
+    again = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r2")
     assert (again.files_loaded, again.files_skipped) == (0, 1)
 
     # A touched (re-exported) file is read again, but merges to the same rows.
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    third = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r3")
+    third = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r3")
     assert (third.files_loaded, third.n_inserted, third.n_unchanged) == (1, 0, 1)
     assert con.sql("select count(*) from raw.posthog__events").fetchall()[0][0] == 1
     assert con.sql("select count(*) from quality.quarantine").fetchall()[0][0] == 1
@@ -85,7 +85,7 @@ def test_zendesk_repeated_ticket_newest_version_wins(con, tmp_path):
             True,
         ),
     )
-    stats = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
+    stats = load.load_source(con, contracts.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
     assert (stats.records_read, stats.n_inserted, stats.n_superseded) == (4, 3, 1)
     rows = dict(
         con.sql("select ticket_id, payload ->> 'status' from raw.zendesk__tickets").fetchall()
@@ -99,7 +99,7 @@ def test_zendesk_repeated_ticket_newest_version_wins(con, tmp_path):
         tmp_path / "zd" / "tickets-page-0003.json",
         zendesk_page([zendesk_ticket(1, "2026-11-19T10:00:00Z", "new")], "c3", True),
     )
-    late = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r2")
+    late = load.load_source(con, contracts.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r2")
     assert (late.n_unchanged, late.n_updated) == (1, 0)
     assert (
         con.sql(
@@ -112,7 +112,7 @@ def test_zendesk_repeated_ticket_newest_version_wins(con, tmp_path):
 def test_zendesk_invalid_page_is_quarantined_whole_and_others_load(con, tmp_path):
     write_json(tmp_path / "zd" / "p1.json", zendesk_page([zendesk_ticket(1)], "c1", False))
     (tmp_path / "zd" / "p2.json").write_text('{"tickets": [{"id": 2', encoding="utf-8")
-    stats = load.load_source(con, load.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
+    stats = load.load_source(con, contracts.ZENDESK_TICKETS, str(tmp_path / "zd" / "*.json"), "r1")
     assert stats.n_inserted == 1
     assert stats.quarantine_reasons == {"invalid_json_file": 1}
     assert quarantine(con, "zendesk")[0][0] == "invalid_json_file"
@@ -123,7 +123,7 @@ def test_github_pull_requests_dropped_and_missing_node_id_quarantined(con, tmp_p
         tmp_path / "gh" / "issues-page-001.json",
         [github_issue(1), github_issue(2, pr=True), github_issue(3, node_id=""), github_issue(4)],
     )
-    stats = load.load_source(con, load.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "r1")
+    stats = load.load_source(con, contracts.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "r1")
     assert (stats.n_inserted, stats.n_dropped, stats.n_quarantined) == (2, 1, 1)
     assert stats.records_read == stats.n_landed + stats.n_dropped + stats.n_quarantined
     assert quarantine(con, "github")[0][0] == "missing_id"
@@ -137,11 +137,11 @@ def test_failed_batch_commits_nothing(con, tmp_path, monkeypatch):
 
     monkeypatch.setattr(load, "_advance_cursor", boom)
     with pytest.raises(load.LoadError, match="nothing committed"):
-        load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
+        load.load_source(con, contracts.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
     assert con.sql("select count(*) from raw.posthog__events").fetchall()[0][0] == 0
     assert con.sql("select count(*) from ops.loaded_files").fetchall()[0][0] == 0
     monkeypatch.undo()
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r2")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r2")
     assert stats.n_inserted == 1
 
 
@@ -163,7 +163,7 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
             "not json",
         ],
     )
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
     assert (stats.records_read, stats.n_inserted) == (7, 3)
     assert stats.quarantine_reasons == {"duplicate": 2, "missing_id": 1, "invalid_json": 1}
     rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
@@ -195,7 +195,7 @@ def test_posthog_lines_land_once_and_repeats_resolve_across_files_and_loads(con,
             posthog_event("d"),
         ],
     )
-    again = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    again = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
     assert (again.n_inserted, again.n_updated, again.n_unchanged) == (1, 2, 1)
     rows = dict(con.sql("select event_id, event from raw.posthog__events").fetchall())
     assert rows == {"a": "first", "b": "export_started", "c": "changed", "d": "export_started"}
@@ -212,11 +212,11 @@ def test_files_cursor_is_the_newest_landed_and_an_unreadable_timestamp_does_not_
         ph / "e1.jsonl",
         [posthog_event("a", ts="2026-11-21T10:00:00+00:00"), posthog_event("b")],
     )
-    load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
     # A re-export of a without a readable timestamp: an unreadable timestamp is the oldest
     # (_VERSION_ORDER), so the stored version stays, as it would with both files in one batch.
     write_jsonl(ph / "e2.jsonl", [posthog_event("a", event="fixed", ts="soon")])
-    again = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
+    again = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
     assert (again.n_updated, again.n_unchanged) == (0, 1)
     assert con.sql("select event from raw.posthog__events where event_id = 'a'").fetchall() == [
         ("export_started",)
@@ -232,8 +232,8 @@ def test_files_cursor_is_the_newest_landed_and_an_unreadable_timestamp_does_not_
 
 
 def test_query_pages_read_in_one_pass_and_pages_it_cannot_read_are_set_aside(con, tmp_path):
-    from tasks.clients.base import LandedPage
     from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+    from tasks.contracts import LandedPage
 
     def row(uuid, props='{"$pathname": "/a"}'):
         return [uuid, "viewed", "u1", "2026-11-20T10:00:00.000000+00:00", props]
@@ -300,7 +300,7 @@ def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_na
     spec = getattr(load, spec_name)
     src = tmp_path / "src"
     early, late = "2026-11-20T10:00:00+00:00", "2026-11-21T10:00:00+00:00"
-    if spec is load.POSTHOG_EVENTS:
+    if spec is contracts.POSTHOG_EVENTS:
         files = {
             "e1.jsonl": [posthog_event("a", event="a-e1", ts=late), posthog_event("b", "b-e1")],
             "e2.jsonl": [posthog_event("a", event="a-e2"), posthog_event("b", event="b-e2")],
@@ -342,7 +342,7 @@ def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_na
     assert one_batch == load_in([[n] for n in reversed(names)])
     assert one_batch == load_in([[names[2], names[0]], [names[1]]])
     text = " ".join(str(r) for r in one_batch)
-    if spec is load.POSTHOG_EVENTS:
+    if spec is contracts.POSTHOG_EVENTS:
         # a: the newer timestamp (e1); b: same timestamp everywhere, the last file (e3).
         assert "a-e1" in text and "b-e3" in text and "a-e2" not in text and "b-e2" not in text
     else:
@@ -383,8 +383,8 @@ def test_posthog_query_record_fields_equal_the_record_sql_object(tmp_path, monke
     import duckdb
 
     from tasks import db
-    from tasks.clients.base import LandedPage
     from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+    from tasks.contracts import LandedPage
 
     assert POSTHOG_QUERY_EVENTS.record_fields
     old_spec = dataclasses.replace(POSTHOG_QUERY_EVENTS, record_fields=None)
@@ -437,8 +437,8 @@ def test_posthog_query_pages_land_direct_as_on_the_staging_path(tmp_path, monkey
     import duckdb
 
     from tasks import db
-    from tasks.clients.base import LandedPage
     from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+    from tasks.contracts import LandedPage
 
     clean = [r for r in _HOGQL_ROWS[:-1] if isinstance(r, list) and r and r[0] != " u8 "]
     pages = [
@@ -528,7 +528,9 @@ def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypat
     def land(name: str) -> tuple:
         con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
         db.ensure_schema(con)
-        stats = load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r")
+        stats = load.load_source(
+            con, contracts.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r"
+        )
         raw = con.sql(
             "select * exclude (_batch_id, _loaded_at) from raw.posthog__events order by all"
         ).fetchall()
@@ -672,8 +674,8 @@ def test_fetch_ahead_close_stops_the_producer_and_runs_in_the_callers_context():
 
 
 def test_load_pages_with_a_failing_fetch_commits_the_pages_before_it(con, tmp_path):
-    from tasks.clients.base import LandedPage
     from tasks.clients.posthog import POSTHOG_QUERY_EVENTS
+    from tasks.contracts import LandedPage
 
     def page(i):
         rows = [[f"e{i}", "viewed", "u1", "2026-11-20T10:00:00.000000+00:00", "{}"]]
@@ -693,8 +695,8 @@ def test_load_pages_with_a_failing_fetch_commits_the_pages_before_it(con, tmp_pa
 
 
 def test_a_page_the_connector_checked_still_goes_through_the_byte_screen(con, tmp_path):
-    from tasks.clients.base import LandedPage
     from tasks.clients.posthog import POSTHOG_QUERY_EVENTS, parse_page
+    from tasks.contracts import LandedPage
 
     body = b"<html><body>502 Bad Gateway</body></html>"
     stats = load.load_pages(

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks import load
+from tasks import contracts, load
 from tasks.clients.mixpanel import MIXPANEL_EVENTS
 from tests.conftest import (
     github_issue,
@@ -68,7 +68,7 @@ def test_invalid_utf8_line_is_quarantined_alone_and_the_rest_of_the_batch_loads(
     )
     write_jsonl(ph / "c.jsonl", [posthog_event("c1")])
 
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
 
     assert (stats.files_loaded, stats.files_rejected, stats.records_read) == (3, 0, 6)
     assert (stats.n_inserted, stats.quarantine_reasons) == (5, {"invalid_utf8": 1})
@@ -100,8 +100,8 @@ def test_gzip_is_read_by_its_magic_bytes_whatever_the_file_is_called(con, tmp_pa
     page = zendesk_page([zendesk_ticket(1), zendesk_ticket(2)], "c1", True)
     (zd / "page.json").write_bytes(gzip.compress(json.dumps(page).encode()))
 
-    events = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
-    tickets = load.load_source(con, load.ZENDESK_TICKETS, str(zd / "*.json"), "r1")
+    events = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    tickets = load.load_source(con, contracts.ZENDESK_TICKETS, str(zd / "*.json"), "r1")
 
     assert (events.n_inserted, events.quarantine_reasons) == (3, {"invalid_json": 1})
     assert (tickets.n_inserted, tickets.files_rejected) == (2, 0)
@@ -126,7 +126,7 @@ def test_binary_html_and_corrupt_gzip_files_are_rejected_whole_once(con, tmp_pat
     (ph / "d-broken.jsonl").write_bytes(gzip.compress(SECRET.encode() * 50)[:30])
     pattern = str(ph / "*.jsonl")
 
-    stats = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r1")
 
     assert (stats.files_seen, stats.files_loaded, stats.files_rejected) == (4, 1, 3)
     assert stats.quarantine_reasons == {"undecodable_file": 2, "html_file": 1}
@@ -146,15 +146,15 @@ def test_binary_html_and_corrupt_gzip_files_are_rejected_whole_once(con, tmp_pat
     assert files["d-broken.jsonl"][:2] == ("rejected", "undecodable_file")
 
     # Not retried: unchanged, or only touched (same bytes), they stay set aside.
-    again = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r2")
+    again = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r2")
     assert (again.files_skipped, again.files_rejected, again.records_read) == (4, 0, 0)
     html = ph / "c-html.jsonl"
     os.utime(html, ns=(html.stat().st_atime_ns, html.stat().st_mtime_ns + 10**9))
-    touched = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r3")
+    touched = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r3")
     assert (touched.files_skipped, touched.records_read) == (4, 0)
     # A fixed file is read again and replaces its rejected record.
     write_jsonl(html, [posthog_event("c1")])
-    fixed = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r4")
+    fixed = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r4")
     assert (fixed.files_loaded, fixed.n_inserted, fixed.files_rejected) == (1, 1, 0)
     assert loaded_files(con, "posthog")["c-html.jsonl"][:2] == ("loaded", None)
     assert con.sql("select count(*) from quality.quarantine").fetchall()[0][0] == 3
@@ -163,17 +163,27 @@ def test_binary_html_and_corrupt_gzip_files_are_rejected_whole_once(con, tmp_pat
 @pytest.mark.parametrize(
     ("spec", "name", "body", "rule"),
     [
-        (load.GITHUB_ISSUES, "rate.json", {"message": "API rate limit exceeded"}, "error_page"),
         (
-            load.ZENDESK_TICKETS,
+            contracts.GITHUB_ISSUES,
+            "rate.json",
+            {"message": "API rate limit exceeded"},
+            "error_page",
+        ),
+        (
+            contracts.ZENDESK_TICKETS,
             "no-list.json",
             {"count": 0, "end_of_stream": True},
             "unexpected_page_shape",
         ),
-        (load.ZENDESK_TICKETS, "object.json", {"tickets": {"id": 1}}, "unexpected_page_shape"),
-        (load.ZENDESK_TICKETS, "err.json", {"error": "RecordNotFound"}, "error_page"),
-        (load.GITHUB_ISSUES, "html.json", "<html><body>Bad gateway</body></html>", "html_file"),
-        (load.GITHUB_ISSUES, "cut.json", '[{"node_id": "I_1", "title": ', "invalid_json_file"),
+        (contracts.ZENDESK_TICKETS, "object.json", {"tickets": {"id": 1}}, "unexpected_page_shape"),
+        (contracts.ZENDESK_TICKETS, "err.json", {"error": "RecordNotFound"}, "error_page"),
+        (
+            contracts.GITHUB_ISSUES,
+            "html.json",
+            "<html><body>Bad gateway</body></html>",
+            "html_file",
+        ),
+        (contracts.GITHUB_ISSUES, "cut.json", '[{"node_id": "I_1", "title": ', "invalid_json_file"),
     ],
 )
 def test_export_pages_not_in_the_vendor_shape_are_quarantined_not_counted_as_loaded(
@@ -182,7 +192,7 @@ def test_export_pages_not_in_the_vendor_shape_are_quarantined_not_counted_as_loa
     folder = tmp_path / spec.source
     good = (
         [github_issue(1)]
-        if spec is load.GITHUB_ISSUES
+        if spec is contracts.GITHUB_ISSUES
         else zendesk_page([zendesk_ticket(1)], "c1", True)
     )
     write_json(folder / "a-good.json", good)
@@ -216,7 +226,7 @@ def _vendor_specs():
     # (spec, an empty page in the documented shape, an error body the vendor sends)
     return [
         (ZENDESK_TICKETS_SPEC, {"tickets": [], "end_of_stream": True}, {"error": "Unavailable"}),
-        (load.GITHUB_ISSUES, [], {"message": "API rate limit exceeded"}),
+        (contracts.GITHUB_ISSUES, [], {"message": "API rate limit exceeded"}),
         (
             INTERCOM_CONVERSATIONS,
             {"type": "conversation.list", "conversations": []},
@@ -236,7 +246,7 @@ def _vendor_specs():
 
 @pytest.mark.parametrize("case", range(8))
 def test_connector_page_in_the_wrong_shape_stops_the_load_before_it(con, tmp_path, case):
-    from tasks.clients.base import LandedPage
+    from tasks.contracts import LandedPage
     from tasks.redact import register_duckdb
 
     register_duckdb(con, "test-salt")
@@ -340,7 +350,7 @@ def _table_state(con, raw_table: str) -> tuple[list, list]:
 @pytest.mark.parametrize(
     ("spec", "make", "suffix"),
     [
-        (load.ZENDESK_TICKETS, _zendesk_files, "json"),
+        (contracts.ZENDESK_TICKETS, _zendesk_files, "json"),
         (MIXPANEL_EVENTS, _mixpanel_files, "jsonl"),
     ],
     ids=["zendesk", "mixpanel"],
@@ -400,7 +410,7 @@ def test_identical_bad_lines_are_each_their_own_quarantine_row(con, tmp_path):
     write_jsonl(ph / "b.jsonl", ["{oops", posthog_event("b1")])
     pattern = str(ph / "*.jsonl")
 
-    stats = load.load_source(con, load.POSTHOG_EVENTS, pattern, "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r1")
 
     assert stats.quarantine_reasons == {"missing_id": 2, "invalid_json": 3}
     assert stats.records_read == stats.n_landed + stats.n_quarantined
@@ -409,7 +419,7 @@ def test_identical_bad_lines_are_each_their_own_quarantine_row(con, tmp_path):
     # Re-reading a touched file finds the same rows (no new ones).
     f = ph / "a.jsonl"
     os.utime(f, ns=(f.stat().st_atime_ns, f.stat().st_mtime_ns + 10**9))
-    load.load_source(con, load.POSTHOG_EVENTS, pattern, "r2")
+    load.load_source(con, contracts.POSTHOG_EVENTS, pattern, "r2")
     assert con.sql("select count(*) from quality.quarantine").fetchall()[0][0] == 5
 
 
@@ -418,7 +428,7 @@ def test_unparsed_lines_are_kept_only_redacted_in_the_quarantine(con, tmp_path):
     broken = '{"event": "x", "note": "Hi, this is Chen Tanaka, mail ' + SECRET + '"'
     write_jsonl(ph / "a.jsonl", [broken, posthog_event("a1")])
 
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
 
     assert stats.quarantine_reasons == {"invalid_json": 1} and conserved(stats)
     ((rule, _reason, payload, _file),) = quarantine_rows(con, "posthog")
@@ -440,7 +450,7 @@ def test_load_error_never_quotes_the_input(con, tmp_path, monkeypatch):
     )
     monkeypatch.setattr(load, "_screen_files", lambda con, spec, paths, work: load._Screen(paths))
     with pytest.raises(load.LoadError) as info:
-        load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+        load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
     message = str(info.value)
     assert "e.jsonl" in message and "nothing committed" in message
     assert SECRET not in message and "Original Line" not in message
@@ -453,7 +463,7 @@ def test_load_step_logs_and_report_show_rejected_files(con, tmp_path):
     ph = tmp_path / "ph"
     write_jsonl(ph / "a.jsonl", [posthog_event("a1")])
     (ph / "b.jsonl").write_bytes(b"\x00binary")
-    stats = load.load_source(con, load.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
+    stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
 
     class Logger:
         def __init__(self):
@@ -493,7 +503,7 @@ def test_quality_gate_warns_about_files_set_aside_in_this_run(con, tmp_path):
 
     write_json(tmp_path / "gh" / "a.json", [github_issue(1)])
     write_json(tmp_path / "gh" / "b.json", {"message": "Bad credentials"})
-    load.load_source(con, load.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "run-7")
+    load.load_source(con, contracts.GITHUB_ISSUES, str(tmp_path / "gh" / "*.json"), "run-7")
     verdicts = [
         quality.TableVerdict("raw_github__issues", "bugs", "pass", 1, 1, 0, layer="raw"),
         quality.TableVerdict("raw_zendesk__tickets", "tickets", "pass", 1, 1, 0, layer="raw"),
@@ -514,7 +524,7 @@ def test_an_unreadable_table_file_is_reported_without_its_rows(con, tmp_path):
     (folder / "ragged.csv").write_text(
         f"account_key,arr,name\nacct-1,1,A\nacct-2,2,{SECRET},extra\n", encoding="utf-8"
     )
-    stats = load.load_source(con, load.ACCOUNTS, str(folder / "*.csv"), "r1")
+    stats = load.load_source(con, contracts.ACCOUNTS, str(folder / "*.csv"), "r1")
     assert stats.quarantine_reasons == {"unreadable_file": 1}
     (error,) = stats.errors
     assert "could not be read as CSV" in error and SECRET not in error

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import catalog, db, load, transform
+from tasks import catalog, contracts, db, load, transform
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
 from tasks.demo_data import ACCOUNTS_FILE
 from tasks.redact import register_duckdb
@@ -21,10 +21,10 @@ from tests.helpers import land_demo
 END = date(2026, 11, 24)
 SALT = "determinism-salt"
 FILES = (
-    (load.POSTHOG_EVENTS, "posthog/*.jsonl"),
+    (contracts.POSTHOG_EVENTS, "posthog/*.jsonl"),
     (ZENDESK_TICKETS_SPEC, "zendesk/*.json"),
-    (load.GITHUB_ISSUES, "github/*.json"),
-    (load.ACCOUNTS, ACCOUNTS_FILE),
+    (contracts.GITHUB_ISSUES, "github/*.json"),
+    (contracts.ACCOUNTS, ACCOUNTS_FILE),
 )
 RAW_KEYS = {
     "raw.posthog__events": "event_id",

@@ -21,7 +21,7 @@ import duckdb
 import pytest
 
 from tasks import catalog as catalog_mod
-from tasks import db, load, quality, transform, writeback
+from tasks import contracts, db, load, quality, transform, writeback
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.redact import register_duckdb
@@ -33,9 +33,9 @@ from tasks.trackers.markdown import MarkdownTracker
 END = datetime.now(UTC).date() - timedelta(days=1)
 SALT = "matrix-salt"
 FILES = (
-    (load.POSTHOG_EVENTS, "posthog/*.jsonl"),
+    (contracts.POSTHOG_EVENTS, "posthog/*.jsonl"),
     (ZENDESK_TICKETS_SPEC, "zendesk/*.json"),
-    (load.GITHUB_ISSUES, "github/*.json"),
+    (contracts.GITHUB_ISSUES, "github/*.json"),
 )
 VENDORS = ("github", "posthog", "zendesk")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import catalog, db, load, rawstore, transform
+from tasks import catalog, contracts, db, load, rawstore, transform
 from tasks.demo_data import DemoConfig, generate_demo_data
 from tasks.redact import register_duckdb
 from tasks.settings import DEFAULT_CATALOG, ScoreWeights
@@ -29,7 +29,10 @@ T = "raw.posthog__events"
 def world(tmp_path_factory) -> dict:
     """Small demo exports, landed once into a warehouse file (copied by each test)."""
     root = tmp_path_factory.mktemp("rawstore")
-    files = ((load.POSTHOG_EVENTS, "posthog/*.jsonl"), (load.GITHUB_ISSUES, "github/*.json"))
+    files = (
+        (contracts.POSTHOG_EVENTS, "posthog/*.jsonl"),
+        (contracts.GITHUB_ISSUES, "github/*.json"),
+    )
     path = land_demo(root, files, SALT, "run-0", end_date=END, days=42, users=150, accounts=25)
     return {"root": root, "landed": path}
 
@@ -154,7 +157,7 @@ def test_a_redelivered_old_event_is_not_counted_twice(world, tmp_path):
     late = _redelivery(world, tmp_path)
     with db.warehouse(_copy(world, tmp_path, "wh")) as con:
         _build(con)
-        load.load_source(con, load.POSTHOG_EVENTS, str(late), "run-2")
+        load.load_source(con, contracts.POSTHOG_EVENTS, str(late), "run-2")
         _build(con)
         expected = _hashes(con)
         n_events = con.sql(f"select count(*) from {T}").fetchall()[0][0]
@@ -171,7 +174,7 @@ def test_a_redelivered_old_event_is_not_counted_twice(world, tmp_path):
         assert con.execute(
             "select count(*) from ops.raw_event_files where day = ?", [day]
         ).fetchall()[0][0]
-        stats = load.load_source(con, load.POSTHOG_EVENTS, str(late), "run-2")
+        stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(late), "run-2")
         assert (stats.n_inserted, stats.n_unchanged) == (1, 1)
         # the day came back into the warehouse table for the merge, and left the manifest
         assert not con.execute(
@@ -272,7 +275,7 @@ def test_the_same_landing_and_reading_on_s3(world, tmp_path, s3_server, monkeypa
         )
         fs = store.filesystem()
         assert {f"s3://{p}" for p in fs.glob("events/raw/**/*.parquet")} == files
-        stats = load.load_source(con, load.POSTHOG_EVENTS, str(late), "run-2")
+        stats = load.load_source(con, contracts.POSTHOG_EVENTS, str(late), "run-2")
         assert (stats.n_inserted, stats.n_unchanged) == (1, 1)
         assert _counts(con)[1:] == (n_events + 1, n_events + 1)
     # a new connection (CLI query, report, snapshot) reads the S3 files through db.connect

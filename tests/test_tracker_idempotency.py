@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks import catalog, db, load, transform, writeback
+from tasks import catalog, contracts, db, load, transform, writeback
 from tasks.clients.http import RequestBudget, RetryPolicy
 from tasks.clients.zendesk import ZendeskSettings, ZendeskTickets
 from tasks.redact import register_duckdb
@@ -539,7 +539,7 @@ def suggestions_from_seeded_tickets(
     assert stats.n_inserted == len(SUBJECTS)
     if with_usage:
         write_jsonl(tmp_path / "posthog" / "events.jsonl", usage_events())
-        load.load_source(con, load.POSTHOG_EVENTS, str(tmp_path / "posthog" / "*.jsonl"), "r1")
+        load.load_source(con, contracts.POSTHOG_EVENTS, str(tmp_path / "posthog" / "*.jsonl"), "r1")
     transform.build_staging(con, salt)
     catalog.publish_catalog(con, catalog.load_catalog(DEFAULT_CATALOG))
     params = transform.ScoreParams(date(2026, 11, 25), 28, ScoreWeights().normalised(), "r1")

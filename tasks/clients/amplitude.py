@@ -17,14 +17,13 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     HttpClient,
     InvalidResponseError,
     RequestBudget,
     RetryPolicy,
 )
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

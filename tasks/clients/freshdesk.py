@@ -13,7 +13,6 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field
 from requests.auth import HTTPBasicAuth
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     HttpClient,
     InvalidResponseError,
@@ -23,7 +22,7 @@ from tasks.clients.http import (
     parse_link_header,
 )
 from tasks.clients.intercom import redact_object_strings_sql, strip_html_sql
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
 

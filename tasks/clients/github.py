@@ -15,7 +15,6 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     ClientRequestError,
     HttpClient,
@@ -26,7 +25,7 @@ from tasks.clients.http import (
     iter_link_pages,
     parse_link_header,
 )
-from tasks.load import GITHUB_ISSUES, SourceSpec
+from tasks.contracts import GITHUB_ISSUES, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

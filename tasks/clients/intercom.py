@@ -12,7 +12,6 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     ClientRequestError,
     CursorGuard,
@@ -21,7 +20,7 @@ from tasks.clients.http import (
     RetryPolicy,
     make_session,
 )
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

@@ -12,9 +12,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import CursorGuard, HttpClient, InvalidResponseError, RetryPolicy
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

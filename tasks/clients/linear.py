@@ -13,7 +13,6 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     AuthError,
     ClientRequestError,
@@ -23,7 +22,7 @@ from tasks.clients.http import (
     RetriesExhaustedError,
     RetryPolicy,
 )
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

@@ -14,9 +14,8 @@ from zoneinfo import ZoneInfo
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import HttpClient, InvalidResponseError, RequestBudget, RetryPolicy
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

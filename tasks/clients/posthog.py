@@ -21,7 +21,6 @@ from typing import Any, Literal, NamedTuple
 import requests
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     CursorGuard,
     HttpClient,
@@ -30,7 +29,7 @@ from tasks.clients.http import (
     RequestBudget,
     RetryPolicy,
 )
-from tasks.load import POSTHOG_EVENTS, SourceSpec
+from tasks.contracts import POSTHOG_EVENTS, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 try:

@@ -11,7 +11,6 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     CursorGuard,
     HttpClient,
@@ -19,7 +18,7 @@ from tasks.clients.http import (
     RetryPolicy,
     parse_link_header,
 )
-from tasks.load import SourceSpec
+from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
 log = logging.getLogger(__name__)

@@ -127,7 +127,7 @@ def _score_params(settings: Any, as_of: date, window_days: int, run_id: str) -> 
 
 def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -> dict[str, Any]:
     """One nightly run over what is visible, as plain calls in the flow's order."""
-    from tasks import catalog, db, load, quality, transform, writeback
+    from tasks import catalog, contracts, db, load, quality, transform, writeback
     from tasks.clients.github import GITHUB_ISSUES_SPEC
     from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC
     from tasks.redact import register_duckdb
@@ -150,7 +150,7 @@ def run_night(settings: Any, as_of: date, run_id: str, options: ReplayOptions) -
 
     def load_step() -> dict[str, Any]:
         specs = (
-            (load.POSTHOG_EVENTS, settings.sources.posthog_events),
+            (contracts.POSTHOG_EVENTS, settings.sources.posthog_events),
             (ZENDESK_TICKETS_SPEC, settings.sources.zendesk_tickets),
             (GITHUB_ISSUES_SPEC, settings.sources.github_issues),
         )

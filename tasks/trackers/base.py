@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from urllib.parse import quote
 
 MARKER_PREFIX = "feedback-loop:fingerprint="
 # Closed by a person for these reasons: never reopen, rewrite or recreate.
@@ -19,6 +20,12 @@ CLOSE_REASONS = ("completed", "not_planned", "duplicate")
 PROBLEM_OF_KIND = {"fix": "health", "investigate": "health", "improve": "adoption"}
 PROBLEMS = frozenset(PROBLEM_OF_KIND.values())
 _EFFORT_LABEL = re.compile(r"effort\s*[:=]\s*(\d+(?:\.\d+)?)", re.I)
+
+
+def fingerprint_url(base: str, fingerprint: str) -> str:
+    """The web link a tracker without a hidden-marker field stores for a suggestion (Jira's
+    remote link, Linear's attachment): `base` + the quoted fingerprint."""
+    return base.rstrip("/") + "/" + quote(fingerprint, safe=":-_.~")
 
 
 def marker_for(fingerprint: str) -> str:

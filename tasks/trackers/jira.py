@@ -9,7 +9,6 @@ import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -26,6 +25,7 @@ from tasks.trackers.base import (
     CLOSE_REASONS,
     TrackerIssue,
     effort_from_labels,
+    fingerprint_url,
     lookup_order,
     marker_for,
     positive_number,
@@ -73,10 +73,6 @@ class JiraTrackerSettings(BaseModel):
 
 class JiraWorkflowError(RuntimeError):
     """The issue's workflow offers no way to do what was asked (e.g. no transition to done)."""
-
-
-def fingerprint_url(base: str, fingerprint: str) -> str:
-    return base.rstrip("/") + "/" + quote(fingerprint, safe=":-_.~")
 
 
 def _jira_label(label: str) -> str:

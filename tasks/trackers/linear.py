@@ -10,7 +10,6 @@ import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +19,7 @@ from tasks.trackers.base import (
     CLOSE_REASONS,
     TrackerIssue,
     effort_from_labels,
+    fingerprint_url,
     lookup_order,
     positive_number,
 )
@@ -115,10 +115,6 @@ class LinearTrackerSettings(BaseModel):
 
 class LinearWorkflowError(RuntimeError):
     """The team's workflow has no state to close an issue into."""
-
-
-def fingerprint_url(base: str, fingerprint: str) -> str:
-    return base.rstrip("/") + "/" + quote(fingerprint, safe=":-_.~")
 
 
 def _sha(text: str | None) -> str:
