@@ -12,7 +12,7 @@ import duckdb
 from prefect import get_run_logger, task
 
 from tasks import catalog as catalog_mod
-from tasks import db, html_report, load, quality, reporting, transform, writeback
+from tasks import contracts, db, html_report, load, quality, reporting, transform, writeback
 from tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -78,6 +78,7 @@ def load_sources(
     fetched here but read from those folders and committed one source at a time through the
     same load_pages (a failed extract is that source's failed load).
     """
+    from tasks.clients.zendesk import redact_landed_rows
     from tasks.connectors import build_connectors
     from tasks.extract import pull_all
     from tasks.redact import register_duckdb
@@ -101,6 +102,7 @@ def load_sources(
     with db.warehouse(settings.duckdb_path, memory_limit=settings.duckdb_memory_limit) as con:
         db.ensure_schema(con)
         register_duckdb(con, settings.hash_salt.get_secret_value())
+        redact_landed_rows(con)  # once per warehouse: tickets landed before landing redaction
         out = pull_all(con, pulls, settle, max_parallel=parallel, logger=logger)
         if settings.sources.accounts:
             out["accounts"] = _load_accounts(con, settings.sources.accounts, run_id, logger)
@@ -114,7 +116,7 @@ def _file_pulls(settings: Settings, sources: list[SourceKind], run_id: str) -> l
     from tasks.extract import Pull
 
     file_specs = {
-        SourceKind.usage: (load.POSTHOG_EVENTS, "posthog_events"),
+        SourceKind.usage: (contracts.POSTHOG_EVENTS, "posthog_events"),
         # Zendesk export pages get the same landing redaction as the API pages.
         SourceKind.tickets: (ZENDESK_TICKETS_SPEC, "zendesk_tickets"),
         # GitHub issue files too: titles and bodies are redacted at landing.
@@ -284,7 +286,7 @@ def _load_accounts(con, pattern: str, run_id: str, logger) -> dict:
     """The optional accounts source (revenue and segments), loaded last and on every run: a
     broken accounts file never stops the run, it is reported (and judged by the quality gate)."""
     try:
-        stats = load.load_source(con, load.ACCOUNTS, pattern, run_id, progress=logger.info)
+        stats = load.load_source(con, contracts.ACCOUNTS, pattern, run_id, progress=logger.info)
     except load.LoadError as exc:  # nothing of the failed batch was committed
         stats = load.LoadStats(source="accounts", errors=[str(exc)])
     except (OSError, duckdb.Error) as exc:

@@ -14,13 +14,13 @@ from typing import Any
 import duckdb
 import pytest
 
-from tasks import catalog, db, load, redact, transform, writeback
-from tasks.clients.base import LandedPage
+from tasks import catalog, contracts, db, load, redact, transform, writeback
 from tasks.clients.freshdesk import FreshdeskTickets
 from tasks.clients.github import GitHubIssuesConnector
 from tasks.clients.http import RequestBudget, RetryPolicy
 from tasks.clients.intercom import IntercomConversations
 from tasks.clients.zendesk import ZENDESK_TICKETS_SPEC, ZendeskSettings, ZendeskTickets
+from tasks.contracts import LandedPage
 from tasks.redact import redact_text, register_duckdb
 from tasks.settings import DEFAULT_CATALOG, ScoreWeights
 from tests.conftest import github_issue, write_jsonl
@@ -291,7 +291,7 @@ def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(wh, tmp_
         srv.assert_clean()
     assert stats.n_inserted == len(tickets)
     write_jsonl(tmp_path / "posthog" / "events.jsonl", usage_events())  # a baseline to stand out
-    load.load_source(wh, load.POSTHOG_EVENTS, str(tmp_path / "posthog" / "*.jsonl"), "r1")
+    load.load_source(wh, contracts.POSTHOG_EVENTS, str(tmp_path / "posthog" / "*.jsonl"), "r1")
     transform.build_staging(wh, SALT)
     catalog.publish_catalog(wh, catalog.load_catalog(DEFAULT_CATALOG))
     params = transform.ScoreParams(date(2026, 11, 25), 28, ScoreWeights().normalised(), "r1")
@@ -324,3 +324,66 @@ def test_planted_name_absent_from_raw_staging_snapshot_and_tracker_body(wh, tmp_
     for where, text in texts.items():
         for name in planted:
             assert name not in text, where
+
+
+# ------------------------------------------------------- tickets landed before landing redaction
+def test_tickets_landed_before_landing_redaction_are_redacted_in_place_once(tmp_path: Path):
+    from tasks.clients.zendesk import LANDING_REDACTION_VERSION, redact_landed_rows
+    from tests.conftest import write_json, zendesk_page, zendesk_ticket
+
+    con = duckdb.connect(str(tmp_path / "w.duckdb"))
+    db.ensure_schema(con)
+    register_duckdb(con, SALT)
+    # A ticket landed the old way: the export file as it was (no landing redaction), with the
+    # person inline.
+    legacy = zendesk_ticket(
+        1,
+        subject="Call me at +1 415 555 0100 or jane.doe@example.com",
+        description="Card 4111 1111 1111 1111 was charged twice",
+        tags=["billing"],
+    )
+    legacy["requester"] = {"id": 7, "name": "Jane Doe", "email": "Jane.Doe@example.com "}
+    write_json(tmp_path / "old" / "p1.json", zendesk_page([legacy], "c1", True))
+    load.load_source(con, contracts.ZENDESK_TICKETS, str(tmp_path / "old" / "*.json"), "r0")
+    # A ticket landed today: redacted at landing.
+    today = zendesk_ticket(2, subject="Export fails, write to ops@example.com")
+    write_json(tmp_path / "new" / "p1.json", zendesk_page([today], "c2", True))
+    load.load_source(con, ZENDESK_TICKETS_SPEC, str(tmp_path / "new" / "*.json"), "r1")
+
+    def payloads() -> dict[int, dict]:
+        rows = con.sql("select ticket_id, payload from raw.zendesk__tickets").fetchall()
+        return {tid: json.loads(p) for tid, p in rows}
+
+    before = payloads()
+    assert "jane.doe@example.com" in before[1]["subject"]  # the legacy row, as it was landed
+
+    assert redact_landed_rows(con) == 1  # only the legacy row changes
+    after = payloads()
+    assert after[2] == before[2]
+    old = after[1]
+    text = json.dumps(old)
+    for leak in ("jane.doe@example.com", "Jane.Doe", "Jane Doe", "415 555 0100", "4111 1111"):
+        assert leak not in text
+    assert "[email]" in old["subject"] and "[card]" in old["description"]
+    assert old["requester"] == {
+        "id": 7,
+        "name_key": redact.person_key("zendesk", "Jane Doe", SALT),
+        "email_key": redact.person_key("zendesk", "jane.doe@example.com", SALT),
+    }
+    assert (old["status"], old["tags"], old["updated_at"]) == (
+        "open",
+        ["billing"],
+        legacy["updated_at"],
+    )
+    # Once per warehouse: recorded with the rows, and a second call changes nothing.
+    assert con.sql("select version, n_rows from ops.landing_redaction").fetchall() == [
+        (LANDING_REDACTION_VERSION, 1)
+    ]
+    assert redact_landed_rows(con) == 0
+    assert payloads() == after
+    # Staging reads the landed text as it is (no second pass there any more).
+    transform.build_staging(con, SALT)
+    subjects = dict(
+        con.sql("select ticket_id, subject from staging.stg_zendesk__tickets").fetchall()
+    )
+    assert subjects == {"zendesk:1": old["subject"], "zendesk:2": after[2]["subject"]}

@@ -200,3 +200,12 @@ create table if not exists ops.raw_event_retention (
     expired_before date not null,
     expired_at timestamptz not null
 );
+
+-- Raw tables whose every row went through the landing redactor of a given version (rows landed
+-- before it are redacted in place once: tasks/clients/zendesk.py redact_landed_rows).
+create table if not exists ops.landing_redaction (
+    table_name varchar primary key,
+    version integer not null,
+    n_rows bigint not null,
+    applied_at timestamptz not null
+);

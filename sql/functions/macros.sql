@@ -1,36 +1,10 @@
 -- Scalar macros shared by the staging models. Idempotent (create or replace).
 
--- Scrub contact details and secrets from free text before it is stored in staging.
--- Order matters: card numbers before phone numbers, so a card is not half-read as a phone.
-create or replace macro redact_text(t) as
-regexp_replace(
-    regexp_replace(
-        regexp_replace(
-            regexp_replace(
-                regexp_replace(
-                    t,
-                    '[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}',
-                    '[email]',
-                    'g'
-                ),
-                '\b(?:sk|pk|rk|ghp|gho|ghs|xox[abprs]|api|key|token)[_-][A-Za-z0-9_\-]{12,}\b',
-                '[token]',
-                'g'
-            ),
-            '\b\d(?:[ -]?\d){12,18}\b',
-            '[card]',
-            'g'
-        ),
-        '\b\d{1,3}(?:\.\d{1,3}){3}\b',
-        '[ip]',
-        'g'
-    ),
-    '(?:\+\d{1,3}[ .-]?)?(?:\(\d{2,4}\)[ .-]?|\b\d{2,4}[ .-])\d{3,4}[ .-]?\d{3,4}\b',
-    '[phone]',
-    'g'
-);
+-- Redaction happens once, at landing, by the Python redactor (tasks/redact.py, fl_redact in the
+-- connectors' and file specs' record SQL): staging reads redacted text. The regex macro that used
+-- to make a second pass here is gone.
+drop macro if exists redact_text;
 
--- Salted, one-way key for a person: joins stay possible, the identity does not leave the source.
 create or replace macro person_key(source_name, raw_id) as
 case
     when raw_id is null then null
@@ -95,9 +69,15 @@ case
     when left(ltrim(t), 1) in ('{', '[') and json_valid(t) then 'wrong_type:' || name
 end;
 
--- A vendor's enum value outside the canonical set, as kept for the quality warning's examples:
--- redacted and cut to 24 characters.
-create or replace macro enum_example(v) as left(redact_text(v), 24);
+-- A vendor's enum value outside the canonical set, as kept for the quality warning's examples: the
+-- value only when it looks like an enum word (letters, `_`, `-`, spaces; no digits, `@`, `.` that
+-- contact details and ids need), else '[withheld]'; cut to 24 characters.
+create or replace macro enum_example(v) as
+case
+    when v is null then null
+    when regexp_full_match(v, '[A-Za-z][A-Za-z_ -]{0,63}') then left(v, 24)
+    else '[withheld]'
+end;
 
 -- The rows an incremental usage rollup recomputes (tasks/transform.py build_usage_rollups):
 -- with rollup_days set, events of those UTC days only; with rollup_loads set too, only from the

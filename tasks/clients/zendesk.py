@@ -15,7 +15,6 @@ import requests
 from pydantic import BaseModel, ConfigDict, Field
 from requests.auth import HTTPBasicAuth
 
-from tasks.clients.base import LandedPage
 from tasks.clients.http import (
     AuthError,
     CursorGuard,
@@ -25,7 +24,7 @@ from tasks.clients.http import (
     RetryPolicy,
     make_session,
 )
-from tasks.load import ZENDESK_TICKETS, SourceSpec
+from tasks.contracts import ZENDESK_TICKETS, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
 
@@ -147,6 +146,65 @@ RECORD_SQL = (
 
 # Same raw table, key and newest-version merge as the export-file loader; redaction added.
 ZENDESK_TICKETS_SPEC: SourceSpec = dataclasses.replace(ZENDESK_TICKETS, record_sql=RECORD_SQL)
+
+# The landing redaction raw.zendesk__tickets holds (ops.landing_redaction). 1: every row through
+# RECORD_SQL; export files were once landed as they were and redacted by a regex pass in staging.
+LANDING_REDACTION_VERSION = 1
+
+
+# A stored ticket through RECORD_SQL without its page: the redactor's patterns only (the page's
+# side-loaded names are gone; text redacted before stays as it is, the redactor is idempotent).
+# RECORD_SQL would drop a `requester` it has no page user for: one landed with keys stays, one
+# with a name or e-mail gets the keys landing gives.
+_STORED_REQUESTER = """case
+    when json_exists(j, '$.requester.name') or json_exists(j, '$.requester.email')
+        then json_object(
+            'id', j -> '$.requester.id',
+            'name_key', fl_person_key('zendesk', j ->> '$.requester.name'),
+            'email_key', fl_person_key('zendesk', lower(trim(j ->> '$.requester.email'))))
+    else j -> '$.requester'
+end"""
+_STORED_RECORD_SQL = (
+    f"json_merge_patch({RECORD_SQL}, json_object('requester', {_STORED_REQUESTER}))"
+)
+
+
+def redact_landed_rows(con: Any) -> int:
+    """Bring raw.zendesk__tickets to LANDING_REDACTION_VERSION once: every stored ticket
+    through the landing redaction (_STORED_RECORD_SQL), in one transaction with its
+    ops.landing_redaction row. Needs fl_redact and fl_person_key
+    (tasks.redact.register_duckdb). Returns the rows rewritten."""
+    table = ZENDESK_TICKETS.raw_table
+    done = con.execute(
+        "select version from ops.landing_redaction where table_name = ?", [table]
+    ).fetchall()
+    if done and done[0][0] >= LANDING_REDACTION_VERSION:
+        return 0
+    con.execute("begin transaction")
+    try:
+        changed = con.execute(
+            f"""
+            update {table} as t set payload = r.payload
+            from (
+                select ticket_id, ({_STORED_RECORD_SQL}) as payload
+                from (select ticket_id, payload as j, null::json as page from {table})
+            ) as r
+            where t.ticket_id = r.ticket_id and t.payload is distinct from r.payload
+            """
+        ).fetchall()[0][0]
+        con.execute(
+            "insert or replace into ops.landing_redaction values (?, ?, ?, now())",
+            [table, LANDING_REDACTION_VERSION, changed],
+        )
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+    if changed:
+        log.info(
+            "zendesk: %d ticket(s) landed before the landing redaction redacted in place", changed
+        )
+    return changed
 
 
 # --------------------------------------------------------------------------------------------

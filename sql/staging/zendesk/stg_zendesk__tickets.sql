@@ -1,7 +1,8 @@
 -- grain: one row per Zendesk ticket (latest version); key: ticket_id ('zendesk:<id>').
--- API pages are redacted at landing (tasks/clients/zendesk.py, fl_redact with the requester's
--- name and e-mail); redact_text here is a second pass that also covers rows landed from export
--- files before that. The requester becomes a salted hash of the Zendesk requester_id.
+-- Subject and body are redacted at landing, API pages and export files alike (tasks/clients/
+-- zendesk.py RECORD_SQL: fl_redact with the side-loaded people's names and e-mails; rows landed
+-- before that were redacted in place once, redact_landed_rows). The requester becomes a salted
+-- hash of the Zendesk requester_id.
 with
 
 source as (
@@ -23,8 +24,8 @@ renamed as (
         lower(trim(payload ->> 'status')) as status,
         lower(trim(payload ->> 'priority')) as priority,
         lower(payload ->> '$.via.channel') as channel,
-        redact_text(payload ->> 'subject') as subject,
-        redact_text(payload ->> 'description') as body,
+        payload ->> 'subject' as subject,
+        payload ->> 'description' as body,
         coalesce(
             list_transform(
                 try_cast(payload -> 'tags' as varchar[]), lambda tag: lower(trim(tag))
