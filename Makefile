@@ -17,6 +17,7 @@ help:
 	@echo "make test-slow   run the slow scale tests"
 	@echo "make test-server real Prefect server + work pool + workers: deploy, queue, alerts, extraction on two workers (~8 min)"
 	@echo "make lint        ruff + sqlfluff"
+	@echo "make unions      rewrite the canonical staging unions from tasks/sources.py (tasks/unions.py)"
 	@echo "make bench-load  load-to-staging benchmark on 1M events (N=... to change)"
 	@echo "make bench-ingest  ingest benchmark: 10M file events vs DuckDB's read_json, 1M over HTTP"
 	@echo "make bench-validate  GX vs plain-SQL validation of a 10M-row staging table (ROWS=...)"
@@ -90,6 +91,10 @@ bench-load-10m: $(STAMP)
 ROWS ?= 10000000
 bench-validate: $(STAMP)
 	$(BIN)/python benchmarks/bench_validate.py --rows $(ROWS)
+
+.PHONY: unions
+unions: $(STAMP)
+	$(BIN)/python -m tasks.unions
 
 .PHONY: bench-ingest
 EVENTS ?= 10000000

@@ -1,3 +1,5 @@
+-- Written by `make unions` (tasks/unions.py): a CTE per accounts vendor of tasks/sources.py,
+-- the rest from sql/staging/unions/stg_accounts.sql. Edit those, not this file.
 -- grain: one row per account from every accounts source, before validation; key: account_key
 -- (the key the usage events carry: PostHog $groups.company, Amplitude/Mixpanel company).
 -- Revenue (arr, currency-agnostic) and segments, to weight priorities. No account name: it
@@ -5,7 +7,7 @@
 -- so downstream SQL can always left-join it.
 with
 
-accounts_file as (
+accounts as (
     select
         account_key,
         arr,
@@ -18,7 +20,7 @@ accounts_file as (
 ),
 
 unioned as (
-    select * from accounts_file
+    select * from accounts
 )
 
 select * from unioned

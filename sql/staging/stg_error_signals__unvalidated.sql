@@ -1,3 +1,5 @@
+-- Written by `make unions` (tasks/unions.py): a CTE per errors vendor of tasks/sources.py,
+-- the rest from sql/staging/unions/stg_error_signals.sql. Edit those, not this file.
 -- grain: one row per error-tracker issue (Sentry); key: issue_id ('sentry:<id>').
 -- The error signal per feature: counts of events and affected users, where it happens, before
 -- validation. type_error names the fields of a wrong JSON type (the stg_error_signals suite
@@ -24,6 +26,10 @@ sentry as (
         is_deleted,
         type_error
     from staging.stg_sentry__issues
+),
+
+unioned as (
+    select * from sentry
 ),
 
 normalised as (
@@ -54,7 +60,7 @@ normalised as (
             when level not in ('fatal', 'error', 'warning', 'info', 'debug', 'sample')
                 then enum_example(level)
         end as level_unknown
-    from sentry
+    from unioned
 )
 
 select * from normalised

@@ -1,3 +1,5 @@
+-- Written by `make unions` (tasks/unions.py): a CTE per usage vendor of tasks/sources.py,
+-- the rest from sql/staging/unions/stg_usage_events.sql. Edit those, not this file.
 -- grain: one row per usage event from every analytics vendor, before validation; key: event_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.
 -- n_events: events the row stands for (1 for a single event; a PostHog daily group's count in
@@ -31,7 +33,7 @@ amplitude as (
         event_name,
         url_path,
         properties,
-        1::bigint as n_events,
+        n_events,
         type_error
     from staging.stg_amplitude__events
 ),
@@ -47,7 +49,7 @@ mixpanel as (
         event_name,
         url_path,
         properties,
-        1::bigint as n_events,
+        n_events,
         type_error
     from staging.stg_mixpanel__events
 ),

@@ -78,6 +78,7 @@ renamed as (
         nullif(trim(payload ->> 'event_type'), '') as event_name,
         nullif(page_path, '') as url_path,
         payload -> 'event_properties' as properties,
+        1::bigint as n_events,
         type_error
     from fields
 )

@@ -48,6 +48,7 @@ renamed as (
             ''
         ) as url_path,
         payload -> 'properties' as properties,
+        1::bigint as n_events,
         nullif(concat_ws(
             ',',
             type_is(payload_types[1], ['VARCHAR'], 'event'),

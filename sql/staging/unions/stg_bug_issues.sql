@@ -1,0 +1,26 @@
+-- grain: one row per bug-tracker issue from every tracker, before validation; key: issue_id ('<vendor>:<id>').
+-- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.
+-- type_error names the fields of a wrong JSON type (the suite quarantines those rows). A state or
+-- severity outside the canonical sets becomes 'unknown' (the row is kept); the vendor's value,
+-- redacted and cut short, stays in state_unknown / severity_unknown for the suite's warning.
+
+normalised as (
+    select
+        * replace (
+            case
+                when state is null or state in ('open', 'closed') then state
+                else 'unknown'
+            end as state,
+            case
+                when severity is null or severity in ('s1', 's2', 's3', 's4') then severity
+                else 'unknown'
+            end as severity
+        ),
+        case when state not in ('open', 'closed') then enum_example(state) end as state_unknown,
+        case
+            when severity not in ('s1', 's2', 's3', 's4') then enum_example(severity)
+        end as severity_unknown
+    from unioned
+)
+
+select * from normalised
