@@ -117,7 +117,7 @@ def zendesk_case(srv: FakeServer) -> tuple[Callable[[], Any], Callable, str | No
         conn = ZendeskTickets(
             settings, retry=RETRY, sleep=time.sleep, budget=RequestBudget(100_000, 60)
         )
-        conn._client("export").timeout = (1.0, READ_TIMEOUT_S)
+        conn.export_http.timeout = (1.0, READ_TIMEOUT_S)
         return conn
 
     return make, fake.export, None, datetime(2026, 12, 31, tzinfo=UTC)
@@ -146,7 +146,7 @@ def mixpanel_case(srv: FakeServer) -> tuple[Callable[[], Any], Callable, str | N
         conn = MixpanelConnector(
             settings, retry=RETRY, sleep=time.sleep, budget=RequestBudget(100_000, 60)
         )
-        conn.client.timeout = (1.0, READ_TIMEOUT_S)
+        conn.http.timeout = (1.0, READ_TIMEOUT_S)
         return conn
 
     return make, handler, "ddl/raw_mixpanel.sql", datetime(2026, 11, 22, tzinfo=UTC)

@@ -244,7 +244,9 @@ class _Options:
 def _build(cls: type, settings: BaseModel, opts: _Options, session: requests.Session) -> Any:
     """Construct a connector/tracker with the doctor's session, retry and sleep where it takes
     them, then shorten the timeouts and retries of the HTTP clients it built eagerly."""
-    accepted = inspect.signature(cls).parameters
+    params = inspect.signature(cls).parameters
+    # **kwargs (an ApiConnector subclass passing them on to tasks/clients/base.py): all of them
+    takes_all = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     offered: dict[str, Any] = {
         "session": session,
         "retry": opts.retry,
@@ -252,7 +254,7 @@ def _build(cls: type, settings: BaseModel, opts: _Options, session: requests.Ses
         # A private, roomy budget: the vendor budgets are per process and could make us wait.
         "budget": RequestBudget(10_000, 1.0),
     }
-    obj = cls(settings, **{k: v for k, v in offered.items() if k in accepted})
+    obj = cls(settings, **{k: v for k, v in offered.items() if takes_all or k in params})
     _tune(obj, opts)
     return obj
 

@@ -373,9 +373,9 @@ def test_landed_pages_load_into_raw_and_stage_to_canonical_columns(name, srv, sl
     assert (stats.n_inserted, stats.n_quarantined) == (25, 0)
     assert load.read_state(wh, conn.source, conn.stream) is not None
     described = wh.sql(f"describe ({db.sql_text(case.staging)})").fetchall()
-    # the vendor model adds the staging type check, NULL on a well-typed row; PostHog's also
-    # the n_events weight (1 per event; a daily group's count in daily_aggregates mode)
-    weight = [("n_events", "BIGINT")] if name == "posthog" else []
+    # the vendor model adds the n_events weight (1 per event; a PostHog daily group's count in
+    # daily_aggregates mode) and the staging type check, NULL on a well-typed row
+    weight = [("n_events", "BIGINT")]
     assert [(r[0], r[1]) for r in described] == [*CANONICAL, *weight, ("type_error", "VARCHAR")]
     rows = stage(wh, case)
     assert len(rows) == 25 and len({r["event_id"] for r in rows}) == 25

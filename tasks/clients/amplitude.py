@@ -7,21 +7,18 @@ import gzip
 import io
 import logging
 import re
-import time
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.clients.base import ApiConnector
 from tasks.clients.http import (
     HttpClient,
     InvalidResponseError,
-    RequestBudget,
-    RetryPolicy,
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
@@ -141,7 +138,7 @@ def _joined(hour: datetime, parts: list[bytes]) -> tuple[datetime, bytes, int]:
     return hour, body, body.count(b"\n")
 
 
-class AmplitudeConnector:
+class AmplitudeConnector(ApiConnector):
     """Events of one Amplitude project (the key pair selects it), by upload hour."""
 
     source = "amplitude"
@@ -149,39 +146,17 @@ class AmplitudeConnector:
     kind = "usage"
     spec = AMPLITUDE_EVENTS
 
-    def __init__(
-        self,
-        settings: AmplitudeSettings,
-        *,
-        session: requests.Session | None = None,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.settings = settings
-        self._session, self._budget, self._retry, self._sleep = session, budget, retry, sleep
-        self._client: HttpClient | None = None
-
-    @property
-    def client(self) -> HttpClient:
-        # Built on first use, so missing keys fail the run that needs them, not the import.
-        if self._client is None:
-            s = self.settings
-            key = resolve_secret(s.api_key_env, s.api_key_block)
-            secret = resolve_secret(s.secret_key_env, s.secret_key_block)
-            self._client = HttpClient(
-                self.source,
-                s.base_url,
-                auth=(key, secret),
-                timeout=(10.0, s.read_timeout_s),
-                retry=self._retry,
-                budget=self._budget,
-                session=self._session,
-                auth_hint=f"set {s.api_key_env} and {s.secret_key_env} to the project's API "
-                f"key and secret key (and check that {s.base_url} is the project's region)",
-                sleep=self._sleep,
-            )
-        return self._client
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        key = resolve_secret(s.api_key_env, s.api_key_block)
+        secret = resolve_secret(s.secret_key_env, s.secret_key_block)
+        return self.new_http(
+            s.base_url,
+            auth=(key, secret),
+            timeout=(10.0, s.read_timeout_s),
+            auth_hint=f"set {s.api_key_env} and {s.secret_key_env} to the project's API "
+            f"key and secret key (and check that {s.base_url} is the project's region)",
+        )
 
     def last_complete_hour(self, window_end: datetime) -> datetime:
         """Hour H is complete once H + 1h + lag has passed; never ask for anything newer."""
@@ -199,7 +174,7 @@ class AmplitudeConnector:
     def check(self) -> None:
         # One hour that is surely complete; 404 (no data) still proves the keys. Not downloaded.
         hour = _fmt(self.last_complete_hour(datetime.now(UTC)))
-        resp = self.client.request(
+        resp = self.http.request(
             "GET",
             EXPORT_PATH,
             params={"start": hour, "end": hour},
@@ -219,7 +194,7 @@ class AmplitudeConnector:
         n_records = 0
         while hour <= last:
             chunk_last = min(hour + step - timedelta(hours=1), last)
-            resp = self.client.request(
+            resp = self.http.request(
                 "GET",
                 EXPORT_PATH,
                 params={"start": _fmt(hour), "end": _fmt(chunk_last)},

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 from requests.auth import HTTPBasicAuth
 
+from tasks.clients.base import ApiConnector
 from tasks.clients.http import (
     HttpClient,
     InvalidResponseError,
     PaginationLoopError,
-    RetryPolicy,
-    make_session,
     parse_link_header,
 )
 from tasks.clients.intercom import redact_object_strings_sql, strip_html_sql
@@ -176,7 +173,7 @@ def _newest(tickets: list[Any]) -> datetime | None:
 # --------------------------------------------------------------------------------------------
 
 
-class FreshdeskTickets:
+class FreshdeskTickets(ApiConnector):
     """Connector: tickets with updated_at >= watermark - overlap, ascending, page by page.
 
     State: {"updated_since": <ISO>} — the newest updated_at committed. Page numbers are not
@@ -189,37 +186,15 @@ class FreshdeskTickets:
     kind = "tickets"
     spec = FRESHDESK_TICKETS
 
-    def __init__(
-        self,
-        settings: FreshdeskSettings,
-        *,
-        retry: RetryPolicy = RetryPolicy(),
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.settings = settings
-        self._retry = retry
-        self._session = session
-        self._sleep = sleep
-        self._http: HttpClient | None = None
-
-    def _client(self) -> HttpClient:
-        if self._http is None:
-            s = self.settings
-            key = resolve_secret(s.api_key_env, s.api_key_block)
-            self._http = HttpClient(
-                SOURCE,
-                s.api_url(),
-                auth=HTTPBasicAuth(str(key), "X"),
-                retry=self._retry,
-                session=self._session or make_session(),
-                auth_hint=s.auth_hint(),
-                sleep=self._sleep,
-            )
-        return self._http
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        key = resolve_secret(s.api_key_env, s.api_key_block)
+        return self.new_http(
+            s.api_url(), auth=HTTPBasicAuth(str(key), "X"), auth_hint=s.auth_hint()
+        )
 
     def check(self) -> None:
-        me = self._client().get_json(CHECK_PATH)
+        me = self.http.get_json(CHECK_PATH)
         if not isinstance(me, dict) or me.get("id") is None:
             raise InvalidResponseError(
                 SOURCE, "GET /agents/me returned no agent id", url=CHECK_PATH
@@ -241,7 +216,7 @@ class FreshdeskTickets:
             since = self.start(window_end)
         else:
             since = watermark - timedelta(minutes=s.overlap_minutes)
-        client = self._client()
+        client = self.http
         page = 1
         while True:
             params = {

@@ -15,6 +15,7 @@ from typing import Any
 import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from tasks.clients.base import shared_budget
 from tasks.clients.http import (
     ClientRequestError,
     HttpClient,
@@ -97,16 +98,6 @@ class GitHubSettings(BaseModel):
         return f"{where} to a token with {access} access to {self.full_name}"
 
 
-_READ_BUDGETS: dict[str, RequestBudget] = {}
-
-
-def _read_budget(base_url: str) -> RequestBudget:
-    # One budget per API host and process: every client of that host shares the token's hour.
-    if base_url not in _READ_BUDGETS:
-        _READ_BUDGETS[base_url] = RequestBudget(READ_LIMIT_PER_HOUR, 3600.0)
-    return _READ_BUDGETS[base_url]
-
-
 def make_client(
     settings: GitHubSettings,
     *,
@@ -129,7 +120,10 @@ def make_client(
             "X-GitHub-Api-Version": settings.api_version,
             "User-Agent": "feedback-loop",
         },
-        budget=budget if budget is not None else _read_budget(settings.base_url),
+        # one budget per API host: every client of that host shares the token's hour
+        budget=budget
+        if budget is not None
+        else shared_budget(("github", settings.base_url), READ_LIMIT_PER_HOUR, 3600.0),
         session=session,
         auth_hint=settings.auth_hint(access),
         sleep=sleep,

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Generator, Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.clients.base import ApiConnector
 from tasks.clients.http import (
     ClientRequestError,
     CursorGuard,
     HttpClient,
     InvalidResponseError,
-    RetryPolicy,
-    make_session,
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
@@ -226,7 +223,7 @@ def _newest(conversations: list[Any]) -> int | None:
 # --------------------------------------------------------------------------------------------
 
 
-class IntercomConversations:
+class IntercomConversations(ApiConnector):
     """Connector: conversations with updated_at in (watermark - overlap, window_end), ascending.
 
     State: {"updated_at": W} — W is the newest updated_at of a completed query (epoch seconds).
@@ -240,41 +237,18 @@ class IntercomConversations:
     kind = "tickets"
     spec = INTERCOM_CONVERSATIONS
 
-    def __init__(
-        self,
-        settings: IntercomSettings,
-        *,
-        retry: RetryPolicy = RetryPolicy(),
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.settings = settings
-        self._retry = retry
-        self._session = session
-        self._sleep = sleep
-        self._http: HttpClient | None = None
-
-    def _client(self) -> HttpClient:
-        if self._http is None:
-            s = self.settings
-            token = resolve_secret(s.access_token_env, s.access_token_block)
-            self._http = HttpClient(
-                SOURCE,
-                s.base_url.rstrip("/"),
-                headers={
-                    "Authorization": f"Bearer {token}",
-                    "Intercom-Version": s.api_version,
-                    "Accept": "application/json",
-                },
-                retry=self._retry,
-                session=self._session or make_session(),
-                auth_hint=s.auth_hint(),
-                sleep=self._sleep,
-            )
-        return self._http
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        token = resolve_secret(s.access_token_env, s.access_token_block)
+        headers = {
+            "Authorization": f"Bearer {token}",
+            "Intercom-Version": s.api_version,
+            "Accept": "application/json",
+        }
+        return self.new_http(s.base_url, headers=headers, auth_hint=s.auth_hint())
 
     def check(self) -> None:
-        me = self._client().get_json(CHECK_PATH)
+        me = self.http.get_json(CHECK_PATH)
         if not isinstance(me, dict) or me.get("id") is None:
             raise InvalidResponseError(SOURCE, "GET /me returned no admin id", url=CHECK_PATH)
         log.info("intercom: authenticated as admin %s", me.get("id"))
@@ -321,7 +295,7 @@ class IntercomConversations:
         apart): if the stored cursor is ever rejected, the rerun from the watermark cannot skip
         a conversation the interrupted query had not reached, whatever order the API used.
         """
-        client = self._client()
+        client = self.http
         guard = CursorGuard(SOURCE)
         cursor = starting_after
         while True:

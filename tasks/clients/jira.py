@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.clients.base import ApiConnector
 from tasks.clients.http import CursorGuard, HttpClient, InvalidResponseError, RetryPolicy
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
@@ -137,7 +138,7 @@ def _state_since(state: dict[str, Any] | None) -> datetime | None:
     return since
 
 
-class JiraConnector:
+class JiraConnector(ApiConnector):
     """Issues updated in (state, window_end], oldest first, one landed page per search page."""
 
     source = "jira"
@@ -145,26 +146,22 @@ class JiraConnector:
     kind = "bugs"
     spec = JIRA_ISSUES
 
-    def __init__(
-        self,
-        settings: JiraSettings,
-        *,
-        http: HttpClient | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        retry: RetryPolicy | None = None,
-    ):
-        self.settings = settings
-        self.http = http or jira_http(
-            "jira",
-            settings.base_url,
-            email_env=settings.email_env,
-            token_env=settings.token_env,
-            email_block=settings.email_block,
-            token_block=settings.token_block,
-            sleep=sleep,
-            retry=retry,
-        )
+    def __init__(self, settings: JiraSettings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
         self._tz: tzinfo | None = None
+
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        return jira_http(
+            self.source,
+            s.base_url,
+            email_env=s.email_env,
+            token_env=s.token_env,
+            email_block=s.email_block,
+            token_block=s.token_block,
+            sleep=self.sleep,
+            retry=self.retry,
+        )
 
     def check(self) -> None:
         self._myself()

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from tasks.clients.http import HttpClient, InvalidResponseError, RequestBudget, RetryPolicy
+from tasks.clients.base import ApiConnector, shared_budget
+from tasks.clients.http import HttpClient, InvalidResponseError
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 
@@ -93,18 +91,6 @@ MIXPANEL_EVENTS = SourceSpec(
     layout="lines",
 )
 
-_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
-
-
-def shared_budget(base_url: str, project_id: str, per_hour: int) -> RequestBudget:
-    """One budget per Mixpanel project in this process: the export limit is per project."""
-    with _BUDGETS_LOCK:
-        key = (base_url.rstrip("/"), project_id)
-        if key not in _BUDGETS:
-            _BUDGETS[key] = RequestBudget(per_hour, 3600.0)
-        return _BUDGETS[key]
-
 
 def check_lines(body: bytes) -> int:
     """Line count of an export body, after checking its ends: a cut-off body fails the batch.
@@ -128,7 +114,7 @@ def check_lines(body: bytes) -> int:
     return text.count(b"\n") + 1
 
 
-class MixpanelConnector:
+class MixpanelConnector(ApiConnector):
     """Events of one Mixpanel project, one page per exported day range."""
 
     source = "mixpanel"
@@ -136,39 +122,21 @@ class MixpanelConnector:
     kind = "usage"
     spec = MIXPANEL_EVENTS
 
-    def __init__(
-        self,
-        settings: MixpanelSettings,
-        *,
-        session: requests.Session | None = None,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.settings = settings
-        self._session, self._budget, self._retry, self._sleep = session, budget, retry, sleep
-        self._client: HttpClient | None = None
-
-    @property
-    def client(self) -> HttpClient:
-        # Built on first use, so missing credentials fail the run that needs them.
-        if self._client is None:
-            s = self.settings
-            user = resolve_secret(s.username_env, s.username_block)
-            secret = resolve_secret(s.secret_env, s.secret_block)
-            self._client = HttpClient(
-                self.source,
-                s.base_url,
-                auth=(user, secret),
-                timeout=(10.0, s.read_timeout_s),
-                retry=self._retry,
-                budget=self._budget or shared_budget(s.base_url, s.project_id, s.queries_per_hour),
-                session=self._session,
-                auth_hint=f"set {s.username_env} and {s.secret_env} to a service account with "
-                f"access to project {s.project_id} (and check that {s.base_url} is its region)",
-                sleep=self._sleep,
-            )
-        return self._client
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        user = resolve_secret(s.username_env, s.username_block)
+        secret = resolve_secret(s.secret_env, s.secret_block)
+        return self.new_http(
+            s.base_url,
+            auth=(user, secret),
+            timeout=(10.0, s.read_timeout_s),
+            # the export limit is per project
+            budget=shared_budget(
+                ("mixpanel", s.base_url.rstrip("/"), s.project_id), s.queries_per_hour, 3600.0
+            ),
+            auth_hint=f"set {s.username_env} and {s.secret_env} to a service account with "
+            f"access to project {s.project_id} (and check that {s.base_url} is its region)",
+        )
 
     def last_complete_day(self, window_end: datetime) -> date:
         """The day before window_end's day in the project timezone: today is still arriving."""
@@ -194,7 +162,7 @@ class MixpanelConnector:
 
     def check(self) -> None:
         day = self.last_complete_day(datetime.now(ZoneInfo("UTC")))
-        self.client.request(
+        self.http.request(
             "GET", EXPORT_PATH, params=self._params(day, day, limit=1), expect=check_lines
         )
 
@@ -210,7 +178,7 @@ class MixpanelConnector:
         n_records = 0
         while day <= last:
             to = min(day + timedelta(days=s.days_per_request - 1), last)
-            resp = self.client.request(
+            resp = self.http.request(
                 "GET", EXPORT_PATH, params=self._params(day, to), expect=check_lines
             )
             n = resp.parsed

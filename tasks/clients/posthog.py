@@ -11,23 +11,19 @@ from __future__ import annotations
 import json
 import logging
 import re
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, NamedTuple
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.clients.base import ApiConnector, shared_budget
 from tasks.clients.http import (
     CursorGuard,
     HttpClient,
     InvalidResponseError,
     PaginationLoopError,
-    RequestBudget,
-    RetryPolicy,
 )
 from tasks.contracts import POSTHOG_EVENTS, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
@@ -158,18 +154,6 @@ POSTHOG_QUERY_DAILY: SourceSpec = replace(
     repeats="newest",
 )
 
-_BUDGETS: dict[tuple[str, str], RequestBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
-
-
-def shared_budget(base_url: str, key_env: str, per_hour: int) -> RequestBudget:
-    """One budget per PostHog host and key in this process: the limit is per personal key."""
-    with _BUDGETS_LOCK:
-        key = (base_url.rstrip("/"), key_env)
-        if key not in _BUDGETS:
-            _BUDGETS[key] = RequestBudget(per_hour, 3600.0)
-        return _BUDGETS[key]
-
 
 def _utc(dt: datetime) -> datetime:
     return dt.replace(tzinfo=UTC) if dt.tzinfo is None else dt.astimezone(UTC)
@@ -293,55 +277,40 @@ def _parse(body: bytes, columns: list[str]) -> Parsed:
     return Parsed(rows, more if isinstance(more, bool) else None, strict)
 
 
-class PostHogConnector:
+class PostHogConnector(ApiConnector):
     """Events of one PostHog project, landed as query-API response bodies."""
 
     source = "posthog"
+    stream = "events"
     kind = "usage"
+    spec = POSTHOG_QUERY_EVENTS
 
-    def __init__(
-        self,
-        settings: PostHogSettings,
-        *,
-        session: requests.Session | None = None,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.settings = settings
+    def __init__(self, settings: PostHogSettings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
         # Each mode keeps its own cursor (ops.sync_state stream); both land in raw.posthog__events.
-        daily = settings.mode == "daily_aggregates"
-        self.stream = "event_days" if daily else "events"
-        self.spec: SourceSpec = POSTHOG_QUERY_DAILY if daily else POSTHOG_QUERY_EVENTS
-        self._session, self._retry, self._sleep = session, retry, sleep
-        self._budget = budget
-        self._client: HttpClient | None = None
+        if settings.mode == "daily_aggregates":
+            self.stream, self.spec = "event_days", POSTHOG_QUERY_DAILY
 
-    @property
-    def client(self) -> HttpClient:
-        # Built on first use, so a missing key fails the run that needs it, not the import.
-        if self._client is None:
-            s = self.settings
-            key = resolve_secret(s.api_key_env, s.api_key_block)
-            hint = f"set {s.api_key_env}" + (
-                f" (or the Prefect Secret block {s.api_key_block!r})" if s.api_key_block else ""
-            )
-            self._client = HttpClient(
-                self.source,
-                s.base_url,
-                headers={"Authorization": f"Bearer {key}"},
-                timeout=(10.0, s.read_timeout_s),
-                retry=self._retry,
-                budget=self._budget or shared_budget(s.base_url, s.api_key_env, s.queries_per_hour),
-                session=self._session,
-                auth_hint=f"{hint} to a personal API key with query:read access to project "
-                f"{s.project_id}",
-                sleep=self._sleep,
-            )
-        return self._client
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        key = resolve_secret(s.api_key_env, s.api_key_block)
+        hint = f"set {s.api_key_env}" + (
+            f" (or the Prefect Secret block {s.api_key_block!r})" if s.api_key_block else ""
+        )
+        return self.new_http(
+            s.base_url,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=(10.0, s.read_timeout_s),
+            # the query limit is per personal key
+            budget=shared_budget(
+                ("posthog", s.base_url.rstrip("/"), s.api_key_env), s.queries_per_hour, 3600.0
+            ),
+            auth_hint=f"{hint} to a personal API key with query:read access to project "
+            f"{s.project_id}",
+        )
 
     def check(self) -> None:
-        self.client.get_json(f"/api/projects/{self.settings.project_id}/")
+        self.http.get_json(f"/api/projects/{self.settings.project_id}/")
 
     def start_at(self, state: dict[str, Any] | None, window_end: datetime) -> datetime:
         """max(watermark - lookback, configured start): late events behind the watermark."""
@@ -374,7 +343,7 @@ class PostHogConnector:
             while True:
                 query = build_query(lo, hi, s.page_size, after)
                 # No `refresh` mode: every query text is unique (exact bounds), so never cached.
-                resp = self.client.request(
+                resp = self.http.request(
                     "POST",
                     path,
                     json={"query": {"kind": "HogQLQuery", "query": query}},
@@ -463,7 +432,7 @@ class PostHogConnector:
             hi = min(datetime.combine(day + timedelta(days=1), datetime.min.time(), UTC), end)
             while True:
                 query = build_daily_query(day, hi, end, s.page_size, offset)
-                resp = self.client.request(
+                resp = self.http.request(
                     "POST",
                     path,
                     json={"query": {"kind": "HogQLQuery", "query": query}},

@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from tasks.clients.base import ApiConnector
 from tasks.clients.http import (
     CursorGuard,
     HttpClient,
     InvalidResponseError,
-    RetryPolicy,
     parse_link_header,
 )
 from tasks.contracts import LandedPage, SourceSpec
@@ -72,7 +71,7 @@ def _parse_ts(value: Any) -> datetime | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).astimezone(UTC)
 
 
-class SentryConnector:
+class SentryConnector(ApiConnector):
     """Issues whose lastSeen falls in (since - overlap, window_end]: those with new events.
 
     The state advances only when a window is complete (pages come newest first, so no page
@@ -86,26 +85,14 @@ class SentryConnector:
     kind = "errors"
     spec = SENTRY_ISSUES
 
-    def __init__(
-        self,
-        settings: SentrySettings,
-        *,
-        http: HttpClient | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-        retry: RetryPolicy | None = None,
-    ):
-        self.settings = settings
-        if http is None:
-            token = resolve_secret(settings.token_env, settings.token_block)
-            http = HttpClient(
-                "sentry",
-                settings.base_url.rstrip("/"),
-                headers={"Authorization": f"Bearer {token}"},
-                retry=retry or RetryPolicy(),
-                auth_hint=f"set {settings.token_env} (an auth token with org:read, event:read)",
-                sleep=sleep,
-            )
-        self.http = http
+    def make_http(self) -> HttpClient:
+        s = self.settings
+        token = resolve_secret(s.token_env, s.token_block)
+        return self.new_http(
+            s.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            auth_hint=f"set {s.token_env} (an auth token with org:read, event:read)",
+        )
 
     @property
     def _org_path(self) -> str:

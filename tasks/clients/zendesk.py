@@ -5,23 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 
-import requests
 from pydantic import BaseModel, ConfigDict, Field
 from requests.auth import HTTPBasicAuth
 
+from tasks.clients.base import ApiConnector, shared_budget
 from tasks.clients.http import (
     AuthError,
     CursorGuard,
     HttpClient,
     InvalidResponseError,
     RequestBudget,
-    RetryPolicy,
     make_session,
 )
 from tasks.contracts import ZENDESK_TICKETS, LandedPage, SourceSpec
@@ -258,20 +255,8 @@ def _newest_ts(tickets: list[Any]) -> float | None:
 # Connector
 # --------------------------------------------------------------------------------------------
 
-_BUDGETS: dict[tuple[str, int], RequestBudget] = {}
-_BUDGETS_LOCK = threading.Lock()
 
-
-def shared_export_budget(base_url: str, per_minute: int) -> RequestBudget:
-    """One export budget per Zendesk account and process: the 10/min limit is per account."""
-    with _BUDGETS_LOCK:
-        key = (base_url, per_minute)
-        if key not in _BUDGETS:
-            _BUDGETS[key] = RequestBudget(per_minute, 60.0)
-        return _BUDGETS[key]
-
-
-class ZendeskTickets:
+class ZendeskTickets(ApiConnector):
     """Connector: the incremental ticket export with sideloaded users, one LandedPage per page.
 
     State: {"cursor": <after_cursor>} — the server cursor, resumable after any committed page;
@@ -283,21 +268,9 @@ class ZendeskTickets:
     kind = "tickets"
     spec = ZENDESK_TICKETS_SPEC
 
-    def __init__(
-        self,
-        settings: ZendeskSettings,
-        *,
-        budget: RequestBudget | None = None,
-        retry: RetryPolicy = RetryPolicy(),
-        session: requests.Session | None = None,
-        sleep: Callable[[float], None] = time.sleep,
-    ):
-        self.settings = settings
-        self._budget = budget
-        self._retry = retry
-        self._session = session
-        self._sleep = sleep
-        self._clients: dict[str, HttpClient] = {}
+    def __init__(self, settings: ZendeskSettings, **kwargs: Any) -> None:
+        super().__init__(settings, **kwargs)
+        self._export: HttpClient | None = None
 
     def _credentials(self) -> tuple[Any, dict[str, str]]:
         s = self.settings
@@ -308,31 +281,43 @@ class ZendeskTickets:
         email = s.email or resolve_secret(s.email_env)
         return HTTPBasicAuth(f"{email}/token", str(token)), {}
 
-    def _client(self, which: Literal["export", "api"]) -> HttpClient:
-        """Export calls share the 10/min budget; other calls (check) do not spend it."""
-        if which not in self._clients:
+    def _make(self, budget: RequestBudget | None) -> HttpClient:
+        s = self.settings
+        auth, headers = self._credentials()
+        if self.session is None:  # one session for both clients
+            self.session = make_session()
+        return HttpClient(
+            SOURCE,
+            s.api_url(),
+            headers=headers,
+            auth=auth,
+            retry=self.retry,
+            budget=budget,
+            session=self.session,
+            auth_hint=s.auth_hint(),
+            sleep=self.sleep,
+        )
+
+    def make_http(self) -> HttpClient:
+        """For calls other than the export (check): they do not spend the export budget."""
+        return self._make(None)
+
+    @property
+    def export_http(self) -> HttpClient:
+        """Export calls share the 10/min budget (the one given, else the per-account one)."""
+        if self._export is None:
             s = self.settings
-            auth, headers = self._credentials()
-            if self._session is None:
-                self._session = make_session()
-            budget = None
-            if which == "export":
-                budget = self._budget or shared_export_budget(s.api_url(), s.requests_per_minute)
-            self._clients[which] = HttpClient(
-                SOURCE,
-                s.api_url(),
-                headers=headers,
-                auth=auth,
-                retry=self._retry,
-                budget=budget,
-                session=self._session,
-                auth_hint=s.auth_hint(),
-                sleep=self._sleep,
+            self._export = self._make(
+                # the export limit (10/min) is per account
+                self.budget or shared_budget(("zendesk", s.api_url()), s.requests_per_minute, 60.0)
             )
-        return self._clients[which]
+        return self._export
+
+    def clients(self) -> list[HttpClient]:
+        return super().clients() + ([self._export] if self._export is not None else [])
 
     def check(self) -> None:
-        doc = self._client("api").get_json(CHECK_PATH)
+        doc = self.http.get_json(CHECK_PATH)
         user = doc.get("user") if isinstance(doc, dict) else None
         # Without valid credentials Zendesk answers 200 with an anonymous user (id null).
         if not isinstance(user, dict) or user.get("id") is None:
@@ -361,7 +346,7 @@ class ZendeskTickets:
             start = (state or {}).get("start_time") or self.start_time(window_end)
             params = {"start_time": int(start), **common}
             resume = {"start_time": int(start)}
-        client = self._client("export")
+        client = self.export_http
         end_ts = window_end.timestamp()
         while True:
             resp = client.request("GET", EXPORT_PATH, params=params, expect=_export_page)
