@@ -95,6 +95,18 @@ def _redacted(path: str) -> str:
     return f"to_json(fl_redact(j ->> '{path}', known))"
 
 
+def _redacted_values(name: str) -> str:
+    """A patch for the list `name` of {id, value} objects: every text value redacted."""
+    return f"""case when json_type(j, '$.{name}') = 'ARRAY'
+        then json_object('{name}', to_json(list_transform(
+            json_extract(j, '$.{name}[*]'),
+            lambda f: case when json_type(f, '$.value') = 'VARCHAR'
+                then json_merge_patch(f, json_object(
+                    'value', to_json(fl_redact(f ->> 'value', known))))
+                else f end)))
+        else '{{}}'::json end"""
+
+
 # Only the fields we keep are rewritten; anything that can hold a person's contact details and
 # that staging does not use (email headers in via.source, the recipient) is dropped.
 _PATCH = f"""json_merge_patch(
@@ -117,22 +129,8 @@ _PATCH = f"""json_merge_patch(
         then json_object('satisfaction_rating', json_object(
             'comment', {_redacted("$.satisfaction_rating.comment")}))
         else '{{}}'::json end,
-    case when json_type(j, '$.custom_fields') = 'ARRAY'
-        then json_object('custom_fields', to_json(list_transform(
-            json_extract(j, '$.custom_fields[*]'),
-            lambda f: case when json_type(f, '$.value') = 'VARCHAR'
-                then json_merge_patch(f, json_object(
-                    'value', to_json(fl_redact(f ->> 'value', known))))
-                else f end)))
-        else '{{}}'::json end,
-    case when json_type(j, '$.fields') = 'ARRAY'
-        then json_object('fields', to_json(list_transform(
-            json_extract(j, '$.fields[*]'),
-            lambda f: case when json_type(f, '$.value') = 'VARCHAR'
-                then json_merge_patch(f, json_object(
-                    'value', to_json(fl_redact(f ->> 'value', known))))
-                else f end)))
-        else '{{}}'::json end
+    {_redacted_values("custom_fields")},
+    {_redacted_values("fields")}
 )"""
 
 # list_transform over a one-element list binds `req` / `known` once per ticket.
