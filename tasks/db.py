@@ -8,7 +8,7 @@ import os
 import random
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -567,3 +567,8 @@ def _sql_str(p: Path | str) -> str:
 def sql_literal(value: str | Path) -> str:
     """Quote a value for the few places DuckDB takes no parameters (ATTACH, table functions)."""
     return "'" + _sql_str(value) + "'"
+
+
+def sql_list(items: Iterable[str | Path]) -> str:
+    """A DuckDB list literal of quoted strings: ['a', 'b'] (e.g. the files read_json reads)."""
+    return "[" + ", ".join(sql_literal(x) for x in items) + "]"

@@ -20,11 +20,8 @@ every stored version as in the warehouse store.
 
 from __future__ import annotations
 
-import codecs
 import contextvars
 import glob
-import gzip
-import hashlib
 import json
 import logging
 import os
@@ -35,9 +32,7 @@ import tempfile
 import threading
 import time
 import uuid
-import zlib
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -46,13 +41,12 @@ from typing import Any
 
 import duckdb
 
-from tasks import rawstore, redact
+from tasks import rawstore, redact, screening
 from tasks.contracts import (
-    WHOLE_FILE_RULES,
     SourceSpec,
     payload_text,
 )
-from tasks.db import sql_literal
+from tasks.db import sql_list, sql_literal
 from tasks.quality import record_quarantine
 
 log = logging.getLogger(__name__)
@@ -115,16 +109,6 @@ def _safe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {_safe_text(exc)}"
 
 
-# --- screening: files and pages set aside before DuckDB reads a batch ----------------------------
-
-_GZIP_MAGIC = b"\x1f\x8b"
-_CHUNK = 1 << 20
-_HTML_STARTS = (b"<!doctype", b"<html", b"<?xml", b"<head", b"<body")
-# Top-level keys of vendor error bodies (GitHub/Zendesk message or error, GraphQL and Freshdesk
-# errors, Jira errorMessages, Sentry/PostHog detail).
-_ERROR_KEYS = ("message", "error", "errors", "errorMessages", "detail")
-
-
 class _Aliases(threading.local):
     """Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy): copy ->
     original. Set for the duration of one batch (_load_batch); the SQL reports the original as
@@ -151,241 +135,11 @@ def _readable(path: str) -> Path:
     return Path(next((a for a, o in _ALIASES.map.items() if o == path), path))
 
 
-@dataclass
-class _Reject:
-    """A file/page or line set aside by the screen; never holds a whole file's text."""
-
-    path: str  # the original file
-    rule: str
-    detail: str  # what is wrong and where
-    pos: int | None = None  # line number (line rejects)
-    payload: str | None = None  # line rejects: the line, undecodable bytes escaped
-    sha256: str | None = None
-    size: int | None = None
-
-    @property
-    def whole(self) -> bool:
-        return self.rule in WHOLE_FILE_RULES
-
-
-@dataclass
-class _Screen:
-    """A batch after screening: the files DuckDB reads (copies where needed) and the rejects."""
-
-    paths: list[Path] = field(default_factory=list)
-    aliases: dict[str, str] = field(default_factory=dict)
-    rejects: list[_Reject] = field(default_factory=list)
-
-    @property
-    def rejected_files(self) -> dict[str, _Reject]:
-        return {r.path: r for r in self.rejects if r.whole}
-
-    def extend(self, other: _Screen) -> None:
-        self.paths += other.paths
-        self.aliases.update(other.aliases)
-        self.rejects += other.rejects
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _whole_reject(path: Path, rule: str, detail: str) -> _Reject:
-    return _Reject(str(path), rule, detail, sha256=_sha256(path), size=path.stat().st_size)
-
-
-def _first_invalid_utf8(path: Path) -> int | None:
-    """Byte offset of the first byte that is not valid UTF-8, or None (ASCII chunks skip the
-    decoder: nearly every export is ASCII)."""
-    dec = codecs.getincrementaldecoder("utf-8")()
-    done = 0
-    with path.open("rb") as f:
-        while chunk := f.read(_CHUNK):
-            pending = len(dec.getstate()[0])
-            if not pending and chunk.isascii():
-                done += len(chunk)
-                continue
-            try:
-                dec.decode(chunk)
-            except UnicodeDecodeError as e:
-                return done - pending + e.start
-            done += len(chunk)
-    try:
-        dec.decode(b"", final=True)
-    except UnicodeDecodeError:
-        return done - len(dec.getstate()[0])
-    return None
-
-
-def _drop_undecodable_lines(
-    original: Path, readable: Path, copy: Path
-) -> tuple[Path, list[_Reject]]:
-    """A copy of a JSON-lines file with each line that is not valid UTF-8 blanked (so line
-    numbers stay), and one reject per such line. Only files that failed the UTF-8 check."""
-    rejects = []
-    offset = 0
-    with readable.open("rb") as src, copy.open("wb") as dst:
-        for n, line in enumerate(src, start=1):
-            try:
-                line.decode("utf-8")
-            except UnicodeDecodeError as e:
-                rejects.append(
-                    _Reject(
-                        str(original),
-                        "invalid_utf8",
-                        f"line {n} is not valid UTF-8 (byte {offset + e.start} of the file)",
-                        pos=n,
-                        # kept redacted, like every landed text
-                        payload=redact.redact_text(
-                            line.rstrip(b"\r\n").decode("utf-8", "backslashreplace")
-                        ),
-                    )
-                )
-                dst.write(b"\n")
-            else:
-                dst.write(line)
-            offset += len(line)
-    return copy, rejects
-
-
-def _screen_file(
-    spec: SourceSpec, path: Path, work: Path
-) -> tuple[_Reject | None, Path | None, list[_Reject]]:
-    """(whole-file reject, or the file DuckDB should read and the lines it must not)."""
-    with path.open("rb") as f:
-        magic = f.read(2)
-    readable = path
-    if magic == _GZIP_MAGIC:  # gzip whatever the name says
-        readable = work / f"{uuid.uuid4().hex}.gunzipped"
-        try:
-            with gzip.open(path, "rb") as src, readable.open("wb") as dst:
-                shutil.copyfileobj(src, dst, _CHUNK)
-        except (OSError, EOFError, zlib.error) as exc:
-            readable.unlink(missing_ok=True)
-            detail = f"gzip data cannot be decompressed ({type(exc).__name__})"
-            return _whole_reject(path, "undecodable_file", detail), None, []
-    with readable.open("rb") as f:
-        head = f.read(8192)
-    nul = head.find(b"\x00")
-    if nul >= 0:
-        detail = f"binary data, not text (a NUL byte at byte {nul})"
-        return _whole_reject(path, "undecodable_file", detail), None, []
-    start = head.lstrip(b"\xef\xbb\xbf \t\r\n")[:16].lower()
-    if start.startswith(_HTML_STARTS) or (spec.layout != "lines" and start.startswith(b"<")):
-        detail = "an HTML/XML document, not JSON (an error or login page?)"
-        return _whole_reject(path, "html_file", detail), None, []
-    bad_at = _first_invalid_utf8(readable)
-    if bad_at is None:
-        return None, readable, []
-    if spec.layout != "lines":
-        detail = f"not valid UTF-8 (first bad byte at {bad_at})"
-        return _whole_reject(path, "undecodable_file", detail), None, []
-    copy, rejects = _drop_undecodable_lines(path, readable, work / f"{uuid.uuid4().hex}.utf8")
-    return None, copy, rejects
-
-
-def _page_rejects(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> dict:
-    """{readable path: (rule, detail)} for pages that are not the vendor's documented shape:
-    invalid JSON, the record list (spec.layout without [*]) missing or not a list, or an error
-    body ({"message": …}, {"error": …}, {"errors": […]}) in place of the page."""
-    container = spec.layout.removesuffix("[*]")
-    name = "the page" if container == "$" else f"`{container.removeprefix('$.')}`"
-    # Nearly every page is valid JSON with its list: one parse per page says so (json_type
-    # raises where json_valid is false); only otherwise are the pages looked at closely.
-    try:
-        types = con.execute(
-            f"select json_type(content, {sql_literal(container)}) "
-            f"from read_text({_file_list(paths)})"
-        ).fetchall()
-    except duckdb.Error:
-        types = []
-    if len(types) == len(paths) and all(t == "ARRAY" for (t,) in types):
-        return {}
-    # Each JSON function parses the page again: a page with its list (nearly every page) is
-    # parsed twice, the page type and keys are read only for the others.
-    rows = con.execute(f"""
-        select filename, ok, list_type,
-               case when off then json_type(content) end,
-               case when off and json_type(content) = 'OBJECT' then json_keys(content) end
-        from (
-            select *, ok and list_type is distinct from 'ARRAY' as off
-            from (
-                select filename, content, ok,
-                       case when ok then json_type(content, {sql_literal(container)}) end
-                           as list_type
-                from (select filename, content, json_valid(content) as ok
-                      from read_text({_file_list(paths)}))
-            )
-        )
-    """).fetchall()
-    out = {}
-    for filename, ok, list_type, page_type, keys in rows:
-        if not ok:
-            out[filename] = ("invalid_json_file", "not valid JSON")
-        elif list_type != "ARRAY":
-            shown = ", ".join(sorted(k[:30] for k in keys or [])[:8])
-            found = f"{page_type.lower()}" + (f" with keys {shown}" if keys else "")
-            if keys and any(k in _ERROR_KEYS for k in keys):
-                out[filename] = (
-                    "error_page",
-                    f"an error body ({found}) instead of {name}; the request failed",
-                )
-            else:
-                got = "missing" if list_type is None else f"a {list_type.lower()}"
-                out[filename] = (
-                    "unexpected_page_shape",
-                    f"{name} is {got}, expected a list (page: {found})",
-                )
-    return out
-
-
-def _screen_files(
-    con: duckdb.DuckDBPyConnection,
-    spec: SourceSpec,
-    paths: list[Path],
-    work: Path,
-    shape_checked: bool = False,
-) -> _Screen:
-    """Screen files before DuckDB reads them: gzip is decompressed by its magic bytes; binary,
-    HTML and (pages) non-UTF-8 or off-shape files are rejected whole; JSON-lines files lose only
-    their non-UTF-8 lines (to a cleaned copy). Cheap on good input: a byte scan per file and,
-    for pages, one JSON validity/type pass — skipped for pages whose shape the connector
-    already checked (LandedPage.shape_checked)."""
-    out = _Screen()
-    if len(paths) > 1:
-        # The screen reads every byte of every file; file reads release the GIL, so a few
-        # threads screen a batch of files in a fraction of the time (DuckDB waits for it).
-        with ThreadPoolExecutor(min(4, len(paths)), thread_name_prefix="load-screen") as pool:
-            screened = list(pool.map(lambda path: _screen_file(spec, path, work), paths))
-    else:
-        screened = [_screen_file(spec, path, work) for path in paths]
-    for path, (whole, readable, lines) in zip(paths, screened, strict=True):
-        if whole is not None:
-            out.rejects.append(whole)
-            continue
-        assert readable is not None
-        out.rejects += lines
-        out.paths.append(readable)
-        if readable != path:
-            out.aliases[str(readable)] = str(path)
-    if spec.layout not in ("lines", "table") and out.paths and not shape_checked:
-        bad = _page_rejects(con, spec, out.paths)
-        for readable in [p for p in out.paths if str(p) in bad]:
-            original = Path(out.aliases.pop(str(readable), str(readable)))
-            out.paths.remove(readable)
-            out.rejects.append(_whole_reject(original, *bad[str(readable)]))
-    return out
-
-
 def _quarantine_screened(
     con: duckdb.DuckDBPyConnection,
     spec: SourceSpec,
     run_id: str,
-    rejects: list[_Reject],
+    rejects: list[screening.Reject],
     pages: bool = False,
 ) -> int:
     """Quarantine the screen's rejects (inside the batch's transaction); returns how many.
@@ -451,7 +205,7 @@ def _pending_files(
         st = f.stat()
         if (str(f), st.st_size, st.st_mtime_ns) in known:
             continue
-        if str(f) in rejected and _sha256(f) == rejected[str(f)]:
+        if str(f) in rejected and screening.sha256_file(f) == rejected[str(f)]:
             con.execute(
                 "update ops.loaded_files set size_bytes = ?, mtime_ns = ? "
                 "where source = ? and path = ?",
@@ -472,10 +226,6 @@ def _batches(files: list[tuple[Path, int, int]]) -> list[list[tuple[Path, int, i
         batches[-1].append(f)
         size += f[1]
     return batches
-
-
-def _file_list(paths: list[Path]) -> str:
-    return "[" + ", ".join(sql_literal(p) for p in paths) + "]"
 
 
 def _read_pages(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Path]) -> bool:
@@ -499,7 +249,7 @@ def _read_pages(con: duckdb.DuckDBPyConnection, spec: SourceSpec, paths: list[Pa
         con.execute(f"""
             create or replace temp table _pages as
             select {_source_file_sql()} as source_file, "{m[1]}" as records
-            from read_json({_file_list(paths)}, format = 'unstructured', records = true,
+            from read_json({sql_list(paths)}, format = 'unstructured', records = true,
                            filename = true, columns = {{'{m[1]}': 'JSON[]'}},
                            maximum_object_size = {max(largest + 1, 16 * 1024 * 1024)})
         """)
@@ -521,7 +271,7 @@ def _records_sql(spec: SourceSpec, paths: list[Path], pages_read: bool = False) 
     """One row per source record: file, position, text of a bad record, parsed JSON `j`
     (NULL if invalid), plus the typed fields when the spec has them. `pages_read`: the
     batch's pages are in _pages (see _read_pages)."""
-    files = _file_list(paths)
+    files = sql_list(paths)
     if pages_read:
         # A JSON null in the list reads as SQL NULL; json_extract gave the JSON value null.
         recs = """
@@ -673,7 +423,7 @@ def _fast_lines_sql(spec: SourceSpec, paths: list[Path]) -> str:
         select {_source_file_sql()} as source_file, null::bigint as pos, null::varchar as text,
                null::json as j, case when {all_null} then 'unparsed' end as parse_error,
                {select}
-        from read_json({_file_list(paths)}, format = 'newline_delimited', ignore_errors = true,
+        from read_json({sql_list(paths)}, format = 'newline_delimited', ignore_errors = true,
                        filename = true, columns = {{{cols}}})
     """
 
@@ -684,7 +434,7 @@ def _numbered_lines_sql(paths: list[Path]) -> str:
     without ORDER BY; blank lines are rows (line NULL), so numbers match the file."""
     return f"""
         select filename, line, o - min(o) over (partition by filename) + 1 as pos
-        from read_csv({_file_list(paths)}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
+        from read_csv({sql_list(paths)}, columns = {{'line': 'VARCHAR'}}, delim = '\x1f',
                       quote = '', escape = '', header = false, auto_detect = false,
                       filename = true, strict_mode = false) with ordinality as t(line, filename, o)
     """
@@ -756,7 +506,7 @@ def _load_batch(
     run_id: str,
     stats: LoadStats,
     state: dict[str, Any] | None = None,
-    screen: _Screen | None = None,
+    screen: screening.Screen | None = None,
     keep_cursor: bool = False,
 ) -> None:
     """Load files as one transaction. File sources record the files in ops.loaded_files;
@@ -766,9 +516,9 @@ def _load_batch(
         if screen is None:
             paths = [p for p, _, _ in batch]
             screen = (
-                _Screen(paths=paths)
+                screening.Screen(paths=paths)
                 if spec.layout == "table"
-                else _screen_files(con, spec, paths, Path(work))
+                else screening.screen_files(con, spec, paths, Path(work))
             )
         _ALIASES.map = dict(screen.aliases)
         try:
@@ -784,7 +534,7 @@ def _load_screened(
     run_id: str,
     stats: LoadStats,
     state: dict[str, Any] | None,
-    screen: _Screen,
+    screen: screening.Screen,
     keep_cursor: bool = False,
 ) -> None:
     """_load_batch after screening. keep_cursor: a connector page rejected by the screen —
@@ -1218,7 +968,7 @@ def _direct_pages_sql(spec: SourceSpec, paths: list[Path]) -> str:
                null::varchar as parse_error, {fields}
         from (
             select {_source_file_sql()} as source_file, unnest("{m[1]}") as _r
-            from read_json({_file_list(paths)}, format = 'unstructured', records = true,
+            from read_json({sql_list(paths)}, format = 'unstructured', records = true,
                            filename = true, columns = {{'{m[1]}': '{spec.record_type}[]'}},
                            maximum_object_size = {max(largest + 1, 16 * 1024 * 1024)})
         )
@@ -1597,7 +1347,7 @@ def _record_files(
     batch: list[tuple[Path, int, int]],
     batch_id: str,
     per_file: dict[str, tuple[int, int]],
-    rejected: dict[str, _Reject] | None = None,
+    rejected: dict[str, screening.Reject] | None = None,
 ) -> None:
     rejected = rejected or {}
     rows = []
@@ -2006,7 +1756,7 @@ def load_pages(
     last_state: dict[str, Any] | None = None
 
     work = Path(tempfile.mkdtemp(prefix="feedback-pages-"))  # gunzipped/cleaned copies
-    screened = _Screen()
+    screened = screening.Screen()
 
     def flush() -> None:
         nonlocal pending, size, screened
@@ -2021,7 +1771,7 @@ def load_pages(
             p.unlink(missing_ok=True)
         for copy in screened.aliases:
             Path(copy).unlink(missing_ok=True)
-        pending, size, screened = [], 0, _Screen()
+        pending, size, screened = [], 0, screening.Screen()
 
     depth = FETCH_AHEAD if fetch_ahead is None else fetch_ahead
     ahead = _FetchAhead(pages, depth) if depth > 0 else None
@@ -2031,7 +1781,9 @@ def load_pages(
             path = landing_dir / f"{spec.source}-{spec.stream}-{run_id}-{i:06d}.{suffix}"
             path.write_bytes(page.body)
             stats.files_seen += 1
-            screen = _screen_files(con, spec, [path], work, getattr(page, "shape_checked", False))
+            screen = screening.screen_files(
+                con, spec, [path], work, getattr(page, "shape_checked", False)
+            )
             if screen.rejected_files:
                 flush()  # the pages before it, with their cursor
                 try:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import contracts, load
+from tasks import contracts, load, screening
 from tests.conftest import (
     github_issue,
     posthog_event,
@@ -297,7 +297,7 @@ def test_repeats_resolve_the_same_in_any_batch_split_and_order(tmp_path, spec_na
 
     from tasks import db
 
-    spec = getattr(load, spec_name)
+    spec = getattr(contracts, spec_name)
     src = tmp_path / "src"
     early, late = "2026-11-20T10:00:00+00:00", "2026-11-21T10:00:00+00:00"
     if spec is contracts.POSTHOG_EVENTS:
@@ -592,8 +592,8 @@ def test_page_screen_one_parse_agrees_with_the_close_look(tmp_path):
         paths[name] = tmp_path / f"{name}.json"
         paths[name].write_text(body)
     spec = POSTHOG_QUERY_EVENTS
-    assert load._page_rejects(con, spec, [paths["ok"], paths["ok2"]]) == {}
-    got = load._page_rejects(con, spec, list(paths.values()))
+    assert screening.page_rejects(con, spec, [paths["ok"], paths["ok2"]]) == {}
+    got = screening.page_rejects(con, spec, list(paths.values()))
     assert {Path(f).stem: rule for f, (rule, _) in got.items()} == {
         "truncated": "invalid_json_file",
         "error": "error_page",

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tasks import contracts, load
+from tasks import contracts, load, screening
 from tasks.clients.mixpanel import MIXPANEL_EVENTS
 from tests.conftest import (
     github_issue,
@@ -448,7 +448,9 @@ def test_load_error_never_quotes_the_input(con, tmp_path, monkeypatch):
         + SECRET.encode()
         + b'\xff"}\n'
     )
-    monkeypatch.setattr(load, "_screen_files", lambda con, spec, paths, work: load._Screen(paths))
+    monkeypatch.setattr(
+        screening, "screen_files", lambda con, spec, paths, *_: screening.Screen(paths)
+    )
     with pytest.raises(load.LoadError) as info:
         load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r1")
     message = str(info.value)
