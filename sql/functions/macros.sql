@@ -70,12 +70,16 @@ case
 end;
 
 -- A vendor's enum value outside the canonical set, as kept for the quality warning's examples: the
--- value only when it looks like an enum word (letters, `_`, `-`, spaces; no digits, `@`, `.` that
--- contact details and ids need), else '[withheld]'; cut to 24 characters.
+-- value only when it looks like an enum word (letters, digits, `_`, `-`, spaces; no `@`, `.`, `+`
+-- or run of four digits that contact details and ids need), else '[withheld]'; cut to 24
+-- characters. Text is redacted at landing; this keeps free text out of the warnings.
 create or replace macro enum_example(v) as
 case
     when v is null then null
-    when regexp_full_match(v, '[A-Za-z][A-Za-z_ -]{0,63}') then left(v, 24)
+    when
+        regexp_full_match(v, '[A-Za-z0-9][A-Za-z0-9_ -]{0,63}')
+        and not regexp_matches(v, '[0-9]{4}')
+        then left(v, 24)
     else '[withheld]'
 end;
 
