@@ -12,7 +12,7 @@ data visible night by night:
     features.yaml                            the world's feature catalog
     truth.json                               what was planted (and the realised numbers)
 
-Record shapes follow tasks/demo_data.py, so the loader and staging accept them unchanged.
+Record shapes follow tasks/demo_data/, so the loader and staging accept them unchanged.
 """
 
 from __future__ import annotations
