@@ -8,9 +8,9 @@ half-advanced state. Typed JSON lines (PostHog events) and pages with a record_t
 query pages) land straight in the raw table (_land_direct); everything else, and a page batch with
 a record that needs a decision, is staged in temp tables first (_stage_batch, _merge_raw).
 
-Before a batch is read, each file is screened (_screen_files): gzip is decompressed by its magic
-bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside whole
-(quarantined without their text, recorded as rejected), and JSON-lines files lose only their
+Before a batch is read, each file is screened (tasks/screening.py): gzip is decompressed by its
+magic bytes, binary/HTML files and pages that are not the vendor's documented shape are set aside
+whole (quarantined without their text, recorded as rejected), and JSON-lines files lose only their
 non-UTF-8 lines. Which version of a record wins is fixed by _VERSION_ORDER, whatever the load order.
 
 With the Parquet raw event store (tasks/rawstore.py), a batch of events first reads back the
@@ -1493,7 +1493,7 @@ REJECT_REASONS = {
     "duplicate_row": "the same row appears again in this file; the first copy was kept",
     "missing_column": "a required column is missing; the file was set aside",
     "unreadable_file": "the file could not be read; it was set aside",
-    # Set by the screen (_screen_files), with what is wrong and where in the reason:
+    # Set by the screen (screening.screen_files), with what is wrong and where in the reason:
     "invalid_utf8": "line is not valid UTF-8",
     "undecodable_file": "file is binary, corrupt gzip or (a page) not UTF-8; set aside whole",
     "html_file": "file is an HTML/XML document; set aside whole",
@@ -1728,7 +1728,7 @@ def load_pages(
     cursor at the last committed batch and a rerun re-fetches from there — the merge on the
     stable id absorbs anything fetched twice. Landing files are removed once committed.
 
-    Each page is screened as it arrives (see _screen_files): a page that is not the vendor's
+    Each page is screened as it arrives (screening.screen_files): a page that is not the vendor's
     documented shape (an error body, HTML, invalid JSON, the record list missing) is quarantined
     without its text and the load stops before it — the pages before it commit, the cursor stays
     before it, and the next run fetches it again.
