@@ -569,6 +569,19 @@ def sql_literal(value: str | Path) -> str:
     return "'" + _sql_str(value) + "'"
 
 
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN, then COMMIT when the block ends; ROLLBACK and re-raise when it (or the commit)
+    raises anything, a KeyboardInterrupt included."""
+    con.execute("begin transaction")
+    try:
+        yield con
+        con.execute("commit")
+    except BaseException:
+        con.execute("rollback")
+        raise
+
+
 def sql_list(items: Iterable[str | Path]) -> str:
     """A DuckDB list literal of quoted strings: ['a', 'b'] (e.g. the files read_json reads)."""
     return "[" + ", ".join(sql_literal(x) for x in items) + "]"

@@ -37,7 +37,7 @@ from typing import Any
 import duckdb
 
 from tasks.contracts import SPECS, WHOLE_FILE_RULES, payload_text
-from tasks.db import sql_literal, sql_text
+from tasks.db import sql_literal, sql_text, transaction
 from tasks.db import warehouse as open_warehouse
 from tasks.settings import EXPECTATIONS_DIR
 from tasks.validation import UNEXPECTED_ROWS
@@ -232,18 +232,13 @@ def check_inputs(db_path: Path, p: GateParams) -> GateResult:
             results = raw_results + staging_results + coverage_results
             # The results and the advanced watermarks in one transaction: a run that dies
             # before this commit validates the same batch again next time.
-            con.execute("begin transaction")
-            try:
+            with transaction(con):
                 store_results(
                     con, p.run_id, results, verdicts, ("load", "raw", "staging", "intermediate")
                 )
                 sources = record_source_status(con, p.run_id, verdicts)
                 update_schema_baseline(con, p.run_id, raw_results)
                 commit_validation_state(con, p.run_id, batches.values())
-                con.execute("commit")
-            except BaseException:
-                con.execute("rollback")
-                raise
     finally:
         with open_warehouse(db_path, memory_limit=p.memory_limit) as con:
             drop_batches(con, batches.values())

@@ -29,7 +29,7 @@ any warehouse rows) and the horizon is recorded in `ops.raw_event_retention`; th
 keep what they computed for those days and never recompute them (tasks/transform.py).
 
 s3:// paths are reached through fsspec (s3fs) registered with every DuckDB connection
-(`register`, which `activate` hooks into tasks.db.connect for every connection): DuckDB's
+(`register`, hooked into tasks.db.connect for every connection at import): DuckDB's
 COPY TO and read_parquet use the registered filesystem, so no httpfs extension is needed.
 Credentials come only from the standard AWS environment / profile chain of s3fs/botocore.
 """
@@ -48,7 +48,7 @@ from typing import Any
 import duckdb
 
 from tasks import db
-from tasks.db import sql_literal
+from tasks.db import sql_literal, transaction
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,6 @@ def activate(settings: Any) -> RawStore:
     s3:// store registers its filesystem there: the views read its files)."""
     global _ACTIVE
     _ACTIVE = RawStore.from_settings(settings)
-    db.on_connect("rawstore", register)
     return _ACTIVE
 
 
@@ -163,6 +162,10 @@ def register(con: duckdb.DuckDBPyConnection) -> None:
         fs.protocol[0] if isinstance(fs.protocol, tuple) else fs.protocol
     ):
         con.register_filesystem(fs)
+
+
+# Every connection tasks.db opens is prepared for the active store (nothing when none is).
+db.on_connect("rawstore", register)
 
 
 def ensure(con: duckdb.DuckDBPyConnection) -> None:
@@ -334,8 +337,7 @@ def archive(
                 written.append((day, target, n_rows.fetchall()[0][0], fs.size(target)))
             if fail_before_commit and written:
                 raise RuntimeError("simulated crash after writing the Parquet files")
-            con.execute("begin transaction")
-            try:
+            with transaction(con):
                 days = [w[0] for w in written] + expired
                 con.execute(
                     f"delete from {MANIFEST} where table_name = ? "
@@ -352,10 +354,6 @@ def archive(
                     con.execute(f"delete from {RETENTION} where table_name = ?", [table])
                     con.execute(f"insert into {RETENTION} values (?, ?, now())", [table, horizon])
                 refresh_view(con, table)
-                con.execute("commit")
-            except BaseException:
-                con.execute("rollback")
-                raise
         finally:
             con.execute("drop table if exists _arch")
         n_moved = sum(per_day[d] for d in moved)

@@ -11,7 +11,7 @@ import duckdb
 
 from tasks import rawstore
 from tasks.comments import document
-from tasks.db import build_relation, sql_text
+from tasks.db import build_relation, sql_text, transaction
 from tasks.settings import SQL_DIR, DetectionSettings
 
 log = logging.getLogger(__name__)
@@ -229,76 +229,76 @@ def build_usage_rollups(con: duckdb.DuckDBPyConnection, full_refresh: bool = Fal
     )
     full = full_refresh or not state or state[0][0] != fingerprint or not tables_exist
     expired = rawstore.expired_before(con)
-    con.execute("begin transaction")
     try:
-        if full:
-            new_mark = con.sql(
-                "select max(ingested_at) from staging.stg_usage_events__unvalidated"
-            ).fetchall()[0][0]
-            con.execute("set variable rollup_days = null")
-            con.execute("set variable rollup_loads = null")
-            # Days past the raw retention horizon (Parquet event store) have no events left:
-            # their rollup rows are kept as they are and the rebuild covers the days after.
-            kept = [n for n in USAGE_ROLLUPS[1:] if expired and tables_exist]
-            for name in kept:
+        with transaction(con):
+            if full:
+                new_mark = con.sql(
+                    "select max(ingested_at) from staging.stg_usage_events__unvalidated"
+                ).fetchall()[0][0]
+                con.execute("set variable rollup_days = null")
+                con.execute("set variable rollup_loads = null")
+                # Days past the raw retention horizon (Parquet event store) have no events left:
+                # their rollup rows are kept as they are and the rebuild covers the days after.
+                kept = [n for n in USAGE_ROLLUPS[1:] if expired and tables_exist]
+                for name in kept:
+                    con.execute(
+                        f"create or replace temp table _kept_{name} as select * from "
+                        f"intermediate.{name} where activity_date < ?",
+                        [expired],
+                    )
+                for name in USAGE_ROLLUPS:
+                    build_relation(con, "intermediate", name)
+                for name in kept:
+                    con.execute(
+                        f"delete from intermediate.{name} where activity_date < ?", [expired]
+                    )
+                    con.execute(
+                        f"insert into intermediate.{name} by name select * from _kept_{name}"
+                    )
+                    con.execute(f"drop table _kept_{name}")
+                con.execute("delete from ops.rollup_load_days")
                 con.execute(
-                    f"create or replace temp table _kept_{name} as select * from "
-                    f"intermediate.{name} where activity_date < ?",
-                    [expired],
+                    "insert into ops.rollup_load_days select ingested_at, occurred_at::date, "
+                    "count(*) from staging.stg_usage_events__unvalidated "
+                    "where occurred_at is not null group by all"
                 )
-            for name in USAGE_ROLLUPS:
-                build_relation(con, "intermediate", name)
-            for name in kept:
-                con.execute(f"delete from intermediate.{name} where activity_date < ?", [expired])
-                con.execute(f"insert into intermediate.{name} by name select * from _kept_{name}")
-                con.execute(f"drop table _kept_{name}")
-            con.execute("delete from ops.rollup_load_days")
+                n_days = con.sql(
+                    "select count(distinct activity_date) from intermediate.int_feature_user_days"
+                ).fetchall()[0][0]
+            else:
+                days, new_mark = _changed_days(con, state[0][1], quarantined)
+                if expired:  # days past the raw retention horizon keep the rollups they have
+                    days = [d for d in days if d >= expired]
+                n_days = len(days)
+                if days:
+                    con.execute("set variable rollup_days = ?::date[]", [days])
+                    con.execute(
+                        "set variable rollup_loads = (select coalesce(list(distinct ingested_at), "
+                        "[])::timestamptz[] from ops.rollup_load_days "
+                        "where list_contains(getvariable('rollup_days'), activity_date))"
+                    )
+                    # The changed days' events are read (and their JSON parsed) once, for all three
+                    # models that read them.
+                    con.execute(
+                        f"create or replace temp table {_SCOPED_EVENTS} as select * from "
+                        f"{_USAGE_EVENTS} where in_rollup_scope(occurred_at::date, ingested_at)"
+                    )
+                    try:
+                        _insert_new_pairs(con)
+                        for name in USAGE_ROLLUPS[1:]:  # in order: each reads the one before
+                            con.execute(
+                                f"delete from intermediate.{name} "
+                                "where list_contains(getvariable('rollup_days'), activity_date)"
+                            )
+                            con.execute(f"insert into intermediate.{name} by name\n{_scoped(name)}")
+                    finally:
+                        con.execute(f"drop table if exists {_SCOPED_EVENTS}")
+            con.execute("delete from ops.rollup_quarantined_keys")
+            con.execute(f"insert into ops.rollup_quarantined_keys {quarantined}")
             con.execute(
-                "insert into ops.rollup_load_days select ingested_at, occurred_at::date, "
-                "count(*) from staging.stg_usage_events__unvalidated "
-                "where occurred_at is not null group by all"
+                "insert or replace into ops.rollup_state values ('usage', ?, ?, now())",
+                [fingerprint, new_mark],
             )
-            n_days = con.sql(
-                "select count(distinct activity_date) from intermediate.int_feature_user_days"
-            ).fetchall()[0][0]
-        else:
-            days, new_mark = _changed_days(con, state[0][1], quarantined)
-            if expired:  # days past the raw retention horizon keep the rollups they have
-                days = [d for d in days if d >= expired]
-            n_days = len(days)
-            if days:
-                con.execute("set variable rollup_days = ?::date[]", [days])
-                con.execute(
-                    "set variable rollup_loads = (select coalesce(list(distinct ingested_at), "
-                    "[])::timestamptz[] from ops.rollup_load_days "
-                    "where list_contains(getvariable('rollup_days'), activity_date))"
-                )
-                # The changed days' events are read (and their JSON parsed) once, for all three
-                # models that read them.
-                con.execute(
-                    f"create or replace temp table {_SCOPED_EVENTS} as select * from "
-                    f"{_USAGE_EVENTS} where in_rollup_scope(occurred_at::date, ingested_at)"
-                )
-                try:
-                    _insert_new_pairs(con)
-                    for name in USAGE_ROLLUPS[1:]:  # in order: each reads the one before
-                        con.execute(
-                            f"delete from intermediate.{name} "
-                            "where list_contains(getvariable('rollup_days'), activity_date)"
-                        )
-                        con.execute(f"insert into intermediate.{name} by name\n{_scoped(name)}")
-                finally:
-                    con.execute(f"drop table if exists {_SCOPED_EVENTS}")
-        con.execute("delete from ops.rollup_quarantined_keys")
-        con.execute(f"insert into ops.rollup_quarantined_keys {quarantined}")
-        con.execute(
-            "insert or replace into ops.rollup_state values ('usage', ?, ?, now())",
-            [fingerprint, new_mark],
-        )
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     finally:
         con.execute("set variable rollup_days = null")
         con.execute("set variable rollup_loads = null")

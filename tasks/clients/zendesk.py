@@ -22,6 +22,7 @@ from tasks.clients.http import (
     make_session,
 )
 from tasks.contracts import ZENDESK_TICKETS, LandedPage, SourceSpec
+from tasks.db import transaction
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
 
@@ -175,8 +176,7 @@ def redact_landed_rows(con: Any) -> int:
     ).fetchall()
     if done and done[0][0] >= LANDING_REDACTION_VERSION:
         return 0
-    con.execute("begin transaction")
-    try:
+    with transaction(con):
         changed = con.execute(
             f"""
             update {table} as t set payload = r.payload
@@ -191,10 +191,6 @@ def redact_landed_rows(con: Any) -> int:
             "insert or replace into ops.landing_redaction values (?, ?, ?, now())",
             [table, LANDING_REDACTION_VERSION, changed],
         )
-        con.execute("commit")
-    except BaseException:
-        con.execute("rollback")
-        raise
     if changed:
         log.info(
             "zendesk: %d ticket(s) landed before the landing redaction redacted in place", changed
