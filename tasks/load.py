@@ -25,13 +25,13 @@ import glob
 import json
 import logging
 import os
-import queue
 import re
 import shutil
 import tempfile
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass, field
@@ -1639,13 +1639,17 @@ def read_state(con: duckdb.DuckDBPyConnection, source: str, stream: str) -> dict
     return state if isinstance(state, dict) else None
 
 
-# Pages fetched ahead of the one being landed (load_pages): the next request and its JSON check
-# run while DuckDB lands the current batch. 0 = fetch only when the loader asks.
-FETCH_AHEAD = 2
+# Pages fetched ahead of the one being landed (load_pages): the next requests and their JSON
+# checks run while DuckDB lands and commits the current batch. At most FETCH_AHEAD pages and
+# FETCH_AHEAD_BYTES of bodies wait in memory (always at least one page). 0 = fetch only when the
+# loader asks.
+FETCH_AHEAD = 8
+FETCH_AHEAD_BYTES = 64 * 1024 * 1024
 
 
 class _FetchAhead:
-    """Iterates `pages` in a thread of its own, up to `depth` pages ahead of the consumer.
+    """Iterates `pages` in a thread of its own, up to `depth` pages (and about `max_bytes` of
+    page bodies) ahead of the consumer.
 
     The order is kept and a fetch error is raised at the point of the iteration where it
     happened: the pages before it are handed over first. The cursor is unaffected: a page
@@ -1657,9 +1661,13 @@ class _FetchAhead:
 
     _END = object()
 
-    def __init__(self, pages: Iterable[Any], depth: int) -> None:
+    def __init__(self, pages: Iterable[Any], depth: int, max_bytes: int | None = None) -> None:
         self._pages = pages
-        self._queue: queue.Queue[tuple[Any, BaseException | None]] = queue.Queue(depth)
+        self._depth = max(1, depth)
+        self._max_bytes = max_bytes
+        self._items: deque[tuple[Any, BaseException | None, int]] = deque()
+        self._bytes = 0
+        self._cond = threading.Condition()
         self._stop = threading.Event()
         ctx = contextvars.copy_context()
         self._thread = threading.Thread(
@@ -1667,19 +1675,29 @@ class _FetchAhead:
         )
         self._thread.start()
 
-    def _put(self, item: Any, error: BaseException | None = None) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put((item, error), timeout=0.1)
-                return True
-            except queue.Full:
-                continue
+    def _room(self) -> bool:
+        """Wait until another page may be fetched (False: stopped)."""
+        with self._cond:
+            while not self._stop.is_set():
+                full = len(self._items) >= self._depth or (
+                    self._max_bytes is not None and self._bytes >= self._max_bytes
+                )
+                if not full:
+                    return True
+                self._cond.wait(0.1)
         return False
+
+    def _put(self, item: Any, error: BaseException | None = None) -> None:
+        size = len(getattr(item, "body", b"") or b"")
+        with self._cond:
+            self._items.append((item, error, size))
+            self._bytes += size
+            self._cond.notify_all()
 
     def _produce(self) -> None:
         it = iter(self._pages)
         try:
-            while not self._stop.is_set():
+            while self._room():
                 try:
                     page = next(it)
                 except StopIteration:
@@ -1687,8 +1705,7 @@ class _FetchAhead:
                 except BaseException as exc:  # handed to the consumer, raised there
                     self._put(None, exc)
                     return
-                if not self._put(page):
-                    return
+                self._put(page)
             self._put(self._END)
         finally:
             close = getattr(it, "close", None)
@@ -1697,7 +1714,12 @@ class _FetchAhead:
 
     def __iter__(self) -> Iterator[Any]:
         while True:
-            item, error = self._queue.get()
+            with self._cond:
+                while not self._items:
+                    self._cond.wait()
+                item, error, size = self._items.popleft()
+                self._bytes -= size
+                self._cond.notify_all()
             if error is not None:
                 raise error
             if item is self._END:
@@ -1706,6 +1728,8 @@ class _FetchAhead:
 
     def close(self) -> None:
         self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
         self._thread.join()
 
 
@@ -1716,7 +1740,7 @@ def load_pages(
     run_id: str,
     landing_dir: Path,
     *,
-    batch_bytes: int = 64 * 1024 * 1024,
+    batch_bytes: int = BATCH_BYTES,
     progress: Callable[[str], None] | None = None,
     commit_lock: AbstractContextManager[Any] | None = None,
     fetch_ahead: int | None = None,
@@ -1774,7 +1798,7 @@ def load_pages(
         pending, size, screened = [], 0, screening.Screen()
 
     depth = FETCH_AHEAD if fetch_ahead is None else fetch_ahead
-    ahead = _FetchAhead(pages, depth) if depth > 0 else None
+    ahead = _FetchAhead(pages, depth, FETCH_AHEAD_BYTES) if depth > 0 else None
     _forget_seen_keys(con)
     try:
         for i, page in enumerate(ahead if ahead is not None else pages):

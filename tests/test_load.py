@@ -634,8 +634,8 @@ def test_fetch_ahead_keeps_order_stays_within_its_depth_and_raises_errors_in_pla
     got = []
     for page in ahead:
         _time.sleep(0.01)  # the producer has time to run ahead as far as it may
-        # in hand + 2 queued + 1 waiting to be queued
-        assert src.produced <= page + 1 + 2 + 1
+        # in hand + at most 2 queued (the producer waits for room before it fetches)
+        assert src.produced <= page + 1 + 2
         got.append(page)
     ahead.close()
     assert got == list(range(10)) and src.closed
@@ -648,6 +648,38 @@ def test_fetch_ahead_keeps_order_stays_within_its_depth_and_raises_errors_in_pla
             seen.append(page)
     ahead.close()
     assert seen == [0, 1, 2]  # every page fetched before the failure is handed over first
+
+
+def test_fetch_ahead_holds_at_most_its_bytes_of_pages_but_always_one():
+    import time as _time
+
+    from tasks.contracts import LandedPage
+
+    produced = []
+
+    def pages(sizes):
+        for i, n in enumerate(sizes):
+            produced.append(i)
+            yield LandedPage(b"x" * n, {"i": i}, 1, True)
+
+    # 100-byte pages against a 250-byte cap: three wait at most (the cap is reached at 300)
+    ahead = load._FetchAhead(pages([100] * 10), depth=8, max_bytes=250)
+    it = iter(ahead)
+    first = next(it)
+    _time.sleep(0.2)
+    assert first.state == {"i": 0} and len(produced) == 1 + 3
+    assert [p.state["i"] for p in it] == list(range(1, 10))
+    ahead.close()
+
+    # a page larger than the cap still comes through, one at a time
+    produced.clear()
+    ahead = load._FetchAhead(pages([1000] * 3), depth=8, max_bytes=250)
+    it = iter(ahead)
+    next(it)
+    _time.sleep(0.2)
+    assert len(produced) == 2
+    assert len(list(it)) == 2
+    ahead.close()
 
 
 def test_fetch_ahead_close_stops_the_producer_and_runs_in_the_callers_context():
@@ -704,7 +736,37 @@ def test_a_page_the_connector_checked_still_goes_through_the_byte_screen(con, tm
     )
     assert (stats.files_rejected, stats.quarantine_reasons) == (1, {"html_file": 1})
     assert load.read_state(con, "posthog", "events") is None
-    # The connector claims the check only for bodies orjson (strict RFC 8259) accepted.
+    # The connector claims the check only for bodies the loader's own JSON reader (DuckDB's)
+    # read as an object with a `results` list; a lone surrogate only Python's parser accepts.
     strict = parse_page(b'{"results": [["a", "e", "u", "2026-11-20T10:00:00Z", "{}"]]}')
-    lenient = parse_page(b'{"results": [["a", "e", "u", "2026-11-20T10:00:00Z", NaN]]}')
+    lenient = parse_page(b'{"results": [["a", "e", "u", "2026-11-20T10:00:00Z", "\\ud800"]]}')
     assert strict.strict and not lenient.strict
+    assert (strict.n, strict.first[0], lenient.n) == (1, "a", 1)
+
+
+def test_posthog_page_summary_reads_the_ends_count_and_more_and_names_bad_pages():
+    from tasks.clients.http import InvalidResponseError
+    from tasks.clients.posthog import COLUMNS, parse_page
+
+    rows = [[f"u{i}", "e", "d", f"2026-11-20T10:00:0{i}Z", "{}"] for i in range(3)]
+    body = json.dumps({"columns": COLUMNS, "hasMore": True, "results": rows}).encode()
+    page = parse_page(body)
+    assert (page.n, page.first, page.last, page.more, page.strict) == (
+        3,
+        rows[0],
+        rows[2],
+        True,
+        True,
+    )
+    assert parse_page(b'{"results": []}')[:4] == (0, None, None, None)
+    bad = {
+        b'{"results": {"a": 1}}': "no `results` list",
+        b'[["a"]]': "no `results` list",
+        b'{"results": [["a", "e"]]}': "not a 5-column array",
+        b'{"columns": ["uuid"], "results": []}': "unexpected result columns",
+        b'{"results": [["a", "e", "u", "t", "{}"]': "not valid JSON",
+        b'{"results": ["\xff"]}': "not valid JSON",
+    }
+    for text, problem in bad.items():
+        with pytest.raises(InvalidResponseError, match=problem):
+            parse_page(text)
