@@ -46,7 +46,7 @@ from tasks.contracts import (
     SourceSpec,
     payload_text,
 )
-from tasks.db import sql_list, sql_literal
+from tasks.db import sql_list, sql_literal, transaction
 from tasks.quality import record_quarantine
 
 log = logging.getLogger(__name__)
@@ -472,6 +472,7 @@ def load_source(
     files = _list_files(pattern) if pattern else []
     stats.files_seen = len(files)
     with commit:  # it may update ops.loaded_files (a rejected file touched but unchanged)
+        finish_purges(con)
         pending = _pending_files(con, spec.source, files)
     stats.files_skipped = len(files) - len(pending)
     _forget_seen_keys(con)
@@ -620,6 +621,7 @@ def _load_screened(
             con.execute(f"drop table if exists {t}")
         con.execute("drop view if exists _batch_v")
         con.execute("drop table if exists _batch")
+    _purge_after_commit(con, batch_id)
     _account(stats, counts, merged, n_quarantined, spec)
     stats.errors.extend(f"{spec.source}: {path}: {message}" for path, message in set_aside.items())
     for r in screen.rejected_files.values():
@@ -975,6 +977,53 @@ def _direct_pages_sql(spec: SourceSpec, paths: list[Path]) -> str:
     """
 
 
+# A row of the batch that must go (a loser among repeats, an unchanged re-delivery) gets its
+# _batch_id suffixed with this inside the batch's transaction, like the marker rows
+# ('<batch>!', '<batch>!null'), and every '<batch>!…' row is deleted right after the batch
+# commits. Deleting a row landed in the same transaction makes DuckDB re-append the whole batch
+# at commit (about 1 s per million rows); rows committed already are deleted in place.
+_PURGE_MARK = "!purge"
+
+
+def _note_purge(con: duckdb.DuckDBPyConnection, table: str, batch_id: str) -> None:
+    """Record, in the batch's transaction, that the batch leaves '<batch>!…' rows to delete."""
+    con.execute(
+        """insert into ops.load_purges
+           select ?, ?, now() where not exists
+               (select 1 from ops.load_purges where batch_id = ?)""",
+        [table, batch_id, batch_id],
+    )
+
+
+def _purge(con: duckdb.DuckDBPyConnection, table: str, batch_id: str, loaded_at: Any) -> None:
+    """Delete a committed batch's '<batch>!…' rows and its ops.load_purges row, together."""
+    with transaction(con):
+        # _loaded_at is the batch transaction's now(): the zone maps skip every older row group.
+        con.execute(
+            f"delete from {table} where _loaded_at = ? and starts_with(_batch_id, ?)",
+            [loaded_at, f"{batch_id}!"],
+        )
+        con.execute("delete from ops.load_purges where batch_id = ?", [batch_id])
+
+
+def _purge_after_commit(con: duckdb.DuckDBPyConnection, batch_id: str) -> None:
+    for table, loaded_at in con.execute(
+        "select raw_table, loaded_at from ops.load_purges where batch_id = ?", [batch_id]
+    ).fetchall():
+        _purge(con, table, batch_id, loaded_at)
+
+
+def finish_purges(con: duckdb.DuckDBPyConnection) -> int:
+    """Delete what batches that committed left for _purge_after_commit: none, unless the process
+    died between a batch's commit and its purge. Every load runs it first, so no later step
+    reads those rows. Returns the batches finished."""
+    pending = con.sql("select raw_table, batch_id, loaded_at from ops.load_purges").fetchall()
+    for table, batch_id, loaded_at in pending:
+        log.warning("%s: finishing batch %s: its set-aside rows go now", table, batch_id)
+        _purge(con, table, batch_id, loaded_at)
+    return len(pending)
+
+
 class _NeedsStaging(Exception):
     """A batch of pages has a record that needs a decision (no usable id, a repeat): landed on
     the staging path instead, which keeps each record's position for its quarantine row."""
@@ -1085,8 +1134,10 @@ def _land_direct(
         """,
         [mark_null, mark_text, n_read > n_regular],
     )
+    # The marker rows stay in raw until the batch has committed (_purge_after_commit): deleting
+    # a row landed in the same transaction makes DuckDB re-append the whole batch at commit.
     if n_read > n_regular:
-        con.execute(f"delete from {t} where _batch_id in (?, ?)", [mark_null, mark_text])
+        _note_purge(con, t, batch_id)
     # _VERSION_ORDER without the deletion marker (typed-field streams have none), for "first"
     # streams too: the copy kept is the one a split into other batches would keep.
     order = (
@@ -1185,11 +1236,12 @@ def _land_direct(
         [batch_id],
     )
     n_lost = con.sql("select count(*) from _rank where not irr and rn > 1").fetchall()[0][0]
-    if n_lost:
+    if n_lost:  # tombstoned here, deleted once the batch has committed (_purge_after_commit)
+        _note_purge(con, t, batch_id)
         con.execute(
-            f"""delete from {t} where _batch_id = $1
+            f"""update {t} set _batch_id = $2 where _batch_id = $1
                 and rowid in (select rid from _rank where not irr and rn > 1)""",
-            [batch_id],
+            [batch_id, f"{batch_id}{_PURGE_MARK}"],
         )
     counts = dict(
         con.execute("""
@@ -1259,7 +1311,8 @@ def _settle_direct(
     if overlap:  # a hash seen before: the exact check on the ids
         overlap = con.execute(
             f"""select count(*) from ({batch}) as b
-                semi join (select {k} from {t} where _batch_id <> $1) as r on r.{k} = b.rec_id""",
+                semi join (select {k} from {t} where not starts_with(_batch_id, $1)) as r
+                    on r.{k} = b.rec_id""",
             [batch_id],
         ).fetchall()[0][0]
     insert_irr = f"""
@@ -1288,20 +1341,22 @@ def _settle_direct(
                     when {older} then 'unchanged'
                     else 'updated' end as outcome
         from ({batch}) as b
-        left join (select rowid as old_rid, * from {t} where _batch_id <> $1) as r
-            on r.{k} = b.rec_id
+        left join (select rowid as old_rid, * from {t} where not starts_with(_batch_id, $1))
+            as r on r.{k} = b.rec_id
         """,
         [batch_id],
     )
     # An unchanged re-delivery leaves the stored row as it was; an update replaces it with the
     # batch's row (the same values an in-place update would write).
-    con.execute(
-        f"""delete from {t} where _batch_id = $1
+    n_same = con.execute(
+        f"""update {t} set _batch_id = $2 where _batch_id = $1
             and rowid in (select rid from _accepted where outcome = 'unchanged' and not irr)""",
-        [batch_id],
-    )
+        [batch_id, f"{batch_id}{_PURGE_MARK}"],
+    ).fetchall()[0][0]
+    if n_same:
+        _note_purge(con, t, batch_id)
     con.execute(
-        f"""delete from {t} where _batch_id <> $1
+        f"""delete from {t} where not starts_with(_batch_id, $1)
             and rowid in (select old_rid from _accepted where outcome = 'updated')""",
         [batch_id],
     )
@@ -1797,6 +1852,8 @@ def load_pages(
             Path(copy).unlink(missing_ok=True)
         pending, size, screened = [], 0, screening.Screen()
 
+    with commit:
+        finish_purges(con)
     depth = FETCH_AHEAD if fetch_ahead is None else fetch_ahead
     ahead = _FetchAhead(pages, depth, FETCH_AHEAD_BYTES) if depth > 0 else None
     _forget_seen_keys(con)

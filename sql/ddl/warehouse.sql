@@ -182,6 +182,15 @@ alter table ops.runs add column if not exists kind varchar;
 -- The full history of each raw event table (tasks/rawstore.py): in the "warehouse" store just its
 -- rows; in the "parquet" store re-created as its rows UNION ALL its Parquet day files. Staging
 -- reads these views. `if not exists`: a view over Parquet files is never reset here.
+-- Batches that committed rows they set aside ('<batch>!…' _batch_id: markers, losers among
+-- repeats, unchanged re-deliveries), deleted right after the commit (tasks/load.py _purge); a
+-- row here outlives that only when the process died in between, and the next load finishes it.
+create table if not exists ops.load_purges (
+    raw_table varchar not null,
+    batch_id varchar not null,
+    loaded_at timestamptz not null
+);
+
 create view if not exists raw.posthog__events_all as select * from raw.posthog__events;
 
 -- Parquet day files of the raw event tables (raw_events_store = "parquet"): the explicit list
