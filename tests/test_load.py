@@ -772,7 +772,7 @@ def test_posthog_page_summary_reads_the_ends_count_and_more_and_names_bad_pages(
             parse_page(text)
 
 
-def _raw_rows(con):
+def _posthog_rows(con):
     return sorted(
         con.sql(
             "select event_id, event, properties::varchar, _source_file from raw.posthog__events"
@@ -803,7 +803,7 @@ def test_rows_a_batch_sets_aside_go_after_its_commit_even_if_the_process_died_in
         db.ensure_schema(other)
         load.load_source(other, contracts.POSTHOG_EVENTS, str(ph / "e1.jsonl"), "r1")
         want_stats = load.load_source(other, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
-        want = _raw_rows(other)
+        want = _posthog_rows(other)
         assert other.sql("select count(*) from ops.load_purges").fetchall() == [(0,)]
     assert want_stats.quarantine_reasons == {"duplicate": 1, "missing_id": 1, "invalid_json": 1}
     assert want_stats.n_unchanged == 1  # b, delivered again unchanged
@@ -829,4 +829,4 @@ def test_rows_a_batch_sets_aside_go_after_its_commit_even_if_the_process_died_in
     again = load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r3")
     assert (again.files_loaded, again.files_skipped) == (0, 2)
     assert con.sql("select count(*) from ops.load_purges").fetchall() == [(0,)]
-    assert _raw_rows(con) == want
+    assert _posthog_rows(con) == want
