@@ -51,6 +51,10 @@ from tasks.quality import record_quarantine
 
 log = logging.getLogger(__name__)
 
+# Files, and connector pages, per transaction. Each commit costs a rewrite of the batch's last
+# row group at the next checkpoint (10M events in 13 batches: 0.7 s at close; in 3 batches of
+# 1 GiB: 0.07 s), but a batch with a row to set aside pays for tombstoning it in proportion to
+# its size (_PURGE_MARK), and a smaller batch starts landing pages while later ones are fetched.
 BATCH_BYTES = 256 * 1024 * 1024
 
 
