@@ -5,19 +5,8 @@ Everything streams through DuckDB: files are read by `read_json`/`read_csv`/`rea
 with DuckDB's JSON functions and merged on the stable id in one transaction per batch of files,
 together with the quarantine rows and the file/cursor bookkeeping.
 
-The modules, entry points first:
-  source.py      load_source: files matching a pattern
-  pages.py       load_pages: a connector's pages, fetched ahead in a thread
-  batch.py       one batch, one transaction: screen, land, quarantine, record, cursor, commit
-  files.py       listing, new or changed files, batching, the ops.loaded_files record
-  parse.py       the SQL that reads files into records
-  direct.py      the direct path: typed records straight into raw
-  merge.py       the staging path: staged in temp tables, merged on the stable id
-  tables.py      CSV/Parquet files read and staged
-  quarantine.py  the load stage's quarantine rows
-  cursor.py      the stream's cursor (ops.sync_state)
-  purge.py       rows a batch set aside, deleted after its commit
-  report.py      LoadStats, LoadError
+Entry points: source.py (load_source, file sources) and pages.py (load_pages, connector
+pages); each batch is one transaction (batch.py). ARCHITECTURE.md maps the other modules.
 
 Within the package a function of another module is called through its module
 (`merge._merge_raw(...)`), never imported by name, so the module that defines it is the one
