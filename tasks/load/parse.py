@@ -1,7 +1,8 @@
 """How a batch's files become records: the SQL that reads them (read_json, read_csv,
 read_text) and parses them with DuckDB's JSON functions, one row per record with its file,
-position and typed fields. Pure SQL builders but for _read_pages, which reads a batch of pages
-into a temp table before the batch's transaction.
+position and typed fields. Besides the SQL builders: _read_pages reads a batch of pages into
+temp table _pages before the batch's transaction, and _settle_unparsed turns the fast line
+reader's unparsed rows into outcomes (bad lines, or objects without any declared field).
 
 Files DuckDB reads under another name (a gunzipped or UTF-8-cleaned copy from the screen) are
 reported by their original path (_ALIASES, set per batch by batch._load_batch)."""
