@@ -3,7 +3,7 @@ and the file sources' specs), what a connector hands over (LandedPage) and what 
 (Connector).
 
 Both sides import this module and it imports nothing of theirs, so the dependencies run one way:
-tasks/clients/* -> tasks/contracts.py <- tasks/load.py (tests/test_architecture.py checks it).
+tasks/clients/* -> tasks/contracts.py <- tasks/load/ (tests/test_architecture.py checks it).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Fetching is network-bound (round trips, pagination, rate-limit waits) and every connector lands
 its pages in its own files, so connectors overlap well. The warehouse is one DuckDB file with
 one writer: each batch's transaction (load, merge, cursor) takes `commit_lock`, so a commit
-still carries exactly its batch's cursor (tasks/load.py load_pages). Each worker works on its
+still carries exactly its batch's cursor (tasks/load/pages.py load_pages). Each worker works on its
 own cursor of the run's connection: a DuckDB connection is not to be shared between threads,
 and temp tables (the loader's per-batch scratch) are per cursor.
 
@@ -182,7 +182,7 @@ def pull_all(
 # its manifest is written, and it is moved into place whole (written as `<key>.partial-*`, then
 # renamed), so a crashed extract leaves no folder the commit would read; a re-run for the same
 # key finds the complete folder and skips. The nightly then commits the landed pages serially
-# with the same code as an in-process pull (tasks/load.py load_pages: screening, batches, each
+# with the same code as an in-process pull (tasks/load/pages.py load_pages: screening, batches, each
 # batch with its cursor), and removes the folder once committed.
 
 MANIFEST = "manifest.json"

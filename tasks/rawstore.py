@@ -1,7 +1,7 @@
 """Raw event history as Parquet day files (setting `raw_events_store = "parquet"`).
 
 Every batch still lands in the warehouse's raw event table exactly as in the "warehouse" mode
-(tasks/load.py: one transaction, merge on the stable id, quarantine, cursors). After the
+(tasks/load/: one transaction, merge on the stable id, quarantine, cursors). After the
 night's rollups have consumed the rows, `archive` moves the event days (UTC day of the event's
 own time) older than `raw_events_hot_days` out of the DuckDB file into
 `<raw_events_path>/<table>/day=YYYY-MM-DD/part-<id>.parquet`:

@@ -1,4 +1,4 @@
-"""The screen: files and pages set aside before DuckDB reads a batch (tasks/load.py).
+"""The screen: files and pages set aside before DuckDB reads a batch (tasks/load/batch.py).
 
 Gzip is decompressed by its magic bytes; binary, HTML and (pages) non-UTF-8 or off-shape files are
 set aside whole (quarantined without their text: they may hold personal data; the row carries

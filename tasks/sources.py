@@ -53,7 +53,7 @@ VENDORS = (
     Vendor("jira", "issues", "bugs", "issue_id", _after_prefix()),
     Vendor("linear", "issues", "bugs", "issue_id", _after_prefix()),
     Vendor("sentry", "issues", "errors", "issue_id", _after_prefix()),
-    # Optional revenue and segments per account (CSV/Parquet files, tasks/load.py ACCOUNTS).
+    # Optional revenue and segments per account (CSV/Parquet files, tasks/contracts.py ACCOUNTS).
     Vendor("accounts", "accounts", "accounts", "account_key", "{k}", id_prefix=False),
 )
 BY_SOURCE = {v.source: v for v in VENDORS}

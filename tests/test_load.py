@@ -135,7 +135,7 @@ def test_failed_batch_commits_nothing(con, tmp_path, monkeypatch):
     def boom(*_a, **_k):
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(load, "_advance_cursor", boom)
+    monkeypatch.setattr(load.cursor, "_advance_cursor", boom)
     with pytest.raises(load.LoadError, match="nothing committed"):
         load.load_source(con, contracts.POSTHOG_EVENTS, str(tmp_path / "ph" / "*.jsonl"), "r1")
     assert con.sql("select count(*) from raw.posthog__events").fetchall()[0][0] == 0
@@ -422,7 +422,7 @@ def test_posthog_query_record_fields_equal_the_record_sql_object(tmp_path, monke
     assert fast[1] == fast[0]
     assert len(fast[0][0]) >= 10 and fast[0][1]
     # The staging path (read_text + json_extract), taken when read_json refuses a batch.
-    monkeypatch.setattr(load, "_read_pages", lambda *a: False)
+    monkeypatch.setattr(load.parse, "_read_pages", lambda *a: False)
     staged = land(old_spec, "old-staged"), land(POSTHOG_QUERY_EVENTS, "new-staged")
     assert staged[1] == staged[0]
     assert staged[0] == fast[0]
@@ -456,7 +456,7 @@ def test_posthog_query_pages_land_direct_as_on_the_staging_path(tmp_path, monkey
         [["u17", "e", "d", "2026-11-21T00:00:00+00:00", "[1]"]],
     ]
     direct: list[bool] = []
-    land_direct = load._land_direct
+    land_direct = load.direct._land_direct
 
     def spy(*args, **kwargs):
         try:
@@ -467,7 +467,7 @@ def test_posthog_query_pages_land_direct_as_on_the_staging_path(tmp_path, monkey
         direct.append(True)
         return out
 
-    monkeypatch.setattr(load, "_land_direct", spy)
+    monkeypatch.setattr(load.direct, "_land_direct", spy)
 
     def land(spec, name) -> tuple[list, list, dict]:
         con = duckdb.connect(str(tmp_path / f"{name}.duckdb"))
@@ -544,16 +544,16 @@ def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypat
         return raw, rejects, counts
 
     retries = []
-    land_direct = load._land_direct
+    land_direct = load.direct._land_direct
 
     def counting(*args, **kwargs):
         retries.append(kwargs.get("ordered", False))
         return land_direct(*args, **kwargs)
 
-    monkeypatch.setattr(load, "_land_direct", counting)
+    monkeypatch.setattr(load.direct, "_land_direct", counting)
     got = land("default")
     assert retries == [False, True]  # b's copies differ: retried in order
-    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    monkeypatch.setattr(load.direct, "_land_direct", functools.partial(land_direct, ordered=True))
     assert got == land("ordered")
     assert got[2]["quarantine_reasons"] == {"duplicate": 5, "invalid_json": 1}
 
@@ -562,10 +562,10 @@ def test_posthog_repeats_within_a_file_land_as_in_read_order(tmp_path, monkeypat
     (tmp_path / "default.duckdb").unlink()
     (tmp_path / "ordered.duckdb").unlink()
     retries.clear()
-    monkeypatch.setattr(load, "_land_direct", counting)
+    monkeypatch.setattr(load.direct, "_land_direct", counting)
     got = land("default")
     assert retries == [False]
-    monkeypatch.setattr(load, "_land_direct", functools.partial(land_direct, ordered=True))
+    monkeypatch.setattr(load.direct, "_land_direct", functools.partial(land_direct, ordered=True))
     assert got == land("ordered")
     assert got[2]["quarantine_reasons"] == {"duplicate": 4}
 
@@ -630,7 +630,7 @@ def test_fetch_ahead_keeps_order_stays_within_its_depth_and_raises_errors_in_pla
     import time as _time
 
     src = _Pages(10)
-    ahead = load._FetchAhead(src, depth=2)
+    ahead = load.pages._FetchAhead(src, depth=2)
     got = []
     for page in ahead:
         _time.sleep(0.01)  # the producer has time to run ahead as far as it may
@@ -641,7 +641,7 @@ def test_fetch_ahead_keeps_order_stays_within_its_depth_and_raises_errors_in_pla
     assert got == list(range(10)) and src.closed
 
     failing = _Pages(10, fail_after=3)
-    ahead = load._FetchAhead(failing, depth=2)
+    ahead = load.pages._FetchAhead(failing, depth=2)
     seen = []
     with pytest.raises(ConnectionError, match="page 3 failed"):
         for page in ahead:
@@ -663,7 +663,7 @@ def test_fetch_ahead_holds_at_most_its_bytes_of_pages_but_always_one():
             yield LandedPage(b"x" * n, {"i": i}, 1, True)
 
     # 100-byte pages against a 250-byte cap: three wait at most (the cap is reached at 300)
-    ahead = load._FetchAhead(pages([100] * 10), depth=8, max_bytes=250)
+    ahead = load.pages._FetchAhead(pages([100] * 10), depth=8, max_bytes=250)
     it = iter(ahead)
     first = next(it)
     _time.sleep(0.2)
@@ -673,7 +673,7 @@ def test_fetch_ahead_holds_at_most_its_bytes_of_pages_but_always_one():
 
     # a page larger than the cap still comes through, one at a time
     produced.clear()
-    ahead = load._FetchAhead(pages([1000] * 3), depth=8, max_bytes=250)
+    ahead = load.pages._FetchAhead(pages([1000] * 3), depth=8, max_bytes=250)
     it = iter(ahead)
     next(it)
     _time.sleep(0.2)
@@ -695,7 +695,7 @@ def test_fetch_ahead_close_stops_the_producer_and_runs_in_the_callers_context():
             yield i
 
     src = pages()
-    ahead = load._FetchAhead(src, depth=2)
+    ahead = load.pages._FetchAhead(src, depth=2)
     first = next(iter(ahead))
     ahead.close()  # joins the thread: nothing is fetched after close returns
     n = len(seen_context)
@@ -813,7 +813,7 @@ def test_rows_a_batch_sets_aside_go_after_its_commit_even_if_the_process_died_in
     def killed(*_args):
         raise KeyboardInterrupt  # where a kill after the commit would stop the process
 
-    monkeypatch.setattr(load, "_purge_after_commit", killed)
+    monkeypatch.setattr(load.purge, "_purge_after_commit", killed)
     with pytest.raises(KeyboardInterrupt):
         load.load_source(con, contracts.POSTHOG_EVENTS, str(ph / "*.jsonl"), "r2")
     monkeypatch.undo()

@@ -24,10 +24,10 @@ import time
 # Kill targets across load, validation, scoring, write-back and snapshot publishing. Each is
 # called through its module attribute (or is a method), so patching the attribute intercepts it.
 TARGETS = {
-    "load._merge_raw": ("tasks.load", None, "_merge_raw"),
-    "load._record_files": ("tasks.load", None, "_record_files"),
-    "load._advance_cursor": ("tasks.load", None, "_advance_cursor"),
-    "load._refresh_file_cursor": ("tasks.load", None, "_refresh_file_cursor"),
+    "load._merge_raw": ("tasks.load.merge", None, "_merge_raw"),
+    "load._record_files": ("tasks.load.files", None, "_record_files"),
+    "load._advance_cursor": ("tasks.load.cursor", None, "_advance_cursor"),
+    "load._refresh_file_cursor": ("tasks.load.cursor", None, "_refresh_file_cursor"),
     "transform.build_staging": ("tasks.transform", None, "build_staging"),
     "validation.validate_table": ("tasks.validation", None, "validate_table"),
     "quality.check_inputs": ("tasks.quality", None, "check_inputs"),

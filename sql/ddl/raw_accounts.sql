@@ -1,4 +1,4 @@
--- Raw accounts (revenue and segments) landed from CSV or Parquet files (tasks/load.py ACCOUNTS).
+-- Raw accounts (revenue and segments) landed from CSV or Parquet files (tasks/contracts.py ACCOUNTS).
 -- Idempotent (if not exists).
 create schema if not exists raw;
 

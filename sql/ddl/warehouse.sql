@@ -169,7 +169,7 @@ alter table ops.writeback_ledger add column if not exists merged_into varchar;
 alter table ops.writeback_ledger add column if not exists effort double;
 alter table ops.writeback_ledger add column if not exists effort_source varchar;
 
--- Added with screening of bad input (tasks/load.py): a file set aside whole is recorded as
+-- Added with screening of bad input (tasks/load/): a file set aside whole is recorded as
 -- rejected (with the rule and its sha256) so it is not read again until it changes.
 alter table ops.loaded_files add column if not exists status varchar default 'loaded';
 alter table ops.loaded_files add column if not exists reject_rule varchar;
@@ -183,7 +183,7 @@ alter table ops.runs add column if not exists kind varchar;
 -- rows; in the "parquet" store re-created as its rows UNION ALL its Parquet day files. Staging
 -- reads these views. `if not exists`: a view over Parquet files is never reset here.
 -- Batches that committed rows they set aside ('<batch>!…' _batch_id: markers, losers among
--- repeats, unchanged re-deliveries), deleted right after the commit (tasks/load.py _purge); a
+-- repeats, unchanged re-deliveries), deleted right after the commit (tasks/load/purge.py _purge); a
 -- row here outlives that only when the process died in between, and the next load finishes it.
 create table if not exists ops.load_purges (
     raw_table varchar not null,

@@ -69,7 +69,7 @@ def run_load(
 
 def _hang_before_commit(n: int, signal_file: Path) -> None:
     """Patch the loader so the n-th batch stops inside its transaction, just before COMMIT."""
-    real = load._advance_cursor
+    real = load.cursor._advance_cursor
     calls = 0
 
     def advance_then_hang(con: Any, spec: Any, run_id: str, state: Any) -> None:
@@ -84,12 +84,12 @@ def _hang_before_commit(n: int, signal_file: Path) -> None:
             while True:  # the parent SIGKILLs us here
                 time.sleep(60)
 
-    load._advance_cursor = advance_then_hang
+    load.cursor._advance_cursor = advance_then_hang
 
 
 def _announce_commits(commits_file: Path) -> None:
     """Patch the loader so every committed batch bumps the count in `commits_file`."""
-    real = load._load_batch
+    real = load.batch._load_batch
     calls = 0
 
     def load_then_announce(*args: Any, **kwargs: Any) -> None:
@@ -100,7 +100,7 @@ def _announce_commits(commits_file: Path) -> None:
         tmp.write_text(str(calls), encoding="utf-8")
         tmp.replace(commits_file)
 
-    load._load_batch = load_then_announce
+    load.batch._load_batch = load_then_announce
 
 
 def main(argv: list[str]) -> int:
