@@ -25,6 +25,7 @@ from tasks.contracts import ZENDESK_TICKETS, LandedPage, SourceSpec
 from tasks.db import transaction
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +355,18 @@ class ZendeskTickets(ApiConnector):
                 return
             guard.check(doc["after_cursor"])
             params = {"cursor": doc["after_cursor"], **common}
+
+
+# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs and union CTE from it.
+DECLARATION = declare(
+    ZendeskTickets,
+    ZendeskSettings,
+    title="Zendesk",
+    order=1,
+    grain="grain: one row per Zendesk ticket; key: ticket_id. Merged on ticket_id, latest "
+    "updated_at wins.",
+    column_docs={"ticket_id": "Zendesk ticket id; unique"},
+    key_type="bigint",
+    id_fields=("subdomain", "base_url"),
+)
