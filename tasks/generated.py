@@ -12,6 +12,7 @@ FILE_ONLY for a vendor without a client module. From those declarations this wri
 - expectations/<canonical>.json: only the value set of the `source` rule (the vendors of the
   kind); the rest of those suites is hand-written and kept as it is;
 - sql/docs/raw.yml: the raw tables' column comments and the history views' comments;
+- .env.example from its marker line on: the connectors' credential variables;
 - sql/staging/<canonical>__unvalidated.sql: the staging unions (tasks/unions.py).
 
 tests/test_generated.py fails while a checked-in file differs from what this module writes.
@@ -77,6 +78,10 @@ def check(vendors) -> None:
             raise ValueError(f"{where}: column_docs must document the key {v.raw_key}")
         if v.raw_suite and v.kind not in FRESHNESS_DAYS:
             raise ValueError(f"{where}: no raw suite template for kind {v.kind}")
+        if v.env_vars and not v.env_help:
+            raise ValueError(f"{where}: declare env_help for {', '.join(v.env_vars)}")
+        if v.env_vars and not any(v.kind in kinds for _, kinds in ENV_SECTIONS):
+            raise ValueError(f"{where}: no .env.example section for kind {v.kind}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -315,6 +320,53 @@ def raw_docs(vendors) -> str:
     return "\n".join(out) + "\n"
 
 
+ENV_EXAMPLE = PROJECT_ROOT / ".env.example"
+# The connectors' credential variables in .env.example: a section per group of kinds.
+ENV_SECTIONS = (
+    ("Usage events", ("usage",)),
+    ("Support tickets", ("tickets",)),
+    ("Bugs and errors (read) and the write-back tracker", ("bugs", "errors")),
+)
+ENV_RULE = "# " + "-" * 93
+ENV_WIDTH = 98  # comment lines of .env.example
+
+
+def _comment_lines(text: str, width: int = COMMENT_WIDTH) -> list[str]:
+    """`text` as `# ` comment lines of at most `width` characters."""
+    lines, line = [], ""
+    for word in text.split(" "):
+        joined = f"{line} {word}" if line else word
+        if line and len(joined) + 2 > width:
+            lines.append(f"# {line}")
+            line = word
+        else:
+            line = joined
+    return [*lines, f"# {line}"]
+
+
+def env_example(vendors) -> str:
+    """.env.example: the hand-written head up to the line marking the generated part, then
+    every connector's env_help and credential variables, a section per group of kinds."""
+    text = ENV_EXAMPLE.read_text(encoding="utf-8")
+    at = text.find(f"# {MARK}")
+    if at < 0:
+        raise ValueError(f".env.example: no line starting '# {MARK}' marks the generated part")
+    out = [
+        text[:at].rstrip("\n"),
+        "",
+        f"# {MARK} from here on: each connector's",
+        "# credential variables (the defaults of its settings' *_env fields) under its env_help.",
+    ]
+    for title, kinds in ENV_SECTIONS:
+        feeds = [v for v in vendors if v.kind in kinds and v.env_vars]
+        if not feeds:
+            continue
+        out += ["", ENV_RULE, f"# {title}", ENV_RULE]
+        for v in feeds:
+            out += ["", *_comment_lines(v.env_help, ENV_WIDTH), *(f"{var}=" for var in v.env_vars)]
+    return "\n".join(out) + "\n"
+
+
 def outputs(vendors: tuple[Vendor, ...] | None = None) -> dict[Path, str]:
     """Every generated file and its text."""
     vendors = declarations() if vendors is None else vendors
@@ -327,6 +379,7 @@ def outputs(vendors: tuple[Vendor, ...] | None = None) -> dict[Path, str]:
         if any(v.canonical == canonical for v in vendors):
             out[staging_suite_path(canonical)] = staging_suite(canonical, vendors)
     out[RAW_DOCS] = raw_docs(vendors)
+    out[ENV_EXAMPLE] = env_example(vendors)
     for name in unions.UNION_COLUMNS:
         out[unions.union_path(name)] = unions.union_sql(name, vendors)
     return out

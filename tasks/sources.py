@@ -76,6 +76,8 @@ class Vendor:
     connector_class: str | None = None
     env_vars: tuple[str, ...] = ()
     id_fields: tuple[str, ...] = ()
+    # What the credential variables hold and where to get them (.env.example, above them).
+    env_help: str = ""
 
     @property
     def raw_table(self) -> str:
@@ -120,6 +122,7 @@ def declare(
     column_docs: dict[str, str],
     key_type: str = "varchar",
     event_day_sql: str | None = None,
+    env_help: str,
     id_fields: tuple[str, ...] = ("base_url",),
 ) -> Vendor:
     """The declaration of an API connector's vendor, from its connector class (source, stream,
@@ -149,6 +152,7 @@ def declare(
             f.default for name, f in settings.model_fields.items() if name.endswith("_env")
         ),
         id_fields=id_fields,
+        env_help=env_help,
     )
 
 

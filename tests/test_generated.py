@@ -111,6 +111,7 @@ SNOWPLOW = sources.declare(
     grain="grain: one row per Snowplow event; key: event_id (the tracker's uuid). Merged on "
     "event_id.",
     column_docs={"event_id": "Snowplow event uuid; unique"},
+    env_help="[connectors.snowplow]: an API key of the collector's project.",
     event_day_sql="timezone('UTC', try_cast(payload ->> 'collector_tstamp' as timestamptz))::date",
     id_fields=("base_url", "app_id"),
 )
@@ -130,6 +131,7 @@ def test_a_new_usage_source_is_one_declaration(tmp_path):
         EXPECTATIONS_DIR / "stg_usage_events.json",
         SQL_DIR / "docs" / "raw.yml",
         unions.union_path("stg_usage_events"),
+        generated.ENV_EXAMPLE,
     }
 
     # the raw table (with its history view) builds, with the loader's columns
@@ -159,6 +161,11 @@ def test_a_new_usage_source_is_one_declaration(tmp_path):
     docs = after[SQL_DIR / "docs" / "raw.yml"]
     assert 'snowplow__events:\n  columns: {event_id: "Snowplow event uuid; unique"}\n' in docs
     assert 'snowplow__events_all:\n  comment: "grain: one row per Snowplow event' in docs
+    env = after[generated.ENV_EXAMPLE]
+    assert (
+        "MIXPANEL_SERVICE_ACCOUNT_SECRET=\n\n"
+        "# [connectors.snowplow]: an API key of the collector's project.\nSNOWPLOW_API_KEY=\n\n"
+    ) in env
     union = after[unions.union_path("stg_usage_events")]
     assert "    select * from mixpanel\n    union all\n    select * from snowplow\n)" in union
 
@@ -197,6 +204,8 @@ def test_a_declaration_the_generator_cannot_write_is_refused():
         generated.check((replace(SNOWPLOW, column_docs=(("payload", "the record"),)),))
     with pytest.raises(ValueError, match="declare a title and a grain"):
         generated.check((replace(SNOWPLOW, grain="one row per event"),))
+    with pytest.raises(ValueError, match="declare env_help for SNOWPLOW_API_KEY"):
+        generated.check((replace(SNOWPLOW, env_help=""),))
 
 
 def test_long_table_comments_are_split_into_literals_of_at_most_100_characters():

@@ -233,4 +233,6 @@ DECLARATION = declare(
                 then timezone('UTC', try_cast(payload ->> 'event_time' as timestamptz))
             else try_cast(payload ->> 'event_time' as timestamp)
         end)::date""",
+    env_help="[connectors.amplitude]: the project's API key and secret key (Basic auth for the "
+    "Export API).",
 )

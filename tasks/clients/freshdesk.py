@@ -274,4 +274,5 @@ DECLARATION = declare(
     column_docs={"ticket_id": "Freshdesk ticket id; unique"},
     key_type="bigint",
     id_fields=("domain", "base_url"),
+    env_help="[connectors.freshdesk]: an agent's API key (Profile settings -> View API key).",
 )

@@ -427,4 +427,7 @@ DECLARATION = declare(
         "node_id": "GitHub node_id (stable across transfers, unlike the issue number); unique"
     },
     id_fields=("base_url", "owner", "repo"),
+    env_help="[connectors.github] (read: Issues read, Metadata read) and [writeback.github] "
+    "(write: Issues read and write; the account needs triage or write access to the repository "
+    "for labels).",
 )

@@ -333,4 +333,6 @@ DECLARATION = declare(
     "conversation_id, latest updated_at wins. Text redacted and author replaced by salted keys "
     "at landing.",
     column_docs={"conversation_id": "Intercom conversation id; unique"},
+    env_help="[connectors.intercom]: the access token of a private app in your workspace "
+    "(Developer Hub).",
 )

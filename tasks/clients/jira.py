@@ -269,4 +269,6 @@ DECLARATION = declare(
     "project moves, unlike the issue key). Merged on issue_id, latest fields.updated wins.",
     column_docs={"issue_id": "Jira issue id (stable, unlike the issue key); unique"},
     id_fields=("base_url", "project"),
+    env_help="[connectors.jira] and [writeback.jira]: the Atlassian account's email and an API "
+    "token of it.",
 )

@@ -342,4 +342,6 @@ DECLARATION = declare(
     "across team moves, unlike the identifier). Merged on issue_id, latest updatedAt wins.",
     column_docs={"issue_id": "Linear issue id (uuid); unique"},
     id_fields=("base_url", "team_key"),
+    env_help="[connectors.linear] and [writeback.linear]: a Linear personal API key (sent without "
+    '"Bearer").',
 )

@@ -208,4 +208,6 @@ DECLARATION = declare(
     event_day_sql="timezone('UTC', epoch_ts(try_cast(json_extract(payload, '$.properties.time') "
     "as double)))::date",
     id_fields=("base_url", "project_id"),
+    env_help="[connectors.mixpanel]: a service account's username and secret, with access to the "
+    "project.",
 )

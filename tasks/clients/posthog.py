@@ -542,4 +542,6 @@ DECLARATION = declare(
     },
     event_day_sql="timezone('UTC', try_cast(event_time ->> '$' as timestamptz))::date",
     id_fields=("base_url", "project_id"),
+    env_help="[connectors.posthog]: a personal API key (phx_...) with the query:read and "
+    "project:read scopes.",
 )

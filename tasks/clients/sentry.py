@@ -164,4 +164,5 @@ DECLARATION = declare(
     "latest read wins (lastSeen, then payload), so counts are as of _loaded_at.",
     column_docs={"issue_id": "Sentry issue id; unique"},
     id_fields=("base_url", "org"),
+    env_help="[connectors.sentry]: an auth token with the org:read and event:read scopes.",
 )

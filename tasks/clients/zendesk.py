@@ -369,4 +369,7 @@ DECLARATION = declare(
     column_docs={"ticket_id": "Zendesk ticket id; unique"},
     key_type="bigint",
     id_fields=("subdomain", "base_url"),
+    env_help='[connectors.zendesk]: with auth = "api_token" (default) an admin\'s email and an API '
+    'token (ZENDESK_EMAIL, ZENDESK_API_TOKEN); with auth = "oauth" an OAuth access token with the '
+    "read scope (ZENDESK_OAUTH_TOKEN).",
 )
