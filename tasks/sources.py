@@ -129,6 +129,8 @@ def declare(
     kind, spec) and settings model (pydantic; its *_env fields' defaults are the credential
     variables), plus what only the module knows (see Vendor)."""
     spec = connector.spec
+    if (spec.source, spec.stream) != (connector.source, connector.stream):
+        raise ValueError(f"{connector.__name__}: its spec lands {spec.raw_table}")
     raw_columns = PAYLOAD_COLUMNS
     if spec.fields:  # typed columns instead of a payload (the high-volume path)
         typed = tuple((c, t.lower()) for c, _, t in spec.fields if c != spec.key_column)
