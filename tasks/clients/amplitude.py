@@ -217,8 +217,8 @@ class AmplitudeConnector(ApiConnector):
         log.info("amplitude: %d event line(s) up to upload hour %s", n_records, _fmt(last))
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     AmplitudeConnector,
     AmplitudeSettings,

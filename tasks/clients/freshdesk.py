@@ -261,8 +261,8 @@ class FreshdeskTickets(ApiConnector):
             since, page = newest, 1
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     FreshdeskTickets,
     FreshdeskSettings,

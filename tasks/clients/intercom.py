@@ -322,8 +322,8 @@ class IntercomConversations(ApiConnector):
                 return max(watermark, seen)
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     IntercomConversations,
     IntercomSettings,

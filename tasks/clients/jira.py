@@ -258,8 +258,8 @@ def _parse_search_page(content: bytes) -> tuple[list[dict[str, Any]], str | None
     return doc["issues"], token or None, bool(is_last)
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     JiraConnector,
     JiraSettings,

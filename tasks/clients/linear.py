@@ -331,8 +331,8 @@ def _parse_issues(data: dict[str, Any]) -> tuple[list[Any], bool, str | None]:
     return conn["nodes"], info["hasNextPage"], cursor
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     LinearConnector,
     LinearSettings,

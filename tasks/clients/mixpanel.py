@@ -191,8 +191,8 @@ class MixpanelConnector(ApiConnector):
         log.info("mixpanel: %d event line(s) up to %s", n_records, last.isoformat())
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     MixpanelConnector,
     MixpanelSettings,

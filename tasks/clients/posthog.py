@@ -523,8 +523,8 @@ class PostHogConnector(ApiConnector):
         log.info("posthog: %d daily page(s), %d group row(s) up to %s", n_pages, n_rows, _iso(end))
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     PostHogConnector,
     PostHogSettings,

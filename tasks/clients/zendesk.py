@@ -357,8 +357,8 @@ class ZendeskTickets(ApiConnector):
             params = {"cursor": doc["after_cursor"], **common}
 
 
-# The registry entry of this vendor (tasks/sources.py declare): `make generated` writes its raw
-# table, raw suite, docs and union CTE from it.
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
 DECLARATION = declare(
     ZendeskTickets,
     ZendeskSettings,
