@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from tasks.settings import ConfigError, Settings, describe_errors
+from tasks.sources import VENDORS
 
 
 @dataclass(frozen=True)
@@ -19,55 +20,11 @@ class ConnectorType:
     env_vars: tuple[str, ...]  # the credential variables (for .env.example and doctor hints)
 
 
+# Every vendor declared with a connector (tasks/sources.py declare, in its tasks/clients module).
 CONNECTOR_TYPES = {
-    "posthog": ConnectorType(
-        "tasks.clients.posthog",
-        "PostHogSettings",
-        "PostHogConnector",
-        ("POSTHOG_PERSONAL_API_KEY",),
-    ),
-    "amplitude": ConnectorType(
-        "tasks.clients.amplitude",
-        "AmplitudeSettings",
-        "AmplitudeConnector",
-        ("AMPLITUDE_API_KEY", "AMPLITUDE_SECRET_KEY"),
-    ),
-    "mixpanel": ConnectorType(
-        "tasks.clients.mixpanel",
-        "MixpanelSettings",
-        "MixpanelConnector",
-        ("MIXPANEL_SERVICE_ACCOUNT_USERNAME", "MIXPANEL_SERVICE_ACCOUNT_SECRET"),
-    ),
-    "zendesk": ConnectorType(
-        "tasks.clients.zendesk",
-        "ZendeskSettings",
-        "ZendeskTickets",
-        ("ZENDESK_EMAIL", "ZENDESK_API_TOKEN", "ZENDESK_OAUTH_TOKEN"),
-    ),
-    "intercom": ConnectorType(
-        "tasks.clients.intercom",
-        "IntercomSettings",
-        "IntercomConversations",
-        ("INTERCOM_ACCESS_TOKEN",),
-    ),
-    "freshdesk": ConnectorType(
-        "tasks.clients.freshdesk",
-        "FreshdeskSettings",
-        "FreshdeskTickets",
-        ("FRESHDESK_API_KEY",),
-    ),
-    "github": ConnectorType(
-        "tasks.clients.github", "GitHubSettings", "GitHubIssuesConnector", ("GITHUB_TOKEN",)
-    ),
-    "jira": ConnectorType(
-        "tasks.clients.jira", "JiraSettings", "JiraConnector", ("JIRA_EMAIL", "JIRA_API_TOKEN")
-    ),
-    "linear": ConnectorType(
-        "tasks.clients.linear", "LinearSettings", "LinearConnector", ("LINEAR_API_KEY",)
-    ),
-    "sentry": ConnectorType(
-        "tasks.clients.sentry", "SentrySettings", "SentryConnector", ("SENTRY_AUTH_TOKEN",)
-    ),
+    v.source: ConnectorType(v.module, v.settings_class, v.connector_class, v.env_vars)
+    for v in VENDORS
+    if v.module and v.settings_class and v.connector_class
 }
 
 

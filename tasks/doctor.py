@@ -31,6 +31,7 @@ from tasks.clients.http import (
 )
 from tasks.connectors import CONNECTOR_TYPES, connector_settings
 from tasks.settings import ENV_PREFIX, ConfigError, Settings
+from tasks.sources import VENDORS
 
 log = logging.getLogger(__name__)
 
@@ -43,19 +44,10 @@ MISCONFIGURED = "misconfigured"
 DOCTOR_TIMEOUT: tuple[float, float] = (5.0, 15.0)
 DOCTOR_RETRY = RetryPolicy(max_attempts=2, base_delay_s=0.5, max_delay_s=2.0, jitter=0.0)
 
-# Settings that name the account / project / repository a check looks at, per connector; a 404
-# points at one of these (or at base_url).
+# Settings that name the account / project / repository a check looks at, per connector (its
+# declaration's id_fields); a 404 points at one of these (or at base_url).
 _ID_FIELDS: dict[str, tuple[str, ...]] = {
-    "posthog": ("base_url", "project_id"),
-    "amplitude": ("base_url",),
-    "mixpanel": ("base_url", "project_id"),
-    "zendesk": ("subdomain", "base_url"),
-    "intercom": ("base_url",),
-    "freshdesk": ("domain", "base_url"),
-    "github": ("base_url", "owner", "repo"),
-    "jira": ("base_url", "project"),
-    "linear": ("base_url", "team_key"),
-    "sentry": ("base_url", "org"),
+    v.source: v.id_fields for v in VENDORS if v.source in CONNECTOR_TYPES
 }
 
 # Write-back trackers: module, settings class, tracker class, settings that locate the target.

@@ -49,29 +49,15 @@ import duckdb
 
 from tasks import db
 from tasks.db import sql_literal, transaction
+from tasks.sources import VENDORS
 
 log = logging.getLogger(__name__)
 
 # raw event table -> (key column, SQL over its columns giving the event's UTC day; NULL = no
-# readable time: the row stays in the warehouse). The staging models parse the same fields.
+# readable time: the row stays in the warehouse): every vendor declared with an event_day_sql
+# (tasks/sources.py). The staging models parse the same fields.
 EVENT_TABLES: dict[str, tuple[str, str]] = {
-    "raw.posthog__events": (
-        "event_id",
-        "timezone('UTC', try_cast(event_time ->> '$' as timestamptz))::date",
-    ),
-    "raw.amplitude__events": (
-        "event_id",
-        r"""(case
-            when regexp_matches(payload ->> 'event_time', '(Z|[+-]\d{2}(:?\d{2})?)$')
-                then timezone('UTC', try_cast(payload ->> 'event_time' as timestamptz))
-            else try_cast(payload ->> 'event_time' as timestamp)
-        end)::date""",
-    ),
-    "raw.mixpanel__events": (
-        "event_id",
-        "timezone('UTC', epoch_ts(try_cast(json_extract(payload, '$.properties.time') "
-        "as double)))::date",
-    ),
+    v.raw_table: (v.raw_key, v.event_day_sql) for v in VENDORS if v.event_day_sql
 }
 HISTORY_SUFFIX = "_all"
 MANIFEST = "ops.raw_event_files"

@@ -8,11 +8,12 @@ comment becomes the file's header, the rest (normalising CTEs and the final sele
 `unioned`.
 
 So adding a source of an existing kind is its staging model (which must select every canonical
-column, in any order) and its VENDORS entry; `make unions` rewrites the union files and
-tests/test_unions.py fails while a checked-in file differs from what this module writes.
+column, in any order) and its declaration (tasks/sources.py); `make generated`
+(tasks/generated.py) rewrites the union files with the other files the declarations give, and
+tests/test_generated.py fails while a checked-in file differs from what it writes.
 
-    python -m tasks.unions          # write the union files
-    python -m tasks.unions --check  # exit 1 and name the files that differ
+    python -m tasks.unions          # write the union files only (from tasks/sources.json)
+    python -m tasks.unions --check  # exit 1 and name the union files that differ
 """
 
 from __future__ import annotations
@@ -102,7 +103,8 @@ UNION_COLUMNS: dict[str, tuple[str, ...]] = {
 }
 PARTS_DIR = SQL_DIR / "staging" / "unions"
 GENERATED = (
-    "-- Written by `make unions` (tasks/unions.py): a CTE per {kind} vendor of tasks/sources.py,\n"
+    "-- Written by `make generated` (tasks/unions.py): a CTE per {kind} vendor of "
+    "tasks/sources.py,\n"
     "-- the rest from sql/staging/unions/{name}.sql. Edit those, not this file."
 )
 
@@ -163,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.check:
         names = stale()
         for name in names:
-            print(f"{union_path(name)} differs from what tasks/unions.py writes: run make unions")  # noqa: T201
+            print(f"{union_path(name)} differs from what tasks/unions.py writes: make generated")  # noqa: T201
         return 1 if names else 0
     for name in UNION_COLUMNS:
         union_path(name).write_text(union_sql(name), encoding="utf-8")

@@ -1,5 +1,5 @@
 """The canonical staging unions are written from the vendor list (tasks/unions.py): the checked-in
-files are what `make unions` writes, every vendor model gives the canonical columns, and a new
+files are what `make generated` writes, every vendor model gives the canonical columns, and a new
 vendor of a kind is one more CTE in that kind's union."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from tasks import db, sources, transform, unions
 
 
 def test_checked_in_union_files_are_what_make_unions_writes():
-    assert unions.stale() == [], "run `make unions` and commit the result"
+    assert unions.stale() == [], "run `make generated` and commit the result"
     assert unions.main(["--check"]) == 0
 
 
@@ -40,7 +40,7 @@ def test_every_vendor_model_selects_the_canonical_columns_and_the_unions_build(t
 
 def test_a_new_vendor_of_a_kind_is_one_more_cte_in_its_union():
     before = unions.union_sql("stg_support_tickets")
-    helpscout = sources.Vendor("helpscout", "conversations", "tickets", "id", "{k}")
+    helpscout = sources.Vendor("helpscout", "conversations", "tickets", "id")
     after = unions.union_sql("stg_support_tickets", vendors=(*sources.VENDORS, helpscout))
     assert "from staging.stg_helpscout__conversations" in after
     assert after.count(" as (\n    select\n") == before.count(" as (\n    select\n") + 1

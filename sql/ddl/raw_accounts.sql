@@ -1,5 +1,5 @@
--- Raw accounts (revenue and segments) landed from CSV or Parquet files (tasks/contracts.py ACCOUNTS).
--- Idempotent (if not exists).
+-- Written by `make generated` (tasks/generated.py) from the declaration of accounts in
+-- tasks/sources.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.accounts__accounts (
@@ -12,5 +12,5 @@ create table if not exists raw.accounts__accounts (
 );
 comment on table raw.accounts__accounts is
 'grain: one row per account; key: account_key (as the usage events carry it). Merged on '
-'account_key, the newest file wins (cursor_at = the file''s modification time). payload: the '
-'known columns (arr a number); name is kept here and in staging only.';
+'account_key, the newest file wins (cursor_at = the file''s modification time). payload: the known '
+'columns (arr a number); name is kept here and in staging only.';

@@ -1,4 +1,5 @@
--- Raw Amplitude events landed from the Export API (tasks/clients/amplitude.py). Idempotent.
+-- Written by `make generated` (tasks/generated.py) from the declaration of amplitude in
+-- tasks/clients/amplitude.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.amplitude__events (

@@ -1,4 +1,5 @@
--- Raw Freshdesk tickets, landed by tasks/clients/freshdesk.py. Idempotent (if not exists).
+-- Written by `make generated` (tasks/generated.py) from the declaration of freshdesk in
+-- tasks/clients/freshdesk.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.freshdesk__tickets (
@@ -10,5 +11,5 @@ create table if not exists raw.freshdesk__tickets (
     _loaded_at timestamptz not null
 );
 comment on table raw.freshdesk__tickets is
-'grain: one row per Freshdesk ticket; key: ticket_id. Merged on ticket_id, latest updated_at '
-'wins. Text redacted and requester contact details replaced by salted keys at landing.';
+'grain: one row per Freshdesk ticket; key: ticket_id. Merged on ticket_id, latest updated_at wins. '
+'Text redacted and requester contact details replaced by salted keys at landing.';

@@ -1,4 +1,5 @@
--- Raw landing table for Jira Cloud issues (tasks/clients/jira.py). Idempotent (if not exists).
+-- Written by `make generated` (tasks/generated.py) from the declaration of jira in
+-- tasks/clients/jira.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.jira__issues (

@@ -1,4 +1,5 @@
--- Raw landing table for Linear issues (tasks/clients/linear.py). Idempotent (if not exists).
+-- Written by `make generated` (tasks/generated.py) from the declaration of linear in
+-- tasks/clients/linear.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.linear__issues (

@@ -1,4 +1,5 @@
--- Raw Mixpanel events landed from the raw Export API (tasks/clients/mixpanel.py). Idempotent.
+-- Written by `make generated` (tasks/generated.py) from the declaration of mixpanel in
+-- tasks/clients/mixpanel.py: edit that, not this file. Idempotent.
 create schema if not exists raw;
 
 create table if not exists raw.mixpanel__events (

@@ -1,47 +1,11 @@
 -- Warehouse contract: schemas and the tables every run writes into. Idempotent (if not exists).
+-- The raw tables are in sql/ddl/raw_<vendor>.sql, written from the vendors' declarations.
 create schema if not exists raw;
 create schema if not exists staging;
 create schema if not exists intermediate;
 create schema if not exists quality;
 create schema if not exists marts;
 create schema if not exists ops;
-
-create table if not exists raw.posthog__events (
-    event_id varchar not null,
-    event varchar,
-    distinct_id varchar,
-    event_time json,
-    properties json,
-    cursor_at varchar,
-    _source_file varchar,
-    _batch_id varchar not null,
-    _loaded_at timestamptz not null
-);
-comment on table raw.posthog__events is
-'grain: one row per PostHog event; key: event_id (uuid). The record''s top-level fields as '
-'typed columns (the high-volume path); merged on event_id, a changed record wins.';
-
-create table if not exists raw.zendesk__tickets (
-    ticket_id bigint not null,
-    cursor_at varchar,
-    payload json not null,
-    _source_file varchar,
-    _batch_id varchar not null,
-    _loaded_at timestamptz not null
-);
-comment on table raw.zendesk__tickets is
-'grain: one row per Zendesk ticket; key: ticket_id. Merged on ticket_id, latest updated_at wins.';
-
-create table if not exists raw.github__issues (
-    node_id varchar not null,
-    cursor_at varchar,
-    payload json not null,
-    _source_file varchar,
-    _batch_id varchar not null,
-    _loaded_at timestamptz not null
-);
-comment on table raw.github__issues is
-'grain: one row per GitHub issue (pull requests dropped); key: node_id. Latest updated_at wins.';
 
 create table if not exists quality.quarantine (
     quarantine_id varchar not null,
@@ -190,8 +154,6 @@ create table if not exists ops.load_purges (
     batch_id varchar not null,
     loaded_at timestamptz not null
 );
-
-create view if not exists raw.posthog__events_all as select * from raw.posthog__events;
 
 -- Parquet day files of the raw event tables (raw_events_store = "parquet"): the explicit list
 -- the *_all views read (tasks/rawstore.py).

@@ -1,4 +1,4 @@
--- Written by `make unions` (tasks/unions.py): a CTE per accounts vendor of tasks/sources.py,
+-- Written by `make generated` (tasks/unions.py): a CTE per accounts vendor of tasks/sources.py,
 -- the rest from sql/staging/unions/stg_accounts.sql. Edit those, not this file.
 -- grain: one row per account from every accounts source, before validation; key: account_key
 -- (the key the usage events carry: PostHog $groups.company, Amplitude/Mixpanel company).

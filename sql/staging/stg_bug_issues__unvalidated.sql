@@ -1,4 +1,4 @@
--- Written by `make unions` (tasks/unions.py): a CTE per bugs vendor of tasks/sources.py,
+-- Written by `make generated` (tasks/unions.py): a CTE per bugs vendor of tasks/sources.py,
 -- the rest from sql/staging/unions/stg_bug_issues.sql. Edit those, not this file.
 -- grain: one row per bug-tracker issue from every tracker, before validation; key: issue_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.

@@ -1,4 +1,4 @@
--- Written by `make unions` (tasks/unions.py): a CTE per errors vendor of tasks/sources.py,
+-- Written by `make generated` (tasks/unions.py): a CTE per errors vendor of tasks/sources.py,
 -- the rest from sql/staging/unions/stg_error_signals.sql. Edit those, not this file.
 -- grain: one row per error-tracker issue (Sentry); key: issue_id ('sentry:<id>').
 -- The error signal per feature: counts of events and affected users, where it happens, before

@@ -1,4 +1,4 @@
--- Written by `make unions` (tasks/unions.py): a CTE per tickets vendor of tasks/sources.py,
+-- Written by `make generated` (tasks/unions.py): a CTE per tickets vendor of tasks/sources.py,
 -- the rest from sql/staging/unions/stg_support_tickets.sql. Edit those, not this file.
 -- grain: one row per support ticket or conversation from every help desk, before validation; key: ticket_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.

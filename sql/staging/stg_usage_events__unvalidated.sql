@@ -1,4 +1,4 @@
--- Written by `make unions` (tasks/unions.py): a CTE per usage vendor of tasks/sources.py,
+-- Written by `make generated` (tasks/unions.py): a CTE per usage vendor of tasks/sources.py,
 -- the rest from sql/staging/unions/stg_usage_events.sql. Edit those, not this file.
 -- grain: one row per usage event from every analytics vendor, before validation; key: event_id ('<vendor>:<id>').
 -- The canonical shape every vendor maps onto, so scores work whichever vendor a team uses.

@@ -22,6 +22,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -214,3 +215,24 @@ class AmplitudeConnector(ApiConnector):
                 yield LandedPage(body=body, state={"last_hour": _fmt(done)}, n_records=n)
             hour = chunk_last + timedelta(hours=1)
         log.info("amplitude: %d event line(s) up to upload hour %s", n_records, _fmt(last))
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    AmplitudeConnector,
+    AmplitudeSettings,
+    title="Amplitude",
+    order=2,
+    grain="grain: one row per Amplitude event; key: event_id (uuid, else 'insert_id:' || "
+    "$insert_id). Merged on event_id; cursor_at is the upload time.",
+    column_docs={"event_id": "Amplitude event uuid, else 'insert_id:' || $insert_id; unique"},
+    # event_time carries no offset (UTC); one that does is read with it
+    event_day_sql=r"""(case
+            when regexp_matches(payload ->> 'event_time', '(Z|[+-]\d{2}(:?\d{2})?)$')
+                then timezone('UTC', try_cast(payload ->> 'event_time' as timestamptz))
+            else try_cast(payload ->> 'event_time' as timestamp)
+        end)::date""",
+    env_help="[connectors.amplitude]: the project's API key and secret key (Basic auth for the "
+    "Export API).",
+)

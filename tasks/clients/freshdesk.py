@@ -22,6 +22,7 @@ from tasks.clients.intercom import redact_object_strings_sql, strip_html_sql
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -258,3 +259,20 @@ class FreshdeskTickets(ApiConnector):
                 )
             log.info("freshdesk: page cap %d reached; restarting from %s", s.max_pages, iso(newest))
             since, page = newest, 1
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    FreshdeskTickets,
+    FreshdeskSettings,
+    title="Freshdesk",
+    order=3,
+    grain="grain: one row per Freshdesk ticket; key: ticket_id. Merged on ticket_id, latest "
+    "updated_at wins. Text redacted and requester contact details replaced by salted keys at "
+    "landing.",
+    column_docs={"ticket_id": "Freshdesk ticket id; unique"},
+    key_type="bigint",
+    id_fields=("domain", "base_url"),
+    env_help="[connectors.freshdesk]: an agent's API key (Profile settings -> View API key).",
+)

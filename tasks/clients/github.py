@@ -28,6 +28,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import GITHUB_ISSUES, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -411,3 +412,22 @@ class GitHubIssuesConnector:
     def check_issues(self, numbers: Iterable[int]) -> list[IssueCheck]:
         """One GET per issue (5,000/h budget): for a periodic sweep of the open issues we hold."""
         return [self.check_issue(n) for n in numbers]
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    GitHubIssuesConnector,
+    GitHubSettings,
+    title="GitHub",
+    order=1,
+    grain="grain: one row per GitHub issue (pull requests dropped); key: node_id. Latest "
+    "updated_at wins.",
+    column_docs={
+        "node_id": "GitHub node_id (stable across transfers, unlike the issue number); unique"
+    },
+    id_fields=("base_url", "owner", "repo"),
+    env_help="[connectors.github] (read: Issues read, Metadata read) and [writeback.github] "
+    "(write: Issues read and write; the account needs triage or write access to the repository "
+    "for labels).",
+)

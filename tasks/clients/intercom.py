@@ -19,6 +19,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -319,3 +320,19 @@ class IntercomConversations(ApiConnector):
             yield LandedPage(body=resp.content, state=state, n_records=len(conversations))
             if not cursor:
                 return max(watermark, seen)
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    IntercomConversations,
+    IntercomSettings,
+    title="Intercom",
+    order=2,
+    grain="grain: one row per Intercom conversation; key: conversation_id. Merged on "
+    "conversation_id, latest updated_at wins. Text redacted and author replaced by salted keys "
+    "at landing.",
+    column_docs={"conversation_id": "Intercom conversation id; unique"},
+    env_help="[connectors.intercom]: the access token of a private app in your workspace "
+    "(Developer Hub).",
+)

@@ -16,6 +16,7 @@ from tasks.clients.base import ApiConnector
 from tasks.clients.http import CursorGuard, HttpClient, InvalidResponseError, RetryPolicy
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -255,3 +256,19 @@ def _parse_search_page(content: bytes) -> tuple[list[dict[str, Any]], str | None
     if is_last is False and not token:
         raise InvalidResponseError("jira", "page says isLast=false but has no nextPageToken")
     return doc["issues"], token or None, bool(is_last)
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    JiraConnector,
+    JiraSettings,
+    title="Jira",
+    order=2,
+    grain="grain: one row per Jira issue; key: issue_id (numeric id as text, stable across "
+    "project moves, unlike the issue key). Merged on issue_id, latest fields.updated wins.",
+    column_docs={"issue_id": "Jira issue id (stable, unlike the issue key); unique"},
+    id_fields=("base_url", "project"),
+    env_help="[connectors.jira] and [writeback.jira]: the Atlassian account's email and an API "
+    "token of it.",
+)

@@ -24,6 +24,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -328,3 +329,19 @@ def _parse_issues(data: dict[str, Any]) -> tuple[list[Any], bool, str | None]:
     if not all(isinstance(n, dict) for n in conn["nodes"]):
         raise InvalidResponseError("linear", "issues page holds nodes that are not objects")
     return conn["nodes"], info["hasNextPage"], cursor
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    LinearConnector,
+    LinearSettings,
+    title="Linear",
+    order=3,
+    grain="grain: one row per Linear issue (archived included); key: issue_id (UUID, stable "
+    "across team moves, unlike the identifier). Merged on issue_id, latest updatedAt wins.",
+    column_docs={"issue_id": "Linear issue id (uuid); unique"},
+    id_fields=("base_url", "team_key"),
+    env_help="[connectors.linear] and [writeback.linear]: a Linear personal API key (sent without "
+    '"Bearer").',
+)

@@ -15,6 +15,7 @@ from tasks.clients.base import ApiConnector, shared_budget
 from tasks.clients.http import HttpClient, InvalidResponseError
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -188,3 +189,25 @@ class MixpanelConnector(ApiConnector):
             yield LandedPage(body=resp.content, state={"last_day": done.isoformat()}, n_records=n)
             day = to + timedelta(days=1)
         log.info("mixpanel: %d event line(s) up to %s", n_records, last.isoformat())
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    MixpanelConnector,
+    MixpanelSettings,
+    title="Mixpanel",
+    order=3,
+    grain="grain: one row per Mixpanel event; key: event_id = md5 of (event, distinct_id, time, "
+    "$insert_id), or of the whole record without $insert_id. Re-exported days merge onto the "
+    "same rows.",
+    column_docs={
+        "event_id": "md5 of (event, distinct_id, time, $insert_id), or of the whole record "
+        "without $insert_id; unique"
+    },
+    event_day_sql="timezone('UTC', epoch_ts(try_cast(json_extract(payload, '$.properties.time') "
+    "as double)))::date",
+    id_fields=("base_url", "project_id"),
+    env_help="[connectors.mixpanel]: a service account's username and secret, with access to the "
+    "project.",
+)

@@ -30,6 +30,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import POSTHOG_EVENTS, LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 try:
     import orjson as _orjson
@@ -520,3 +521,27 @@ class PostHogConnector(ApiConnector):
                     break
             day, offset = day + timedelta(days=1), 0
         log.info("posthog: %d daily page(s), %d group row(s) up to %s", n_pages, n_rows, _iso(end))
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    PostHogConnector,
+    PostHogSettings,
+    title="PostHog",
+    order=1,
+    grain="grain: one row per PostHog event; key: event_id (uuid). The record's top-level fields "
+    "as typed columns (the high-volume path); merged on event_id, a changed record wins.",
+    column_docs={
+        "event_id": "PostHog event uuid; unique",
+        "event": "event name as sent",
+        "distinct_id": "PostHog distinct_id of the user, as sent",
+        "event_time": "event timestamp as delivered (JSON: text, else a wrong type kept for the "
+        "suite)",
+        "properties": "event properties as JSON",
+    },
+    event_day_sql="timezone('UTC', try_cast(event_time ->> '$' as timestamptz))::date",
+    id_fields=("base_url", "project_id"),
+    env_help="[connectors.posthog]: a personal API key (phx_...) with the query:read and "
+    "project:read scopes.",
+)

@@ -19,6 +19,7 @@ from tasks.clients.http import (
 )
 from tasks.contracts import LandedPage, SourceSpec
 from tasks.secrets import resolve_secret
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -150,3 +151,18 @@ def _count_issues(content: bytes) -> int:
     if not isinstance(doc, list) or not all(isinstance(i, dict) for i in doc):
         raise InvalidResponseError("sentry", "issues page is not a list of issue objects")
     return len(doc)
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    SentryConnector,
+    SentrySettings,
+    title="Sentry",
+    order=1,
+    grain="grain: one row per Sentry issue (error group); key: issue_id. Merged on issue_id; the "
+    "latest read wins (lastSeen, then payload), so counts are as of _loaded_at.",
+    column_docs={"issue_id": "Sentry issue id; unique"},
+    id_fields=("base_url", "org"),
+    env_help="[connectors.sentry]: an auth token with the org:read and event:read scopes.",
+)

@@ -25,6 +25,7 @@ from tasks.contracts import ZENDESK_TICKETS, LandedPage, SourceSpec
 from tasks.db import transaction
 from tasks.secrets import resolve_secret
 from tasks.settings import ConfigError
+from tasks.sources import declare
 
 log = logging.getLogger(__name__)
 
@@ -354,3 +355,21 @@ class ZendeskTickets(ApiConnector):
                 return
             guard.check(doc["after_cursor"])
             params = {"cursor": doc["after_cursor"], **common}
+
+
+# This vendor's entry in the registry (tasks/sources.py declare): `make generated` writes its raw
+# table, raw suite, docs, union CTE, connector type and .env.example lines from it.
+DECLARATION = declare(
+    ZendeskTickets,
+    ZendeskSettings,
+    title="Zendesk",
+    order=1,
+    grain="grain: one row per Zendesk ticket; key: ticket_id. Merged on ticket_id, latest "
+    "updated_at wins.",
+    column_docs={"ticket_id": "Zendesk ticket id; unique"},
+    key_type="bigint",
+    id_fields=("subdomain", "base_url"),
+    env_help='[connectors.zendesk]: with auth = "api_token" (default) an admin\'s email and an API '
+    'token (ZENDESK_EMAIL, ZENDESK_API_TOKEN); with auth = "oauth" an OAuth access token with the '
+    "read scope (ZENDESK_OAUTH_TOKEN).",
+)
