@@ -109,19 +109,24 @@ def ddl_path(v: Vendor) -> Path:
     return SQL_DIR / "ddl" / f"raw_{v.source}.sql"
 
 
-def _sql_comment(text: str, width: int = COMMENT_WIDTH) -> str:
-    """`text` as an SQL string literal, split into adjacent literals of at most `width`."""
-    words = text.replace("'", "''").split(" ")
+def _wrap(text: str, width: int) -> list[str]:
+    """`text` split at single spaces into lines of at most `width` characters (greedy; a word
+    longer than `width` stands alone)."""
     lines, line = [], ""
-    for word in words:
+    for word in text.split(" "):
         joined = f"{line} {word}" if line else word
-        if line and len(joined) + 3 > width:
-            lines.append(f"'{line} '")
+        if line and len(joined) > width:
+            lines.append(line)
             line = word
         else:
             line = joined
-    lines.append(f"'{line}'")
-    return "\n".join(lines)
+    return [*lines, line]
+
+
+def _sql_comment(text: str, width: int = COMMENT_WIDTH) -> str:
+    """`text` as an SQL string literal, split into adjacent literals of at most `width`."""
+    lines = _wrap(text.replace("'", "''"), width - 3)
+    return "\n".join([f"'{line} '" for line in lines[:-1]] + [f"'{lines[-1]}'"])
 
 
 def ddl_sql(v: Vendor) -> str:
@@ -333,15 +338,7 @@ ENV_WIDTH = 98  # comment lines of .env.example
 
 def _comment_lines(text: str, width: int = COMMENT_WIDTH) -> list[str]:
     """`text` as `# ` comment lines of at most `width` characters."""
-    lines, line = [], ""
-    for word in text.split(" "):
-        joined = f"{line} {word}" if line else word
-        if line and len(joined) + 2 > width:
-            lines.append(f"# {line}")
-            line = word
-        else:
-            line = joined
-    return [*lines, f"# {line}"]
+    return [f"# {line}" for line in _wrap(text, width - 2)]
 
 
 def env_example(vendors) -> str:
