@@ -296,17 +296,16 @@ def _summary(body: bytes) -> dict[str, Any] | None:
     return doc
 
 
-def _loads(body: bytes) -> tuple[Any, bool]:
-    """(json.loads, strict): through orjson when it is installed (a dependency of Prefect's).
-    orjson is stricter (no BOM, NaN, lone surrogates, huge integers, only UTF-8); what it
-    refuses, json.loads decides, so the same bodies pass or fail. `strict`: orjson accepted
-    it."""
+def _loads(body: bytes) -> Any:
+    """json.loads, through orjson when it is installed (a dependency of Prefect's). orjson is
+    stricter (no BOM, NaN, lone surrogates, huge integers, only UTF-8); what it refuses,
+    json.loads decides, so the same bodies pass or fail."""
     if _orjson is not None:
         try:
-            return _orjson.loads(body), True
+            return _orjson.loads(body)
         except _orjson.JSONDecodeError:
             pass
-    return json.loads(body), False
+    return json.loads(body)
 
 
 def _parse(body: bytes, columns: list[str]) -> Parsed:
@@ -316,7 +315,7 @@ def _parse(body: bytes, columns: list[str]) -> Parsed:
         # Not what DuckDB reads as a page: parsed in Python, which says what is wrong with it
         # (a body it accepts still lands through the loader's own page check).
         try:
-            full, _ = _loads(body)
+            full = _loads(body)
         except ValueError as exc:  # JSONDecodeError, or UnicodeDecodeError: not UTF-8
             where = (
                 (exc.msg, exc.pos)
