@@ -47,19 +47,16 @@ def _console():
 
 def _settings(args: argparse.Namespace) -> Settings:
     """Load the settings and run the checks that need no network or writes (the cross-field
-    settings checks and the feature catalog); ConfigError -> UserError (one line, exit 2)."""
-    try:
-        settings = load_settings(args.config)
-        from tasks.preflight import check_catalog, check_settings
+    settings checks and the feature catalog); a ConfigError is one line, exit 2 (main)."""
+    settings = load_settings(args.config)
+    from tasks.preflight import check_catalog, check_settings
 
-        check_settings(settings)
-        check_catalog(settings)
-        from tasks import rawstore
+    check_settings(settings)
+    check_catalog(settings)
+    from tasks import rawstore
 
-        rawstore.activate(settings)  # s3:// raw event store: registered on every connection
-        return settings
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    rawstore.activate(settings)  # s3:// raw event store: registered on every connection
+    return settings
 
 
 def _one_line(text: str) -> str:
@@ -96,12 +93,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     out, err = _console()
     settings = _settings(args)
     _check_run_args(args)
-    try:
-        from tasks.preflight import preflight
+    from tasks.preflight import preflight
 
-        preflight(settings, sources=args.sources)
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    preflight(settings, sources=args.sources)
     from flows.nightly import nightly
 
     params = {
@@ -239,10 +233,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     settings = _settings(args)
     from flows.backfill import backfill, preflight_backfill
 
-    try:
-        preflight_backfill(settings, args.sources if args.load else [])
-    except ConfigError as exc:
-        raise UserError(str(exc)) from None
+    preflight_backfill(settings, args.sources if args.load else [])
     params = {
         "start": args.start,
         "end": args.end,
@@ -436,13 +427,10 @@ def _read_connection(
 ):
     """A read-only connection to the analyst snapshot (default, never blocks the nightly run) or
     the live warehouse, with the path it opened."""
-    from tasks.db import WarehouseLockedError, connect
+    from tasks.db import connect
 
     path = _read_path(settings, live, db)
-    try:
-        return connect(path, read_only=True, lock_timeout_s=lock_timeout), path
-    except WarehouseLockedError as exc:
-        raise UserError(str(exc)) from None
+    return connect(path, read_only=True, lock_timeout_s=lock_timeout), path
 
 
 # -------------------------------------------------------------------------------------- query
@@ -490,14 +478,10 @@ def cmd_docs(args: argparse.Namespace) -> int:
     _, err = _console()
     settings = _settings(args)
     from tasks.datadocs import write_dictionary
-    from tasks.db import WarehouseLockedError
 
     path = _read_path(settings, args.live, args.db)
     out_dir = Path(args.out) if args.out else settings.duckdb_path.parent / "docs"
-    try:
-        result = write_dictionary(path, out_dir, lock_timeout_s=args.lock_timeout)
-    except WarehouseLockedError as exc:
-        raise UserError(str(exc)) from None
+    result = write_dictionary(path, out_dir, lock_timeout_s=args.lock_timeout)
     err.print(
         f"data dictionary of {path}: {result['relations']} relations, {result['columns']} "
         f"columns, {result['uncommented_columns']} columns without a comment -> "
@@ -1048,16 +1032,27 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_user_error(exc: BaseException) -> bool:
+    """What every command reports as one `error:` line with exit 2, never a traceback: its own
+    UserError, settings or a catalog that do not check out (ConfigError, from any step before
+    the flow starts), and a warehouse another process holds (WarehouseLockedError)."""
+    from tasks.db import WarehouseLockedError
+
+    return isinstance(exc, UserError | ConfigError | WarehouseLockedError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except UserError as exc:
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if not _is_user_error(exc):
+            raise
         _, err = _console()
         _error_line(err, "error:", str(exc))
         return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        return 130
 
 
 if __name__ == "__main__":

@@ -118,3 +118,36 @@ def test_demo_data_append_day_mistakes_are_one_line_and_exit_2(tmp_path, capsys)
     assert "--append-day" in err and "_manifest.json" in err and "Traceback" not in err
     assert main(["demo-data", "--out", out, "--append-day", "2026-11-25", "--events", "9"]) == 2
     assert "drop --events" in capsys.readouterr().err
+
+
+def test_a_warehouse_another_process_holds_is_one_error_line_in_query_and_docs(tmp_path, capsys):
+    """The commands share main's error path: query and docs report the lock as one `error:`
+    line with exit 2, no traceback, whichever step raised it."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "w.duckdb"
+    duckdb.connect(str(path)).close()
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"import duckdb, time\nc = duckdb.connect({str(path)!r})\n"
+            "print('open', flush=True)\ntime.sleep(60)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        for argv in (
+            ["query", "select 1", "--db", str(path), "--lock-timeout", "0.5"],
+            ["docs", "--db", str(path), "--out", str(tmp_path / "d"), "--lock-timeout", "0.5"],
+        ):
+            assert main(argv) == 2, argv
+            err = capsys.readouterr().err
+            assert err.startswith("error:") and f"PID {holder.pid}" in err, err
+            assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    finally:
+        holder.kill()
+        holder.wait()
