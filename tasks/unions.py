@@ -10,16 +10,13 @@ comment becomes the file's header, the rest (normalising CTEs and the final sele
 So adding a source of an existing kind is its staging model (which must select every canonical
 column, in any order) and its declaration (tasks/sources.py); `make generated`
 (tasks/generated.py) rewrites the union files with the other files the declarations give, and
-tests/test_generated.py fails while a checked-in file differs from what it writes.
-
-    python -m tasks.unions          # write the union files only (from tasks/sources.json)
-    python -m tasks.unions --check  # exit 1 and name the union files that differ
+tests/test_generated.py fails while a checked-in file differs from what it writes. The
+generator is the one command (`python -m tasks.generated [--check]`); this module gives it
+union_sql, union_path and stale.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 from tasks.settings import SQL_DIR
@@ -156,22 +153,3 @@ def stale() -> list[str]:
         if not union_path(name).exists()
         or union_path(name).read_text(encoding="utf-8") != union_sql(name)
     ]
-
-
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="Write (or --check) the canonical staging unions.")
-    p.add_argument("--check", action="store_true", help="exit 1 when a union file is stale")
-    args = p.parse_args(argv)
-    if args.check:
-        names = stale()
-        for name in names:
-            print(f"{union_path(name)} differs from what tasks/unions.py writes: make generated")  # noqa: T201
-        return 1 if names else 0
-    for name in UNION_COLUMNS:
-        union_path(name).write_text(union_sql(name), encoding="utf-8")
-        print(f"wrote {union_path(name)}")  # noqa: T201
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -10,9 +10,8 @@ import pytest
 from tasks import db, sources, transform, unions
 
 
-def test_checked_in_union_files_are_what_make_unions_writes():
+def test_checked_in_union_files_are_what_make_generated_writes():
     assert unions.stale() == [], "run `make generated` and commit the result"
-    assert unions.main(["--check"]) == 0
 
 
 def test_every_vendor_model_selects_the_canonical_columns_and_the_unions_build(tmp_path):
@@ -64,5 +63,8 @@ def test_a_stale_union_file_is_named(tmp_path, monkeypatch, capsys):
         )
     monkeypatch.setattr(unions, "SQL_DIR", fake_sql)
     assert unions.stale() == ["stg_bug_issues"]
-    assert unions.main(["--check"]) == 1
-    assert "stg_bug_issues__unvalidated.sql differs" in capsys.readouterr().out
+    from tasks import generated
+
+    assert generated.main(["--check"]) == 1  # the one command names it
+    out = capsys.readouterr().out
+    assert "stg_bug_issues__unvalidated.sql differs" in out and out.count("differs") == 1
