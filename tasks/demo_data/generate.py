@@ -25,7 +25,14 @@ from tasks.demo_data.common import (
     _rng,
     logger,
 )
-from tasks.demo_data.github import _AREA, _BUG_TITLES, _ISSUE_COUNTS, _gh_obj, _github
+from tasks.demo_data.github import (
+    _AREA,
+    _BUG_TITLES,
+    _ISSUE_COUNTS,
+    _gh_obj,
+    _github,
+    _issue_item,
+)
 from tasks.demo_data.posthog import (
     _calibrate,
     _KindTable,
@@ -269,18 +276,7 @@ def append_day(
         title = titles[int(rng.integers(len(titles)))]
         if not is_bug and key is not None:
             title = f"Feature request: {title[0].lower()}{title[1:]}"
-        item = {
-            "created": created,
-            "closed": None,
-            "labels": labels,
-            "title": title,
-            "pr": False,
-            "feature": feature,
-            "planted": False,
-            "body": f"{title}.\n\n### Steps to reproduce\n1. Open the page\n"
-            f"2. Repeat the action\n\n### Expected\nIt works.\n\n"
-            f"### Actual\nIt does not ({int(rng.integers(1, 6))} reports).",
-        }
+        item = _issue_item(rng, created, None, labels, title, feature)
         number = _APPEND_ISSUE_BASE + idx * 100 + k
         objs.append(_gh_obj(rng, number, item, day_start, day_end))
     objs.sort(key=lambda o: (o["updated_at"], o["number"]))

@@ -117,6 +117,30 @@ def _label(name: str) -> dict[str, Any]:
     }
 
 
+def _issue_item(
+    rng: np.random.Generator,
+    created: Any,
+    closed: Any,
+    labels: list[str],
+    title: str,
+    feature: str | None,
+) -> dict[str, Any]:
+    """An unplanted bug or feature request of the history and of an appended day alike (one
+    draw of `rng`, for the report count in its body)."""
+    return {
+        "created": created,
+        "closed": closed,
+        "labels": labels,
+        "title": title,
+        "pr": False,
+        "feature": feature,
+        "planted": False,
+        "body": f"{title}.\n\n### Steps to reproduce\n1. Open the page\n"
+        f"2. Repeat the action\n\n### Expected\nIt works.\n\n"
+        f"### Actual\nIt does not ({int(rng.integers(1, 6))} reports).",
+    }
+
+
 def _gh_obj(
     rng: np.random.Generator, n: int, it: dict[str, Any], start_ts: int, end_ts: int
 ) -> dict[str, Any]:
@@ -246,20 +270,7 @@ def _github(
             title = titles[int(rng.integers(len(titles)))]
             if not is_bug and key is not None:
                 title = f"Feature request: {title[0].lower()}{title[1:]}"
-            items.append(
-                {
-                    "created": created,
-                    "closed": closed_at,
-                    "labels": labels,
-                    "title": title,
-                    "pr": False,
-                    "feature": feature,
-                    "planted": False,
-                    "body": f"{title}.\n\n### Steps to reproduce\n1. Open the page\n"
-                    f"2. Repeat the action\n\n### Expected\nIt works.\n\n"
-                    f"### Actual\nIt does not ({int(rng.integers(1, 6))} reports).",
-                }
-            )
+            items.append(_issue_item(rng, created, closed_at, labels, title, feature))
     n_prs = round(len(items) * 0.18)
     for _ in range(n_prs):
         src = items[int(rng.integers(len(items)))]
