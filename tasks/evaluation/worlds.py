@@ -32,6 +32,7 @@ import polars as pl
 import yaml
 
 from tasks.demo_data import b62
+from tasks.demo_data.posthog import _uuid4
 
 GENERATOR_VERSION = 1
 DEFAULT_END = date(2026, 11, 22)
@@ -588,20 +589,6 @@ class _Kinds:
         paths += [g[1] for g in generic]
         self.name = pl.Series(names, dtype=pl.String)
         self.path = pl.Series(paths, dtype=pl.String)
-
-
-def _uuid4(rng: np.random.Generator, n: int) -> pl.Series:
-    raw = rng.integers(0, 256, size=(n, 16), dtype=np.uint8)
-    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x40
-    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
-    nib = np.empty((n, 32), dtype=np.uint8)
-    nib[:, 0::2] = raw >> 4
-    nib[:, 1::2] = raw & 0x0F
-    out = np.empty((n, 36), dtype=np.uint8)
-    out[:, [8, 13, 18, 23]] = ord("-")
-    pos = [i for i in range(36) if i not in (8, 13, 18, 23)]
-    out[:, pos] = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)[nib]
-    return pl.Series("uuid", out.view("S36").ravel()).cast(pl.String)
 
 
 def _pick(ids: np.ndarray, cum: np.ndarray, u: np.ndarray) -> np.ndarray:
